@@ -1,0 +1,340 @@
+"""Moving a session's bytes: over trio streams (TCP, memory) and over an in-memory pump.
+
+Both sides of the conversation are sans-I/O objects with one small surface
+(:class:`Endpoint`, the h11/wsproto shape): ``receive_data(bytes)`` takes what
+the peer sent (``b""`` = the link dropped), ``data_to_send()`` hands out what
+should go on the air now, ``session_over`` says there is nothing more to say.
+This module owns only the moving of bytes, never a decision about them, so the
+same box and phone code runs
+
+- in real processes over TCP (:func:`converse`, :func:`serve_box`,
+  :func:`connect`),
+- in tests over ``trio.testing.memory_stream_pair`` (:func:`converse` again),
+- in the simulator, many thousand times, without trio at all
+  (:func:`run_session_sync`, a plain loop).
+
+An agent walking away is cancellation: ``--max-seconds`` is a
+``move_on_after`` around the conversation, ``--max-bytes`` cuts the outgoing
+byte stream at exactly that many bytes, in the middle of a frame if that is
+where the budget ends. With ``--rate`` the bytes leave in small paced slices,
+so a cancellation really can land mid-frame, as on a Bluetooth link.
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import trio
+
+RECEIVE_SIZE = 4096
+# With --rate, bytes leave in slices of 1/SLICES_PER_SECOND of a second's worth
+# (at least MIN_SLICE bytes), so a walk-away can cut a frame in its middle.
+SLICES_PER_SECOND = 50
+MIN_SLICE = 16
+# After our side said its last word, how long we wait for the peer's last bytes.
+CLOSE_GRACE_SECONDS = 2.0
+
+
+class Endpoint(Protocol):
+    """One side of a session, sans-I/O (the lockbox session, or :class:`fwdist.app.App`)."""
+
+    def receive_data(self, data: bytes) -> None:
+        """Bytes from the peer; ``b""`` means the link is gone (EOF, walk-away, reset)."""
+
+    def data_to_send(self) -> bytes:
+        """Bytes to put on the air now; ``b""`` when there is nothing to send yet."""
+
+    @property
+    def session_over(self) -> bool:
+        """True once this side has nothing more to say in this session."""
+
+
+# -- reasons a session ended, as reported by the transport -----------------------
+REASON_MAX_BYTES = "max-bytes"
+REASON_MAX_SECONDS = "max-seconds"
+REASON_PEER_CLOSED = "peer closed the link"
+REASON_STALLED = "stalled: neither side has anything to send"
+
+
+@dataclass
+class LinkStats:
+    """What crossed one side's link in one session.
+
+    ``reason`` is None when this side ended the session itself (it said its
+    last word and the peer closed after it); otherwise it says why the link
+    ended: a budget ran out (the agent walked away) or the peer went away.
+    """
+
+    sent_bytes: int = 0
+    received_bytes: int = 0
+    reason: str | None = None
+
+
+# ================================================================================
+# Synchronous pump (the simulator's link)
+# ================================================================================
+
+
+@dataclass(frozen=True)
+class PumpResult:
+    """Bytes moved by :func:`run_session_sync`, each direction, and why it stopped."""
+
+    phone_sent: int
+    box_sent: int
+    cut_bytes: int
+    reason: str | None
+
+
+def run_session_sync(
+    box: Endpoint,
+    phone: Endpoint,
+    budget_bytes: int | None = None,
+    max_rounds: int = 1_000_000,
+) -> PumpResult:
+    """Move bytes between two endpoints until both are done or the phone's budget is spent.
+
+    ``budget_bytes`` bounds what the phone sends (the agent walks away after
+    that many bytes): the frame that crosses the budget is delivered only up
+    to the budget and then the link drops, so the box sees a cut frame and
+    EOF, exactly as over TCP. ``cut_bytes`` counts the part of that frame that
+    never left. Both endpoints always get ``receive_data(b"")`` at the end.
+    The box must already have been opened by the caller (its opening frame
+    queued); nothing here knows about time.
+    """
+    sent = back = cut = 0
+    reason: str | None = None
+    for _ in range(max_rounds):
+        moved = False
+        out = phone.data_to_send()
+        if out:
+            if budget_bytes is not None and sent + len(out) > budget_bytes:
+                room = max(0, budget_bytes - sent)
+                if room:
+                    box.receive_data(out[:room])
+                sent += room
+                cut = len(out) - room
+                reason = REASON_MAX_BYTES
+                break
+            box.receive_data(out)
+            sent += len(out)
+            moved = True
+        reply = box.data_to_send()
+        if reply:
+            phone.receive_data(reply)
+            back += len(reply)
+            moved = True
+        if not moved:
+            if not (phone.session_over or box.session_over):
+                reason = REASON_STALLED
+            break
+    else:
+        reason = REASON_STALLED
+    box.receive_data(b"")
+    phone.receive_data(b"")
+    return PumpResult(sent, back, cut, reason)
+
+
+# ================================================================================
+# trio streams
+# ================================================================================
+
+
+class RateLimiter:
+    """Paces bytes at ``bytes_per_second`` (a token bucket with no burst), in small slices."""
+
+    def __init__(self, bytes_per_second: float) -> None:
+        if not bytes_per_second > 0:
+            raise ValueError("rate must be positive")
+        self.rate = float(bytes_per_second)
+        self.slice = max(MIN_SLICE, int(self.rate / SLICES_PER_SECOND))
+        self._next_free: float | None = None
+
+    async def wait_for(self, n: int) -> None:
+        """Sleep until ``n`` more bytes may leave, then account for them."""
+        now = trio.current_time()
+        if self._next_free is None or self._next_free < now:
+            self._next_free = now
+        await trio.sleep_until(self._next_free)
+        self._next_free += n / self.rate
+
+
+class _Wakeup:
+    """A resettable event: the sender sleeps on it until the receiver fed the endpoint."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event = trio.Event()
+
+
+_LINK_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+async def converse(
+    stream: trio.abc.Stream,
+    endpoint: Endpoint,
+    *,
+    max_send_bytes: int | None = None,
+    max_seconds: float | None = None,
+    rate: float | None = None,
+    on_sent: Callable[[int], None] | None = None,
+) -> LinkStats:
+    """Run one side of a session over ``stream`` until it ends; always close the stream.
+
+    Two tasks: one feeds received bytes to the endpoint, the other sends what
+    the endpoint has to say (woken whenever something arrived). The session
+    ends when the endpoint is over and flushed (we half-close and give the
+    peer :data:`CLOSE_GRACE_SECONDS` to finish), when the peer closes, or when
+    a budget runs out: ``max_seconds`` (a ``move_on_after``) or
+    ``max_send_bytes`` (the stream is cut at exactly that many bytes). The
+    endpoint always receives ``b""`` at the end.
+    """
+    stats = LinkStats()
+    limiter = RateLimiter(rate) if rate else None
+    wakeup = _Wakeup()
+    peer_gone = eof_fed = False
+
+    async def send(data: bytes) -> bool:
+        """Send ``data`` within the budgets; False if the byte budget cut it."""
+        budget_cut = False
+        if max_send_bytes is not None and stats.sent_bytes + len(data) > max_send_bytes:
+            data = data[: max(0, max_send_bytes - stats.sent_bytes)]
+            budget_cut = True
+        step = limiter.slice if limiter else max(1, len(data))
+        for i in range(0, len(data), step):
+            part = data[i : i + step]
+            if limiter:
+                await limiter.wait_for(len(part))
+            await stream.send_all(part)
+            stats.sent_bytes += len(part)
+            if on_sent:
+                on_sent(len(part))
+        return not budget_cut
+
+    async def receiver(cancel: trio.CancelScope) -> None:
+        nonlocal peer_gone, eof_fed
+        while True:
+            try:
+                data = await stream.receive_some(RECEIVE_SIZE)
+            except _LINK_ERRORS:
+                data = b""
+            stats.received_bytes += len(data)
+            if not data:
+                if not endpoint.session_over:
+                    stats.reason = stats.reason or REASON_PEER_CLOSED
+                peer_gone = eof_fed = True
+                endpoint.receive_data(b"")
+                wakeup.set()
+                return
+            endpoint.receive_data(bytes(data))
+            wakeup.set()
+
+    async def sender(cancel: trio.CancelScope) -> None:
+        while True:
+            out = endpoint.data_to_send()
+            if out:
+                try:
+                    within = await send(out)
+                except _LINK_ERRORS:
+                    stats.reason = stats.reason or REASON_PEER_CLOSED
+                    cancel.cancel()
+                    return
+                if not within:
+                    stats.reason = REASON_MAX_BYTES
+                    cancel.cancel()
+                    return
+                continue
+            if peer_gone:
+                cancel.cancel()
+                return
+            if endpoint.session_over:
+                # Our last word is out: half-close, then let the peer finish.
+                try:
+                    await stream.send_eof()  # type: ignore[attr-defined]
+                except (AttributeError, *_LINK_ERRORS, OSError):
+                    pass
+                with trio.move_on_after(CLOSE_GRACE_SECONDS):
+                    while not peer_gone:
+                        await wakeup.wait()
+                cancel.cancel()
+                return
+            await wakeup.wait()
+
+    try:
+        with trio.move_on_after(math.inf if max_seconds is None else max_seconds) as timer:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(receiver, nursery.cancel_scope)
+                nursery.start_soon(sender, nursery.cancel_scope)
+        if timer.cancelled_caught:
+            stats.reason = REASON_MAX_SECONDS
+    finally:
+        await trio.aclose_forcefully(stream)
+        if not eof_fed:
+            endpoint.receive_data(b"")
+    return stats
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """HOST:PORT -> (host, port), with a one-line error for anything else."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"address must look like HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+async def connect(host: str, port: int, timeout: float = 10.0) -> trio.SocketStream:
+    """Open a TCP stream to a box; OSError becomes ConnectionError with one clear line."""
+    with trio.move_on_after(timeout) as scope:
+        try:
+            return await trio.open_tcp_stream(host, port)
+        except OSError as e:
+            reason = e.strerror or str(e)
+            raise ConnectionError(f"cannot reach a box at {host}:{port}: {reason}") from None
+    assert scope.cancelled_caught
+    raise ConnectionError(f"cannot reach a box at {host}:{port}: timed out after {timeout:g}s")
+
+
+async def open_listener(host: str, port: int) -> trio.SocketListener:
+    """One TCP listener; 'port in use' and friends become ConnectionError with one line."""
+    try:
+        listeners = await trio.open_tcp_listeners(port, host=host, backlog=8)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise ConnectionError(f"cannot listen on {host}:{port}: the port is in use") from None
+        raise ConnectionError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    for extra in listeners[1:]:
+        await extra.aclose()
+    return listeners[0]
+
+
+def listener_port(listener: trio.SocketListener) -> int:
+    port: int = listener.socket.getsockname()[1]
+    return port
+
+
+async def serve_box(
+    listener: trio.SocketListener,
+    handle: Callable[[trio.SocketStream], Awaitable[None]],
+    max_sessions: int | None = None,
+) -> int:
+    """Accept connections one at a time and hand each to ``handle``; return how many ran.
+
+    A lockbox has one radio and one conversation at a time: while a session
+    runs, the next phone waits in the listen backlog. ``handle`` owns the
+    stream (it must close it).
+    """
+    served = 0
+    while max_sessions is None or served < max_sessions:
+        stream = await listener.accept()
+        await handle(stream)
+        served += 1
+    return served
