@@ -1,4 +1,4 @@
-"""The transport moves bytes and nothing else: exact counts, cuts and pacing, with stand-in endpoints.
+"""The transport moves bytes and nothing else: exact counts, cuts and pacing, stand-in endpoints.
 
 The real box and phone are exercised over the same functions in test_app.py;
 here two tiny endpoints make every count predictable: the box says b"go",
@@ -74,7 +74,9 @@ async def _pair(
     a, b = trio.testing.memory_stream_pair()
     results: dict[str, transport.LinkStats] = {}
 
-    async def run(name: str, stream: trio.abc.Stream, ep: transport.Endpoint, kw: dict[str, object]) -> None:
+    async def run(
+        name: str, stream: trio.abc.Stream, ep: transport.Endpoint, kw: dict[str, object]
+    ) -> None:
         results[name] = await transport.converse(stream, ep, **kw)  # type: ignore[arg-type]
 
     async with trio.open_nursery() as n:
@@ -109,7 +111,9 @@ async def test_rate_paces_in_slices(autojump_clock: trio.testing.MockClock) -> N
     assert trio.current_time() - start == pytest.approx(62 * 0.16, abs=1e-9)
 
 
-async def test_walk_away_after_seconds_lands_mid_frame(autojump_clock: trio.testing.MockClock) -> None:
+async def test_walk_away_after_seconds_lands_mid_frame(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     phone, box = Talker(10_000, 240), Listener(10_000)
     ps, bs = await _pair(phone, box, rate=100, max_seconds=1.0)
     # slices leave at 0, 0.16, ..., 0.96 s: 7 x 16 bytes, inside the first 240-byte frame.
