@@ -1,0 +1,253 @@
+"""Release-side commands: keygen, stage, inspect, verify, plan, gc."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from fwdist import keys
+from fwdist.chunker import ChunkerParams
+from fwdist.cli.output import emit_json, human_bytes, progress_bar
+from fwdist.errors import FwdistError, StagingError
+from fwdist.manifest import Manifest, PayloadRef, Version
+from fwdist.releases import gc, load_manifest, plan, verify_store
+from fwdist.staging import StageOptions, stage
+from fwdist.store import Store
+
+
+def parse_release(text: str) -> tuple[str, str]:
+    """NAME@X.Y.Z -> (NAME, X.Y.Z)."""
+    name, sep, version = text.rpartition("@")
+    if not sep or not name:
+        raise FwdistError(f"release must look like NAME@X.Y.Z, got {text!r}")
+    return name, str(Version.parse(version))
+
+
+def payload_json(ref: PayloadRef) -> dict[str, Any]:
+    return {
+        "encoder": ref.encoder,
+        "size": ref.size,
+        "pieces": ref.pieces,
+        "table_sha256": ref.table_sha256.hex(),
+        "decode_ram": ref.decode_ram,
+        "from": ref.source_version,
+        "from_sha256": ref.source_sha256.hex() if ref.source_sha256 else None,
+    }
+
+
+def manifest_json(m: Manifest, manifest_bytes: int) -> dict[str, Any]:
+    return {
+        "product": m.product,
+        "hardware": m.hardware,
+        "version": m.version,
+        "security_counter": m.security_counter,
+        "image_size": m.image_size,
+        "image_sha256": m.image_sha256.hex(),
+        "required": m.required,
+        "min_battery": m.min_battery,
+        "min_app": m.min_app,
+        "created": m.created,
+        "expires": m.expires,
+        "manifest_bytes": manifest_bytes,
+        "full": payload_json(m.full),
+        "deltas": [payload_json(d) for d in m.deltas],
+    }
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    private, public = keys.generate(Path(args.keyfile))
+    if args.json:
+        emit_json({"private": str(private), "public": str(public)})
+    else:
+        print(f"wrote {private} (private, 0600) and {public}")
+    return 0
+
+
+def cmd_stage(args: argparse.Namespace) -> int:
+    image = Path(args.image)
+    key = keys.load_private(Path(args.key))
+    try:
+        chunker = ChunkerParams(args.min_piece, args.avg_piece, args.max_piece)
+    except ValueError as e:
+        raise StagingError(str(e)) from None
+    opts = StageOptions(
+        product=args.product,
+        version=args.version,
+        hardware=args.hardware,
+        security_counter=args.security_counter,
+        required=args.required,
+        min_battery=args.min_battery,
+        min_app=args.min_app,
+        expires_days=args.expires,
+        sources=tuple(args.sources or ()),
+        level=args.level,
+        chunker=chunker,
+    )
+    store = Store.open(args.store, create=True)
+    size = image.stat().st_size if image.is_file() else None
+    with progress_bar(f"staging {image.name}", size, args.json) as advance:
+        result = stage(store, image, key, opts, progress=advance)
+    m = result.manifest
+    if args.json:
+        out = manifest_json(m, result.manifest_bytes)
+        out.update(
+            new_objects=result.new_objects,
+            new_object_bytes=result.new_object_bytes,
+            seconds=round(result.seconds, 3),
+        )
+        emit_json(out)
+    else:
+        print(
+            f"staged {m.product}@{m.version}: {human_bytes(m.image_size)} image, "
+            f"{m.full.pieces} pieces, {human_bytes(m.full.size)} compressed "
+            f"({result.new_objects} new objects) in {result.seconds:.1f}s"
+        )
+        for d in m.deltas:
+            print(
+                f"  delta from {d.source_version}: {human_bytes(d.size)} "
+                f"({d.encoder}, {d.pieces} pieces)"
+            )
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    store = Store.open(args.store)
+    product, version = parse_release(args.release)
+    m = load_manifest(store, product, version)
+    size = len(store.get_manifest(product, version))
+    if args.json:
+        emit_json(manifest_json(m, size))
+        return 0
+    print(f"{m.product}@{m.version}  hardware {m.hardware}  security counter {m.security_counter}")
+    print(f"  image     {m.image_size} bytes  sha256 {m.image_sha256.hex()}")
+    print(
+        f"  policy    {'required' if m.required else 'optional'}, min battery {m.min_battery}%, "
+        f"min app {m.min_app}, expires {m.expires or 'never'}"
+    )
+    print(f"  manifest  {size} bytes")
+    print(f"  full      {m.full.size} bytes in {m.full.pieces} pieces ({m.full.encoder})")
+    for d in m.deltas:
+        print(
+            f"  delta     from {d.source_version}: {d.size} bytes in {d.pieces} pieces "
+            f"({d.encoder}, decoder RAM {d.decode_ram})"
+        )
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    store = Store.open(args.store)
+    only = parse_release(args.release) if args.release else None
+    report = verify_store(store, Path(args.pubkey) if args.pubkey else None, only)
+    if args.json:
+        emit_json(
+            {
+                "ok": report.ok,
+                "releases": report.releases,
+                "objects": report.objects,
+                "problems": report.problems,
+            }
+        )
+    else:
+        for problem in report.problems:
+            print(f"fwdist: verify: {problem}")
+        if report.ok:
+            print(f"ok: {report.releases} releases, {report.objects} objects")
+    return 0 if report.ok else 1
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    store = Store.open(args.store)
+    p = plan(store, args.product, str(Version.parse(args.source)), str(Version.parse(args.target)))
+    if args.json:
+        emit_json(p.as_json())
+    else:
+        print(
+            f"{p.product} {p.source} -> {p.target}: {p.air_bytes} bytes over the air "
+            f"({p.encoder}: manifest {p.manifest_bytes} + table {p.table_bytes} + "
+            f"payload {p.payload_bytes} in {p.pieces} pieces) for a {p.image_bytes}-byte image"
+        )
+    return 0
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    r = gc(Store.open(args.store))
+    if args.json:
+        emit_json(
+            {
+                "removed_objects": r.removed_objects,
+                "removed_bytes": r.removed_bytes,
+                "removed_tmp": r.removed_tmp,
+                "kept_objects": r.kept_objects,
+            }
+        )
+    else:
+        print(
+            f"removed {r.removed_objects} objects ({r.removed_bytes} bytes) and "
+            f"{r.removed_tmp} temporary files; kept {r.kept_objects}"
+        )
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def command(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(handler=handler)
+        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        return p
+
+    p = command("keygen", cmd_keygen, "make an Ed25519 signing keypair: KEYFILE and KEYFILE.pub")
+    p.add_argument("keyfile")
+
+    p = command("stage", cmd_stage, "stage an image as a signed release in a store")
+    p.add_argument("image")
+    p.add_argument("--store", required=True)
+    p.add_argument("--product", required=True)
+    p.add_argument("--version", required=True, help="X.Y.Z, newer than every staged release")
+    p.add_argument("--key", required=True, help="private key file from keygen")
+    p.add_argument("--hardware", help="hardware id the image runs on (default: the product)")
+    p.add_argument(
+        "--security-counter",
+        type=int,
+        help="anti-rollback counter (default: the previous release's)",
+    )
+    p.add_argument("--required", action="store_true", help="mark the update as required")
+    p.add_argument("--min-battery", type=int, default=0, metavar="PCT")
+    p.add_argument("--min-app", default="0.0.0", metavar="X.Y.Z")
+    p.add_argument(
+        "--expires",
+        type=float,
+        metavar="DAYS",
+        help="manifest expires this many days after staging",
+    )
+    p.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        metavar="X.Y.Z",
+        help="also make a delta for boxes on this staged version (repeatable)",
+    )
+    p.add_argument("--level", type=int, default=19, help="zstd level for pieces (default 19)")
+    p.add_argument("--min-piece", type=int, default=ChunkerParams().min_size)
+    p.add_argument("--avg-piece", type=int, default=ChunkerParams().avg_size)
+    p.add_argument("--max-piece", type=int, default=ChunkerParams().max_size)
+
+    p = command("inspect", cmd_inspect, "show a staged release's manifest")
+    p.add_argument("--store", required=True)
+    p.add_argument("release", metavar="NAME@X.Y.Z")
+
+    p = command("verify", cmd_verify, "re-hash every object and check every release end to end")
+    p.add_argument("--store", required=True)
+    p.add_argument(
+        "--pubkey", help="trust only this public key (default: keys recorded in the store)"
+    )
+    p.add_argument("release", nargs="?", metavar="NAME@X.Y.Z")
+
+    p = command("plan", cmd_plan, "what a box on one version must receive to reach another")
+    p.add_argument("--store", required=True)
+    p.add_argument("--product", required=True)
+    p.add_argument("--from", dest="source", required=True, metavar="X.Y.Z")
+    p.add_argument("--to", dest="target", required=True, metavar="X.Y.Z")
+
+    p = command("gc", cmd_gc, "remove objects no release references")
+    p.add_argument("--store", required=True)

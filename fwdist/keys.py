@@ -1,0 +1,67 @@
+"""Ed25519 key files: PKCS#8 PEM private keys (mode 0600), SubjectPublicKeyInfo PEM public keys."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from fwdist.errors import KeyFileError
+from fwdist.manifest import key_id
+
+__all__ = ["generate", "key_id", "load_private", "load_public", "public_pem"]
+
+
+def public_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def generate(path: Path) -> tuple[Path, Path]:
+    """Write a new keypair to ``path`` (private, 0600) and ``path.pub``; never overwrite."""
+    pub_path = path.with_name(path.name + ".pub")
+    for p in (path, pub_path):
+        if p.exists():
+            raise KeyFileError(f"{p} already exists; refusing to overwrite a key")
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+        pub_path.write_bytes(public_pem(key.public_key()))
+    except OSError as e:
+        raise KeyFileError(f"cannot write key {path}: {e.strerror}") from None
+    return path, pub_path
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise KeyFileError(f"cannot read key {path}: {e.strerror}") from None
+
+
+def load_private(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(_read(path), password=None)
+    except (ValueError, TypeError):
+        raise KeyFileError(f"{path} is not an unencrypted PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyFileError(f"{path} is not an Ed25519 key")
+    return key
+
+
+def load_public(path: Path) -> Ed25519PublicKey:
+    try:
+        key = serialization.load_pem_public_key(_read(path))
+    except (ValueError, TypeError):
+        raise KeyFileError(f"{path} is not a PEM public key") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise KeyFileError(f"{path} is not an Ed25519 public key")
+    return key

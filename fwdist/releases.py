@@ -1,0 +1,232 @@
+"""Reading releases back out of a store: load, reassemble, plan, verify, collect garbage."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fwdist import delta
+from fwdist.errors import FwdistError, StoreError
+from fwdist.keys import load_public
+from fwdist.manifest import (
+    Manifest,
+    PayloadRef,
+    PieceTable,
+    decode,
+    decode_table,
+    key_id,
+    verify,
+)
+from fwdist.store import Store, decompress
+
+
+def load_manifest(store: Store, product: str, version: str) -> Manifest:
+    """The decoded manifest (structure checked; signatures are :func:`verify_store`'s job)."""
+    return decode(store.get_manifest(product, version)).manifest
+
+
+def load_table(store: Store, ref: PayloadRef) -> PieceTable:
+    return decode_table(store.get_content(ref.table_sha256), ref.table_sha256)
+
+
+def table_bytes(store: Store, ref: PayloadRef) -> bytes:
+    return store.get_content(ref.table_sha256)
+
+
+def wire_piece(store: Store, table: PieceTable, index: int) -> bytes:
+    """The bytes that travel for piece ``index``: the zstd frame, or the raw delta slice."""
+    entry = table.pieces[index]
+    if table.compressed:
+        return store.get_frame(entry.id)
+    return store.get_content(entry.id, entry.size)
+
+
+def read_image(store: Store, m: Manifest) -> Iterator[bytes]:
+    """The release's image, piece by piece, each checked against its id."""
+    table = load_table(store, m.full)
+    for entry in table.pieces:
+        yield store.get_content(entry.id, entry.size)
+
+
+def release_image(store: Store, m: Manifest) -> bytes:
+    return b"".join(read_image(store, m))
+
+
+def apply_delta(store: Store, m: Manifest, ref: PayloadRef, old: bytes) -> bytes:
+    """Rebuild the new image from ``old`` and the delta payload ``ref``."""
+    table = load_table(store, ref)
+    payload = b"".join(store.get_content(e.id, e.size) for e in table.pieces)
+    out: list[bytes] = []
+    delta.apply(
+        ref.encoder,
+        lambda off, n: old[off : off + n],
+        len(old),
+        lambda off, n: payload[off : off + n],
+        len(payload),
+        out.append,
+        new_size=m.image_size,
+    )
+    return b"".join(out)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a box on ``source`` must receive to reach ``target``."""
+
+    product: str
+    source: str
+    target: str
+    encoder: str
+    manifest_bytes: int
+    table_bytes: int
+    payload_bytes: int
+    pieces: int
+    image_bytes: int
+
+    @property
+    def air_bytes(self) -> int:
+        return self.manifest_bytes + self.table_bytes + self.payload_bytes
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "product": self.product,
+            "from": self.source,
+            "to": self.target,
+            "air_bytes": self.air_bytes,
+            "image_bytes": self.image_bytes,
+            "encoder": self.encoder,
+            "pieces": self.pieces,
+            "manifest_bytes": self.manifest_bytes,
+            "table_bytes": self.table_bytes,
+            "payload_bytes": self.payload_bytes,
+        }
+
+
+def plan(store: Store, product: str, source: str, target: str) -> Plan:
+    wire = store.get_manifest(product, target)
+    m = decode(wire).manifest
+    ref = m.delta_from(source) or m.full
+    return Plan(
+        product=product,
+        source=source,
+        target=m.version,
+        encoder=ref.encoder,
+        manifest_bytes=len(wire),
+        table_bytes=len(table_bytes(store, ref)),
+        payload_bytes=ref.size,
+        pieces=ref.pieces,
+        image_bytes=m.image_size,
+    )
+
+
+@dataclass
+class VerifyReport:
+    releases: int = 0
+    objects: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def trusted_keys(store: Store, pubkey: Path | None) -> Mapping[bytes, Ed25519PublicKey]:
+    keys = [load_public(pubkey)] if pubkey else [load_public(p) for p in store.key_files()]
+    return {key_id(k): k for k in keys}
+
+
+def _check_release(
+    store: Store, product: str, version: str, trusted: Mapping[bytes, Ed25519PublicKey]
+) -> Iterator[str]:
+    name = f"{product}@{version}"
+    try:
+        m = verify(store.get_manifest(product, version), trusted)
+    except FwdistError as e:
+        yield f"{name}: {e}"
+        return
+    if m.version != version or m.product != product:
+        yield f"{name}: manifest names {m.product}@{m.version}"
+    try:
+        image = release_image(store, m)
+    except FwdistError as e:
+        yield f"{name}: full image: {e}"
+        return
+    if len(image) != m.image_size or hashlib.sha256(image).digest() != m.image_sha256:
+        yield f"{name}: full image does not match the manifest's size and SHA-256"
+    if load_table(store, m.full).wire_size != m.full.size:
+        yield f"{name}: full payload size differs from the manifest"
+    for ref in m.deltas:
+        try:
+            old = release_image(store, load_manifest(store, product, ref.source_version or ""))
+            if hashlib.sha256(old).digest() != ref.source_sha256:
+                yield f"{name}: delta source {ref.source_version} is not the image it was made from"
+                continue
+            if load_table(store, ref).wire_size != ref.size:
+                yield f"{name}: delta from {ref.source_version} size differs from the manifest"
+            rebuilt = apply_delta(store, m, ref, old)
+            if hashlib.sha256(rebuilt).digest() != m.image_sha256:
+                yield f"{name}: delta from {ref.source_version} does not rebuild the image"
+        except (FwdistError, delta.DeltaError) as e:
+            yield f"{name}: delta from {ref.source_version}: {e}"
+
+
+def verify_store(
+    store: Store, pubkey: Path | None = None, only: tuple[str, str] | None = None
+) -> VerifyReport:
+    """Re-hash every object and check every release end to end (signature, image, deltas)."""
+    report = VerifyReport()
+    trusted = trusted_keys(store, pubkey)
+    if only is None:
+        for oid in store.object_ids():
+            report.objects += 1
+            try:
+                content = decompress(store.get_frame(oid), 1 << 30, what=f"object {oid.hex()}")
+            except StoreError as e:
+                report.problems.append(str(e))
+                continue
+            if hashlib.sha256(content).digest() != oid:
+                report.problems.append(
+                    f"object {oid.hex()} is damaged: content does not match its name"
+                )
+    releases = [only] if only else store.releases()
+    for product, version in releases:
+        report.releases += 1
+        report.problems.extend(_check_release(store, product, version, trusted))
+    return report
+
+
+@dataclass(frozen=True)
+class GcReport:
+    removed_objects: int
+    removed_bytes: int
+    removed_tmp: int
+    kept_objects: int
+
+
+def referenced_objects(store: Store) -> set[bytes]:
+    live: set[bytes] = set()
+    for product, version in store.releases():
+        m = load_manifest(store, product, version)
+        for ref in (m.full, *m.deltas):
+            live.add(ref.table_sha256)
+            live.update(e.id for e in load_table(store, ref).pieces)
+    return live
+
+
+def gc(store: Store) -> GcReport:
+    """Remove objects no manifest references, and leftovers of killed writes."""
+    with store.locked():
+        live = referenced_objects(store)
+        removed = removed_bytes = kept = 0
+        for oid in list(store.object_ids()):
+            if oid in live:
+                kept += 1
+            else:
+                removed_bytes += store.remove_object(oid)
+                removed += 1
+        tmp = store.clean_tmp()
+    return GcReport(removed, removed_bytes, tmp, kept)

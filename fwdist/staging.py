@@ -1,0 +1,244 @@
+"""Staging: turn a firmware image into a signed release in the store.
+
+The image streams through the chunker in bounded memory; both cores compress
+pieces (zstd releases the GIL) while the main thread hashes the whole image and
+writes objects. Deltas need the old and new images in memory (the encoders are
+suffix-array and window based), which is fine for firmware-sized images and
+refused, with a clear error, above ``MAX_DELTA_INPUT``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fwdist import delta
+from fwdist.chunker import ChunkerParams, chunk_stream
+from fwdist.errors import StagingError
+from fwdist.keys import public_pem
+from fwdist.manifest import (
+    Manifest,
+    PayloadRef,
+    PieceEntry,
+    PieceTable,
+    Version,
+    check_name,
+    key_id,
+    sign,
+)
+from fwdist.releases import load_manifest, read_image
+from fwdist.store import Store, compress
+
+FULL_ENCODER = "zstd-pieces"
+DELTA_PIECE_SIZE = 16 * 1024
+MAX_DELTA_INPUT = 1 << 30
+_IN_FLIGHT = 16
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """What a release engineer says about a release, beyond the image itself."""
+
+    product: str
+    version: str
+    hardware: str | None = None
+    security_counter: int | None = None
+    required: bool = False
+    min_battery: int = 0
+    min_app: str = "0.0.0"
+    expires_days: float | None = None
+    sources: tuple[str, ...] = ()
+    level: int = 19
+    chunker: ChunkerParams = field(default_factory=ChunkerParams)
+    delta_piece_size: int = DELTA_PIECE_SIZE
+    encoders: tuple[str, ...] | None = None
+    now: int | None = None
+
+
+@dataclass(frozen=True)
+class StageResult:
+    manifest: Manifest
+    manifest_bytes: int
+    new_objects: int
+    new_object_bytes: int
+    seconds: float
+
+
+def _compress_pieces(
+    chunks: Iterable[bytes], level: int, workers: int = 2
+) -> Iterable[tuple[bytes, bytes]]:
+    """Yield (content, zstd frame) in order, compressing on ``workers`` threads."""
+
+    def job(content: bytes) -> bytes:
+        return compress(content, level)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fwdist-zstd") as pool:
+        pending: deque[tuple[bytes, Future[bytes]]] = deque()
+        for content in chunks:
+            pending.append((content, pool.submit(job, content)))
+            if len(pending) >= _IN_FLIGHT:
+                c, fut = pending.popleft()
+                yield c, fut.result()
+        while pending:
+            c, fut = pending.popleft()
+            yield c, fut.result()
+
+
+def _stage_full(
+    store: Store, image: Path, opts: StageOptions, progress: Progress | None
+) -> tuple[PieceTable, bytes, int]:
+    """Store the image's compressed pieces; return their table, the image SHA-256 and size."""
+    whole = hashlib.sha256()
+    size = 0
+    entries: list[PieceEntry] = []
+    with open(image, "rb") as f:
+        contents = (c.data for c in chunk_stream(f, opts.chunker))
+        for content, frame in _compress_pieces(contents, opts.level):
+            whole.update(content)
+            size += len(content)
+            pid = hashlib.sha256(content).digest()
+            if store.has(pid):
+                frame = store.get_frame(pid)
+            else:
+                store.put_frame(pid, frame)
+            entries.append(PieceEntry(pid, len(content), len(frame)))
+            if progress:
+                progress(len(content))
+    return PieceTable(True, tuple(entries)), whole.digest(), size
+
+
+def _stage_delta(
+    store: Store, old: bytes, new: bytes, opts: StageOptions
+) -> tuple[str, PieceTable, int]:
+    d = delta.encode(old, new, encoders=opts.encoders)
+    step = opts.delta_piece_size
+    entries = []
+    for off in range(0, len(d.data), step):
+        piece = d.data[off : off + step]
+        entries.append(PieceEntry(store.put_content(piece, level=1), len(piece), len(piece)))
+    return d.encoder, PieceTable(False, tuple(entries)), delta.decode_ram(d.encoder, d.data[:64])
+
+
+def stage(
+    store: Store,
+    image: Path,
+    key: Ed25519PrivateKey,
+    opts: StageOptions,
+    progress: Progress | None = None,
+) -> StageResult:
+    """Stage ``image`` as ``opts.product@opts.version``; all or nothing."""
+    started = time.perf_counter()
+    check_name("product", opts.product)
+    hardware = check_name("hardware", opts.hardware or opts.product)
+    version = Version.parse(opts.version)
+    Version.parse(opts.min_app)
+    if not 0 <= opts.min_battery <= 100:
+        raise StagingError(f"--min-battery must be 0..100, got {opts.min_battery}")
+    if opts.delta_piece_size < 256:
+        raise StagingError("delta piece size must be at least 256 bytes")
+    try:
+        image_size = image.stat().st_size
+    except OSError as e:
+        raise StagingError(f"cannot read image {image}: {e.strerror}") from None
+    if not image.is_file():
+        raise StagingError(f"image {image} is not a regular file")
+    if image_size == 0:
+        raise StagingError(f"image {image} is empty")
+
+    existing = store.releases(opts.product)
+    previous = load_manifest(store, *existing[-1]) if existing else None
+    if previous is not None:
+        if Version.parse(previous.version) >= version:
+            raise StagingError(
+                f"{opts.product}@{version} is not newer than the staged {previous.version}"
+            )
+        if previous.hardware != hardware:
+            raise StagingError(
+                f"hardware {hardware!r} differs from the staged releases' {previous.hardware!r}"
+            )
+    counter = opts.security_counter
+    floor = previous.security_counter if previous else 0
+    if counter is None:
+        counter = floor
+    if counter < floor:
+        raise StagingError(
+            f"security counter {counter} is lower than {floor}, the staged releases' counter"
+        )
+    sources = [load_manifest(store, opts.product, v) for v in dict.fromkeys(opts.sources)]
+    for src in sources:
+        if src.parsed_version >= version:
+            raise StagingError(f"delta source {src.version} is not older than {version}")
+        if image_size + src.image_size > MAX_DELTA_INPUT:
+            raise StagingError(
+                f"a delta needs both images in memory; {src.version} + {version} exceed "
+                f"{MAX_DELTA_INPUT >> 20} MiB"
+            )
+
+    now = int(time.time()) if opts.now is None else opts.now
+    expires = None if opts.expires_days is None else now + int(opts.expires_days * 86400)
+    with store.transaction():
+        table, image_sha, size = _stage_full(store, image, opts, progress)
+        if size != image_size:
+            raise StagingError(f"image {image} changed while it was being staged")
+        table_bytes = table.encode()
+        store.put_content(table_bytes, level=3)
+        full = PayloadRef(
+            FULL_ENCODER,
+            table.wire_size,
+            len(table.pieces),
+            table.sha256,
+            decode_ram=opts.chunker.max_size,
+        )
+        deltas = []
+        if sources:
+            new = image.read_bytes()
+            for src in sources:
+                old = b"".join(read_image(store, src))
+                encoder, dtable, ram = _stage_delta(store, old, new, opts)
+                store.put_content(dtable.encode(), level=3)
+                deltas.append(
+                    PayloadRef(
+                        encoder,
+                        dtable.wire_size,
+                        len(dtable.pieces),
+                        dtable.sha256,
+                        decode_ram=ram,
+                        source_version=src.version,
+                        source_sha256=src.image_sha256,
+                    )
+                )
+        manifest = Manifest(
+            product=opts.product,
+            hardware=hardware,
+            version=str(version),
+            security_counter=counter,
+            image_size=size,
+            image_sha256=image_sha,
+            full=full,
+            deltas=tuple(deltas),
+            required=opts.required,
+            min_battery=opts.min_battery,
+            min_app=opts.min_app,
+            created=now,
+            expires=expires,
+        )
+        wire = sign(manifest, key)
+        store.put_key(key_id(key.public_key()), public_pem(key.public_key()))
+        store.put_manifest(opts.product, str(version), wire)
+        written = store.written_objects()
+    return StageResult(
+        manifest,
+        len(wire),
+        len(written),
+        sum(p.stat().st_size for p in written),
+        time.perf_counter() - started,
+    )
