@@ -1,0 +1,503 @@
+"""The app↔lockbox conversation: frames, events, and strict encode/decode.
+
+A frame on the wire is::
+
+    u16 big-endian L | msgpack body (L - 4 bytes) | CRC-32 of the body (u32 big-endian)
+
+so every frame, however small, carries its own check and link corruption is
+caught where it happens. The whole frame (2 + L bytes) must fit the session's
+maximum frame size, small by default (:data:`DEFAULT_MAX_FRAME` = 244 bytes:
+one BLE ATT notification with data-length extension, 251 - 4 L2CAP - 3 ATT).
+
+The body is a msgpack array ``[type, field, ...]``. Each frame type is a small
+frozen dataclass (an *event*, as in h11); :func:`encode` turns one into bytes
+and :class:`FrameDecoder` turns a byte stream back into events. Decoding is
+strict and bounded: the length prefix is checked against the maximum before
+anything is buffered, msgpack runs with tight container/string limits, every
+field has an exact type and range, and the body must be in canonical form (it
+re-encodes to the same bytes). A decoder either returns an event or raises
+:class:`RemoteProtocolError` — never another exception; a hypothesis test holds
+it to that. Trying to *send* a frame that breaks these rules raises
+:class:`LocalProtocolError` instead, so a bug on our side is never blamed on
+the peer.
+
+Large objects (the signed manifest, the piece table, the pieces) travel in
+chunks with offsets. Data frames name their release by a 4-byte *tag* (the
+first bytes of SHA-256 of the manifest wire bytes) and their piece by its index
+in the accepted payload's table (:data:`TABLE` = -1 for the table itself), so a
+data frame spends 13-16 bytes on framing and addressing, not a 32-byte id.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+import zlib
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import msgpack
+
+from fwdist.errors import FwdistError
+
+PROTOCOL_VERSION = 1
+DEFAULT_MAX_FRAME = 244
+MIN_FRAME = 64
+MAX_FRAME = 4096
+HEADER_BYTES = 2
+CRC_BYTES = 4
+TAG_BYTES = 4
+SHA256_BYTES = 32
+TABLE = -1
+MAX_NAME = 64
+MAX_PARTIALS = 4
+MAX_OBJECT = 1 << 24
+_U32 = (1 << 32) - 1
+
+
+class ErrorCode(enum.IntEnum):
+    """Why a session was ended with an :class:`Error` frame."""
+
+    FRAME_TOO_LARGE = 1
+    BAD_CRC = 2
+    MALFORMED = 3
+    UNKNOWN_TYPE = 4
+    UNEXPECTED = 5
+    WRONG_RELEASE = 6
+    BAD_OFFSET = 7
+    BAD_PIECE = 8
+    UNSUPPORTED_VERSION = 9
+    BUSY = 10
+    INTERNAL = 11
+
+
+class Reason(enum.IntEnum):
+    """Why a box rejected an offered release (the :class:`Reject` frame)."""
+
+    MALFORMED = 1
+    UNKNOWN_KEY = 2
+    BAD_SIGNATURE = 3
+    WRONG_PRODUCT = 4
+    WRONG_HARDWARE = 5
+    EXPIRED = 6
+    COUNTER_LOWER = 7
+    NOT_NEWER = 8
+    OLDER_THAN_TARGET = 9
+    TOO_LARGE = 10
+    FAILED_BEFORE = 11
+
+
+class BoxState(enum.IntEnum):
+    """What the box is doing about updates, as reported in :class:`Status`."""
+
+    IDLE = 0  # running, no target
+    RECEIVING = 1  # a target is accepted, pieces are missing
+    COMPLETE = 2  # every piece is verified; building the new image is next
+    BUILT = 3  # the new image is in the other slot and verified; waiting to install
+    WAIT_BATTERY = 4  # built, but the battery is below the manifest's minimum
+    TESTING = 5  # booted the new image in test mode
+
+
+class ProtocolError(FwdistError):
+    """The conversation broke its rules; ``code`` says how (an :class:`ErrorCode`)."""
+
+    def __init__(self, message: str, code: ErrorCode = ErrorCode.MALFORMED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to send something the protocol does not allow (a bug on our side)."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer sent something the protocol does not allow."""
+
+
+def release_tag(manifest_wire: bytes) -> bytes:
+    """The 4-byte name data frames use for a release: SHA-256 of the manifest bytes, truncated."""
+    return hashlib.sha256(manifest_wire).digest()[:TAG_BYTES]
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Event:
+    """Base class of the frames; ``TYPE`` is the first element of the body array."""
+
+    TYPE: ClassVar[int] = 0
+
+
+@dataclass(frozen=True)
+class Hello(Event):
+    """Phone → box, first frame of a session: our protocol version and the largest frame we take."""
+
+    TYPE: ClassVar[int] = 1
+    version: int
+    max_frame: int
+
+
+@dataclass(frozen=True)
+class Target:
+    """The release a box works towards and how far it got (inside :class:`Status`).
+
+    ``table_received`` is how many bytes of the payload's piece table are
+    persisted; ``bitmap`` has bit ``i % 8`` of byte ``i // 8`` set when piece
+    ``i`` is verified; ``partials`` lists ``(piece, persisted offset)`` of pieces
+    begun but not complete (at most :data:`MAX_PARTIALS`).
+    """
+
+    tag: bytes
+    version: str
+    table_received: int
+    bitmap: bytes
+    partials: tuple[tuple[int, int], ...] = ()
+
+    def has(self, piece: int) -> bool:
+        byte = piece // 8
+        return 0 <= byte < len(self.bitmap) and bool(self.bitmap[byte] >> (piece % 8) & 1)
+
+
+@dataclass(frozen=True)
+class Status(Event):
+    """Box → phone, the answer to :class:`Hello`: who the box is and what it has.
+
+    ``align`` is the box's write granularity: data offsets must be multiples of
+    it, and so must data lengths except for the last chunk of a piece.
+    """
+
+    TYPE: ClassVar[int] = 2
+    version: int
+    product: str
+    hardware: str
+    running_version: str
+    running_counter: int
+    running_sha256: bytes
+    battery: int
+    state: int
+    align: int
+    max_frame: int
+    target: Target | None = None
+
+
+@dataclass(frozen=True)
+class Offer(Event):
+    """Phone → box: a chunk of a signed manifest of ``total`` bytes, at ``offset``."""
+
+    TYPE: ClassVar[int] = 3
+    total: int
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Accept(Event):
+    """Box → phone: the offered manifest is now the box's target."""
+
+    TYPE: ClassVar[int] = 4
+    tag: bytes
+
+
+@dataclass(frozen=True)
+class Reject(Event):
+    """Box → phone: the offered manifest is refused (a :class:`Reason`); the session ends."""
+
+    TYPE: ClassVar[int] = 5
+    reason: int
+
+
+@dataclass(frozen=True)
+class Data(Event):
+    """Phone → box: bytes of piece ``piece`` (or :data:`TABLE`) of release ``tag`` at ``offset``."""
+
+    TYPE: ClassVar[int] = 6
+    tag: bytes
+    piece: int
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Ack(Event):
+    """Box → phone: bytes of ``piece`` persisted so far (also sent to rewind a phone)."""
+
+    TYPE: ClassVar[int] = 7
+    tag: bytes
+    piece: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class PieceComplete(Event):
+    """Box → phone: ``piece`` (or the table) is whole and its SHA-256 matched."""
+
+    TYPE: ClassVar[int] = 8
+    tag: bytes
+    piece: int
+
+
+@dataclass(frozen=True)
+class ReleaseComplete(Event):
+    """Box → phone: every piece of the release is verified; the box will install it when idle."""
+
+    TYPE: ClassVar[int] = 9
+    tag: bytes
+
+
+@dataclass(frozen=True)
+class Installed(Event):
+    """Box → phone: since the last session the box installed (or reverted) a release."""
+
+    TYPE: ClassVar[int] = 10
+    version: str
+    ok: bool
+
+
+@dataclass(frozen=True)
+class Error(Event):
+    """Either way: the sender ends the session because the protocol broke (:class:`ErrorCode`)."""
+
+    TYPE: ClassVar[int] = 11
+    code: int
+    message: str
+
+
+EVENT_TYPES: dict[int, type[Event]] = {
+    cls.TYPE: cls
+    for cls in (Hello, Status, Offer, Accept, Reject, Data, Ack, PieceComplete,
+                ReleaseComplete, Installed, Error)
+}
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def _to_wire(event: Event) -> list[Any]:
+    body: list[Any] = [event.TYPE]
+    for f in fields(event):
+        value = getattr(event, f.name)
+        if isinstance(value, Target):
+            value = [value.tag, value.version, value.table_received, value.bitmap,
+                     [list(p) for p in value.partials]]
+        body.append(value)
+    return body
+
+
+def encode(event: Event, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """The frame bytes of ``event``; raise :class:`LocalProtocolError` if it breaks a rule."""
+    try:
+        body = _pack(_to_wire(event))
+        _check(event)
+    except RemoteProtocolError as e:
+        raise LocalProtocolError(f"refusing to send {type(event).__name__}: {e}", e.code) from None
+    except (TypeError, ValueError, OverflowError) as e:
+        raise LocalProtocolError(f"cannot encode {type(event).__name__}: {e}") from None
+    frame = struct.pack(">H", len(body) + CRC_BYTES) + body + struct.pack(">I", zlib.crc32(body))
+    if len(frame) > max_frame:
+        raise LocalProtocolError(
+            f"{type(event).__name__} frame is {len(frame)} bytes, over the {max_frame}-byte limit",
+            ErrorCode.FRAME_TOO_LARGE,
+        )
+    return frame
+
+
+def data_capacity(max_frame: int, tag: bytes, piece: int, offset: int) -> int:
+    """How many data bytes fit in one :class:`Data` frame at this address (exact)."""
+    probe = len(encode(Data(tag, piece, offset, b"\x00"), MAX_FRAME)) - 1
+    room = max_frame - probe
+    # a bin's length header grows from 1 byte (< 256) to 2 bytes (< 65536)
+    if room > 255:
+        room -= 1
+    return max(0, room)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _fail(message: str, code: ErrorCode = ErrorCode.MALFORMED) -> RemoteProtocolError:
+    return RemoteProtocolError(message, code)
+
+
+def _need(cond: bool, message: str) -> None:
+    if not cond:
+        raise _fail(message)
+
+
+def _is_int(v: Any, lo: int = 0, hi: int = _U32) -> bool:
+    return type(v) is int and lo <= v <= hi
+
+
+def _is_name(v: Any) -> bool:
+    return type(v) is str and 0 < len(v) <= MAX_NAME
+
+
+def _check(event: Event) -> None:
+    """Field types and ranges of an event; raise :class:`RemoteProtocolError`."""
+    if isinstance(event, Hello):
+        _need(_is_int(event.version, 0, 255), "hello version out of range")
+        _need(_is_int(event.max_frame, MIN_FRAME, MAX_FRAME), "hello max frame out of range")
+    elif isinstance(event, Status):
+        _need(_is_int(event.version, 0, 255), "status version out of range")
+        names = (event.product, event.hardware, event.running_version)
+        _need(all(_is_name(n) for n in names), "status names malformed")
+        _need(_is_int(event.running_counter), "status counter out of range")
+        _need(type(event.running_sha256) is bytes and len(event.running_sha256) == SHA256_BYTES,
+              "status image hash malformed")
+        _need(_is_int(event.battery, 0, 100), "status battery out of range")
+        _need(_is_int(event.state, 0, 255), "status state out of range")
+        _need(_is_int(event.align, 1, 256), "status alignment out of range")
+        _need(_is_int(event.max_frame, MIN_FRAME, MAX_FRAME), "status max frame out of range")
+        t = event.target
+        if t is not None:
+            _need(isinstance(t, Target), "status target malformed")
+            _need(type(t.tag) is bytes and len(t.tag) == TAG_BYTES, "status target tag malformed")
+            _need(_is_name(t.version), "status target version malformed")
+            _need(_is_int(t.table_received), "status table offset out of range")
+            _need(type(t.bitmap) is bytes and len(t.bitmap) <= MAX_FRAME, "status bitmap malformed")
+            _need(type(t.partials) is tuple and len(t.partials) <= MAX_PARTIALS,
+                  "status partials malformed")
+            for p in t.partials:
+                _need(type(p) is tuple and len(p) == 2 and _is_int(p[0]) and _is_int(p[1]),
+                      "status partial malformed")
+    elif isinstance(event, Offer):
+        _need(_is_int(event.total, 1, MAX_OBJECT) and _is_int(event.offset, 0, MAX_OBJECT - 1),
+              "offer total/offset out of range")
+        _need(type(event.data) is bytes and len(event.data) > 0, "offer data malformed")
+        _need(event.offset + len(event.data) <= event.total, "offer chunk runs past the manifest")
+    elif isinstance(event, Accept | PieceComplete | ReleaseComplete | Ack | Data):
+        _need(type(event.tag) is bytes and len(event.tag) == TAG_BYTES, "release tag malformed")
+        if isinstance(event, PieceComplete | Ack | Data):
+            _need(_is_int(event.piece, TABLE, 0xFFFF), "piece index out of range")
+        if isinstance(event, Ack | Data):
+            _need(_is_int(event.offset, 0, MAX_OBJECT), "offset out of range")
+        if isinstance(event, Data):
+            _need(type(event.data) is bytes and len(event.data) > 0, "data frame carries no bytes")
+    elif isinstance(event, Reject):
+        _need(_is_int(event.reason, 0, 255), "reject reason out of range")
+    elif isinstance(event, Installed):
+        _need(_is_name(event.version) and type(event.ok) is bool, "installed frame malformed")
+    elif isinstance(event, Error):
+        _need(_is_int(event.code, 0, 255), "error code out of range")
+        _need(type(event.message) is str and len(event.message) <= 200, "error message malformed")
+
+
+def _from_wire(raw: Any) -> Event:
+    _need(isinstance(raw, list) and len(raw) >= 1, "frame body must be an array [type, ...]")
+    kind = raw[0]
+    _need(type(kind) is int, "frame type must be an integer")
+    cls = EVENT_TYPES.get(kind)
+    if cls is None:
+        raise _fail(f"unknown frame type {kind}", ErrorCode.UNKNOWN_TYPE)
+    names = [f.name for f in fields(cls)]
+    values = raw[1:]
+    _need(len(values) == len(names),
+          f"{cls.__name__} frame needs {len(names)} fields, got {len(values)}")
+    kwargs = dict(zip(names, values, strict=True))
+    if cls is Status and kwargs["target"] is not None:
+        t = kwargs["target"]
+        _need(isinstance(t, list) and len(t) == 5 and isinstance(t[4], list),
+              "status target malformed")
+        _need(all(isinstance(p, list) for p in t[4]), "status partial malformed")
+        kwargs["target"] = Target(t[0], t[1], t[2], t[3], tuple(tuple(p) for p in t[4]))
+    try:
+        event = cls(**kwargs)
+    except TypeError:  # pragma: no cover - field names come from the class itself
+        raise _fail(f"{cls.__name__} frame malformed") from None
+    _check(event)
+    return event
+
+
+def decode_body(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> Event:
+    """Decode one msgpack body (no length prefix, no CRC)."""
+    try:
+        raw = msgpack.unpackb(
+            body,
+            raw=False,
+            strict_map_key=True,
+            use_list=True,
+            max_bin_len=max_frame,
+            max_str_len=max_frame,
+            max_array_len=16,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError,
+            UnicodeDecodeError, RecursionError) as e:
+        raise _fail(f"frame body is not valid msgpack ({type(e).__name__})") from None
+    event = _from_wire(raw)
+    try:
+        canonical = _pack(_to_wire(event))
+    except (TypeError, ValueError, OverflowError):  # pragma: no cover - checked fields always pack
+        raise _fail("frame body cannot be re-encoded") from None
+    _need(canonical == body, "frame body is not in canonical form")
+    return event
+
+
+class FrameDecoder:
+    """Turns a byte stream into events, one frame at a time, in bounded memory.
+
+    ``feed`` buffers bytes; ``next_event`` returns the next whole event or None
+    when more bytes are needed, and raises :class:`RemoteProtocolError` on any
+    broken frame. A length prefix over ``max_frame`` is refused before its body
+    is buffered, so the buffer never holds more than one maximum frame plus
+    what was fed in one call.
+    """
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        if not MIN_FRAME <= max_frame <= MAX_FRAME:
+            raise LocalProtocolError(f"max frame must be {MIN_FRAME}..{MAX_FRAME}, got {max_frame}")
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        self.bytes_in = 0
+        self.frames_in = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+        self.bytes_in += len(data)
+
+    @property
+    def pending(self) -> int:
+        """Bytes buffered but not yet part of a decoded frame."""
+        return len(self._buf)
+
+    def next_event(self) -> Event | None:
+        if len(self._buf) < HEADER_BYTES:
+            return None
+        (length,) = struct.unpack_from(">H", self._buf)
+        if HEADER_BYTES + length > self.max_frame:
+            raise _fail(f"frame length {HEADER_BYTES + length} is over the "
+                        f"{self.max_frame}-byte maximum", ErrorCode.FRAME_TOO_LARGE)
+        if length <= CRC_BYTES:
+            raise _fail(f"frame length {length} is too short for a body and a CRC")
+        if len(self._buf) < HEADER_BYTES + length:
+            return None
+        body = bytes(self._buf[HEADER_BYTES : HEADER_BYTES + length - CRC_BYTES])
+        (crc,) = struct.unpack_from(">I", self._buf, HEADER_BYTES + length - CRC_BYTES)
+        del self._buf[: HEADER_BYTES + length]
+        if zlib.crc32(body) != crc:
+            raise _fail("frame CRC does not match its body", ErrorCode.BAD_CRC)
+        event = decode_body(body, self.max_frame)
+        self.frames_in += 1
+        return event
+
+    def events(self) -> list[Event]:
+        """Every whole event buffered now."""
+        out = []
+        while (ev := self.next_event()) is not None:
+            out.append(ev)
+        return out
+
+
+def decode_frames(data: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> list[Event]:
+    """Decode a byte string that must be whole frames (raises on a trailing partial frame)."""
+    dec = FrameDecoder(max_frame)
+    dec.feed(data)
+    out = dec.events()
+    if dec.pending:
+        raise _fail(f"{dec.pending} trailing bytes are not a whole frame")
+    return out
