@@ -1,0 +1,161 @@
+"""``python -m benchmarks [--quick] [--json PATH] [--markdown PATH]``: run, report, check limits.
+
+Exit status: 0 when every limit holds, 1 when a limit is broken or a figure
+could not be measured because something failed, 2 on a usage error. The
+markdown table always goes to stdout (the CI log); progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from benchmarks import bench_chunking, bench_lockbox, bench_pairs, bench_staging, tools
+from benchmarks.inputs import cache_dir
+from benchmarks.limits import LIMITS_FILE, Limits, check, updated
+from benchmarks.record import Machine, Record, failed, skipped
+from benchmarks.report import document, markdown
+
+SECTIONS = ("chunking", "staging", "pairs", "lockbox", "sim")
+SIM_MODULE = "benchmarks.bench_sim"
+SIM_FIGURES = (
+    ("sim/accesses_per_second", "accesses/s"),
+    ("sim/rmls-passive/accesses_p50", "accesses"),
+)
+
+
+def log(message: str) -> None:
+    print(f"benchmarks: {message}", file=sys.stderr, flush=True)
+
+
+def run_sim(quick: bool) -> list[Record]:
+    """The simulator's own figures, from ``benchmarks/bench_sim.py`` when it exists.
+
+    Its contract: ``run(quick: bool) -> list[dict]``, each dict with the fields
+    of :class:`~benchmarks.record.Record` (name, value, unit, and optionally peer,
+    peer_value, better, checked, skipped, error, note).
+    """
+    if importlib.util.find_spec(SIM_MODULE) is None:
+        reason = "simulator benchmark not available: benchmarks/bench_sim.py not in this tree yet"
+        return [skipped(name, unit, reason) for name, unit in SIM_FIGURES]
+    module = importlib.import_module(SIM_MODULE)
+    return [Record.from_dict(d) for d in module.run(quick)]
+
+
+def peers_needed(sections: Sequence[str]) -> list[str]:
+    needed: list[str] = []
+    if "staging" in sections:
+        needed += bench_staging.PEERS
+    if "pairs" in sections:
+        needed += bench_pairs.NEEDED
+    return sorted(set(needed))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="the CI run (< 5 min on 2 cores): small image, quick pairs only",
+    )
+    p.add_argument("--json", metavar="PATH", help="write every record as JSON")
+    p.add_argument("--markdown", metavar="PATH", help="also write the markdown table here")
+    p.add_argument(
+        "--only",
+        metavar="SECTION",
+        action="append",
+        choices=SECTIONS,
+        help=f"run only these sections (repeatable): {', '.join(SECTIONS)}",
+    )
+    p.add_argument(
+        "--cache",
+        metavar="DIR",
+        type=Path,
+        help="input cache (default $FWDIST_BENCH_CACHE or .cache/benchmarks)",
+    )
+    p.add_argument(
+        "--no-install",
+        action="store_true",
+        help="never apt-get missing peer tools; report them as skipped",
+    )
+    p.add_argument(
+        "--limits",
+        metavar="PATH",
+        type=Path,
+        default=LIMITS_FILE,
+        help="stored limits (default benchmarks/limits.json)",
+    )
+    p.add_argument(
+        "--update-limits",
+        action="store_true",
+        help="store this run's checked figures as the new limits, then check",
+    )
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    sections = args.only or list(SECTIONS)
+    cache = args.cache or cache_dir()
+    mode = "quick" if args.quick else "full"
+    try:
+        limits = Limits.load(args.limits)
+    except ValueError as e:
+        print(f"benchmarks: error: {e}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    machine = Machine().as_dict()
+    log(f"{mode} run of {', '.join(sections)}; inputs cached in {cache}")
+
+    peer_tools = tools.ensure(peers_needed(sections), install=not args.no_install)
+    for line in peer_tools.log:
+        log(line)
+    for reason in peer_tools.missing.values():
+        log(f"peer skipped: {reason}")
+    machine["peers"] = {c: tools.version(c) for c in sorted(peer_tools.found)}
+
+    runners: dict[str, Callable[[], list[Record]]] = {
+        "chunking": lambda: bench_chunking.run(args.quick),
+        "staging": lambda: bench_staging.run(args.quick, peer_tools, cache),
+        "pairs": lambda: bench_pairs.run(args.quick, peer_tools, cache, progress=log),
+        "lockbox": lambda: bench_lockbox.run(args.quick),
+        "sim": lambda: run_sim(args.quick),
+    }
+    records: list[Record] = []
+    for section in SECTIONS:
+        if section not in sections:
+            continue
+        log(f"running {section}")
+        t = time.perf_counter()
+        try:
+            records += runners[section]()
+        except Exception as e:  # a broken section is reported as a failed figure, not a crash
+            traceback.print_exc(file=sys.stderr)
+            records.append(failed(f"{section}/run", "-", f"{type(e).__name__}: {e}"))
+        log(f"{section} done in {time.perf_counter() - t:.1f} s")
+
+    if args.update_limits:
+        limits = updated(records, limits)
+        limits.save(args.limits)
+        log(f"stored limits updated in {args.limits}")
+    result = check(records, limits)
+    seconds = time.perf_counter() - started
+    table = markdown(records, machine, mode, result, seconds)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(table)
+    if args.json:
+        import json
+
+        Path(args.json).write_text(
+            json.dumps(document(records, machine, mode, result, seconds), indent=2) + "\n"
+        )
+    for failure in result.failures:
+        print(f"benchmarks: FAIL: {failure}", file=sys.stderr)
+    return 0 if result.ok else 1

@@ -1,0 +1,167 @@
+"""The figures CI holds the project to, kept in ``benchmarks/limits.json``.
+
+Only deterministic figures are checked (bytes, counts, accesses for a seed);
+timings are reported as ratios and never fail a run. Two kinds of rule:
+
+- ``max``: a stored value per record name; a run above it is a regression.
+  When a change makes a figure smaller, ``python -m benchmarks --update-limits``
+  lowers the stored value, and the commit that does it shows the improvement.
+- ``at_most_best_peer``: name patterns whose fwdist value must not exceed the
+  smallest peer value measured in the same run (``air_bytes`` on every pair).
+
+A record that failed (``error``) fails the check too; a skipped peer is
+reported, never silently ignored.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from benchmarks.record import Number, Record
+
+LIMITS_FILE = Path(__file__).resolve().parent / "limits.json"
+
+
+@dataclass(frozen=True)
+class Limits:
+    max: Mapping[str, Number] = field(default_factory=dict)
+    at_most_best_peer: tuple[str, ...] = ()
+
+    @classmethod
+    def load(cls, path: Path = LIMITS_FILE) -> Limits:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read limits from {path}: {e}") from None
+        return cls.from_json(data)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Limits:
+        maxes = data.get("max", {})
+        rules = data.get("at_most_best_peer", [])
+        if not isinstance(maxes, dict) or not all(
+            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+            for k, v in maxes.items()
+        ):
+            raise ValueError("limits: 'max' must map record names to numbers")
+        if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
+            raise ValueError("limits: 'at_most_best_peer' must be a list of name patterns")
+        return cls(dict(maxes), tuple(rules))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "comment": "Checked by `python -m benchmarks`; see benchmarks/limits.py. "
+            "Lower a value with --update-limits when a change improves it.",
+            "at_most_best_peer": list(self.at_most_best_peer),
+            "max": dict(sorted(self.max.items())),
+        }
+
+    def save(self, path: Path = LIMITS_FILE) -> None:
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+@dataclass
+class CheckResult:
+    failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    passed: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def _fmt(v: Number) -> str:
+    return f"{v:,}" if isinstance(v, int) else f"{v:,.4g}"
+
+
+def _by_name(records: Iterable[Record]) -> dict[str, list[Record]]:
+    groups: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        groups[r.name].append(r)
+    return groups
+
+
+def check(records: Iterable[Record], limits: Limits) -> CheckResult:
+    result = CheckResult()
+    groups = _by_name(records)
+    for name, group in groups.items():
+        for r in group:
+            if r.error:
+                who = f" ({r.peer})" if r.peer else ""
+                result.failures.append(f"{name}{who}: failed: {r.error}")
+        values = {r.value for r in group if r.measured and r.value is not None}
+        if len(values) > 1:
+            result.failures.append(
+                f"{name}: fwdist has different values in one run: {sorted(values)}"
+            )
+        if not values:
+            if name in limits.max and not any(r.error for r in group):
+                reasons = sorted({r.skipped or "" for r in group})
+                result.warnings.append(
+                    f"{name}: has a stored limit but was not measured: {'; '.join(reasons)}"
+                )
+            continue
+        value = max(values)
+        checked = any(r.checked for r in group)
+
+        if name in limits.max:
+            stored = limits.max[name]
+            if value > stored:
+                result.failures.append(
+                    f"{name}: {_fmt(value)} is above the stored limit {_fmt(stored)} (regression)"
+                )
+            else:
+                result.passed.append(f"{name}: {_fmt(value)} <= stored {_fmt(stored)}")
+                if value < stored:
+                    result.warnings.append(
+                        f"{name}: improved to {_fmt(value)} from {_fmt(stored)}; "
+                        "run with --update-limits to keep the gain"
+                    )
+        elif checked:
+            result.warnings.append(
+                f"{name}: no stored limit yet ({_fmt(value)}); "
+                "run with --update-limits to record it"
+            )
+
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in limits.at_most_best_peer):
+            peers = [r for r in group if r.measured and r.peer and r.peer_value is not None]
+            missing = [r for r in group if r.peer and not r.measured]
+            if not peers:
+                result.warnings.append(
+                    f"{name}: no peer measured, 'at most the best peer' unchecked"
+                )
+            else:
+                best = min(peers, key=lambda r: r.peer_value or 0)
+                assert best.peer_value is not None
+                if value > best.peer_value:
+                    result.failures.append(
+                        f"{name}: fwdist {_fmt(value)} is larger than the best peer, "
+                        f"{best.peer} {_fmt(best.peer_value)} ({value / best.peer_value:.3f}×)"
+                    )
+                else:
+                    result.passed.append(
+                        f"{name}: {_fmt(value)} <= best peer {best.peer} {_fmt(best.peer_value)}"
+                    )
+            for r in missing:
+                result.warnings.append(
+                    f"{name}: peer {r.peer} not measured ({r.skipped or r.error}); "
+                    "the best-peer rule ran without it"
+                )
+    return result
+
+
+def updated(records: Iterable[Record], limits: Limits) -> Limits:
+    """``limits`` with every checked, measured figure of this run stored as its new maximum."""
+    maxes = dict(limits.max)
+    for name, group in _by_name(records).items():
+        values = [r.value for r in group if r.checked and r.measured and r.value is not None]
+        if values:
+            maxes[name] = max(values)
+    return Limits(maxes, limits.at_most_best_peer)
