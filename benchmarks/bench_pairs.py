@@ -144,8 +144,15 @@ class FwdistResult:
     air_bytes: int
     stage_seconds: float
     apply_seconds: float
-    encoder: str
-    image_bytes: int
+    plan: dict[str, object]  # `fwdist plan --json`, as printed
+
+    @property
+    def breakdown(self) -> str:
+        p = self.plan
+        return (
+            f"encoder {p['encoder']}: manifest {p['manifest_bytes']} + piece table "
+            f"{p['table_bytes']} + payload {p['payload_bytes']} B in {p['pieces']} pieces"
+        )
 
 
 def run_fwdist(pair: Pair, old: Path, new: Path, work: Path) -> FwdistResult:
@@ -197,12 +204,12 @@ def run_fwdist(pair: Pair, old: Path, new: Path, work: Path) -> FwdistResult:
         int(plan["air_bytes"]),
         stage_seconds,
         _best(apply_once, APPLY_REPEATS),
-        str(plan["encoder"]),
-        int(plan["image_bytes"]),
+        plan,
     )
 
 
 def run_pair(pair: Pair, peer_tools: tools.Tools, cache: Path | None = None) -> list[Record]:
+    """Records for one pair: fwdist's breakdown, then air bytes, stage and apply time per peer."""
     prefix = f"pairs/{pair.name}"
     air, stage, apply = f"{prefix}/air_bytes", f"{prefix}/stage_seconds", f"{prefix}/apply_seconds"
     try:
@@ -210,6 +217,7 @@ def run_pair(pair: Pair, peer_tools: tools.Tools, cache: Path | None = None) -> 
     except InputError as e:
         return [failed(air, "bytes", str(e), checked=True)]
     new_sha = hashlib.sha256(new.read_bytes()).hexdigest()
+    rows: dict[str, list[Record]] = {air: [], stage: [], apply: []}
     with tempfile.TemporaryDirectory(prefix=f"fwdist-bench-{pair.product}-") as tmp_:
         tmp = Path(tmp_)
         (tmp / "fwdist").mkdir()
@@ -217,61 +225,62 @@ def run_pair(pair: Pair, peer_tools: tools.Tools, cache: Path | None = None) -> 
             fw = run_fwdist(pair, old, new, tmp / "fwdist")
         except (tools.ToolError, ValueError, KeyError) as e:
             return [failed(air, "bytes", f"fwdist: {e}", checked=True)]
-        records: list[Record] = []
-        what = (
-            f"{pair.old.label} -> {pair.new.version}, {fw.image_bytes:,} B new image; "
-            f"fwdist encoder {fw.encoder}, manifest + table + payload"
+        info = Record(
+            f"{prefix}/new_image",
+            new.stat().st_size,
+            "bytes",
+            note=f"{pair.old.label} -> {pair.new.version}; fwdist air_bytes = {fw.breakdown}",
         )
         for label, (commands, runner) in PEERS.items():
             work = tmp / label.split()[0]
             work.mkdir()
             why = peer_tools.why_missing(*commands)
+            outcome: PeerResult | str
             if why is not None:
-                records += [
-                    skipped(n, u, why, peer=label, checked=(n == air))
-                    for n, u in ((air, "bytes"), (stage, "s"), (apply, "s"))
-                ]
+                outcome = why
+            else:
+                try:
+                    outcome = runner(old, new, work, new_sha)
+                except (tools.ToolError, OSError) as e:
+                    outcome = f"error: {e}"
+            if isinstance(outcome, str):
+                make = failed if outcome.startswith("error: ") else skipped
+                reason = outcome.removeprefix("error: ")
+                for name, unit in ((air, "bytes"), (stage, "s"), (apply, "s")):
+                    rows[name].append(make(name, unit, reason, peer=label, checked=(name == air)))
                 continue
-            try:
-                p = runner(old, new, work, new_sha)
-            except (tools.ToolError, OSError) as e:
-                records += [
-                    failed(n, u, str(e), peer=label, checked=(n == air))
-                    for n, u in ((air, "bytes"), (stage, "s"), (apply, "s"))
-                ]
-                continue
-            records.append(
+            rows[air].append(
                 Record(
                     air,
                     fw.air_bytes,
                     "bytes",
                     peer=label,
-                    peer_value=p.air_bytes,
+                    peer_value=outcome.air_bytes,
                     checked=True,
-                    note=f"{what}; peer: {p.note}",
+                    note=outcome.note,
                 )
             )
-            records.append(
+            rows[stage].append(
                 Record(
                     stage,
                     round(fw.stage_seconds, 3),
                     "s",
                     peer=label,
-                    peer_value=round(p.encode_seconds, 3),
+                    peer_value=round(outcome.encode_seconds, 3),
                     note="fwdist: stage NEW --from OLD (full pieces at -19 + delta)",
                 )
             )
-            records.append(
+            rows[apply].append(
                 Record(
                     apply,
                     round(fw.apply_seconds, 4),
                     "s",
                     peer=label,
-                    peer_value=round(p.decode_seconds, 4),
+                    peer_value=round(outcome.decode_seconds, 4),
                     note=f"best of {APPLY_REPEATS}; fwdist: library apply_delta",
                 )
             )
-    return records
+    return [info, *rows[air], *rows[stage], *rows[apply]]
 
 
 def run(

@@ -49,7 +49,8 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def row(r: Record) -> str:
+def row(r: Record, continued: bool = False) -> str:
+    """One table row; ``continued`` blanks the name and fwdist value repeated from the row above."""
     ratio = r.ratio
     if r.error:
         verdict = f"**error**: {r.error}"
@@ -58,14 +59,29 @@ def row(r: Record) -> str:
     else:
         verdict = f"{r.better} is better" if r.peer else ""
     cells = [
-        r.name,
-        fmt_value(r.value, r.unit),
+        "" if continued else r.name,
+        "" if continued else fmt_value(r.value, r.unit),
         r.peer or "",
         fmt_value(r.peer_value, r.unit) if r.peer else "",
         f"{ratio:.3f}×" if ratio is not None else "",
         verdict,
     ]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def notes(records: Sequence[Record]) -> list[str]:
+    """One line per distinct note; ``name vs peer: note`` when the notes differ by peer."""
+    by_name: dict[str, list[Record]] = {}
+    for r in records:
+        if r.note:
+            by_name.setdefault(r.name, []).append(r)
+    lines = []
+    for name, group in by_name.items():
+        if len({r.note for r in group}) == 1:
+            lines.append(f"- {name}: {group[0].note}")
+        else:
+            lines += [f"- {name} vs {r.peer}: {r.note}" for r in group]
+    return [_cell(line) for line in lines]
 
 
 def markdown(
@@ -75,6 +91,7 @@ def markdown(
     check: CheckResult,
     seconds: float,
 ) -> str:
+    """The table a person reads in the CI log, then the limit check, then what each figure means."""
     lines = [
         f"## fwdist benchmarks ({mode}, {seconds:.0f} s)",
         "",
@@ -84,21 +101,20 @@ def markdown(
         "| metric | fwdist | peer | peer value | ratio | |",
         "|---|---:|---|---:|---:|---|",
     ]
-    lines += [row(r) for r in records]
+    previous: Record | None = None
+    for r in records:
+        continued = previous is not None and previous.name == r.name and previous.value == r.value
+        lines.append(row(r, continued))
+        previous = r
     lines += ["", "### Limits (benchmarks/limits.json)", ""]
     lines += [f"- **FAIL** {_cell(f)}" for f in check.failures]
     lines += [f"- warning: {_cell(w)}" for w in check.warnings]
     lines.append(
         f"- {len(check.passed)} checks passed" + ("" if check.failures else "; no failures")
     )
-    notes = [(r.name, r.peer, r.note) for r in records if r.note]
-    if notes:
+    explained = notes(records)
+    if explained:
         lines += ["", "<details><summary>What each figure compares</summary>", ""]
-        seen: set[str] = set()
-        for name, peer, note in notes:
-            text = f"- {name}" + (f" vs {peer}" if peer else "") + f": {note}"
-            if text not in seen:
-                seen.add(text)
-                lines.append(_cell(text))
+        lines += explained
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
