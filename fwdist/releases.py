@@ -150,12 +150,15 @@ def _check_release(
         return
     if m.version != version or m.product != product:
         yield f"{name}: manifest names {m.product}@{m.version}"
+    whole, size = hashlib.sha256(), 0
     try:
-        image = release_image(store, m)
+        for piece in read_image(store, m):  # streamed: an image may be larger than RAM
+            whole.update(piece)
+            size += len(piece)
     except FwdistError as e:
         yield f"{name}: full image: {e}"
         return
-    if len(image) != m.image_size or hashlib.sha256(image).digest() != m.image_sha256:
+    if size != m.image_size or whole.digest() != m.image_sha256:
         yield f"{name}: full image does not match the manifest's size and SHA-256"
     if load_table(store, m.full).wire_size != m.full.size:
         yield f"{name}: full payload size differs from the manifest"

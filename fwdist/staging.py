@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,22 +75,23 @@ class StageResult:
 
 def _compress_pieces(
     chunks: Iterable[bytes], level: int, workers: int = 2
-) -> Iterable[tuple[bytes, bytes]]:
-    """Yield (content, zstd frame) in order, compressing on ``workers`` threads."""
+) -> Iterator[tuple[bytes, bytes, bytes]]:
+    """Yield (content, piece id, zstd frame) in order; hashing and compressing run on
+    ``workers`` threads (both release the GIL), at most ``_IN_FLIGHT`` pieces ahead."""
 
-    def job(content: bytes) -> bytes:
-        return compress(content, level)
+    def job(content: bytes) -> tuple[bytes, bytes]:
+        return hashlib.sha256(content).digest(), compress(content, level)
 
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fwdist-zstd") as pool:
-        pending: deque[tuple[bytes, Future[bytes]]] = deque()
+        pending: deque[tuple[bytes, Future[tuple[bytes, bytes]]]] = deque()
         for content in chunks:
             pending.append((content, pool.submit(job, content)))
             if len(pending) >= _IN_FLIGHT:
                 c, fut = pending.popleft()
-                yield c, fut.result()
+                yield c, *fut.result()
         while pending:
             c, fut = pending.popleft()
-            yield c, fut.result()
+            yield c, *fut.result()
 
 
 def _stage_full(
@@ -102,10 +103,9 @@ def _stage_full(
     entries: list[PieceEntry] = []
     with open(image, "rb") as f:
         contents = (c.data for c in chunk_stream(f, opts.chunker))
-        for content, frame in _compress_pieces(contents, opts.level):
+        for content, pid, frame in _compress_pieces(contents, opts.level):
             whole.update(content)
             size += len(content)
-            pid = hashlib.sha256(content).digest()
             if store.has(pid):
                 frame = store.get_frame(pid)
             else:
