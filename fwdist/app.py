@@ -1,0 +1,495 @@
+"""The phone's side of a session, sans-I/O: given what the box reports, what to send next.
+
+A phone is a courier. It carries one release of a product (its newest) in a
+:class:`PhoneCache` — the signed manifest, piece tables, and some or all of the
+pieces in the form they travel — and the box tells it, when a session opens,
+what it runs and what it already holds. From that the :class:`App` decides:
+
+- **which payload**: ``Manifest.payload_for(box running SHA-256)``: the delta
+  made from exactly the image the box runs when the release has one, else the
+  full image's pieces. The box makes the same choice; the phone follows it.
+- **which pieces, in what order**: only the pieces the box lacks and the phone
+  holds; first the piece in progress, resumed at the box's offset (the bytes
+  before it are already in the box's flash), then the others fewest remaining
+  bytes first, so that a walk-away at any instant leaves as many whole,
+  verified pieces behind as the bytes allowed.
+- **what counts**: only acknowledged progress. A byte the phone sent is not a
+  byte the box kept; the box acknowledges what it has persisted, and only
+  those bytes enter ``acked_bytes``.
+
+It also ends politely when there is nothing to do: the box already runs this
+release or a newer one, or is receiving a newer release than the phone
+carries. A box working on an *older* release is offered the newer manifest;
+the box decides whether to switch.
+
+Like the lockbox, the App never touches a socket or a clock: the transport
+(:mod:`fwdist.transport`) feeds it bytes and sends what it returns.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+
+from fwdist import protocol
+from fwdist.errors import FwdistError
+from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version, decode, decode_table
+from fwdist.protocol import (
+    Accept,
+    Ack,
+    BoxState,
+    Data,
+    Error,
+    ErrorCode,
+    Event,
+    FrameDecoder,
+    Hello,
+    Installed,
+    Offer,
+    PieceComplete,
+    Reason,
+    Reject,
+    ReleaseComplete,
+    Status,
+    Target,
+)
+from fwdist.releases import load_manifest, load_table, table_bytes
+from fwdist.store import Store
+
+# How many bytes one ``data_to_send()`` call hands out at most. Not a window:
+# the phone never waits for acks to keep sending (the link paces it); this only
+# keeps each batch small enough that a box's Error or rewind is heard soon.
+BATCH_BYTES = 4096
+
+
+class AppError(FwdistError):
+    """The phone cannot serve this product (nothing staged, a damaged cache...)."""
+
+
+# ================================================================================
+# What the phone carries
+# ================================================================================
+
+
+@dataclass(frozen=True)
+class PhoneCache:
+    """One release as a phone carries it: signed manifest, piece tables, some or all pieces.
+
+    ``tables`` maps a table's SHA-256 to its bytes. Pieces are held in the form
+    they travel: ``frames`` holds zstd frames of full-image pieces (compressed
+    tables), ``raw`` the bytes of delta pieces (already compressed), both keyed
+    by piece id. A phone that met the release only partly (the simulator's
+    phones) holds a subset: see :meth:`keep_pieces`.
+    """
+
+    manifest_wire: bytes
+    tables: Mapping[bytes, bytes]
+    frames: Mapping[bytes, bytes] = field(default_factory=dict)
+    raw: Mapping[bytes, bytes] = field(default_factory=dict)
+
+    @property
+    def manifest(self) -> Manifest:
+        return decode(self.manifest_wire).manifest
+
+    @property
+    def tag(self) -> bytes:
+        return protocol.release_tag(self.manifest_wire)
+
+    @classmethod
+    def from_store(cls, store: Store, product: str, version: str | None = None) -> PhoneCache:
+        """Everything of one release (default: the newest) for every box it can serve."""
+        releases = store.releases(product)
+        if not releases:
+            raise AppError(f"the store holds no release of {product}")
+        if version is None:
+            version = releases[-1][1]
+        m = load_manifest(store, product, version)
+        tables: dict[bytes, bytes] = {}
+        frames: dict[bytes, bytes] = {}
+        raw: dict[bytes, bytes] = {}
+        for ref in (m.full, *m.deltas):
+            tables[ref.table_sha256] = table_bytes(store, ref)
+            table = load_table(store, ref)
+            for entry in table.pieces:
+                if table.compressed:
+                    frames[entry.id] = store.get_frame(entry.id)
+                else:
+                    raw[entry.id] = store.get_content(entry.id, entry.size)
+        return cls(store.get_manifest(product, version), tables, frames, raw)
+
+    def table(self, ref: PayloadRef) -> tuple[bytes, PieceTable] | None:
+        data = self.tables.get(ref.table_sha256)
+        if data is None:
+            return None
+        return data, decode_table(data, ref.table_sha256)
+
+    def wire_piece(self, table: PieceTable, index: int) -> bytes | None:
+        """The bytes that travel for piece ``index`` of ``table``, if the phone holds them."""
+        entry = table.pieces[index]
+        return (self.frames if table.compressed else self.raw).get(entry.id)
+
+    def keep_pieces(self, keep: Callable[[bytes], bool]) -> PhoneCache:
+        """The same release with only the pieces whose id ``keep`` accepts (bytes are shared)."""
+        return replace(
+            self,
+            frames={k: v for k, v in self.frames.items() if keep(k)},
+            raw={k: v for k, v in self.raw.items() if keep(k)},
+        )
+
+
+# ================================================================================
+# Deciding what to send
+# ================================================================================
+
+
+@dataclass(frozen=True)
+class Send:
+    """One object to stream: ``piece`` (or ``protocol.TABLE``) from ``offset`` to its end."""
+
+    piece: int
+    offset: int
+    data: bytes
+
+    @property
+    def remaining(self) -> int:
+        return len(self.data) - self.offset
+
+
+def send_order(
+    table: PieceTable,
+    table_data: bytes,
+    target: Target,
+    held: Callable[[int], bytes | None],
+) -> list[Send]:
+    """What the box lacks and the phone holds, in the order that finishes pieces soonest.
+
+    The table first (nothing can be verified without it), resumed at the
+    bytes the box persisted; then the pieces the box has begun, resumed at
+    their persisted offsets; then the untouched pieces, smallest first. Ties
+    go to the lower index so the order is deterministic.
+    """
+    out: list[Send] = []
+    if target.table_received < len(table_data):
+        out.append(Send(protocol.TABLE, target.table_received, table_data))
+    partial = dict(target.partials)
+    begun: list[Send] = []
+    fresh: list[Send] = []
+    for i in range(len(table.pieces)):
+        if target.has(i):
+            continue
+        data = held(i)
+        if data is None:
+            continue
+        offset = partial.get(i, 0)
+        if not 0 <= offset < len(data):
+            offset = 0
+        (begun if offset else fresh).append(Send(i, offset, data))
+    begun.sort(key=lambda s: (s.remaining, s.piece))
+    fresh.sort(key=lambda s: (s.remaining, s.piece))
+    return out + begun + fresh
+
+
+class Phase(enum.Enum):
+    """Where the phone is in a session (one step of the table in :meth:`App._on_event`)."""
+
+    HELLO = "hello"  # Hello sent, waiting for the box's Status
+    OFFERING = "offering"  # manifest chunks sent, waiting for Accept / Reject
+    SENDING = "sending"  # streaming table and pieces, counting acks
+    DONE = "done"  # nothing more to say; the transport closes the link
+
+
+# Why a session ended, as the phone saw it (None: it did what it could and left).
+UP_TO_DATE = "box already runs this release"
+BOX_NEWER = "box runs a newer release"
+TARGET_NEWER = "box is receiving a newer release"
+TARGET_OTHER = "box is receiving another build of this version"
+WAITING_INSTALL = "box holds the whole release and installs it when idle"
+OTHER_PRODUCT = "box is another product or hardware"
+NO_TABLE = "phone lacks the piece table for this box"
+NOTHING_HELD = "phone holds none of the pieces the box lacks"
+LINK_DROPPED = "link dropped"
+
+
+@dataclass(frozen=True)
+class SessionReport:
+    """What one session achieved, from the phone's side (only acknowledged progress counts)."""
+
+    sent_bytes: int
+    received_bytes: int
+    acked_bytes: int
+    payload_sent: int
+    complete: bool
+    installed: bool
+    reason: str | None
+    box_version: str | None
+    target_version: str | None
+
+    @property
+    def overhead_bytes(self) -> int:
+        """Bytes on the air, both ways, that carried no manifest, table or piece content."""
+        return self.sent_bytes - self.payload_sent + self.received_bytes
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "sent_bytes": self.sent_bytes,
+            "received_bytes": self.received_bytes,
+            "acked_bytes": self.acked_bytes,
+            "payload_sent": self.payload_sent,
+            "overhead_bytes": self.overhead_bytes,
+            "complete": self.complete,
+            "installed": self.installed,
+            "reason": self.reason,
+            "box_version": self.box_version,
+            "target_version": self.target_version,
+        }
+
+
+def _name(kind: type[enum.IntEnum], value: int) -> str:
+    try:
+        return kind(value).name
+    except ValueError:
+        return str(value)
+
+
+def _offer_capacity(max_frame: int, total: int, offset: int) -> int:
+    probe = len(protocol.encode(Offer(total, offset, b"\x00"), protocol.MAX_FRAME)) - 1
+    room = max_frame - probe
+    return room - 1 if room > 255 else room
+
+
+class App:
+    """The phone's side of one session (h11-shaped: bytes in, bytes out, no I/O).
+
+    Use one App per session: ``data_to_send()`` first yields a Hello; feed the
+    box's bytes to ``receive_data``; when ``session_over`` is true and nothing
+    is left to send, close the link. :meth:`report` says what was achieved.
+    """
+
+    def __init__(
+        self,
+        cache: PhoneCache,
+        *,
+        max_frame: int = protocol.DEFAULT_MAX_FRAME,
+        batch_bytes: int = BATCH_BYTES,
+    ) -> None:
+        self.cache = cache
+        self.manifest = cache.manifest
+        self.tag = cache.tag
+        self.max_frame = max_frame
+        self.batch_bytes = batch_bytes
+        self.phase = Phase.HELLO
+        self.reason: str | None = None
+        self.status: Status | None = None
+        self.complete = False
+        self.installed = False
+        self._decoder = FrameDecoder(max_frame)
+        self._out = bytearray()
+        self._frame_ends: list[tuple[int, int]] = []  # (bytes produced, payload bytes) per frame
+        self._session_max = max_frame
+        self._align = 1
+        self._queue: list[Send] = []
+        self._frames: Iterator[bytes] | None = None
+        self._outstanding: set[int] = set()  # pieces (and TABLE) sent whole, not yet verified
+        self._acked: dict[int, int] = {}  # piece -> persisted offset the box acknowledged
+        self._start: dict[int, int] = {}  # piece -> persisted offset when the session began
+        self._sizes: dict[int, int] = {}
+        self.produced_bytes = 0
+        self.payload_produced = 0
+        self.received_bytes = 0
+        self._send(Hello(protocol.PROTOCOL_VERSION, max_frame))
+
+    # -- the sans-I/O surface ----------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        if not data:
+            if self.phase is not Phase.DONE:
+                self._finish(LINK_DROPPED)
+            return
+        self.received_bytes += len(data)
+        if self.phase is Phase.DONE:
+            return
+        self._decoder.feed(data)
+        try:
+            while not self.session_over and (event := self._decoder.next_event()) is not None:
+                self._on_event(event)
+        except protocol.RemoteProtocolError as e:
+            self._send(Error(int(e.code), str(e)[:200]))
+            self._finish(f"box broke the protocol: {e}")
+
+    def data_to_send(self) -> bytes:
+        if self.phase is Phase.SENDING and self._frames is not None:
+            while len(self._out) < self.batch_bytes:
+                frame = next(self._frames, None)
+                if frame is None:
+                    self._frames = None
+                    self._maybe_done()
+                    break
+                self._out += frame
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def session_over(self) -> bool:
+        return self.phase is Phase.DONE
+
+    # -- progress ----------------------------------------------------------------
+
+    @property
+    def acked_bytes(self) -> int:
+        """Bytes of table and pieces the box acknowledged as persisted in this session."""
+        return sum(max(0, off - self._start.get(p, 0)) for p, off in self._acked.items())
+
+    def payload_within(self, sent_bytes: int) -> int:
+        """Content bytes carried by the frames that left whole within the first ``sent_bytes``."""
+        i = bisect.bisect_right(self._frame_ends, (sent_bytes, math.inf))
+        return self._frame_ends[i - 1][1] if i else 0
+
+    def report(
+        self, sent_bytes: int | None = None, link_reason: str | None = None
+    ) -> SessionReport:
+        """The session's outcome; ``sent_bytes`` is what really left (the transport knows).
+
+        A frame cut by the end of the link carried no content: its bytes count
+        as sent, and as overhead.
+        """
+        sent = self.produced_bytes if sent_bytes is None else sent_bytes
+        payload = self.payload_within(sent)
+        reason = link_reason if link_reason is not None else self.reason
+        target = self.status.target.version if self.status and self.status.target else None
+        return SessionReport(
+            sent_bytes=sent,
+            received_bytes=self.received_bytes,
+            acked_bytes=self.acked_bytes,
+            payload_sent=payload,
+            complete=self.complete or self.installed,
+            installed=self.installed,
+            reason=reason,
+            box_version=self.status.running_version if self.status else None,
+            target_version=target,
+        )
+
+    # -- the conversation ----------------------------------------------------------
+
+    def _send(self, event: Event, payload: int = 0) -> None:
+        self._out += self._account(protocol.encode(event, self._session_max), payload)
+
+    def _account(self, frame: bytes, payload: int) -> bytes:
+        self.produced_bytes += len(frame)
+        self.payload_produced += payload
+        self._frame_ends.append((self.produced_bytes, self.payload_produced))
+        return frame
+
+    def _finish(self, reason: str | None) -> None:
+        self.phase = Phase.DONE
+        self._frames = None
+        if self.reason is None:
+            self.reason = reason
+
+    def _on_event(self, ev: Event) -> None:
+        if isinstance(ev, Error):
+            self._finish(f"box ended the session: {_name(ErrorCode, ev.code)}: {ev.message}")
+        elif isinstance(ev, Installed):
+            if ev.ok and ev.version == self.manifest.version:
+                self.installed = True
+        elif isinstance(ev, Status) and self.phase is Phase.HELLO:
+            self._on_status(ev)
+        elif isinstance(ev, Accept) and self.phase is Phase.OFFERING and ev.tag == self.tag:
+            self._start_sending(Target(self.tag, self.manifest.version, 0, b"", ()))
+        elif isinstance(ev, Reject) and self.phase is Phase.OFFERING:
+            self._finish(f"box rejected the release: {_name(Reason, ev.reason)}")
+        elif isinstance(ev, Ack | PieceComplete | ReleaseComplete) and ev.tag == self.tag:
+            self._on_progress(ev)
+        else:
+            self._send(Error(int(ErrorCode.UNEXPECTED), f"unexpected {type(ev).__name__}"))
+            self._finish(f"box sent an unexpected {type(ev).__name__}")
+
+    def _on_status(self, st: Status) -> None:
+        m = self.manifest
+        self.status = st
+        self._session_max = min(self.max_frame, st.max_frame)
+        self._align = st.align
+        mine = m.parsed_version
+        if st.product != m.product or st.hardware != m.hardware:
+            return self._finish(OTHER_PRODUCT)
+        if st.running_sha256 == m.image_sha256:
+            self.installed = True
+            return self._finish(UP_TO_DATE)
+        if Version.parse(st.running_version) >= mine:
+            return self._finish(BOX_NEWER)
+        t = st.target
+        if t is not None and t.tag == self.tag:
+            if st.state >= BoxState.COMPLETE:
+                self.complete = True
+                return self._finish(WAITING_INSTALL)
+            return self._start_sending(t)
+        if t is not None:
+            theirs = Version.parse(t.version)
+            if theirs > mine:
+                return self._finish(TARGET_NEWER)
+            if theirs == mine:
+                return self._finish(TARGET_OTHER)
+        self._offer()
+
+    def _offer(self) -> None:
+        wire = self.cache.manifest_wire
+        self.phase = Phase.OFFERING
+        offset = 0
+        while offset < len(wire):
+            room = _offer_capacity(self._session_max, len(wire), offset)
+            chunk = wire[offset : offset + room]
+            self._send(Offer(len(wire), offset, chunk), len(chunk))
+            offset += len(chunk)
+
+    def _start_sending(self, target: Target) -> None:
+        ref = self.manifest.payload_for(self.status.running_sha256 if self.status else None)
+        got = self.cache.table(ref)
+        if got is None:
+            return self._finish(NO_TABLE)
+        data, table = got
+        self._queue = send_order(table, data, target, lambda i: self.cache.wire_piece(table, i))
+        self._sizes = {s.piece: len(s.data) for s in self._queue}
+        self._start = {s.piece: s.offset for s in self._queue}
+        self._acked = dict(self._start)
+        if not self._queue:
+            return self._finish(NOTHING_HELD)
+        self.phase = Phase.SENDING
+        self._frames = self._data_frames(self._queue)
+
+    def _data_frames(self, queue: Iterable[Send]) -> Iterator[bytes]:
+        """Data frames for each object in order, aligned as the box requires."""
+        for s in queue:
+            offset = s.offset - s.offset % self._align
+            while offset < len(s.data):
+                room = protocol.data_capacity(self._session_max, self.tag, s.piece, offset)
+                end = len(s.data)
+                if offset + room < end:
+                    room -= room % self._align
+                    end = offset + room
+                frame = protocol.encode(Data(self.tag, s.piece, offset, s.data[offset:end]),
+                                        self._session_max)
+                yield self._account(frame, end - offset)
+                offset = end
+            self._outstanding.add(s.piece)
+
+    def _on_progress(self, ev: Ack | PieceComplete | ReleaseComplete) -> None:
+        if isinstance(ev, Ack):
+            if ev.piece in self._sizes:
+                self._acked[ev.piece] = max(self._acked.get(ev.piece, 0), ev.offset)
+                if ev.offset < self._start.get(ev.piece, 0):
+                    self._start[ev.piece] = ev.offset  # a rewind below where we began
+        elif isinstance(ev, PieceComplete):
+            if ev.piece in self._sizes:
+                self._acked[ev.piece] = self._sizes[ev.piece]
+            self._outstanding.discard(ev.piece)
+        else:
+            self.complete = True
+            self._outstanding.clear()
+        self._maybe_done()
+
+    def _maybe_done(self) -> None:
+        if self.phase is Phase.SENDING and self._frames is None and not self._outstanding:
+            self._finish(None)

@@ -1,0 +1,347 @@
+"""The phone's side: what it carries, what it sends for each thing a box can say, what it counts.
+
+Box replies are crafted with the protocol's own encoder, so every branch of the
+App's table is reached without a lockbox; the conversation with the real
+lockbox (in memory and over trio streams) is at the end of the file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from fwdist import app as appmod
+from fwdist import protocol
+from fwdist.app import App, PhoneCache, Send, send_order
+from fwdist.chunker import ChunkerParams
+from fwdist.manifest import PieceEntry, PieceTable
+from fwdist.protocol import (
+    Accept,
+    Ack,
+    BoxState,
+    Data,
+    Error,
+    Installed,
+    Offer,
+    PieceComplete,
+    Reject,
+    ReleaseComplete,
+    Status,
+    Target,
+)
+from fwdist.releases import load_manifest, release_image
+from fwdist.sample import SampleFirmware
+from fwdist.staging import StageOptions, stage
+from fwdist.store import Store
+
+CHUNKS = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384)
+SAMPLE = SampleFirmware(size=64 * 1024, seed=3)
+
+
+def stage_releases(root: Path, key: Ed25519PrivateKey, releases: int = 2) -> Store:
+    store = Store.open(root / "store", create=True)
+    for r in range(releases):
+        image = root / f"fw-{r}.bin"
+        image.write_bytes(SAMPLE.image(r))
+        sources = (SAMPLE.version(r - 1),) if r else ()
+        stage(store, image, key, StageOptions("lockbox", SAMPLE.version(r), sources=sources,
+                                              chunker=CHUNKS, delta_piece_size=512,
+                                              now=1_700_000_000))
+    return store
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Ed25519PrivateKey]:
+    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    return stage_releases(tmp_path_factory.mktemp("app"), key), key
+
+
+@pytest.fixture(scope="module")
+def cache(released: tuple[Store, Ed25519PrivateKey]) -> PhoneCache:
+    return PhoneCache.from_store(released[0], "lockbox")
+
+
+V1_SHA = hashlib.sha256(SAMPLE.image(0)).digest()
+V2_SHA = hashlib.sha256(SAMPLE.image(1)).digest()
+
+
+def status(target: Target | None = None, running: str = "1.0.0", sha: bytes = V1_SHA,
+           state: int = BoxState.IDLE, align: int = 8, max_frame: int = 244) -> bytes:
+    return protocol.encode(Status(protocol.PROTOCOL_VERSION, "lockbox", "lockbox", running, 0, sha,
+                                  100, int(state), align, max_frame, target))
+
+
+def events(data: bytes) -> list[protocol.Event]:
+    return protocol.decode_frames(data, protocol.MAX_FRAME)
+
+
+# -- the cache ---------------------------------------------------------------------
+
+
+def test_cache_from_store_holds_every_payload(
+    cache: PhoneCache, released: tuple[Store, object]
+) -> None:
+    store = released[0]
+    m = cache.manifest
+    assert m.version == "1.1.0" and len(m.deltas) == 1
+    assert set(cache.tables) == {m.full.table_sha256, m.deltas[0].table_sha256}
+    assert (len(cache.frames), len(cache.raw)) == (m.full.pieces, m.deltas[0].pieces)
+    assert sum(map(len, cache.frames.values())) == m.full.size
+    assert sum(map(len, cache.raw.values())) == m.deltas[0].size
+    assert cache.manifest_wire == store.get_manifest("lockbox", "1.1.0")
+    older = PhoneCache.from_store(store, "lockbox", "1.0.0")
+    assert older.manifest.version == "1.0.0" and not older.raw
+    with pytest.raises(appmod.AppError, match="no release of other"):
+        PhoneCache.from_store(store, "other")
+
+
+def test_keep_pieces_shares_bytes(cache: PhoneCache) -> None:
+    ids = sorted(cache.raw)[:3]
+    half = cache.keep_pieces(lambda pid: pid in ids)
+    assert sorted(half.raw) == ids and not half.frames
+    assert all(half.raw[i] is cache.raw[i] for i in ids)
+    assert half.tables is cache.tables
+
+
+# -- the order pieces go in ----------------------------------------------------------
+
+
+def test_send_order_table_then_begun_then_smallest() -> None:
+    sizes = [900, 300, 500, 300, 700, 100]
+    table = PieceTable(False, tuple(PieceEntry(bytes([i]) * 32, s, s) for i, s in enumerate(sizes)))
+    bitmap = bytes([0b0000_0100])  # piece 2 is verified
+    target = Target(b"tag1", "1.1.0", 10, bitmap, ((0, 800), (4, 200)))
+    held = {i: bytes(s) for i, s in enumerate(sizes) if i != 5}  # phone lacks piece 5
+    order = send_order(table, b"t" * 42, target, held.get)
+    assert [(s.piece, s.offset) for s in order] == [
+        (protocol.TABLE, 10), (0, 800), (4, 200), (1, 0), (3, 0)]
+    # a table already whole is not sent; a partial offset past the end restarts the piece
+    whole = Target(b"tag1", "1.1.0", 42, bitmap, ((0, 5000),))
+    assert [s.piece for s in send_order(table, b"t" * 42, whole, held.get)] == [1, 3, 4, 0]
+    assert Send(0, 800, bytes(900)).remaining == 100
+
+
+# -- the decision table ----------------------------------------------------------------
+
+
+def test_opens_with_hello(cache: PhoneCache) -> None:
+    a = App(cache)
+    assert events(a.data_to_send()) == [protocol.Hello(protocol.PROTOCOL_VERSION, 244)]
+    assert a.data_to_send() == b"" and not a.session_over
+
+
+@pytest.mark.parametrize(
+    ("box", "reason", "installed", "complete"),
+    [
+        (status(running="1.1.0", sha=V2_SHA), appmod.UP_TO_DATE, True, True),
+        (status(running="1.2.0", sha=b"\x01" * 32), appmod.BOX_NEWER, False, False),
+        (status(Target(b"abcd", "1.3.0", 0, b"")), appmod.TARGET_NEWER, False, False),
+        (status(Target(b"abcd", "1.1.0", 0, b"")), appmod.TARGET_OTHER, False, False),
+    ],
+)
+def test_nothing_to_do_ends_politely(
+    cache: PhoneCache, box: bytes, reason: str, installed: bool, complete: bool
+) -> None:
+    a = App(cache)
+    hello = a.data_to_send()
+    a.receive_data(box)
+    assert a.session_over and a.data_to_send() == b""
+    r = a.report()
+    assert (r.reason, r.installed, r.complete) == (reason, installed, complete)
+    assert r.sent_bytes == len(hello) and r.acked_bytes == 0 and r.payload_sent == 0
+
+
+def test_other_product_is_left_alone(cache: PhoneCache) -> None:
+    a = App(cache)
+    a.data_to_send()
+    a.receive_data(protocol.encode(Status(1, "doorbell", "doorbell", "1.0.0", 0, V1_SHA, 100,
+                                          0, 8, 244, None)))
+    assert a.session_over and a.report().reason == appmod.OTHER_PRODUCT
+
+
+def offered(a: App) -> bytes:
+    out = events(a.data_to_send())
+    assert all(isinstance(e, Offer) for e in out)
+    return b"".join(e.data for e in out if isinstance(e, Offer))
+
+
+def test_offers_the_manifest_in_frames_that_fit(cache: PhoneCache) -> None:
+    for target in (None, Target(b"abcd", "1.0.5", 99, b"\xff")):  # nothing, or an older target
+        a = App(cache)
+        a.data_to_send()
+        a.receive_data(status(target, max_frame=protocol.MIN_FRAME))
+        out = a.data_to_send()
+        assert max(len(f) for f in _split(out)) == protocol.MIN_FRAME
+        assert b"".join(e.data for e in events(out)) == cache.manifest_wire  # type: ignore[attr-defined]
+        assert a.phase is appmod.Phase.OFFERING
+
+
+def test_reject_ends_with_the_reason(cache: PhoneCache) -> None:
+    a = App(cache)
+    a.data_to_send()
+    a.receive_data(status())
+    a.data_to_send()
+    a.receive_data(protocol.encode(Reject(int(protocol.Reason.COUNTER_LOWER))))
+    assert a.session_over and a.report().reason == "box rejected the release: COUNTER_LOWER"
+
+
+def _split(data: bytes) -> list[bytes]:
+    out = []
+    while data:
+        n = 2 + int.from_bytes(data[:2], "big")
+        out.append(data[:n])
+        data = data[n:]
+    return out
+
+
+def stream_all(a: App) -> list[Data]:
+    frames: list[Data] = []
+    while chunk := a.data_to_send():
+        assert len(chunk) <= appmod.BATCH_BYTES + 244
+        frames += [e for e in events(chunk) if isinstance(e, Data)]
+    return frames
+
+
+def reassemble(frames: list[Data]) -> dict[int, bytes]:
+    out: dict[int, bytearray] = {}
+    for f in frames:
+        buf = out.setdefault(f.piece, bytearray())
+        assert f.offset == len(buf) or f.offset < len(buf)
+        buf[f.offset : f.offset + len(f.data)] = f.data
+    return {k: bytes(v) for k, v in out.items()}
+
+
+def test_accepted_release_streams_table_then_delta_pieces(cache: PhoneCache) -> None:
+    a = App(cache)
+    a.data_to_send()
+    a.receive_data(status())  # runs 1.0.0: the delta applies
+    a.data_to_send()
+    a.receive_data(protocol.encode(Accept(cache.tag)))
+    frames = stream_all(a)
+    ref = cache.manifest.deltas[0]
+    got = cache.table(ref)
+    assert got is not None
+    table_data, table = got
+    assert frames[0].piece == protocol.TABLE and all(f.tag == cache.tag for f in frames)
+    assert all(f.offset % 8 == 0 for f in frames)
+    pieces = reassemble(frames)
+    assert pieces[protocol.TABLE] == table_data
+    assert [pieces[i] for i in range(len(table.pieces))] == [
+        cache.raw[e.id] for e in table.pieces]
+    # smallest first: the short last piece of the delta leads the 512-byte ones
+    order = list(dict.fromkeys(f.piece for f in frames))
+    assert order[:2] == [protocol.TABLE, len(table.pieces) - 1]
+    assert not a.session_over  # waits for the box to verify what it sent
+    assert a.report().payload_sent == len(cache.manifest_wire) + len(table_data) + ref.size
+
+
+def test_unknown_running_image_gets_full_pieces(cache: PhoneCache) -> None:
+    a = App(cache)
+    a.data_to_send()
+    a.receive_data(status(running="0.9.0", sha=b"\x07" * 32))
+    a.data_to_send()
+    a.receive_data(protocol.encode(Accept(cache.tag)))
+    pieces = reassemble(stream_all(a))
+    m = cache.manifest
+    got = cache.table(m.full)
+    assert got is not None
+    assert [pieces[i] for i in range(m.full.pieces)] == [cache.frames[e.id] for e in got[1].pieces]
+
+
+def test_resume_at_the_box_offsets_and_count_acks(cache: PhoneCache) -> None:
+    ref = cache.manifest.deltas[0]
+    got = cache.table(ref)
+    assert got is not None
+    table_data, table = got
+    sizes = [e.wire_size for e in table.pieces]
+    assert sizes == [512, 512, 512, 512, 72]
+    target = Target(cache.tag, "1.1.0", len(table_data), b"\x03", ((3, 256),))  # 0, 1 verified
+    a = App(cache)
+    a.data_to_send()
+    a.receive_data(status(target, state=BoxState.RECEIVING))
+    frames = stream_all(a)
+    assert (frames[0].piece, frames[0].offset) == (3, 256)
+    assert list(dict.fromkeys(f.piece for f in frames)) == [3, 4, 2]
+    assert a.report().acked_bytes == 0
+    a.receive_data(protocol.encode(Ack(cache.tag, 3, 384)))
+    assert a.report().acked_bytes == 128  # only what the box persisted since the session began
+    for i in (3, 4, 2):
+        assert not a.session_over
+        a.receive_data(protocol.encode(PieceComplete(cache.tag, i)))
+    assert a.report().acked_bytes == 256 + 72 + 512
+    assert a.session_over and a.report().reason is None and not a.report().complete
+    b = App(cache)
+    b.data_to_send()
+    b.receive_data(status(target, state=BoxState.RECEIVING))
+    stream_all(b)
+    b.receive_data(protocol.encode(ReleaseComplete(cache.tag)))
+    assert b.session_over and b.report().complete
+
+
+def test_box_holding_everything_waits_for_install(cache: PhoneCache) -> None:
+    a = App(cache)
+    a.data_to_send()
+    a.receive_data(status(Target(cache.tag, "1.1.0", 42, b"\xff"), state=BoxState.BUILT)
+                   + protocol.encode(Installed("1.0.0", True)))
+    r = a.report()
+    assert a.session_over and r.complete and not r.installed and r.reason == appmod.WAITING_INSTALL
+
+
+def test_installed_event_counts(cache: PhoneCache) -> None:
+    a = App(cache)
+    a.data_to_send()
+    a.receive_data(status(running="1.1.0", sha=V2_SHA) + protocol.encode(Installed("1.1.0", True)))
+    assert a.report().installed
+
+
+def test_phone_without_the_pieces_says_so(cache: PhoneCache) -> None:
+    a = App(cache.keep_pieces(lambda pid: False))
+    a.data_to_send()
+    a.receive_data(status(Target(cache.tag, "1.1.0", 10_000, b""), state=BoxState.RECEIVING))
+    assert a.session_over and a.report().reason == appmod.NOTHING_HELD
+
+
+@pytest.mark.parametrize(
+    ("garbage", "reason"),
+    [
+        (b"\x00\x05\x90\x00\x00\x00\x00", "box broke the protocol"),
+        (b"\xff\xff" + bytes(10), "box broke the protocol"),
+        (protocol.encode(Accept(b"abcd")), "box sent an unexpected Accept"),
+        (protocol.encode(Error(int(protocol.ErrorCode.BUSY), "busy")),
+         "box ended the session: BUSY"),
+    ],
+)
+def test_a_broken_box_ends_the_session(cache: PhoneCache, garbage: bytes, reason: str) -> None:
+    a = App(cache)
+    a.data_to_send()
+    a.receive_data(garbage)
+    assert a.session_over
+    report = a.report()
+    assert report.reason is not None and report.reason.startswith(reason)
+    sent = events(a.data_to_send())
+    if "ended" not in reason:
+        assert [type(e) for e in sent] == [Error]
+
+
+def test_link_drop_and_a_cut_frame(cache: PhoneCache) -> None:
+    a = App(cache)
+    hello = a.data_to_send()
+    a.receive_data(status())
+    offer = a.data_to_send()
+    first = len(_split(offer)[0])
+    a.receive_data(b"")
+    assert a.session_over and a.report().reason == appmod.LINK_DROPPED
+    # the link ended 3 bytes into the second Offer frame: only the first frame's content counts
+    r = a.report(sent_bytes=len(hello) + first + 3)
+    offer_room = len(events(_split(offer)[0])[0].data)  # type: ignore[attr-defined]
+    assert r.payload_sent == offer_room
+    assert r.overhead_bytes == r.sent_bytes - offer_room + r.received_bytes
+
+
+def test_v1_image_round_trip(released: tuple[Store, object]) -> None:
+    """The fixture's releases are what the hashes above assume."""
+    store = released[0]
+    assert release_image(store, load_manifest(store, "lockbox", "1.0.0")) == SAMPLE.image(0)
