@@ -107,9 +107,9 @@ def _stage_full(
             whole.update(content)
             size += len(content)
             if store.has(pid):
-                frame = store.get_frame(pid)
+                frame = store.reuse_frame(pid, frame, len(content))
             else:
-                store.put_frame(pid, frame)
+                store.put_frame(pid, frame, durable=False)
             entries.append(PieceEntry(pid, len(content), len(frame)))
             if progress:
                 progress(len(content))

@@ -127,12 +127,12 @@ def test_a_stage_killed_midway_leaves_no_visible_release(
     calls = 0
     real = Store.put_frame
 
-    def dying(self: Store, oid: bytes, frame: bytes) -> bool:
+    def dying(self: Store, oid: bytes, frame: bytes, durable: bool = True) -> bool:
         nonlocal calls
         calls += 1
         if calls == 5:
             raise KeyboardInterrupt
-        return real(self, oid, frame)
+        return real(self, oid, frame, durable)
 
     monkeypatch.setattr(Store, "put_frame", dying)
     with pytest.raises(KeyboardInterrupt):

@@ -109,3 +109,13 @@ def test_decompress_refuses_bombs_and_garbage() -> None:
     with pytest.raises(StoreError):
         decompress(b"not zstd", 1000)
     assert decompress(frame, 100_000) == b"\x00" * 100_000
+
+
+def test_dedup_repairs_a_truncated_object_instead_of_trusting_it(store: Store) -> None:
+    content = b"firmware piece " * 500
+    oid = hashlib.sha256(content).digest()
+    fresh = compress(content, 19)
+    store.put_frame(oid, fresh[:10], durable=False)  # what a crash mid-write can leave
+    assert store.reuse_frame(oid, fresh, len(content)) == fresh
+    assert store.get_content(oid) == content
+    assert store.reuse_frame(oid, compress(content, 3), len(content)) == fresh  # intact: kept
