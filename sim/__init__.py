@@ -1,0 +1,34 @@
+"""The fwdist fleet simulator: how many accesses, and how many days, until a fleet is updated.
+
+Agents are trio tasks in virtual time (``MockClock(autojump_threshold=0)``); a
+walk-away is a cancel at an exact byte; fwdist's own strategies run the real
+lockbox, app and protocol inside every session, the field's strategies are
+modelled byte for byte, and every strategy sees the same random draws.
+
+The surface::
+
+    scenario = sim.load_scenario("rmls-passive")          # or a TOML path
+    release = sim.builtin_release(scenario)               # or sim.load_release(store, ...)
+    result = sim.simulate(scenario, release)              # -> SimResult
+    result.as_json(); sim.write_report(result, Path("out"))
+"""
+
+from sim.draws import Access, BoxDraw
+from sim.release import ReleaseInfo, load_release
+from sim.runner import SimResult, simulate
+from sim.scenario import Scenario
+from sim.scenario import load as load_scenario
+from sim.strategies import ALL, available
+
+__all__ = [
+    "ALL",
+    "Access",
+    "BoxDraw",
+    "ReleaseInfo",
+    "Scenario",
+    "SimResult",
+    "available",
+    "load_release",
+    "load_scenario",
+    "simulate",
+]

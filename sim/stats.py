@@ -1,0 +1,122 @@
+"""From per-box outcomes to the numbers a release engineer reads.
+
+Percentiles are nearest-rank over every updatable box, with boxes that never
+finished counted as infinitely slow: a percentile that lands among them is
+``None`` ("more than the horizon"), never the percentile of the lucky boxes
+that did finish. Means are over finished boxes only, and say so.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from sim.draws import DAY
+from sim.engine import HIST_BIN, StrategyTally
+
+
+def nearest_rank(values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank ``q``-quantile (0 < q <= 1) of values where ``inf`` means 'never'."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    v = ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+    return None if math.isinf(v) else float(v)
+
+
+@dataclass
+class StrategyStats:
+    name: str
+    description: str
+    boxes: int
+    finished: int
+    installed: int
+    accesses_p50: float | None
+    accesses_p90: float | None
+    accesses_p99: float | None
+    accesses_mean: float | None
+    days_to_50: float | None
+    days_to_90: float | None
+    days_to_99: float | None
+    air_bytes: int
+    overhead_bytes: int
+    wasted_bytes: int
+    payload_bytes: int
+    bytes_per_session: float
+    hist: list[int] = field(repr=False)
+    curve: list[tuple[float, float]] = field(repr=False)
+    access_counts: dict[int, int] = field(repr=False)
+
+    @property
+    def unfinished_share(self) -> float:
+        return 1.0 - self.finished / self.boxes if self.boxes else 0.0
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "accesses_p50": self.accesses_p50,
+            "accesses_p90": self.accesses_p90,
+            "accesses_p99": self.accesses_p99,
+            "accesses_mean": self.accesses_mean,
+            "days_to_50": self.days_to_50,
+            "days_to_90": self.days_to_90,
+            "days_to_99": self.days_to_99,
+            "air_bytes": self.air_bytes,
+            "overhead_bytes": self.overhead_bytes,
+            "wasted_bytes": self.wasted_bytes,
+            "payload_bytes": self.payload_bytes,
+            "bytes_per_session": round(self.bytes_per_session, 1),
+            "unfinished_share": round(self.unfinished_share, 6),
+            "uninstalled_share": round(1.0 - self.installed / self.boxes, 6) if self.boxes else 0.0,
+            "boxes": self.boxes,
+            "description": self.description,
+        }
+
+
+def summarise(name: str, description: str, t: StrategyTally, days: float) -> StrategyStats:
+    acc = [math.inf if a is None else float(a) for a in t.accesses]
+    done = [a for a in t.accesses if a is not None]
+    inst = [math.inf if x is None else x / DAY for x in t.installed_at]
+    counts: dict[int, int] = {}
+    for a in done:
+        counts[a] = counts.get(a, 0) + 1
+    n = len(acc)
+    times = sorted(x for x in inst if not math.isinf(x))
+    steps = max(1, math.ceil(days))
+    curve = []
+    j = 0
+    for d in range(steps + 1):
+        while j < len(times) and times[j] <= d:
+            j += 1
+        curve.append((float(d), j / n if n else 0.0))
+    sessions = t.sessions
+    return StrategyStats(
+        name=name,
+        description=description,
+        boxes=n,
+        finished=len(done),
+        installed=len(times),
+        accesses_p50=nearest_rank(acc, 0.5),
+        accesses_p90=nearest_rank(acc, 0.9),
+        accesses_p99=nearest_rank(acc, 0.99),
+        accesses_mean=(sum(done) / len(done)) if done else None,
+        days_to_50=_round(nearest_rank(inst, 0.5)),
+        days_to_90=_round(nearest_rank(inst, 0.9)),
+        days_to_99=_round(nearest_rank(inst, 0.99)),
+        air_bytes=t.air,
+        overhead_bytes=t.overhead,
+        wasted_bytes=t.wasted,
+        payload_bytes=t.kept,
+        bytes_per_session=t.air / sessions if sessions else 0.0,
+        hist=list(t.hist),
+        curve=curve,
+        access_counts=dict(sorted(counts.items())),
+    )
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
+
+
+def hist_edges() -> list[int]:
+    return [i * HIST_BIN for i in range(len(StrategyTally().hist) + 1)]
