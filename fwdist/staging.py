@@ -10,6 +10,7 @@ refused, with a clear error, above ``MAX_DELTA_INPUT``.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -73,17 +74,24 @@ class StageResult:
     seconds: float
 
 
-def _compress_pieces(
-    chunks: Iterable[bytes], level: int, workers: int = 2
-) -> Iterator[tuple[bytes, bytes, bytes]]:
-    """Yield (content, piece id, zstd frame) in order; hashing and compressing run on
-    ``workers`` threads (both release the GIL), at most ``_IN_FLIGHT`` pieces ahead."""
+def _store_pieces(
+    store: Store, chunks: Iterable[bytes], level: int, workers: int
+) -> Iterator[tuple[bytes, bytes, bytes, bool]]:
+    """Yield (content, piece id, zstd frame, newly written) in image order.
 
-    def job(content: bytes) -> tuple[bytes, bytes]:
-        return hashlib.sha256(content).digest(), compress(content, level)
+    Hashing, compressing and writing each piece run on ``workers`` threads: the
+    first two release the GIL, and creating thousands of small files is
+    syscall-bound, so both cores stay busy. At most ``_IN_FLIGHT`` pieces are in
+    memory at once, whatever the image size.
+    """
 
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fwdist-zstd") as pool:
-        pending: deque[tuple[bytes, Future[tuple[bytes, bytes]]]] = deque()
+    def job(content: bytes) -> tuple[bytes, bytes, bool]:
+        pid = hashlib.sha256(content).digest()
+        frame = compress(content, level)
+        return pid, frame, store.put_frame(pid, frame, durable=False)
+
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fwdist-stage") as pool:
+        pending: deque[tuple[bytes, Future[tuple[bytes, bytes, bool]]]] = deque()
         for content in chunks:
             pending.append((content, pool.submit(job, content)))
             if len(pending) >= _IN_FLIGHT:
@@ -101,15 +109,14 @@ def _stage_full(
     whole = hashlib.sha256()
     size = 0
     entries: list[PieceEntry] = []
+    workers = max(2, os.cpu_count() or 2)
     with open(image, "rb") as f:
         contents = (c.data for c in chunk_stream(f, opts.chunker))
-        for content, pid, frame in _compress_pieces(contents, opts.level):
+        for content, pid, frame, new in _store_pieces(store, contents, opts.level, workers):
             whole.update(content)
             size += len(content)
-            if store.has(pid):
+            if not new:  # deduplicated: keep the stored frame, unless a crash damaged it
                 frame = store.reuse_frame(pid, frame, len(content))
-            else:
-                store.put_frame(pid, frame, durable=False)
             entries.append(PieceEntry(pid, len(content), len(frame)))
             if progress:
                 progress(len(content))

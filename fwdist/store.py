@@ -142,7 +142,7 @@ class Store:
     def written_objects(self) -> list[Path]:
         """Objects the current transaction created (new pieces and tables)."""
         objects = self.root / "objects"
-        return [p for p in self._created if p.parent.parent == objects]
+        return sorted({p for p in self._created if p.parent.parent == objects})
 
     # -- objects -------------------------------------------------------------------
 
