@@ -296,6 +296,9 @@ class App:
         self._acked: dict[int, int] = {}  # piece -> persisted offset the box acknowledged
         self._start: dict[int, int] = {}  # piece -> persisted offset when the session began
         self._sizes: dict[int, int] = {}
+        self._missing: set[int] = set()  # pieces (and TABLE) the box has not verified
+        self._manifest_acked = 0
+        self._deaf = False  # the link is gone or the box broke the protocol: ignore input
         self.produced_bytes = 0
         self.payload_produced = 0
         self.received_bytes = 0
@@ -307,16 +310,22 @@ class App:
         if not data:
             if self.phase is not Phase.DONE:
                 self._finish(LINK_DROPPED)
+            self._deaf = True
             return
         self.received_bytes += len(data)
-        if self.phase is Phase.DONE:
+        if self._deaf:
             return
         self._decoder.feed(data)
         try:
-            while not self.session_over and (event := self._decoder.next_event()) is not None:
-                self._on_event(event)
+            while (event := self._decoder.next_event()) is not None:
+                if self.phase is not Phase.DONE:
+                    self._on_event(event)
+                elif isinstance(event, Ack | PieceComplete | ReleaseComplete | Installed):
+                    self._on_event(event)  # late news after our last word still counts
         except protocol.RemoteProtocolError as e:
-            self._send(Error(int(e.code), str(e)[:200]))
+            if self.phase is not Phase.DONE:
+                self._send(Error(int(e.code), str(e)[:200]))
+            self._deaf = True
             self._finish(f"box broke the protocol: {e}")
 
     def data_to_send(self) -> bytes:
@@ -341,7 +350,8 @@ class App:
     @property
     def acked_bytes(self) -> int:
         """Bytes of table and pieces the box acknowledged as persisted in this session."""
-        return sum(max(0, off - self._start.get(p, 0)) for p, off in self._acked.items())
+        pieces = sum(max(0, off - self._start.get(p, 0)) for p, off in self._acked.items())
+        return self._manifest_acked + pieces
 
     def payload_within(self, sent_bytes: int) -> int:
         """Content bytes carried by the frames that left whole within the first ``sent_bytes``."""
@@ -391,6 +401,7 @@ class App:
 
     def _on_event(self, ev: Event) -> None:
         if isinstance(ev, Error):
+            self._deaf = True
             self._finish(f"box ended the session: {_name(ErrorCode, ev.code)}: {ev.message}")
         elif isinstance(ev, Installed):
             if ev.ok and ev.version == self.manifest.version:
@@ -398,6 +409,7 @@ class App:
         elif isinstance(ev, Status) and self.phase is Phase.HELLO:
             self._on_status(ev)
         elif isinstance(ev, Accept) and self.phase is Phase.OFFERING and ev.tag == self.tag:
+            self._manifest_acked = len(self.cache.manifest_wire)
             self._start_sending(Target(self.tag, self.manifest.version, 0, b"", ()))
         elif isinstance(ev, Reject) and self.phase is Phase.OFFERING:
             self._finish(f"box rejected the release: {_name(Reason, ev.reason)}")
@@ -405,6 +417,7 @@ class App:
             self._on_progress(ev)
         else:
             self._send(Error(int(ErrorCode.UNEXPECTED), f"unexpected {type(ev).__name__}"))
+            self._deaf = True
             self._finish(f"box sent an unexpected {type(ev).__name__}")
 
     def _on_status(self, st: Status) -> None:
@@ -454,6 +467,9 @@ class App:
         self._sizes = {s.piece: len(s.data) for s in self._queue}
         self._start = {s.piece: s.offset for s in self._queue}
         self._acked = dict(self._start)
+        self._missing = {i for i in range(len(table.pieces)) if not target.has(i)}
+        if target.table_received < len(data):
+            self._missing.add(protocol.TABLE)
         if not self._queue:
             return self._finish(NOTHING_HELD)
         self.phase = Phase.SENDING
@@ -485,6 +501,9 @@ class App:
             if ev.piece in self._sizes:
                 self._acked[ev.piece] = self._sizes[ev.piece]
             self._outstanding.discard(ev.piece)
+            self._missing.discard(ev.piece)
+            if not self._missing:
+                self.complete = True
         else:
             self.complete = True
             self._outstanding.clear()

@@ -26,9 +26,12 @@ import errno
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
+
+if TYPE_CHECKING:
+    from fwdist.app import App, SessionReport
 
 RECEIVE_SIZE = 4096
 # With --rate, bytes leave in slices of 1/SLICES_PER_SECOND of a second's worth
@@ -136,6 +139,66 @@ def run_session_sync(
     box.receive_data(b"")
     phone.receive_data(b"")
     return PumpResult(sent, back, cut, reason)
+
+
+class SessionBox(Protocol):
+    """What a lockbox offers a link (:class:`fwdist.lockbox.Lockbox` has exactly this)."""
+
+    session: Any
+
+    def open_session(self, now: int = 0) -> bytes: ...
+
+    def receive_data(self, data: bytes, now: int = 0) -> bytes: ...
+
+    def end_session(self, now: int = 0) -> None: ...
+
+
+class BoxEndpoint:
+    """Adapts a lockbox (bytes in, bytes out per call) to the :class:`Endpoint` surface.
+
+    Constructing it opens the session (``open_session``); ``receive_data(b"")``
+    ends it (``end_session``): the box forgets the frame it was in the middle
+    of, keeps what it persisted, and is ready for its idle step.
+    """
+
+    def __init__(self, box: SessionBox, now: int = 0) -> None:
+        self.box = box
+        self.now = now
+        self._out = bytearray(box.open_session(now))
+        self.ended = False
+
+    def receive_data(self, data: bytes) -> None:
+        if self.ended:
+            return
+        if not data:
+            self.ended = True
+            self.box.end_session(self.now)
+            return
+        self._out += self.box.receive_data(data, self.now)
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def session_over(self) -> bool:
+        return self.ended or getattr(self.box.session, "name", None) == "DONE"
+
+
+def pump_session(
+    box: SessionBox, phone: App, budget_bytes: int | None = None, now: int = 0
+) -> SessionReport:
+    """One whole session between a lockbox and a phone, in memory, no trio: the simulator's unit.
+
+    The box's session is opened and ended here; its idle step (build, install)
+    is the caller's, as in a real box. The report counts what really crossed:
+    ``sent_bytes`` stops at the budget, and the frame the budget cut counts as
+    sent and as overhead, never as payload.
+    """
+    result = run_session_sync(BoxEndpoint(box, now), phone, budget_bytes)
+    link = result.reason if result.reason in (REASON_MAX_BYTES, REASON_STALLED) else None
+    return phone.report(sent_bytes=result.phone_sent, link_reason=link)
 
 
 # ================================================================================

@@ -272,13 +272,18 @@ def test_resume_at_the_box_offsets_and_count_acks(cache: PhoneCache) -> None:
         assert not a.session_over
         a.receive_data(protocol.encode(PieceComplete(cache.tag, i)))
     assert a.report().acked_bytes == 256 + 72 + 512
-    assert a.session_over and a.report().reason is None and not a.report().complete
-    b = App(cache)
+    # every piece the box lacked is verified now: complete, even before ReleaseComplete
+    assert a.session_over and a.report().reason is None and a.report().complete
+    # a phone holding only piece 3 finishes its part; the box is not complete
+    only3 = cache.keep_pieces(lambda pid: pid == table.pieces[3].id)
+    b = App(only3)
     b.data_to_send()
     b.receive_data(status(target, state=BoxState.RECEIVING))
-    stream_all(b)
-    b.receive_data(protocol.encode(ReleaseComplete(cache.tag)))
-    assert b.session_over and b.report().complete
+    assert {f.piece for f in stream_all(b)} == {3}
+    b.receive_data(protocol.encode(PieceComplete(cache.tag, 3)))
+    assert b.session_over and not b.report().complete
+    b.receive_data(protocol.encode(ReleaseComplete(cache.tag)))  # late news still counts
+    assert b.report().complete
 
 
 def test_box_holding_everything_waits_for_install(cache: PhoneCache) -> None:
