@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,57 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert out["verified"] is True
     assert out["releases"] == ["1.0.0", "1.1.0"]
     assert out["plan"]["air_bytes"] < out["full_air_bytes"] // 2
+
+
+def test_stage_killed_with_sigkill_leaves_no_release_and_recovers(tmp_path: Path) -> None:
+    """kill -9 a stage mid-way: no release is visible, every object left is whole,
+    gc removes the leftovers, and the same stage then succeeds."""
+    image = tmp_path / "big.bin"
+    image.write_bytes(SampleFirmware(size=8 << 20, seed=4).image(0))
+    fwdist("keygen", tmp_path / "k")
+    store = tmp_path / "store"
+    argv = [
+        sys.executable,
+        "-m",
+        "fwdist",
+        "stage",
+        str(image),
+        "--store",
+        str(store),
+        "--product",
+        "big",
+        "--version",
+        "1.0.0",
+        "--key",
+        str(tmp_path / "k"),
+        "--level",
+        "19",
+    ]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        objects = store / "objects"
+        while time.monotonic() < deadline and len(list(objects.rglob("*"))) < 40:
+            time.sleep(0.01)
+        proc.kill()
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -9, "stage finished before it could be killed"
+    assert list((store / "releases").rglob("*")) == []
+    report = json.loads(fwdist("verify", "--store", store, "--json").stdout)
+    assert report["ok"] and report["releases"] == 0 and report["objects"] > 0
+    out = json.loads(fwdist("gc", "--store", store, "--json").stdout)
+    assert out["removed_objects"] == report["objects"] and out["kept_objects"] == 0
+    fwdist(
+        "stage",
+        image,
+        "--store",
+        store,
+        "--product",
+        "big",
+        "--version",
+        "1.0.0",
+        "--key",
+        tmp_path / "k",
+    )
+    assert fwdist("verify", "--store", store).returncode == 0
