@@ -251,5 +251,7 @@ def test_stage_killed_with_sigkill_leaves_no_release_and_recovers(tmp_path: Path
         "1.0.0",
         "--key",
         tmp_path / "k",
+        "--level",
+        "3",
     )
     assert fwdist("verify", "--store", store).returncode == 0
