@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from fwdist.errors import FwdistError
 
 # Modules that add subcommands, in help order.
-COMMAND_MODULES = ("fwdist.cli.release", "fwdist.cli.demo", "fwdist.cli.sim")
+COMMAND_MODULES = ("fwdist.cli.release", "fwdist.cli.demo", "fwdist.cli.sim", "fwdist.cli.device")
 
 
 def build_parser() -> argparse.ArgumentParser:
