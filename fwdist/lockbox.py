@@ -464,6 +464,7 @@ class Lockbox:
                 self._dirty[sid] = keep - 1
         if self.table is not None and s.prev is not None:
             self._adopt_prev()
+        self._finish_streams()
 
     def _load_target(self) -> None:
         """Re-read the target's manifest and table from flash into RAM."""
@@ -888,22 +889,46 @@ class Lockbox:
             if end // self.config.ack_every > received // self.config.ack_every:
                 self._send(out, p.Ack(t.tag, TABLE, end))
             return
+        if not self._complete_table():
+            raise p.RemoteProtocolError("piece table is unusable", p.ErrorCode.BAD_PIECE)
+        self._send(out, p.PieceComplete(t.tag, TABLE))
+        for i, st2 in sorted(t.streams.items()):
+            if i >= 0 and st2.done:
+                self._send(out, p.PieceComplete(t.tag, i))
+
+    def _complete_table(self) -> bool:
+        """The table's bytes hash right: decode it, record it, adopt shared pieces."""
+        t = self._target
+        st = t.streams[TABLE]
         assert self.ref is not None
         try:
-            table = decode_table(self._read_stream(st, 0, end), t.table_sha256)
+            table = decode_table(self._read_stream(st, 0, st.received), t.table_sha256)
             if len(table.pieces) != self.ref.pieces or table.wire_size != self.ref.size:
                 raise ManifestError("piece table disagrees with the manifest")
-        except ManifestError as e:  # signed but unusable: drop it rather than loop
+        except ManifestError:  # signed but unusable: drop it rather than loop
             self._commit([Rec.RESET, TABLE])
-            raise p.RemoteProtocolError(str(e), p.ErrorCode.BAD_PIECE) from None
+            self._table_hash = None
+            return False
         self._commit([Rec.DONE, TABLE])
         self._set_table(table)
-        self._send(out, p.PieceComplete(t.tag, TABLE))
         if self._state.prev is not None:
             self._adopt_prev()
-            for i, st2 in sorted(t.streams.items()):
-                if i >= 0 and st2.done:
-                    self._send(out, p.PieceComplete(t.tag, i))
+        return True
+
+    def _finish_streams(self) -> None:
+        """After a reboot: complete streams whose last bytes landed but whose DONE record did not."""
+        t = self._target
+        tbl = t.streams.get(TABLE)
+        if tbl is not None and not tbl.done and tbl.received:
+            h = hashlib.sha256(self._read_stream(tbl, 0, tbl.received)).digest()
+            if h == t.table_sha256:
+                self._complete_table()
+        if self.table is None:
+            return
+        for sid, st in sorted(t.streams.items()):
+            if 0 <= sid < len(self.table.pieces) and not st.done:
+                if st.received == self.table.pieces[sid].wire_size:
+                    self._commit([Rec.DONE, sid] if self._piece_ok(sid) else [Rec.RESET, sid])
 
     # -- installing ----------------------------------------------------------------------------
 
