@@ -1,0 +1,231 @@
+"""A box and a phone as real processes on 127.0.0.1.
+
+Pushes of 2000 bytes, kill -9 of the box between and during them, until the
+new image runs.
+
+The image pair is seeded (SampleFirmware 256 KiB, seed 1), so the number of
+sessions is exact: the delta is 11,878 bytes on the air (``fwdist plan``),
+ceil(11,878 / 2000) = 6, and the box needs 7 sessions of 2000 bytes to hold
+it all — the difference is the protocol's per-session overhead (the Hello,
+frame headers, and the frame the walk-away cuts). An 8th session finds the box
+running the new image. Every process is bounded in time and killed in a
+``finally``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fwdist.sample import SampleFirmware
+
+TIMEOUT = 60
+SAMPLE = SampleFirmware(size=256 * 1024, seed=1)
+
+
+def fwdist(
+    *args: str | Path, ok: bool = True, timeout: float = TIMEOUT
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "fwdist", *map(str, args)], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "COLUMNS": "200"})
+    if ok:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def fwdist_json(*args: str | Path) -> Any:
+    return json.loads(fwdist(*args, "--json").stdout)
+
+
+class Box:
+    """``fwdist lockbox serve`` in a subprocess; ``kill()`` is kill -9 (a power cut)."""
+
+    def __init__(self, state: Path, port: int = 0) -> None:
+        self.state = state
+        self.port = port
+        self.proc: subprocess.Popen[str] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fwdist", "lockbox", "serve", "--state", str(self.state),
+             "--listen", f"127.0.0.1:{self.port}", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + TIMEOUT
+        line = ""
+        while not line:  # the first line says where it listens, once it does
+            assert self.proc.poll() is None, self.proc.stderr.read() if self.proc.stderr else ""
+            assert time.monotonic() < deadline, "lockbox serve did not start"
+            line = self.proc.stdout.readline()
+        hello = json.loads(line)
+        assert hello["event"] == "listening"
+        self.port = int(hello["address"].rsplit(":", 1)[1])
+        self.starts += 1
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()  # SIGKILL
+            self.proc.wait(timeout=TIMEOUT)
+        self.proc = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A key, lockbox 1.0.0 and 1.1.0 (with a delta from 1.0.0), staged through the CLI."""
+    d = tmp_path_factory.mktemp("device")
+    fwdist("keygen", d / "release.key")
+    for r in (0, 1):
+        (d / f"fw{r}.bin").write_bytes(SAMPLE.image(r))
+    fwdist("stage", d / "fw0.bin", "--store", d / "store", "--product", "lockbox",
+           "--version", "1.0.0", "--key", d / "release.key")
+    fwdist("stage", d / "fw1.bin", "--store", d / "store", "--product", "lockbox",
+           "--version", "1.1.0", "--key", d / "release.key", "--from", "1.0.0")
+    return d
+
+
+@pytest.fixture
+def box_state(release: Path, tmp_path: Path) -> Path:
+    state = tmp_path / "box"
+    out = fwdist_json("lockbox", "init", "--state", state, "--product", "lockbox", "--pubkey",
+                      release / "release.key.pub", "--image", release / "fw0.bin",
+                      "--version", "1.0.0")
+    assert out["running_version"] == "1.0.0" and out["state"] == "idle"
+    assert out["running_sha256"] == hashlib.sha256(SAMPLE.image(0)).hexdigest()
+    return state
+
+
+@pytest.fixture
+def box(box_state: Path) -> Iterator[Box]:
+    b = Box(box_state)
+    try:
+        yield b
+    finally:
+        b.kill()
+
+
+def push(release: Path, box: Box, *extra: str) -> dict[str, Any]:
+    out: dict[str, Any] = fwdist_json("app", "push", "--store", release / "store", "--product",
+                                      "lockbox", "--to", box.address, *extra)
+    return out
+
+
+def connected(port: int) -> bool:
+    """Whether a TCP connection to ``port`` on 127.0.0.1 is established (Linux /proc)."""
+    with open("/proc/net/tcp") as f:
+        rows = [line.split() for line in f.readlines()[1:]]
+    return any(r[1].endswith(f":{port:04X}") and r[3] == "01" for r in rows)
+
+
+def test_pushes_and_power_cuts_until_installed(release: Path, box: Box) -> None:
+    plan = fwdist_json("plan", "--store", release / "store", "--product", "lockbox",
+                       "--from", "1.0.0", "--to", "1.1.0")
+    assert (plan["air_bytes"], plan["encoder"]) == (11_878, "bsdiff-zstd")
+    new_sha = hashlib.sha256(SAMPLE.image(1)).hexdigest()
+
+    box.start()
+    reports = []
+    complete_after = None
+    while len(reports) < 12:
+        r = push(release, box, "--max-bytes", "2000")
+        reports.append(r)
+        assert r["sent_bytes"] <= 2000
+        if r["complete"] and complete_after is None:
+            complete_after = len(reports)
+        if r["installed"]:
+            break
+        if len(reports) in (2, 7):
+            # a power cut between sessions (after the 7th: while it builds and installs)
+            box.kill()
+            box.start()
+        if len(reports) == 4:
+            # a power cut in the middle of a frame: at 50 B/s the first 244-byte data frame
+            # takes ~5 s; the box dies half a second after the phone connects
+            before = fwdist_json("lockbox", "status", "--state", box.state)
+            phone = subprocess.Popen(
+                [sys.executable, "-m", "fwdist", "app", "push", "--store", str(release / "store"),
+                 "--product", "lockbox", "--to", box.address, "--rate", "50", "--json"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                deadline = time.monotonic() + TIMEOUT
+                while not connected(box.port):
+                    assert time.monotonic() < deadline and phone.poll() is None
+                    time.sleep(0.02)
+                time.sleep(0.5)
+                box.kill()
+                out, err = phone.communicate(timeout=TIMEOUT)
+            finally:
+                phone.kill()
+            cut = json.loads(out)
+            assert cut["reason"] == "link dropped" and not cut["complete"], err
+            assert 0 < cut["sent_bytes"] < 244
+            box.start()
+            after = fwdist_json("lockbox", "status", "--state", box.state)
+            assert after["received_bytes"] == before["received_bytes"]  # only the cut frame lost
+
+    sessions = len(reports)
+    assert complete_after == 7 and sessions == 8, reports
+    assert math.ceil(plan["air_bytes"] / 2000) == 6
+    assert [r["reason"] for r in reports[:6]] == ["max-bytes"] * 6
+    assert reports[6]["reason"] is None and reports[6]["sent_bytes"] < 2000
+    assert reports[-1]["installed"] and reports[-1]["reason"] == "box already runs this release"
+    assert box.starts == 4
+    status = fwdist_json("lockbox", "status", "--state", box.state)
+    assert status["running_sha256"] == new_sha
+    assert (status["running_version"], status["target_version"], status["state"]) == (
+        "1.1.0", None, "idle")
+
+
+def test_max_seconds_walks_away(release: Path, box: Box) -> None:
+    box.start()
+    r = push(release, box, "--rate", "400", "--max-seconds", "1")
+    assert r["reason"] == "max-seconds" and not r["complete"]
+    assert 16 <= r["sent_bytes"] <= 416  # at most 400 B/s for one second, in 16-byte slices
+    status = fwdist_json("lockbox", "status", "--state", box.state)
+    assert status["target_version"] == "1.1.0"  # the manifest (322 bytes) made it
+
+
+def test_one_line_errors(release: Path, box_state: Path, tmp_path: Path) -> None:
+    def error(*args: str | Path) -> str:
+        proc = fwdist(*args, ok=False)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+        return proc.stderr
+
+    key = release / "release.key.pub"
+    assert "not empty" in error("lockbox", "init", "--state", box_state, "--product", "lockbox",
+                                "--pubkey", key, "--image", release / "fw0.bin",
+                                "--version", "1.0.0")
+    assert "not a PEM public key" in error(
+        "lockbox", "init", "--state", tmp_path / "b2", "--product", "lockbox", "--pubkey",
+        release / "fw0.bin", "--image", release / "fw0.bin", "--version", "1.0.0")
+    assert "does not exist" in error("lockbox", "status", "--state", tmp_path / "nowhere")
+    assert "does not exist" in error("lockbox", "serve", "--state", tmp_path / "nowhere",
+                                     "--listen", "127.0.0.1:0")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert "port is in use" in error("lockbox", "serve", "--state", box_state,
+                                         "--listen", f"127.0.0.1:{port}")
+    assert "cannot reach a box" in error("app", "push", "--store", release / "store", "--product",
+                                         "lockbox", "--to", f"127.0.0.1:{port}")
+    assert "HOST:PORT" in error("app", "push", "--store", release / "store", "--product",
+                                "lockbox", "--to", "nowhere")
+    assert "no release of doorbell" in error("app", "push", "--store", release / "store",
+                                             "--product", "doorbell", "--to", "127.0.0.1:1")
