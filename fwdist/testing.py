@@ -126,6 +126,8 @@ def box_config(releases: Releases, **overrides: int) -> BoxConfig:
         slot_size=int(overrides.pop("slot_size", slot)),
         staging_size=int(overrides.pop("staging_size", 2 * slot + 8 * ss)),
         sector_size=ss,
+        # bsdiff-zstd declares ~0.8-1.1 MB of decoder RAM even for small images
+        ram_budget=int(overrides.pop("ram_budget", 4 << 20)),
         **overrides,
     )
 

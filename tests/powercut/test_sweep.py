@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from fwdist.flash import Flash, PowerCut
+from fwdist.protocol import PieceComplete
 from fwdist.lockbox import BoxConfig, Lockbox
 from fwdist.testing import Phone, Releases, box_config, make_releases
 
@@ -25,6 +26,12 @@ NOW = 1_700_000_500
 @pytest.fixture(scope="module")
 def rel(tmp_path_factory: pytest.TempPathFactory) -> Releases:
     return make_releases(tmp_path_factory.mktemp("sweep"), count=2, size=24 * 1024, seed=3)
+
+
+@pytest.fixture(scope="module")
+def rel3(tmp_path_factory: pytest.TempPathFactory) -> Releases:
+    return make_releases(tmp_path_factory.mktemp("sweep3"), count=3, size=24 * 1024, seed=4,
+                         deltas=False)
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +66,14 @@ class Run:
         self.box = self._boot()
         # a power cut loses at most the frame in flight
         assert progress(self.box) >= before or self.box.s is None or self.box.s.target is None
+
+    def start(self) -> None:
+        """Before the newest release shows up: the previous one arrives all but one piece."""
+        if len(self.rel.releases) < 3:
+            return
+        middle = self.rel.releases[-2]
+        n = len(middle.payloads[middle.manifest.full.table_sha256].pieces)
+        Phone([middle], holds=set(range(n - 1))).session(self.box, NOW)
 
     def finish(self, budget: int = 900, max_sessions: int = 60) -> None:
         """Sessions of ``budget`` bytes until the box has everything, then idle until installed."""
@@ -104,6 +119,7 @@ def check_final(run: Run) -> None:
 def count_ops(rel: Releases) -> int:
     config, flash = fresh(rel)
     run = Run(rel, config, flash)
+    run.start()
     run.finish()
     check_final(run)
     return flash.ops
@@ -117,6 +133,7 @@ def sweep(rel: Releases, torn: bool, points: Callable[[int], range] | None = Non
         flash.arm(cut, torn=torn, seed=cut)
         run = Run(rel, config, flash)
         try:
+            run.start()
             run.finish()
         except PowerCut:
             run.reboot()
@@ -139,6 +156,29 @@ def test_cut_at_every_operation_full(rel_full: Releases, torn: bool) -> None:
     n = sweep(rel_full, torn)
     print(f"\npower-cut sweep (full-image update, {'torn' if torn else 'clean'}): {n} cut points")
     assert n == count_ops(rel_full) > 100
+
+
+@pytest.mark.parametrize("torn", [False, True], ids=["clean", "torn"])
+def test_cut_at_every_operation_target_change(rel3: Releases, torn: bool) -> None:
+    """A newer release replaces a nearly complete target; the shared piece is adopted."""
+    config, flash = fresh(rel3)
+    run = Run(rel3, config, flash)
+    run.start()
+    log = Phone([rel3.releases[-1]]).session(run.box, NOW, 1000)
+    adopted = [e for e in log.events if isinstance(e, PieceComplete) and e.piece >= 0]
+    assert len(adopted) == 1  # one piece of 1.1 is also a piece of 1.2
+    n = sweep(rel3, torn)
+    print(f"\npower-cut sweep (target change, {'torn' if torn else 'clean'}): {n} cut points")
+    assert n == count_ops(rel3) > 150
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("torn", [False, True], ids=["clean", "torn"])
+def test_cut_at_every_operation_bigger_image(tmp_path: Path, torn: bool) -> None:
+    rel = make_releases(tmp_path, count=2, size=96 * 1024, seed=9)
+    n = sweep(rel, torn)
+    print(f"\npower-cut sweep (96 KiB delta update, {'torn' if torn else 'clean'}): {n} cut points")
+    assert n == count_ops(rel)
 
 
 @pytest.mark.parametrize("seed", range(12))
