@@ -66,12 +66,14 @@ def _function(rng: random.Random, n_functions: int) -> Function:
 
 def _tables(rng: random.Random, version: str, size: int) -> bytes:
     parts = [f"firmware {version}\x00".encode()]
-    while sum(map(len, parts)) < size:
+    total = len(parts[0])
+    while total < size:
         if rng.random() < 0.7:
             msg = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(2, 6)))
             parts.append(f"{msg} %d\x00".encode())
         else:
             parts.append(struct.pack("<16H", *sorted(rng.getrandbits(16) for _ in range(16))))
+        total += len(parts[-1])
     return b"".join(parts)[:size]
 
 
@@ -117,8 +119,9 @@ class SampleFirmware:
                 functions[i] = _function(edit, len(functions))
             for _ in range(max(1, len(functions) // 100)):  # new code in the middle
                 functions.insert(edit.randrange(len(functions)), _function(edit, len(functions)))
-        while sum(len(f.body) for f in functions) > code_budget:
-            functions.pop()
+        code_size = sum(len(f.body) for f in functions)
+        while code_size > code_budget:
+            code_size -= len(functions.pop().body)
         version = f"1.{release}.0"
         tables = _tables(random.Random(self.seed), version, self.size // 5)
         return link(functions, tables, self.size)[: self.size]
