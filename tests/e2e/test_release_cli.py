@@ -199,6 +199,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert out["verified"] is True
     assert out["releases"] == ["1.0.0", "1.1.0"]
     assert out["plan"]["air_bytes"] < out["full_air_bytes"] // 2
+    assert out["installed"] is True
+    assert out["lockbox"]["running_version"] == "1.1.0"
+    assert out["lockbox"]["sessions"] >= -(-out["plan"]["air_bytes"] // 2000)
 
 
 def test_stage_killed_with_sigkill_leaves_no_release_and_recovers(tmp_path: Path) -> None:
