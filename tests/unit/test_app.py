@@ -11,13 +11,16 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import trio
+import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fwdist import app as appmod
-from fwdist import protocol
-from fwdist.app import App, PhoneCache, Send, send_order
+from fwdist import protocol, transport
+from fwdist.app import App, PhoneCache, Send, SessionReport, send_order
 from fwdist.chunker import ChunkerParams
-from fwdist.manifest import PieceEntry, PieceTable
+from fwdist.lockbox import BoxConfig, Lockbox
+from fwdist.manifest import PieceEntry, PieceTable, key_id
 from fwdist.protocol import (
     Accept,
     Ack,
@@ -36,6 +39,7 @@ from fwdist.releases import load_manifest, release_image
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
+from fwdist.transport import BoxEndpoint, pump_session
 
 CHUNKS = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384)
 SAMPLE = SampleFirmware(size=64 * 1024, seed=3)
@@ -350,3 +354,139 @@ def test_v1_image_round_trip(released: tuple[Store, object]) -> None:
     """The fixture's releases are what the hashes above assume."""
     store = released[0]
     assert release_image(store, load_manifest(store, "lockbox", "1.0.0")) == SAMPLE.image(0)
+
+
+# -- with a real lockbox ------------------------------------------------------------------
+
+NOW = 1_700_000_100
+
+
+def new_box(key: Ed25519PrivateKey) -> Lockbox:
+    config = BoxConfig("lockbox", "lockbox", ram_budget=4 << 20, ack_every=512)
+    flash = config.make_flash()
+    Lockbox.provision(flash, config, SAMPLE.image(0), "1.0.0")
+    box = Lockbox(flash, config, {key_id(key.public_key()): key.public_key()})
+    box.boot(NOW)
+    return box
+
+
+def idle(box: Lockbox) -> list[str]:
+    steps: list[str] = []
+    while (step := box.idle(NOW)) is not None and step not in steps:
+        steps.append(step)
+    return steps
+
+
+def sessions_until_installed(box: Lockbox, phones: list[PhoneCache], budget: int | None,
+                             limit: int = 50) -> list[SessionReport]:
+    reports: list[SessionReport] = []
+    while len(reports) < limit:
+        r = pump_session(box, App(phones[len(reports) % len(phones)]), budget, NOW)
+        reports.append(r)
+        idle(box)
+        if r.installed:
+            return reports
+    raise AssertionError(f"not installed after {limit} sessions: {reports[-1]}")
+
+
+def test_small_budget_sessions_until_installed(
+    cache: PhoneCache, released: tuple[Store, Ed25519PrivateKey]
+) -> None:
+    box = new_box(released[1])
+    reports = sessions_until_installed(box, [cache], budget=600)
+    air = len(cache.manifest_wire) + len(cache.tables[cache.manifest.deltas[0].table_sha256]) \
+        + cache.manifest.deltas[0].size
+    assert air == 2632 and -(-air // 600) == 5
+    # 6 sessions of 600 bytes carry it all, a 7th finds the new image running
+    assert [r.complete for r in reports] == [False] * 5 + [True, True]
+    assert [r.reason for r in reports[:5]] == ["max-bytes"] * 5
+    assert all(r.sent_bytes == 600 for r in reports[:5])
+    assert reports[-1].installed and reports[-1].reason == appmod.UP_TO_DATE
+    assert box.running_image() == SAMPLE.image(1)
+    # overhead: everything on the air that was not manifest, table or piece content
+    assert sum(r.payload_sent for r in reports) >= air
+    assert [r.overhead_bytes for r in reports] == [
+        r.sent_bytes - r.payload_sent + r.received_bytes for r in reports]
+
+
+def test_unbounded_session_delivers_everything_at_once(
+    cache: PhoneCache, released: tuple[Store, Ed25519PrivateKey]
+) -> None:
+    box = new_box(released[1])
+    r = pump_session(box, App(cache), None, NOW)
+    ref = cache.manifest.deltas[0]
+    table = len(cache.tables[ref.table_sha256])
+    assert r.complete and not r.installed and r.reason is None
+    assert r.acked_bytes == r.payload_sent == len(cache.manifest_wire) + table + ref.size
+    assert idle(box) == ["built", "installed"]
+    r2 = pump_session(box, App(cache), None, NOW)
+    assert r2.installed and r2.sent_bytes == 11  # a Hello, and the box says it runs it
+    assert r.overhead_bytes == r.sent_bytes - r.payload_sent + r.received_bytes
+
+
+def test_partial_phones_finish_together(
+    cache: PhoneCache, released: tuple[Store, Ed25519PrivateKey]
+) -> None:
+    ref = cache.manifest.deltas[0]
+    got = cache.table(ref)
+    assert got is not None
+    ids = [e.id for e in got[1].pieces]
+    first, second = (cache.keep_pieces(lambda pid, part=part: pid in part)
+                     for part in (set(ids[:2]), set(ids[2:])))
+    box = new_box(released[1])
+    a = pump_session(box, App(first), None, NOW)
+    assert not a.complete and a.reason is None  # it gave what it had and left
+    assert idle(box) == []
+    b = pump_session(box, App(first), None, NOW)
+    assert b.reason == appmod.NOTHING_HELD and b.payload_sent == 0
+    c = pump_session(box, App(second), None, NOW)
+    assert c.complete and idle(box) == ["built", "installed"]
+    assert box.running_image() == SAMPLE.image(1)
+
+
+def test_a_newer_release_overtakes_an_older_target(
+    tmp_path: Path, released: tuple[Store, Ed25519PrivateKey]
+) -> None:
+    key = released[1]
+    store = stage_releases(tmp_path, key, releases=3)  # 1.2.0 has a delta from 1.1.0 only
+    v2 = PhoneCache.from_store(store, "lockbox", "1.1.0")
+    v3 = PhoneCache.from_store(store, "lockbox", "1.2.0")
+    box = new_box(key)
+    r = pump_session(box, App(v2), 1000, NOW)
+    assert box.status()["target_version"] == "1.1.0" and not r.complete
+    old = pump_session(box, App(v2), 100, NOW)  # a phone with 1.1.0 resumes it
+    assert old.target_version == "1.1.0"
+    r = pump_session(box, App(v3), None, NOW)
+    assert r.target_version == "1.1.0" and r.complete  # offered 1.2.0; the box switched
+    assert idle(box) == ["built", "installed"]
+    assert box.running_image() == SAMPLE.image(2)
+    late = pump_session(box, App(v2), None, NOW)  # the old phone has nothing to do
+    assert late.reason == appmod.BOX_NEWER and late.sent_bytes == 11
+
+
+async def test_the_same_sessions_over_trio_memory_streams(
+    cache: PhoneCache, released: tuple[Store, Ed25519PrivateKey]
+) -> None:
+    """transport.converse on both ends reaches the same box state as the in-memory pump."""
+    box = new_box(released[1])
+    reports = []
+    for _ in range(10):
+        phone_end, box_end = trio.testing.memory_stream_pair()
+        phone = App(cache)
+        endpoint = BoxEndpoint(box, NOW)
+        stats: dict[str, transport.LinkStats] = {}
+
+        async def run(name: str, stream: trio.abc.Stream, ep: transport.Endpoint,
+                      budget: int | None, stats: dict[str, transport.LinkStats] = stats) -> None:
+            stats[name] = await transport.converse(stream, ep, max_send_bytes=budget)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run, "phone", phone_end, phone, 600)
+            nursery.start_soon(run, "box", box_end, endpoint, None)
+        ps = stats["phone"]
+        reports.append(phone.report(ps.sent_bytes, ps.reason if ps.reason == "max-bytes" else None))
+        idle(box)
+        if reports[-1].installed:
+            break
+    assert [r.complete for r in reports] == [False] * 5 + [True, True]
+    assert box.running_image() == SAMPLE.image(1)
