@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from fwdist.flash import Flash, PowerCut
-from fwdist.protocol import PieceComplete
 from fwdist.lockbox import BoxConfig, Lockbox
+from fwdist.protocol import PieceComplete
 from fwdist.testing import Phone, Releases, box_config, make_releases
 
 NOW = 1_700_000_500
@@ -189,7 +189,8 @@ def test_seeded_multiple_cuts(rel: Releases, seed: int) -> None:
     run = Run(rel, config, flash)
     cuts = 0
     for _ in range(rng.randint(2, 5)):
-        flash.arm(flash.ops + rng.randrange(total // 2), torn=rng.random() < 0.5, seed=rng.randrange(1 << 30))
+        flash.arm(flash.ops + rng.randrange(total // 2), torn=rng.random() < 0.5,
+                  seed=rng.randrange(1 << 30))
         try:
             run.finish(budget=rng.randint(600, 2000))
         except PowerCut:
