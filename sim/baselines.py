@@ -131,6 +131,9 @@ class _UploadSession:
     def lost(self, sent: int) -> None:
         self.m.progress.air += sent
 
+    def finish(self) -> None:
+        pass
+
 
 # -- object-4k ---------------------------------------------------------------------
 
@@ -235,6 +238,9 @@ class _ObjectSession:
 
     def lost(self, sent: int) -> None:
         self.m.progress.air += self.pending_air + sent  # the partial object is discarded
+
+    def finish(self) -> None:
+        pass
 
 
 # -- oracle ------------------------------------------------------------------------

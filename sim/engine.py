@@ -57,6 +57,7 @@ class StrategyTally:
     overhead: int = 0
     kept: int = 0
     wasted: int = 0
+    errors: int = 0
     sessions: int = 0  # accesses that put at least one byte on the air
     hist: list[int] = field(default_factory=lambda: [0] * HIST_BINS)
 
@@ -67,6 +68,7 @@ class StrategyTally:
         self.overhead += other.overhead
         self.kept += other.kept
         self.wasted += other.wasted
+        self.errors += other.errors
         self.sessions += other.sessions
         self.hist = [a + b for a, b in zip(self.hist, other.hist, strict=True)]
 
@@ -171,6 +173,7 @@ class BoxRun:
             t.overhead += pr.overhead
             t.kept += pr.kept
             t.wasted += pr.wasted
+            t.errors += pr.errors
             t.sessions += self.sessions[name]
             t.hist = [x + y for x, y in zip(t.hist, self.hist[name], strict=True)]
 

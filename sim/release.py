@@ -117,7 +117,7 @@ def sample_store_dir(image_bytes: int, seed: int) -> Path:
 
 def stage_sample(dest: Path, product: str, image_bytes: int, seed: int) -> Path:
     """Stage the built-in sample releases into ``dest`` (atomically: built aside, then renamed)."""
-    if (dest / "store" / "fwdist-store").exists() and (dest / "release.pub").exists():
+    if (dest / "store" / "fwdist-store").exists() and (dest / "release.key.pub").exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))

@@ -112,6 +112,10 @@ def simulate(
         if progress:
             progress(r.boxes)
 
+    if any(n == "fwdist-full" for n in names):
+        from sim.fwdist_strategy import full_only_store
+
+        full_only_store(release)  # once, here, before any worker needs it
     if n_workers == 1:
         _init_worker(scenario, release, names)
         if on_start:

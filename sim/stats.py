@@ -44,6 +44,7 @@ class StrategyStats:
     wasted_bytes: int
     payload_bytes: int
     bytes_per_session: float
+    install_errors: int
     hist: list[int] = field(repr=False)
     curve: list[tuple[float, float]] = field(repr=False)
     access_counts: dict[int, int] = field(repr=False)
@@ -69,6 +70,7 @@ class StrategyStats:
             "unfinished_share": round(self.unfinished_share, 6),
             "uninstalled_share": round(1.0 - self.installed / self.boxes, 6) if self.boxes else 0.0,
             "boxes": self.boxes,
+            "install_errors": self.install_errors,
             "description": self.description,
         }
 
@@ -108,6 +110,7 @@ def summarise(name: str, description: str, t: StrategyTally, days: float) -> Str
         wasted_bytes=t.wasted,
         payload_bytes=t.kept,
         bytes_per_session=t.air / sessions if sessions else 0.0,
+        install_errors=t.errors,
         hist=list(t.hist),
         curve=curve,
         access_counts=dict(sorted(counts.items())),

@@ -39,6 +39,7 @@ class Progress:
     overhead: int = 0
     kept: int = 0
     done: bool = False
+    errors: int = 0  # sessions after which the real box failed or reverted an install (a bug)
 
     @property
     def wasted(self) -> int:
@@ -56,6 +57,9 @@ class FrameSession(Protocol):
 
     def lost(self, sent: int) -> None:
         """The walk-away cut the frame in flight after ``sent`` of its bytes."""
+
+    def finish(self) -> None:
+        """The link is gone (done or cut): settle the box's state and the byte accounting."""
 
 
 class BoxModel(Protocol):

@@ -1,0 +1,286 @@
+"""fwdist-full and fwdist-delta: the real lockbox, app and protocol inside every session.
+
+Nothing here models fwdist: each box is a :class:`fwdist.lockbox.Lockbox` on
+its own in-memory NOR :class:`~fwdist.flash.Flash`, each access is a fresh
+:class:`fwdist.app.App` holding the release (or, for a partial phone, only some
+of its pieces), and the bytes between them are the protocol's frames. The only
+thing the simulator decides is how many bytes cross before the walk-away.
+
+The link (:class:`FwdistSession`) carries one chunk at a time, in either
+direction, out of the *same* byte budget: BLE air time is shared by both
+directions, so the box's acknowledgements cost the transfer as they would on a
+real link (the field models charge their responses the same way). A chunk that
+does not fit is cut at the budget: the box (or phone) gets the prefix, then the
+link drops: whole frames inside it count, the frame in flight is lost.
+
+- ``fwdist-delta``: the release as staged, with its deltas; each box takes the
+  delta made from the image it runs (the box and the app both choose it by the
+  running image's SHA-256).
+- ``fwdist-full``: the same target image staged without deltas (same product,
+  hardware, version, counter), so every box takes the compressed full pieces.
+
+Factory programming is done once per running version and the flash image
+cloned for every box (what a factory does); every box boots, journals, verifies
+and installs on its own. After the box installs, the simulator checks that it
+runs exactly the target image and then drops the box's flash to bound memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import os
+import shutil
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fwdist import keys
+from fwdist.app import App, PhoneCache
+from fwdist.errors import FwdistError
+from fwdist.flash import Flash
+from fwdist.lockbox import BoxConfig, Lockbox
+from fwdist.manifest import Manifest, PayloadRef, key_id
+from fwdist.releases import load_manifest, load_table, release_image, trusted_keys
+from fwdist.staging import StageOptions, stage
+from fwdist.store import Store
+from fwdist.transport import BoxEndpoint
+from sim.draws import Access, BoxDraw
+from sim.release import ReleaseInfo
+from sim.strategy import Progress
+
+RAM_BUDGET = 4 * 1024 * 1024  # decoder RAM the simulated boxes allow (the sample's bsdiff-zstd needs ~0.9 MB)
+PHONE, BOX = 0, 1
+
+
+def whole_frames(chunk: bytes, sent: int) -> int:
+    """Bytes of the whole frames within the first ``sent`` bytes of ``chunk``.
+
+    Chunks are whole frames back to back; a frame is ``u16 BE L`` then ``L``
+    bytes (msgpack body and CRC32), see :mod:`fwdist.protocol`.
+    """
+    pos = 0
+    while pos + 2 <= sent:
+        (length,) = struct.unpack_from(">H", chunk, pos)
+        if pos + 2 + length > sent:
+            break
+        pos += 2 + length
+    return pos
+
+
+def full_only_store(release: ReleaseInfo) -> tuple[Path, dict[bytes, Ed25519PublicKey]]:
+    """The target image staged without deltas, once, in a cache next to the store it came from.
+
+    Built aside and renamed into place, so concurrent callers never see half of it
+    (the runner calls this in the parent before it forks its workers).
+    """
+    src = Store.open(release.store)
+    m = load_manifest(src, release.product, release.target)
+    digest = hashlib.sha256(b"%s|%s|%s" % (m.image_sha256, release.product.encode(),
+                                            release.target.encode())).hexdigest()[:24]
+    base = release.store.parent / "sim-full-only" / digest
+    if not (base / "store" / "fwdist-store").exists():
+        base.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=digest + ".tmp-", dir=base.parent))
+        try:
+            key_path, _ = keys.generate(work / "release.key")
+            store = Store.open(work / "store", create=True)
+            (work / "image.bin").write_bytes(release_image(src, m))
+            stage(store, work / "image.bin", keys.load_private(key_path), StageOptions(
+                m.product, m.version, hardware=m.hardware, security_counter=m.security_counter,
+                min_battery=m.min_battery, min_app=m.min_app, now=m.created))
+            (work / "image.bin").unlink()
+            os.rename(work, base)
+        except OSError:
+            shutil.rmtree(work, ignore_errors=True)  # another process made it first
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+    pub = keys.load_public(base / "release.key.pub")
+    return base / "store", {key_id(pub): pub}
+
+
+@dataclass
+class FwdistStrategy:
+    """One of the two fwdist strategies, ready to make boxes (one per worker process)."""
+
+    name: str
+    description: str
+    config: BoxConfig
+    trusted: dict[bytes, Ed25519PublicKey]
+    cache: PhoneCache
+    manifest: Manifest
+    templates: dict[str, Flash]  # running version -> factory-programmed flash
+    payloads: dict[str, PayloadRef]  # running version -> the payload its boxes take
+    index_of: dict[bytes, dict[bytes, int]]  # table sha -> piece id -> index
+    target_sha256: bytes
+    epoch: int
+
+    @classmethod
+    def load(cls, release: ReleaseInfo, delta: bool) -> FwdistStrategy:
+        src = Store.open(release.store)
+        if delta:
+            store_dir, trusted = release.store, dict(trusted_keys(src, None))
+        else:
+            store_dir, trusted = full_only_store(release)
+        store = Store.open(store_dir)
+        m = load_manifest(store, release.product, release.target)
+        cache = PhoneCache.from_store(store, release.product, release.target)
+        olds = {v: release_image(src, load_manifest(src, release.product, v))
+                for v in release.sources}
+        ss = 4096
+        slot = math.ceil(max(m.image_size, *(len(o) for o in olds.values())) / ss) * ss
+        payloads = {v: m.payload_for(hashlib.sha256(o).digest()) for v, o in olds.items()}
+        max_pieces = max(256, *(r.pieces for r in payloads.values()))
+        max_table = 16 + 48 * max_pieces
+        need = max(math.ceil(r.size / ss) + r.pieces for r in payloads.values())
+        config = BoxConfig(product=m.product, hardware=m.hardware, slot_size=slot,
+                           staging_size=(need + math.ceil(max_table / ss) + 4) * ss,
+                           sector_size=ss, max_pieces=max_pieces, ram_budget=RAM_BUDGET)
+        templates = {}
+        for v, image in olds.items():
+            flash = config.make_flash()
+            counter = load_manifest(src, release.product, v).security_counter
+            Lockbox.provision(flash, config, image, v, counter)
+            templates[v] = flash
+        index_of = {}
+        for ref in (m.full, *m.deltas):
+            table = load_table(store, ref)
+            index_of[ref.table_sha256] = {e.id: i for i, e in enumerate(table.pieces)}
+        name = "fwdist-delta" if delta else "fwdist-full"
+        from sim.strategies import DESCRIPTIONS
+
+        return cls(name, DESCRIPTIONS[name], config, trusted, cache, m, templates, payloads,
+                   index_of, m.image_sha256, m.created)
+
+    def new_box(self, box: BoxDraw) -> FwdistBox:
+        return FwdistBox(self, box)
+
+
+class FwdistBox:
+    """One simulated lockbox under a fwdist strategy (the Lockbox is made at its first session)."""
+
+    def __init__(self, strategy: FwdistStrategy, box: BoxDraw) -> None:
+        self.st = strategy
+        self.draw = box
+        self.ref = strategy.payloads[box.running]
+        self.progress = Progress(payload=self.ref.size)
+        self.lockbox: Lockbox | None = None
+        self.sessions = 0
+
+    def _box(self) -> Lockbox:
+        if self.lockbox is None:
+            flash = copy.deepcopy(self.st.templates[self.draw.running])
+            self.lockbox = Lockbox(flash, self.st.config, self.st.trusted)
+            self.lockbox.boot(self.st.epoch)
+        return self.lockbox
+
+    def _cache(self, a: Access) -> PhoneCache:
+        if a.partial >= 1.0:
+            return self.st.cache
+        index = self.st.index_of[self.ref.table_sha256]
+        return self.st.cache.keep_pieces(lambda pid: a.holds_block(index.get(pid, -1)))
+
+    def open_session(self, a: Access) -> FwdistSession | None:
+        if self.progress.done or not a.holds:
+            return None
+        return FwdistSession(self, a)
+
+    def access(self, a: Access) -> int:
+        session = self.open_session(a)
+        if session is None:
+            return 0
+        budget = a.budget
+        used = 0
+        while (size := session.next_frame()) is not None:
+            if used + size > budget:
+                session.lost(budget - used)
+                used = budget
+                break
+            session.delivered()
+            used += size
+        session.finish()
+        return used
+
+    def after_session(self, now: int) -> None:
+        """The box's idle step: build when complete, install, and check the result."""
+        lb = self._box()
+        pr = self.progress
+        status = lb.status()
+        if status["target_version"] == self.st.manifest.version:
+            pr.kept = min(status["received_bytes"], self.ref.size)
+        for _ in range(4):
+            what = lb.idle(now)
+            if what is None or what == "wait_battery":
+                break
+            if what in ("failed", "reverted"):
+                pr.errors += 1
+                break
+            if what == "installed":
+                if hashlib.sha256(lb.running_image()).digest() != self.st.target_sha256:
+                    raise FwdistError(f"box {self.draw.index} installed an image that is not the target")
+                pr.kept = self.ref.size
+                pr.done = True
+                self.lockbox = None  # installed and checked: free its flash
+                break
+
+
+class FwdistSession:
+    """One access's conversation, one chunk at a time (both the coarse pump and the trio link use it)."""
+
+    def __init__(self, box: FwdistBox, a: Access) -> None:
+        self.box = box
+        self.now = box.st.epoch + int(a.t)
+        lb = box._box()
+        self.ep = BoxEndpoint(lb, self.now)
+        self.app = App(box._cache(a))
+        self.chunk = b""
+        self.direction = PHONE
+        self.air = 0
+        self.cut = 0
+        self.over = False
+
+    def next_frame(self) -> int | None:
+        if self.over:
+            return None
+        out = self.app.data_to_send()
+        if out:
+            self.chunk, self.direction = out, PHONE
+            return len(out)
+        reply = self.ep.data_to_send()
+        if reply:
+            self.chunk, self.direction = reply, BOX
+            return len(reply)
+        return None
+
+    def delivered(self) -> None:
+        self.air += len(self.chunk)
+        if self.direction == PHONE:
+            self.ep.receive_data(self.chunk)
+        else:
+            self.app.receive_data(self.chunk)
+
+    def lost(self, sent: int) -> None:
+        """The walk-away: the peer gets the first ``sent`` bytes of the chunk, then the link drops."""
+        self.air += sent
+        self.cut = sent - whole_frames(self.chunk, sent)
+        if sent:
+            if self.direction == PHONE:
+                self.ep.receive_data(self.chunk[:sent])
+            else:
+                self.app.receive_data(self.chunk[:sent])
+        self.over = True
+
+    def finish(self) -> None:
+        self.ep.receive_data(b"")  # end_session: what was persisted stays
+        self.app.receive_data(b"")
+        pr = self.box.progress
+        before = pr.kept
+        pr.air += self.air
+        self.box.after_session(self.now)
+        # every byte on the air that is neither kept payload nor the cut frame is protocol
+        pr.overhead += self.air - self.cut - (pr.kept - before)
