@@ -54,6 +54,8 @@ def peers_needed(sections: Sequence[str]) -> list[str]:
         needed += bench_staging.PEERS
     if "pairs" in sections:
         needed += bench_pairs.NEEDED
+    if "lockbox" in sections:
+        needed += bench_lockbox.PEERS
     return sorted(set(needed))
 
 
@@ -124,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chunking": lambda: bench_chunking.run(args.quick),
         "staging": lambda: bench_staging.run(args.quick, peer_tools, cache),
         "pairs": lambda: bench_pairs.run(args.quick, peer_tools, cache, progress=log),
-        "lockbox": lambda: bench_lockbox.run(args.quick),
+        "lockbox": lambda: bench_lockbox.run(args.quick, peer_tools, cache),
         "sim": lambda: run_sim(args.quick),
     }
     records: list[Record] = []

@@ -26,6 +26,7 @@ PACKAGES: dict[str, str] = {
     "zstd": "zstd",
     "rdiff": "rdiff",
     "zsyncmake": "zsync",
+    "time": "time",  # GNU time: peak memory of a peer, measured from a small parent
 }
 
 Which = Callable[[str], str | None]
@@ -120,8 +121,8 @@ def version(command: str) -> str:
         "rdiff": ["rdiff", "--version"],
         "zsyncmake": ["zsyncmake", "-V"],
     }
-    if command == "bsdiff" or command == "bspatch":
-        return _debian_version("bsdiff")
+    if command in ("bsdiff", "bspatch", "time"):
+        return _debian_version(PACKAGES[command])
     probe = probes.get(command)
     if probe is None:
         return "unknown"

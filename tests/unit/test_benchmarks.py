@@ -1,0 +1,517 @@
+"""The benchmark suite's own logic: records, limit checks, markdown, peer installs, inputs.
+
+No timing is asserted here; the figures themselves are the suite's business.
+These tests hold the machinery that turns figures into a CI verdict to exact
+outputs, so a broken limit check cannot pass silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import json
+import subprocess
+import sys
+import types
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from benchmarks import bench_lockbox, cli, inputs, tools
+from benchmarks.limits import Limits, check, updated
+from benchmarks.record import Machine, Record, failed, skipped
+from benchmarks.report import document, markdown
+
+MACHINE = {
+    "cpu": "Test CPU",
+    "cores": 2,
+    "python": "3.11.7",
+    "platform": "linux-x86_64",
+    "fwdist_commit": "abc123",
+}
+AIR = "pairs/demo-1-2/air_bytes"
+RULE = Limits({AIR: 1000}, ("pairs/*/air_bytes",))
+
+
+def air(value: int, peer: str, peer_value: int) -> Record:
+    return Record(AIR, value, "bytes", peer=peer, peer_value=peer_value, checked=True)
+
+
+# --- records --------------------------------------------------------------------------
+
+
+def test_record_json_has_every_field_and_the_machine() -> None:
+    r = air(900, "bsdiff", 1200)
+    out = r.to_json(MACHINE)
+    assert out == {
+        "name": AIR,
+        "value": 900,
+        "unit": "bytes",
+        "peer": "bsdiff",
+        "peer_value": 1200,
+        "ratio": 0.75,
+        "better": "lower",
+        "checked": True,
+        "skipped": None,
+        "error": None,
+        "note": "",
+        "machine": MACHINE,
+    }
+    assert Record.from_dict(out) == r
+
+
+def test_ratio_is_none_without_a_peer_value() -> None:
+    assert skipped(AIR, "bytes", "no bsdiff", peer="bsdiff").ratio is None
+    assert Record("x", 5, "n").ratio is None
+    assert Record("x", 5, "n", peer="p", peer_value=0).ratio is None
+    assert Record("x", 1, "s", peer="p", peer_value=3).ratio == 0.3333
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"name": "x", "value": None, "unit": "s"}, "no value, and no reason"),
+        ({"name": "", "value": 1, "unit": "s"}, "needs a name and a unit"),
+        ({"name": "x", "value": 1, "unit": ""}, "needs a name and a unit"),
+        ({"name": "x", "value": 1, "unit": "s", "better": "smaller"}, "better must be"),
+        ({"name": "x", "value": None, "unit": "s", "skipped": "a", "error": "b"}, "not both"),
+    ],
+)
+def test_invalid_records_are_refused(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Record(**kwargs)  # type: ignore[arg-type]
+
+
+def test_from_dict_refuses_unknown_fields_and_non_numbers() -> None:
+    with pytest.raises(ValueError, match=r"unknown fields \['vaule'\]"):
+        Record.from_dict({"name": "sim/x", "vaule": 3, "unit": "n"})
+    with pytest.raises(ValueError, match="value must be a number"):
+        Record.from_dict({"name": "sim/x", "value": "3", "unit": "n"})
+    with pytest.raises(ValueError, match="value must be a number"):
+        Record.from_dict({"name": "sim/x", "value": True, "unit": "n"})
+
+
+def test_machine_info_names_cpu_cores_python_and_commit() -> None:
+    m = Machine().as_dict()
+    assert set(m) == {"cpu", "cores", "python", "platform", "fwdist_commit"}
+    assert m["cores"] >= 1 and m["python"].count(".") == 2 and m["cpu"]
+
+
+# --- limits ---------------------------------------------------------------------------
+
+
+def test_within_limit_and_not_above_the_best_peer_passes() -> None:
+    result = check([air(1000, "bsdiff", 1200), air(1000, "zstd", 1000)], RULE)
+    assert result.ok
+    assert result.failures == [] and result.warnings == []
+    assert result.passed == [
+        f"{AIR}: 1,000 <= stored 1,000",
+        f"{AIR}: 1,000 <= best peer zstd 1,000",
+    ]
+
+
+def test_a_regression_above_the_stored_value_fails() -> None:
+    result = check([air(1001, "bsdiff", 5000)], RULE)
+    assert not result.ok
+    assert result.failures == [f"{AIR}: 1,001 is above the stored limit 1,000 (regression)"]
+
+
+def test_larger_than_the_best_peer_fails_even_within_the_stored_value() -> None:
+    result = check([air(950, "bsdiff", 990), air(950, "xdelta3", 940)], RULE)
+    assert result.failures == [
+        f"{AIR}: fwdist 950 is larger than the best peer, xdelta3 940 (1.011×)"
+    ]
+    assert result.warnings == [
+        f"{AIR}: improved to 950 from 1,000; run with --update-limits to keep the gain"
+    ]
+
+
+def test_a_skipped_peer_is_reported_and_the_rule_runs_without_it() -> None:
+    records = [
+        air(900, "bsdiff", 950),
+        skipped(AIR, "bytes", "xdelta3 not installed", peer="xdelta3", checked=True),
+    ]
+    result = check(records, RULE)
+    assert result.ok
+    assert result.warnings[-1] == (
+        f"{AIR}: peer xdelta3 not measured (xdelta3 not installed); "
+        "the best-peer rule ran without it"
+    )
+
+
+def test_no_peer_at_all_leaves_the_rule_unchecked_but_says_so() -> None:
+    records = [Record(AIR, 900, "bytes", checked=True)]
+    result = check(records, RULE)
+    assert result.ok
+    assert f"{AIR}: no peer measured, 'at most the best peer' unchecked" in result.warnings
+
+
+def test_a_failed_figure_fails_the_run() -> None:
+    result = check([failed(AIR, "bytes", "fwdist: stage exited 1", checked=True)], RULE)
+    assert result.failures == [f"{AIR}: failed: fwdist: stage exited 1"]
+
+
+def test_a_skipped_figure_with_a_stored_limit_is_a_warning() -> None:
+    result = check([skipped(AIR, "bytes", "inputs offline", checked=True)], RULE)
+    assert result.ok
+    assert result.warnings == [f"{AIR}: has a stored limit but was not measured: inputs offline"]
+
+
+def test_different_fwdist_values_under_one_name_fail() -> None:
+    result = check([air(900, "a", 1000), air(901, "b", 1000)], RULE)
+    assert f"{AIR}: fwdist has different values in one run: [900, 901]" in result.failures
+
+
+def test_a_checked_figure_without_a_stored_limit_asks_for_one() -> None:
+    result = check([Record("sim/x/accesses_p50", 17, "accesses", checked=True)], RULE)
+    assert result.warnings == [
+        "sim/x/accesses_p50: no stored limit yet (17); run with --update-limits to record it"
+    ]
+
+
+def test_timings_are_never_checked() -> None:
+    limits = Limits({}, ("pairs/*/air_bytes",))
+    slow = Record("pairs/demo-1-2/stage_seconds", 99.0, "s", peer="bsdiff", peer_value=0.1)
+    assert check([slow], limits).failures == []
+    assert updated([slow], limits).max == {}
+
+
+def test_update_stores_checked_figures_and_keeps_the_rest() -> None:
+    limits = Limits({"pairs/other/air_bytes": 5, AIR: 1000}, ("pairs/*/air_bytes",))
+    new = updated([air(800, "bsdiff", 900), Record("chunking/pieces", 3, "pieces")], limits)
+    assert new.max == {"pairs/other/air_bytes": 5, AIR: 800}
+    assert new.at_most_best_peer == limits.at_most_best_peer
+
+
+def test_limits_round_trip_and_validation(tmp_path: Path) -> None:
+    path = tmp_path / "limits.json"
+    RULE.save(path)
+    assert Limits.load(path) == RULE
+    with pytest.raises(ValueError, match="'max' must map record names to numbers"):
+        Limits.from_json({"max": {AIR: "1000"}})
+    with pytest.raises(ValueError, match="must be a list of name patterns"):
+        Limits.from_json({"at_most_best_peer": "pairs/*"})
+    path.write_text("{")
+    with pytest.raises(ValueError, match="cannot read limits"):
+        Limits.load(path)
+
+
+def test_the_stored_limits_cover_every_pair() -> None:
+    stored = Limits.load()
+    assert stored.at_most_best_peer == ("pairs/*/air_bytes",)
+    for pair in inputs.PAIRS:
+        assert f"pairs/{pair.name}/air_bytes" in stored.max, pair.name
+
+
+# --- report ---------------------------------------------------------------------------
+
+
+def test_markdown_table_groups_peers_under_one_metric() -> None:
+    records = [
+        air(900, "bsdiff", 1200),
+        skipped(AIR, "bytes", "xdelta3 not installed", peer="xdelta3 -9", checked=True),
+        Record(
+            "staging/64MiB/throughput",
+            31.0,
+            "MiB/s",
+            peer="zstd -3 -T0",
+            peer_value=596.25,
+            better="higher",
+            note="same file",
+        ),
+        failed("lockbox/apply_peak_memory", "bytes", "boom | crash"),
+    ]
+    result = check(records, RULE)
+    text = markdown(records, MACHINE, "quick", result, 12.3)
+    assert text == (
+        "## fwdist benchmarks (quick, 12 s)\n"
+        "\n"
+        "Test CPU, 2 cores, Python 3.11.7, fwdist abc123. Ratios are fwdist / peer, same run, "
+        "same input.\n"
+        "\n"
+        "| metric | fwdist | peer | peer value | ratio | |\n"
+        "|---|---:|---|---:|---:|---|\n"
+        f"| {AIR} | 900 bytes | bsdiff | 1,200 bytes | 0.750× | lower is better |\n"
+        f"| {AIR} | — | xdelta3 -9 | — |  | skipped: xdelta3 not installed |\n"
+        "| staging/64MiB/throughput | 31.00 MiB/s | zstd -3 -T0 | 596 MiB/s | 0.052× | "
+        "higher is better |\n"
+        "| lockbox/apply_peak_memory | — |  |  |  | **error**: boom \\| crash |\n"
+        "\n"
+        "### Limits (benchmarks/limits.json)\n"
+        "\n"
+        "- **FAIL** lockbox/apply_peak_memory: failed: boom \\| crash\n"
+        f"- warning: {AIR}: improved to 900 from 1,000; run with --update-limits to keep the gain\n"
+        f"- warning: {AIR}: peer xdelta3 -9 not measured (xdelta3 not installed); the best-peer "
+        "rule ran without it\n"
+        "- 2 checks passed\n"
+        "\n"
+        "<details><summary>What each figure compares</summary>\n"
+        "\n"
+        "- staging/64MiB/throughput: same file\n"
+        "\n"
+        "</details>\n"
+    )
+
+
+def test_repeated_fwdist_value_is_blank_on_continued_rows() -> None:
+    records = [air(900, "bsdiff", 1200), air(900, "zstd", 1000)]
+    lines = markdown(records, MACHINE, "full", check(records, RULE), 1).splitlines()
+    assert lines[6] == f"| {AIR} | 900 bytes | bsdiff | 1,200 bytes | 0.750× | lower is better |"
+    assert lines[7] == "|  |  | zstd | 1,000 bytes | 0.900× | lower is better |"
+
+
+def test_json_document_carries_records_and_the_verdict() -> None:
+    records = [air(1200, "bsdiff", 1100)]
+    doc = document(records, MACHINE, "quick", check(records, RULE), 3.21)
+    assert doc["mode"] == "quick" and doc["seconds"] == 3.2
+    assert doc["limits"]["ok"] is False
+    assert len(doc["limits"]["failures"]) == 2
+    assert doc["records"][0]["machine"] == MACHINE and doc["records"][0]["ratio"] == 1.0909
+    json.dumps(doc)
+
+
+# --- peer tools -----------------------------------------------------------------------
+
+
+class FakeSystem:
+    """``which`` and ``run`` for :func:`tools.ensure`, with apt-get that may install things."""
+
+    def __init__(self, present: set[str], installable: set[str], apt_rc: int = 0) -> None:
+        self.present = set(present)
+        self.installable = installable
+        self.apt_rc = apt_rc
+        self.commands: list[list[str]] = []
+
+    def which(self, name: str) -> str | None:
+        return f"/usr/bin/{name}" if name in self.present else None
+
+    def run(self, cmd: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        self.commands.append(list(cmd))
+        if cmd[:2] == ["apt-get", "install"] and self.apt_rc == 0:
+            self.present |= self.installable
+        rc = self.apt_rc if cmd[1] == "install" else 0
+        return subprocess.CompletedProcess(
+            list(cmd), rc, "", "E: Unable to locate package casync\n"
+        )
+
+
+def test_present_tools_need_no_install() -> None:
+    fake = FakeSystem({"zstd", "apt-get"}, set())
+    t = tools.ensure(["zstd"], which=fake.which, run=fake.run, is_root=True)
+    assert t.found == {"zstd": "/usr/bin/zstd"} and t.missing == {} and fake.commands == []
+
+
+def test_missing_tools_are_installed_with_apt_get_as_root() -> None:
+    fake = FakeSystem({"apt-get"}, {"bsdiff", "bspatch", "xdelta3"})
+    t = tools.ensure(["bsdiff", "bspatch", "xdelta3"], which=fake.which, run=fake.run, is_root=True)
+    assert fake.commands == [
+        ["apt-get", "update"],
+        ["apt-get", "install", "-y", "--no-install-recommends", "bsdiff", "xdelta3"],
+    ]
+    assert sorted(t.found) == ["bsdiff", "bspatch", "xdelta3"] and t.missing == {}
+    assert t.why_missing("bsdiff", "bspatch") is None
+
+
+def test_a_failed_install_gives_each_missing_peer_the_reason() -> None:
+    fake = FakeSystem({"apt-get", "zstd"}, set(), apt_rc=100)
+    t = tools.ensure(["casync", "zstd"], which=fake.which, run=fake.run, is_root=True)
+    assert t.missing == {
+        "casync": "casync not installed; apt-get install failed: E: Unable to locate package casync"
+    }
+    assert t.why_missing("zstd") is None
+    assert t.why_missing("casync") == t.missing["casync"]
+
+
+@pytest.mark.parametrize(
+    "present, root, install, reason",
+    [
+        (
+            {"apt-get"},
+            False,
+            True,
+            "rdiff not installed, and not root to apt-get it (sudo apt-get install rdiff)",
+        ),
+        (set(), True, True, "rdiff not installed, and apt-get is not available to install it"),
+        ({"apt-get"}, True, False, "rdiff not installed (--no-install given)"),
+    ],
+)
+def test_when_install_is_impossible_the_reason_says_why(
+    present: set[str], root: bool, install: bool, reason: str
+) -> None:
+    fake = FakeSystem(present, {"rdiff"})
+    t = tools.ensure(["rdiff"], install=install, which=fake.which, run=fake.run, is_root=root)
+    assert fake.commands == []
+    assert t.missing == {"rdiff": reason}
+
+
+def test_bench_pairs_turns_a_missing_peer_into_skipped_records() -> None:
+    from benchmarks import bench_pairs
+
+    t = tools.Tools(
+        found={c: c for c in bench_pairs.NEEDED if c != "rdiff"},
+        missing={"rdiff": "rdiff not installed (--no-install given)"},
+    )
+    assert t.why_missing("rdiff") == "rdiff not installed (--no-install given)"
+    assert t.why_missing("bsdiff", "bspatch") is None
+    assert "rdiff" in bench_pairs.PEERS and bench_pairs.PEERS["rdiff"][0] == ("rdiff",)
+
+
+# --- inputs ---------------------------------------------------------------------------
+
+
+def _wheel(path: Path, member: str, data: bytes) -> Path:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(member, data)
+    return path
+
+
+def test_a_release_file_comes_from_its_cached_wheel_and_is_hash_checked(tmp_path: Path) -> None:
+    data = b"\x7fELF" + bytes(range(256)) * 4
+    rel = inputs.Release(
+        "demo", "1.0.0", "demo/demo.so", hashlib.sha256(data).hexdigest(), len(data)
+    )
+    wheel_dir = tmp_path / "releases" / "demo-1.0.0" / "wheel"
+    wheel_dir.mkdir(parents=True)
+    _wheel(wheel_dir / "demo-1.0.0-cp311-manylinux.whl", rel.member, data)
+    path = inputs.release_file(rel, tmp_path)
+    assert path == tmp_path / "releases" / "demo-1.0.0" / "demo.so"
+    assert path.read_bytes() == data
+    assert inputs.release_file(rel, tmp_path) == path  # second time: from the extracted copy
+
+
+def test_a_changed_upload_is_noticed(tmp_path: Path) -> None:
+    wheel = _wheel(tmp_path / "x.whl", "demo/demo.so", b"not what was recorded")
+    rel = inputs.Release("demo", "1.0.0", "demo/demo.so", "00" * 32, 21)
+    with pytest.raises(inputs.InputError, match=r"has SHA-256 [0-9a-f]{64}, expected 0{64}"):
+        inputs.extract_member(wheel, rel, tmp_path / "demo.so")
+    assert not (tmp_path / "demo.so").exists()
+    rel2 = inputs.Release("demo", "1.0.0", "demo/other.so", "00" * 32, 21)
+    with pytest.raises(inputs.InputError, match=r"cannot take demo/other\.so out of x\.whl"):
+        inputs.extract_member(wheel, rel2, tmp_path / "demo.so")
+
+
+def test_pairs_are_consecutive_releases_with_recorded_hashes() -> None:
+    assert [p.name for p in inputs.PAIRS] == [
+        "orjson-3.10.6-3.10.7",
+        "pydantic-core-2.14.5-2.14.6",
+        "zstandard-0.22.0-0.23.0",
+    ]
+    assert [p.quick for p in inputs.PAIRS] == [True, True, False]
+    for p in inputs.PAIRS:
+        assert p.old.member == p.new.member and p.old.version < p.new.version
+        assert len(p.old.sha256) == len(p.new.sha256) == 64
+
+
+def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("FWDIST_BENCH_CACHE", str(tmp_path))
+    assert inputs.cache_dir() == tmp_path
+    monkeypatch.delenv("FWDIST_BENCH_CACHE")
+    assert inputs.cache_dir().parts[-2:] == (".cache", "benchmarks")
+
+
+def test_generated_images_are_seeded_and_do_not_repeat() -> None:
+    size = (2 << 20) + 12345
+    data = inputs.firmware_like(size, 3)
+    assert len(data) == size
+    assert hashlib.sha256(data).hexdigest() == (
+        "e0ce96499706ae7deb7b08d98c91673af8aef297b1ca24f45ff7fbb4c4f0d718"
+    )
+    # Apart from erased-flash padding (one byte value repeated), no 4 KiB block occurs twice,
+    # so chunk stores and long-range matchers find nothing to reuse across the image.
+    blocks = [data[i : i + 4096] for i in range(0, size - 4096, 4096)]
+    content = [b for b in blocks if b.count(b[:1]) != len(b)]
+    assert len(content) == 406 and len(set(content)) == len(content)
+
+
+# --- the command ----------------------------------------------------------------------
+
+
+def _run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = cli.main(args)
+    return code, capsys.readouterr().out
+
+
+def test_cli_reports_unavailable_sections_as_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli, "SIM_MODULE", "benchmarks.no_such_bench_sim")
+    monkeypatch.setattr(bench_lockbox, "NEEDS", ("fwdist.no_such_lockbox",))
+    out_json, out_md = tmp_path / "b.json", tmp_path / "b.md"
+    code, printed = _run_cli(
+        [
+            "--quick",
+            "--only",
+            "lockbox",
+            "--only",
+            "sim",
+            "--no-install",
+            "--json",
+            str(out_json),
+            "--markdown",
+            str(out_md),
+        ],
+        capsys,
+    )
+    assert code == 0
+    doc = json.loads(out_json.read_text())
+    assert [r["name"] for r in doc["records"]] == [
+        "lockbox/apply_verify_seconds",
+        "lockbox/apply_verify_peak_memory",
+        "protocol/overhead_bytes_per_session",
+        "protocol/sessions_to_complete",
+        "sim/accesses_per_second",
+        "sim/rmls-passive/accesses_p50",
+    ]
+    assert all(r["skipped"] and r["value"] is None for r in doc["records"])
+    assert doc["records"][0]["skipped"] == (
+        "lockbox not available: fwdist.no_such_lockbox not in this tree yet"
+    )
+    assert set(doc["records"][0]["machine"]) >= {"cpu", "cores", "python", "fwdist_commit"}
+    assert out_md.read_text() + "\n" == printed
+
+
+def test_cli_takes_the_simulator_records_and_fails_on_their_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = types.ModuleType("benchmarks.fake_sim")
+    fake.__spec__ = importlib.machinery.ModuleSpec("benchmarks.fake_sim", None)
+
+    def run(quick: bool) -> list[dict[str, object]]:
+        return [
+            {
+                "name": "sim/rmls-passive/accesses_p50",
+                "value": 21 if quick else 0,
+                "unit": "accesses",
+                "checked": True,
+            }
+        ]
+
+    fake.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "benchmarks.fake_sim", fake)
+    monkeypatch.setattr(cli, "SIM_MODULE", "benchmarks.fake_sim")
+    limits = tmp_path / "limits.json"
+    Limits({"sim/rmls-passive/accesses_p50": 20}, ()).save(limits)
+    code, printed = _run_cli(["--quick", "--only", "sim", "--limits", str(limits)], capsys)
+    assert code == 1
+    assert (
+        "- **FAIL** sim/rmls-passive/accesses_p50: 21 is above the stored limit 20 (regression)"
+    ) in printed
+    code, printed = _run_cli(
+        ["--quick", "--only", "sim", "--limits", str(limits), "--update-limits"], capsys
+    )
+    assert code == 0
+    assert Limits.load(limits).max == {"sim/rmls-passive/accesses_p50": 21}
+
+
+def test_cli_turns_a_crashing_section_into_a_failed_record(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def boom(*args: object) -> list[Record]:
+        raise RuntimeError("lockbox exploded")
+
+    monkeypatch.setattr(bench_lockbox, "run", boom)
+    code, printed = _run_cli(["--quick", "--only", "lockbox", "--no-install"], capsys)
+    assert code == 1
+    assert "| lockbox/run | — |  |  |  | **error**: RuntimeError: lockbox exploded |" in printed
