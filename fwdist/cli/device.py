@@ -226,11 +226,18 @@ async def serve(state: Path, host: str, port: int, *, battery: int, session_time
 
         async def handle(stream: trio.SocketStream) -> None:
             now = int(time.time())
-            endpoint = transport.BoxEndpoint(box, now)
-            stats = await transport.converse(stream, endpoint, max_seconds=session_timeout)
+            try:
+                endpoint = transport.BoxEndpoint(box, now)
+                stats = await transport.converse(stream, endpoint, max_seconds=session_timeout)
+                steps = _idle(box, int(time.time()))
+            except Exception as e:  # a firmware bug: log it and reset, like a watchdog
+                await trio.aclose_forcefully(stream)
+                _log({"event": "reset", "error": f"{type(e).__name__}: {e}"}, as_json)
+                box.boot(int(time.time()))
+                return
             _log({"event": "session", "link_in": stats.received_bytes,
-                  "link_out": stats.sent_bytes, "link_end": stats.reason,
-                  "idle": _idle(box, int(time.time())), **_brief(box)}, as_json)
+                  "link_out": stats.sent_bytes, "link_end": stats.reason, "idle": steps,
+                  **_brief(box)}, as_json)
 
         async with listener:
             await transport.serve_box(listener, handle, max_sessions)

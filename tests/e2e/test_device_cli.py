@@ -182,6 +182,9 @@ def test_pushes_and_power_cuts_until_installed(release: Path, box: Box) -> None:
     assert complete_after == 7 and sessions == 8, reports
     assert math.ceil(plan["air_bytes"] / 2000) == 6
     assert [r["reason"] for r in reports[:6]] == ["max-bytes"] * 6
+    # what 2000 bytes carry: the offer session 1708 bytes of manifest, table and delta; the
+    # others 8 data frames of 224 bytes (Hello 11 + 8 x 20 framing + 37 bytes of a cut frame)
+    assert [r["payload_sent"] for r in reports[:6]] == [1708] + [1792] * 5
     assert reports[6]["reason"] is None and reports[6]["sent_bytes"] < 2000
     assert reports[-1]["installed"] and reports[-1]["reason"] == "box already runs this release"
     assert box.starts == 4
