@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from fwdist import protocol
-from fwdist.errors import FwdistError
+from fwdist.errors import FwdistError, ManifestError
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version, decode, decode_table
 from fwdist.protocol import (
     Accept,
@@ -407,7 +407,11 @@ class App:
             if ev.ok and ev.version == self.manifest.version:
                 self.installed = True
         elif isinstance(ev, Status) and self.phase is Phase.HELLO:
-            self._on_status(ev)
+            try:
+                self._on_status(ev)
+            except (ManifestError, protocol.LocalProtocolError) as e:
+                # a version that is not X.Y.Z, or frame/alignment limits that leave no room
+                self._box_broke(ErrorCode.MALFORMED, f"unusable status: {e}")
         elif isinstance(ev, Accept) and self.phase is Phase.OFFERING and ev.tag == self.tag:
             self._manifest_acked = len(self.cache.manifest_wire)
             self._start_sending(Target(self.tag, self.manifest.version, 0, b"", ()))
@@ -416,15 +420,23 @@ class App:
         elif isinstance(ev, Ack | PieceComplete | ReleaseComplete) and ev.tag == self.tag:
             self._on_progress(ev)
         else:
-            self._send(Error(int(ErrorCode.UNEXPECTED), f"unexpected {type(ev).__name__}"))
-            self._deaf = True
-            self._finish(f"box sent an unexpected {type(ev).__name__}")
+            self._box_broke(ErrorCode.UNEXPECTED, f"unexpected {type(ev).__name__}")
+
+    def _box_broke(self, code: ErrorCode, message: str) -> None:
+        """The box said something we cannot act on: tell it why, stop listening, end."""
+        self._send(Error(int(code), message[:200]))
+        self._deaf = True
+        self._finish(f"box broke the protocol: {message}")
 
     def _on_status(self, st: Status) -> None:
         m = self.manifest
         self.status = st
         self._session_max = min(self.max_frame, st.max_frame)
         self._align = st.align
+        worst = protocol.data_capacity(self._session_max, self.tag, 0xFFFF, protocol.MAX_OBJECT)
+        if worst - worst % st.align <= 0:
+            raise protocol.LocalProtocolError(
+                f"{st.align}-byte alignment leaves no room in a {self._session_max}-byte frame")
         mine = m.parsed_version
         if st.product != m.product or st.hardware != m.hardware:
             return self._finish(OTHER_PRODUCT)

@@ -14,6 +14,8 @@ import pytest
 import trio
 import trio.testing
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fwdist import app as appmod
 from fwdist import protocol, transport
@@ -318,7 +320,7 @@ def test_phone_without_the_pieces_says_so(cache: PhoneCache) -> None:
     [
         (b"\x00\x05\x90\x00\x00\x00\x00", "box broke the protocol"),
         (b"\xff\xff" + bytes(10), "box broke the protocol"),
-        (protocol.encode(Accept(b"abcd")), "box sent an unexpected Accept"),
+        (protocol.encode(Accept(b"abcd")), "box broke the protocol: unexpected Accept"),
         (protocol.encode(Error(int(protocol.ErrorCode.BUSY), "busy")),
          "box ended the session: BUSY"),
     ],
@@ -490,3 +492,47 @@ async def test_the_same_sessions_over_trio_memory_streams(
             break
     assert [r.complete for r in reports] == [False] * 5 + [True, True]
     assert box.running_image() == SAMPLE.image(1)
+
+
+# -- whatever the box says, the phone answers with valid frames or ends --------------------
+
+_versions = st.sampled_from(["1.0.0", "1.1.0", "1.0.9", "2.0.0", "x", "1.0"])
+
+
+def _box_events(tag: bytes) -> st.SearchStrategy[bytes]:
+    tags = st.sampled_from([tag, b"abcd"])
+    pieces = st.integers(-1, 6)
+    target = st.builds(
+        Target, tags, _versions, st.integers(0, 3000), st.binary(max_size=3),
+        st.lists(st.tuples(st.integers(0, 6), st.integers(0, 3000)), max_size=4).map(tuple))
+    status_ = st.builds(
+        Status, st.just(protocol.PROTOCOL_VERSION), st.sampled_from(["lockbox", "doorbell"]),
+        st.just("lockbox"), _versions, st.integers(0, 9),
+        st.sampled_from([V1_SHA, V2_SHA, bytes(32)]), st.integers(0, 100), st.integers(0, 6),
+        st.sampled_from([1, 2, 8, 16, 256]), st.sampled_from([128, 244, 4096]),
+        st.none() | target)
+    event = st.one_of(
+        status_, st.builds(Accept, tags), st.builds(Reject, st.integers(0, 12)),
+        st.builds(Ack, tags, pieces, st.integers(0, 5000)), st.builds(PieceComplete, tags, pieces),
+        st.builds(ReleaseComplete, tags), st.builds(Installed, _versions, st.booleans()),
+        st.builds(Error, st.integers(0, 12), st.text(max_size=20)))
+    return st.one_of(event.map(protocol.encode), st.binary(max_size=40))
+
+
+@settings(max_examples=300)
+@given(data=st.data())
+def test_any_box_gets_valid_frames_or_an_end(cache: PhoneCache, data: st.DataObject) -> None:
+    a = App(cache)
+    out = a.data_to_send()
+    for chunk in data.draw(st.lists(_box_events(cache.tag), max_size=8)):
+        a.receive_data(chunk)
+        out += a.data_to_send()
+    while more := a.data_to_send():
+        out += more
+    a.receive_data(b"")
+    assert a.session_over
+    sent = protocol.decode_frames(out, protocol.MAX_FRAME)  # every byte is a whole, valid frame
+    assert isinstance(sent[0], protocol.Hello)
+    assert all(len(f) <= 4096 for f in _split(out))
+    r = a.report()
+    assert 0 <= r.payload_sent <= r.sent_bytes == len(out) and r.acked_bytes >= 0
