@@ -58,6 +58,9 @@ class Release:
     image: bytes
     payloads: dict[bytes, Payload]
 
+    def __repr__(self) -> str:
+        return f"Release({self.version})"
+
     @property
     def tag(self) -> bytes:
         return p.release_tag(self.wire)
@@ -74,6 +77,9 @@ class Releases:
     store: Store
     key: Ed25519PrivateKey
     releases: tuple[Release, ...]
+
+    def __repr__(self) -> str:
+        return f"Releases({', '.join(r.version for r in self.releases)})"
 
     @property
     def trusted(self) -> dict[bytes, Ed25519PublicKey]:

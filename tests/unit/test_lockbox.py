@@ -1,0 +1,431 @@
+"""The lockbox: its session table cell by cell, acceptance rules, transfer, install, revert."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fwdist import protocol as p
+from fwdist.lockbox import SESSION_EVENTS, TRANSITIONS, BoxConfig, End, Lockbox, Open, Session
+from fwdist.testing import Phone, Release, Releases, box_config, make_releases, new_box
+
+NOW = 1_700_000_100
+
+
+@pytest.fixture(scope="module")
+def rel(tmp_path_factory: pytest.TempPathFactory) -> Releases:
+    return make_releases(tmp_path_factory.mktemp("rel"), count=3, size=24 * 1024, seed=2)
+
+
+@pytest.fixture(scope="module")
+def rel_full(tmp_path_factory: pytest.TempPathFactory) -> Releases:
+    return make_releases(tmp_path_factory.mktemp("full"), count=2, size=32 * 1024, seed=6,
+                         deltas=False)
+
+
+def hello(box: Lockbox) -> list[p.Event]:
+    box.open_session(NOW)
+    return p.decode_frames(box.receive_data(p.encode(p.Hello(1, 244)), NOW), p.MAX_FRAME)
+
+
+def offer(box: Lockbox, wire: bytes, now: int = NOW) -> list[p.Event]:
+    """A session that only offers ``wire``; returns the box's frames after the status."""
+    hello(box)
+    out = b""
+    for off in range(0, len(wire), 180):
+        out += box.receive_data(p.encode(p.Offer(len(wire), off, wire[off : off + 180])), now)
+    box.end_session(now)
+    return p.decode_frames(out, p.MAX_FRAME)
+
+
+def payload_of(r: Release, box: Lockbox) -> tuple[bytes, tuple[bytes, ...]]:
+    pl = r.payloads[r.manifest.payload_for(box.status_frame().running_sha256).table_sha256]
+    return pl.table_bytes, pl.pieces
+
+
+# --------------------------------------------------------------------------- the session table
+
+
+def _into(box: Lockbox, state: Session, r: Release) -> None:
+    if state is Session.CLOSED:
+        return
+    box.open_session(NOW)
+    if state is Session.WAIT_HELLO:
+        return
+    if state is Session.DONE:
+        box.receive_data(b"\xff\xff", NOW)
+        return
+    box.receive_data(p.encode(p.Hello(1, 244)), NOW)
+    if state is Session.OFFERING:
+        box.receive_data(p.encode(p.Offer(len(r.wire), 0, r.wire[:100])), NOW)
+    assert box.session is state
+
+
+def _example(kind: type, r: Release) -> object:
+    tag = r.tag
+    return {
+        Open: Open(), End: End(),
+        p.Hello: p.Hello(1, 244),
+        p.Status: p.Status(1, "lockbox", "lb-r2", "1.0.0", 0, bytes(32), 50, 0, 8, 244, None),
+        p.Offer: p.Offer(len(r.wire), 0, r.wire[:100]),
+        p.Accept: p.Accept(tag), p.Reject: p.Reject(1),
+        p.Data: p.Data(tag, p.TABLE, 0, b"x" * 16),
+        p.Ack: p.Ack(tag, 0, 0), p.PieceComplete: p.PieceComplete(tag, 0),
+        p.ReleaseComplete: p.ReleaseComplete(tag), p.Installed: p.Installed("1.0.0", True),
+        p.Error: p.Error(1, "bye"),
+    }[kind]
+
+
+CELLS = [(s, e) for s in Session for e in SESSION_EVENTS]
+
+
+@settings(max_examples=len(CELLS) * 3, derandomize=True, deadline=None)
+@given(st.sampled_from(CELLS))
+def test_every_cell_of_the_session_table(rel: Releases, cell: tuple[Session, type]) -> None:
+    """Each (state, event) is either in the table (and lands in an allowed state) or an error."""
+    state, kind = cell
+    box = new_box(rel, box_config(rel))
+    r = rel.releases[1]
+    _into(box, state, r)
+    before = box.state_bytes()
+    ev = _example(kind, r)
+    entry = TRANSITIONS.get((state, kind))
+    if kind in (Open, End):
+        if entry is None:
+            with pytest.raises(p.LocalProtocolError):
+                box.open_session(NOW) if kind is Open else box.end_session(NOW)
+        else:
+            box.open_session(NOW) if kind is Open else box.end_session(NOW)
+            assert box.session in entry[1]
+        return
+    assert isinstance(ev, p.Event)
+    if state is Session.CLOSED:
+        with pytest.raises(p.LocalProtocolError):
+            box.receive_data(p.encode(ev), NOW)
+        return
+    out = p.decode_frames(box.receive_data(p.encode(ev), NOW), p.MAX_FRAME)
+    if entry is None:
+        assert box.session is Session.DONE
+        assert out and isinstance(out[-1], p.Error) and out[-1].code == p.ErrorCode.UNEXPECTED
+        assert box.state_bytes() == before
+    else:  # allowed; the action itself may still find the content wrong and end the session
+        assert box.session in entry[1] or isinstance(out[-1], p.Error)
+        assert not any(isinstance(e, p.Error) and e.code == p.ErrorCode.UNEXPECTED for e in out)
+
+
+def test_table_covers_the_conversation() -> None:
+    assert (Session.WAIT_HELLO, p.Hello) in TRANSITIONS
+    assert (Session.READY, p.Data) in TRANSITIONS
+    assert (Session.WAIT_HELLO, p.Data) not in TRANSITIONS  # no data before hello
+    assert (Session.OFFERING, p.Data) not in TRANSITIONS  # finish the offer first
+    assert len(TRANSITIONS) == 23
+
+
+# --------------------------------------------------------------------------- acceptance
+
+
+def test_open_touches_no_flash(rel: Releases) -> None:
+    box = new_box(rel, box_config(rel))
+    ops = box.flash.ops
+    assert box.open_session(NOW) == b""
+    assert box.flash.ops == ops
+
+
+def test_status_reports_the_box(rel: Releases) -> None:
+    box = new_box(rel, box_config(rel))
+    box.battery = 64
+    (status,) = hello(box)
+    assert isinstance(status, p.Status)
+    first = rel.releases[0]
+    assert (status.product, status.hardware, status.running_version) == ("lockbox", "lb-r2", "1.0.0")
+    assert status.running_sha256 == first.manifest.image_sha256
+    assert (status.battery, status.state, status.align, status.target) == (64, 0, 8, None)
+
+
+def _reason(box: Lockbox, wire: bytes, now: int = NOW) -> p.Reason | None:
+    before = box.state_bytes()
+    evs = offer(box, wire, now)
+    rejects = [e for e in evs if isinstance(e, p.Reject)]
+    if rejects:
+        assert box.state_bytes() == before  # a rejection changes nothing persistent
+        return p.Reason(rejects[0].reason)
+    assert any(isinstance(e, p.Accept) for e in evs)
+    return None
+
+
+def test_rejections_with_reason_codes(rel: Releases, tmp_path: Path) -> None:
+    cfg = box_config(rel)
+    r1, r2 = rel.releases[1], rel.releases[2]
+    other_key = make_releases(tmp_path / "k", count=2, size=24 * 1024, seed=2,
+                              key=Ed25519PrivateKey.generate())
+    other_hw = make_releases(tmp_path / "hw", count=2, size=24 * 1024, seed=2, hardware="lb-r3")
+    other_product = make_releases(tmp_path / "pr", count=2, size=24 * 1024, seed=2, product="keysafe")
+    expiring = make_releases(tmp_path / "ex", count=2, size=24 * 1024, seed=2, expires_days=1,
+                             key=rel.key)
+    box = new_box(rel, cfg)
+    assert _reason(box, b"\x93" + b"\x00" * 40) == p.Reason.MALFORMED
+    assert _reason(box, other_key.releases[1].wire) == p.Reason.UNKNOWN_KEY
+    assert _reason(box, r1.wire[:-1] + bytes([r1.wire[-1] ^ 1])) == p.Reason.BAD_SIGNATURE
+    assert _reason(box, other_hw.releases[1].wire) == p.Reason.WRONG_HARDWARE
+    assert _reason(box, other_product.releases[1].wire) == p.Reason.WRONG_PRODUCT
+    exp = expiring.releases[1]
+    assert exp.manifest.expires is not None
+    assert _reason(box, exp.wire, now=exp.manifest.expires + 1) == p.Reason.EXPIRED
+    assert _reason(box, rel.releases[0].wire) == p.Reason.NOT_NEWER
+    # a box that runs 1.1.0 with security counter 5
+    flash = cfg.make_flash()
+    Lockbox.provision(flash, cfg, r1.image, r1.version, counter=5)
+    box5 = Lockbox(flash, cfg, rel.trusted)
+    box5.boot(NOW)
+    assert _reason(box5, r2.wire) == p.Reason.COUNTER_LOWER
+    assert _reason(box5, r1.wire) == p.Reason.COUNTER_LOWER
+    # a replayed old manifest once a newer one is the target
+    assert _reason(box, r2.wire) is None
+    assert _reason(box, r1.wire) == p.Reason.OLDER_THAN_TARGET
+    assert _reason(box, r2.wire) is None  # re-offering the target is harmless
+    assert box.status()["target_version"] == "1.2.0"
+    small = BoxConfig("lockbox", "lb-r2", slot_size=cfg.slot_size, staging_size=8192)
+    assert _reason(new_box(rel, small), r1.wire) == p.Reason.TOO_LARGE
+
+
+def test_a_newer_release_mid_transfer_replaces_the_target(rel: Releases) -> None:
+    box = new_box(rel, box_config(rel))
+    Phone([rel.releases[1]]).session(box, NOW, budget=900)
+    assert box.status()["target_version"] == "1.1.0" and box.status()["received_bytes"] > 0
+    Phone([rel.releases[2]]).session(box, NOW)
+    st_ = box.status()
+    assert st_["target_version"] == "1.2.0" and st_["state"] == "complete"
+    assert box.idle(NOW) == "built" and box.idle(NOW) == "installed"
+    assert box.running_image() == rel.releases[2].image
+
+
+# --------------------------------------------------------------------------- transfer
+
+
+def test_full_update_from_many_tiny_sessions_and_partial_phones(rel_full: Releases) -> None:
+    """Three phones each hold some pieces; 700-byte sessions, random order; the image is exact."""
+    box = new_box(rel_full, box_config(rel_full))
+    target = rel_full.releases[1]
+    table, pieces = payload_of(target, box)
+    n = len(pieces)
+    rng = random.Random(11)
+    holds = [set(rng.sample(range(n), k=n // 2)) for _ in range(3)]
+    holds[0] |= set(range(n)) - holds[0] - holds[1] - holds[2]  # together they hold everything
+    sessions = 0
+    while box.status()["state"] != "complete":
+        sessions += 1
+        assert sessions < 300
+        phone = Phone([target], holds=holds[sessions % 3], order_seed=rng.randrange(1000))
+        before = box.status()["received_bytes"]
+        log = phone.session(box, NOW, budget=700)
+        assert log.error is None
+        assert box.status()["received_bytes"] >= before
+    assert box.status()["received_bytes"] == box.status()["needed_bytes"] == sum(map(len, pieces))
+    assert box.idle(NOW) == "built"
+    assert box.idle(NOW) == "installed"
+    assert box.running_image() == target.image
+    assert box.status()["active_slot"] == 1 and box.status()["last_result"] == {
+        "version": target.version, "ok": True}
+    print(f"\nfull image {len(target.image)} B as {n} pieces, {sum(map(len, pieces))} B on the air"
+          f" + {len(table)} B table: {sessions} sessions of 700 B from 3 partial phones")
+
+
+def test_reboot_resumes_exactly_where_it_left_off(rel_full: Releases) -> None:
+    cfg = box_config(rel_full)
+    box = new_box(rel_full, cfg)
+    target = rel_full.releases[1]
+    table, pieces = payload_of(target, box)
+    Phone([target]).session(box, NOW, budget=3000)
+    persisted = sum(s.received for s in box.s.target.streams.values())  # type: ignore[union-attr]
+    again = Lockbox(box.flash, cfg, rel_full.trusted)
+    again.boot(NOW)
+    (status,) = hello(again)
+    again.end_session(NOW)
+    assert isinstance(status, p.Status) and status.target is not None
+    assert status.target.table_received == len(table)
+    log = Phone([target]).session(again, NOW)
+    # the second phone sends exactly what is missing, nothing twice
+    assert log.payload_sent == len(table) + sum(map(len, pieces)) - persisted
+    assert again.idle(NOW) == "built" and again.idle(NOW) == "installed"
+    assert again.running_image() == target.image
+
+
+def test_walk_away_at_any_byte_keeps_what_was_persisted(rel: Releases) -> None:
+    cfg = box_config(rel)
+    target = rel.releases[1]
+    full = Phone([target]).session(new_box(rel, cfg), NOW)
+    points = 0
+    for budget in range(1, full.sent + 1, 7):
+        box = new_box(rel, cfg)
+        log = Phone([target]).session(box, NOW, budget=budget)
+        assert log.walked_away
+        got = box.status()["received_bytes"]
+        Phone([target]).session(box, NOW)
+        assert box.status()["state"] == "complete" and box.status()["received_bytes"] >= got
+        points += 1
+    assert points == len(range(1, full.sent + 1, 7))
+
+
+def test_session_overhead_is_counted(rel: Releases) -> None:
+    """Bytes on the air for one whole delta update beyond the manifest, table and payload."""
+    box = new_box(rel, box_config(rel))
+    target = rel.releases[1]
+    table, pieces = payload_of(target, box)
+    log = Phone([target]).session(box, NOW)
+    content = len(target.wire) + len(table) + sum(map(len, pieces))
+    assert log.payload_sent == content
+    frames = [type(e).__name__ for e in log.events]
+    print(f"\none session: {log.sent} B sent, {log.received} B received, {content} B content, "
+          f"{log.overhead} B overhead ({100 * log.overhead / content:.1f}%); box frames {frames}")
+    assert log.overhead == log.sent + log.received - content
+    assert log.overhead < 300  # hello, status, accept, acks, completes and 6-18 B per frame
+
+
+def test_duplicates_are_ignored_and_gaps_rewind(rel_full: Releases) -> None:
+    box = new_box(rel_full, box_config(rel_full))
+    target = rel_full.releases[1]
+    table, pieces = payload_of(target, box)
+    offer(box, target.wire)
+    hello(box)
+    tag = target.tag
+    out = box.receive_data(p.encode(p.Data(tag, p.TABLE, 0, table[:160])), NOW)
+    out += box.receive_data(p.encode(p.Data(tag, p.TABLE, 0, table[:160])), NOW)  # duplicate
+    assert out == b""
+    gap = p.decode_frames(box.receive_data(p.encode(p.Data(tag, p.TABLE, 320, table[320:480])), NOW))
+    assert gap == [p.Ack(tag, p.TABLE, 160)]
+    rest = []
+    for off in range(160, len(table), 160):
+        rest += p.decode_frames(box.receive_data(
+            p.encode(p.Data(tag, p.TABLE, off, table[off : off + 160])), NOW))
+    assert rest == [p.PieceComplete(tag, p.TABLE)]
+    misaligned = p.decode_frames(box.receive_data(p.encode(p.Data(tag, 0, 4, pieces[0][4:20])), NOW))
+    assert isinstance(misaligned[-1], p.Error) and misaligned[-1].code == p.ErrorCode.BAD_OFFSET
+
+
+def test_tampered_piece_ends_the_session_and_is_discarded(rel_full: Releases) -> None:
+    box = new_box(rel_full, box_config(rel_full))
+    target = rel_full.releases[1]
+    table, pieces = payload_of(target, box)
+    Phone([target], holds={1}).session(box, NOW)  # table and piece 1
+    verified = box.status()["pieces_done"]
+    bad = bytearray(pieces[0])
+    bad[len(bad) // 2] ^= 0x40
+    hello(box)
+    out = b""
+    for off in range(0, len(bad), 200):
+        out += box.receive_data(p.encode(p.Data(target.tag, 0, off, bytes(bad[off : off + 200]))), NOW)
+    box.end_session(NOW)
+    evs = p.decode_frames(out)
+    assert isinstance(evs[-1], p.Error) and evs[-1].code == p.ErrorCode.BAD_PIECE
+    assert box.status()["pieces_done"] == verified == 1
+    assert 0 not in box.s.target.streams or box.s.target.streams[0].received == 0  # type: ignore[union-attr]
+    Phone([target]).session(box, NOW)
+    assert box.idle(NOW) == "built" and box.idle(NOW) == "installed"
+    assert box.running_image() == target.image
+
+
+def test_data_for_another_release_changes_nothing(rel: Releases) -> None:
+    box = new_box(rel, box_config(rel))
+    Phone([rel.releases[1]]).session(box, NOW, budget=1000)
+    before = box.state_bytes()
+    hello(box)
+    evs = p.decode_frames(box.receive_data(
+        p.encode(p.Data(rel.releases[2].tag, p.TABLE, 0, b"x" * 64)), NOW))
+    box.end_session(NOW)
+    assert evs == [p.Error(int(p.ErrorCode.WRONG_RELEASE),
+                           "data for a release that is not the box's target")]
+    assert box.state_bytes() == before
+
+
+@pytest.mark.parametrize("junk", [
+    b"\xff\xff" + b"x" * 10,  # oversized length prefix
+    p.encode(p.Hello(1, 244))[:-1] + b"\x00",  # bad CRC
+    p.encode(p.Status(1, "a", "b", "1.0.0", 0, bytes(32), 1, 0, 8, 244, None)),  # wrong direction
+    b"\x00\x08\x92\x63\x01" + b"\x00" * 5,  # unknown frame type
+])
+def test_garbage_ends_the_session_and_changes_nothing(rel: Releases, junk: bytes) -> None:
+    box = new_box(rel, box_config(rel))
+    Phone([rel.releases[1]]).session(box, NOW, budget=1200)
+    before = box.state_bytes()
+    hello(box)
+    evs = p.decode_frames(box.receive_data(junk, NOW))
+    assert len(evs) == 1 and isinstance(evs[0], p.Error)
+    assert box.session is Session.DONE
+    assert box.receive_data(p.encode(p.Hello(1, 244)), NOW) == b""  # input after the error is dropped
+    box.end_session(NOW)
+    assert box.state_bytes() == before
+
+
+# --------------------------------------------------------------------------- installing
+
+
+def test_install_waits_for_the_battery(tmp_path: Path) -> None:
+    rel = make_releases(tmp_path, count=2, size=24 * 1024, seed=8, min_battery=40)
+    box = new_box(rel, box_config(rel))
+    Phone([rel.releases[1]]).session(box, NOW)
+    box.battery = 39
+    assert box.idle(NOW) == "built"
+    assert box.idle(NOW) == "wait_battery" and box.status()["state"] == "wait_battery"
+    assert box.status()["running_version"] == "1.0.0"
+    box.battery = 40
+    assert box.idle(NOW) == "installed"
+    assert box.running_image() == rel.releases[1].image
+
+
+def test_failed_self_test_reverts_to_the_old_image(rel: Releases) -> None:
+    tested: list[str] = []
+
+    def self_test(m: object, read: object) -> bool:
+        tested.append(getattr(m, "version", "?"))
+        return getattr(m, "version", "") != "1.1.0"
+
+    box = new_box(rel, box_config(rel), self_test=self_test)
+    Phone([rel.releases[1]]).session(box, NOW)
+    assert box.idle(NOW) == "built"
+    assert box.idle(NOW) == "reverted"
+    st_ = box.status()
+    assert st_["running_version"] == "1.0.0" and st_["active_slot"] == 0
+    assert st_["last_result"] == {"version": "1.1.0", "ok": False}
+    assert box.running_image() == rel.releases[0].image
+    assert hello(box)[1:] == [p.Installed("1.1.0", False)]  # reported after the next status
+    box.end_session(NOW)
+    assert _reason(box, rel.releases[1].wire) == p.Reason.FAILED_BEFORE
+    Phone([rel.releases[2]]).session(box, NOW)  # a newer release still gets through
+    assert box.idle(NOW) == "built" and box.idle(NOW) == "installed"
+    assert box.running_image() == rel.releases[2].image
+    assert tested == ["1.1.0", "1.2.0"]
+
+
+def test_unconfirmed_trial_reverts_on_reboot(rel: Releases) -> None:
+    cfg = box_config(rel)
+    box = new_box(rel, cfg)
+    Phone([rel.releases[1]]).session(box, NOW)
+    assert box.idle(NOW) == "built"
+
+    def hang(m: object, read: object) -> bool:
+        raise SystemExit  # the new image never comes back to confirm
+
+    box.self_test = hang
+    with pytest.raises(SystemExit):
+        box.idle(NOW)
+    again = Lockbox(box.flash, cfg, rel.trusted)
+    again.boot(NOW)
+    assert again.status()["running_version"] == "1.0.0" and again.status()["state"] == "built"
+    assert again.idle(NOW) == "installed"  # tried again (trials are counted)
+    assert again.running_image() == rel.releases[1].image
+
+
+def test_installed_frame_after_the_next_status(rel: Releases) -> None:
+    box = new_box(rel, box_config(rel))
+    Phone([rel.releases[1]]).session(box, NOW)
+    box.idle(NOW)
+    box.idle(NOW)
+    evs = hello(box)
+    box.end_session(NOW)
+    assert evs[1:] == [p.Installed("1.1.0", True)]
+    assert hello(box)[1:] == []
