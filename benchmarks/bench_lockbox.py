@@ -34,7 +34,7 @@ from typing import Any
 
 from benchmarks import tools
 from benchmarks.inputs import PAIRS, Pair, pair_files
-from benchmarks.record import Record, failed, skipped
+from benchmarks.record import Record, skipped, without_peer
 
 NEEDS = ("fwdist.lockbox", "fwdist.app")
 FIGURES = (
@@ -264,10 +264,10 @@ def run(
     records: list[Record] = []
     for label, outcome in peers.items():
         if isinstance(outcome, str):
-            make = failed if outcome.startswith("error: ") else skipped
-            reason = outcome.removeprefix("error: ")
-            records.append(make(FIGURES[0][0], "s", reason, peer=label))
-            records.append(make(FIGURES[1][0], "bytes", reason, peer=label))
+            records.append(
+                without_peer(FIGURES[0][0], round(d.apply_seconds, 4), "s", label, outcome)
+            )
+            records.append(without_peer(FIGURES[1][0], traced.peak_bytes, "bytes", label, outcome))
             continue
         seconds, rss = outcome
         records.append(

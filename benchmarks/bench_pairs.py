@@ -26,7 +26,7 @@ from pathlib import Path
 
 from benchmarks import tools
 from benchmarks.inputs import PAIRS, InputError, Pair, pair_files
-from benchmarks.record import Record, failed, skipped
+from benchmarks.record import Record, failed, without_peer
 
 APPLY_REPEATS = 3
 
@@ -244,10 +244,15 @@ def run_pair(pair: Pair, peer_tools: tools.Tools, cache: Path | None = None) -> 
                 except (tools.ToolError, OSError) as e:
                     outcome = f"error: {e}"
             if isinstance(outcome, str):
-                make = failed if outcome.startswith("error: ") else skipped
-                reason = outcome.removeprefix("error: ")
-                for name, unit in ((air, "bytes"), (stage, "s"), (apply, "s")):
-                    rows[name].append(make(name, unit, reason, peer=label, checked=(name == air)))
+                rows[air].append(
+                    without_peer(air, fw.air_bytes, "bytes", label, outcome, checked=True)
+                )
+                rows[stage].append(
+                    without_peer(stage, round(fw.stage_seconds, 3), "s", label, outcome)
+                )
+                rows[apply].append(
+                    without_peer(apply, round(fw.apply_seconds, 4), "s", label, outcome)
+                )
                 continue
             rows[air].append(
                 Record(

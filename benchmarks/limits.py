@@ -96,7 +96,7 @@ def check(records: Iterable[Record], limits: Limits) -> CheckResult:
             if r.error:
                 who = f" ({r.peer})" if r.peer else ""
                 result.failures.append(f"{name}{who}: failed: {r.error}")
-        values = {r.value for r in group if r.measured and r.value is not None}
+        values = {r.value for r in group if r.value is not None}
         if len(values) > 1:
             result.failures.append(
                 f"{name}: fwdist has different values in one run: {sorted(values)}"
@@ -131,8 +131,8 @@ def check(records: Iterable[Record], limits: Limits) -> CheckResult:
             )
 
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in limits.at_most_best_peer):
-            peers = [r for r in group if r.measured and r.peer and r.peer_value is not None]
-            missing = [r for r in group if r.peer and not r.measured]
+            peers = [r for r in group if r.compared]
+            missing = [r for r in group if r.peer and not r.compared]
             if not peers:
                 result.warnings.append(
                     f"{name}: no peer measured, 'at most the best peer' unchecked"
@@ -161,7 +161,7 @@ def updated(records: Iterable[Record], limits: Limits) -> Limits:
     """``limits`` with every checked, measured figure of this run stored as its new maximum."""
     maxes = dict(limits.max)
     for name, group in _by_name(records).items():
-        values = [r.value for r in group if r.checked and r.measured and r.value is not None]
+        values = [r.value for r in group if r.checked and r.value is not None]
         if values:
             maxes[name] = max(values)
     return Limits(maxes, limits.at_most_best_peer)

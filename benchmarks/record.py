@@ -4,9 +4,11 @@ Every figure the suite reports is a :class:`Record`: fwdist's value, the peer's
 value measured in the same run on the same input, and their ratio. The ratio is
 the figure to read: these machines are noisy (±20%), so an absolute MB/s means
 little, while "fwdist stages at 0.8× the speed of zstd -3 -T0, on this machine,
-just now" does. A record that could not be measured says why in ``skipped``
+just now" does. A figure that could not be measured says why in ``skipped``
 (peer tool missing, feature not landed) or ``error`` (something broke); the
-suite never drops a figure silently and never invents one.
+suite never drops a figure silently and never invents one. When only the peer
+is missing, the record keeps fwdist's value (so its stored limit is still
+checked) with no ``peer_value``.
 """
 
 from __future__ import annotations
@@ -67,7 +69,13 @@ class Record:
 
     @property
     def measured(self) -> bool:
-        return self.value is not None and not self.skipped and not self.error
+        """fwdist's value is here (the peer's may not be)."""
+        return self.value is not None
+
+    @property
+    def compared(self) -> bool:
+        """Both fwdist's and the peer's values are here."""
+        return self.value is not None and self.peer is not None and self.peer_value is not None
 
     def to_json(self, machine: Mapping[str, Any]) -> dict[str, Any]:
         return {
@@ -110,6 +118,16 @@ def skipped(name: str, unit: str, reason: str, peer: str | None = None, **kw: An
 
 def failed(name: str, unit: str, error: str, peer: str | None = None, **kw: Any) -> Record:
     return Record(name, None, unit, peer=peer, error=error, **kw)
+
+
+def without_peer(
+    name: str, value: Number | None, unit: str, peer: str, reason: str, **kw: Any
+) -> Record:
+    """fwdist's figure whose peer did not run: skipped (tool missing) or, if ``reason``
+    starts with ``error: ``, failed (the peer ran and broke)."""
+    if reason.startswith("error: "):
+        return Record(name, value, unit, peer=peer, error=reason.removeprefix("error: "), **kw)
+    return Record(name, value, unit, peer=peer, skipped=reason, **kw)
 
 
 def _cpu_model() -> str:

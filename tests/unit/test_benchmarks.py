@@ -21,7 +21,7 @@ import pytest
 
 from benchmarks import bench_lockbox, cli, inputs, tools
 from benchmarks.limits import Limits, check, updated
-from benchmarks.record import Machine, Record, failed, skipped
+from benchmarks.record import Machine, Record, failed, skipped, without_peer
 from benchmarks.report import document, markdown
 
 MACHINE = {
@@ -145,6 +145,21 @@ def test_no_peer_at_all_leaves_the_rule_unchecked_but_says_so() -> None:
     records = [Record(AIR, 900, "bytes", checked=True)]
     result = check(records, RULE)
     assert result.ok
+    assert f"{AIR}: no peer measured, 'at most the best peer' unchecked" in result.warnings
+
+
+def test_with_every_peer_missing_the_stored_limit_still_holds() -> None:
+    records = [
+        without_peer(AIR, 1001, "bytes", "bsdiff", "bsdiff not installed", checked=True),
+        without_peer(AIR, 1001, "bytes", "zstd", "error: zstd exited 1", checked=True),
+    ]
+    assert records[0].skipped == "bsdiff not installed" and records[0].error is None
+    assert records[1].error == "zstd exited 1" and records[1].skipped is None
+    result = check(records, RULE)
+    assert result.failures == [
+        f"{AIR} (zstd): failed: zstd exited 1",
+        f"{AIR}: 1,001 is above the stored limit 1,000 (regression)",
+    ]
     assert f"{AIR}: no peer measured, 'at most the best peer' unchecked" in result.warnings
 
 
