@@ -426,6 +426,23 @@ def test_unbounded_session_delivers_everything_at_once(
     assert r.overhead_bytes == r.sent_bytes - r.payload_sent + r.received_bytes
 
 
+def test_a_box_on_an_unknown_image_takes_the_full_pieces(
+    cache: PhoneCache, released: tuple[Store, Ed25519PrivateKey]
+) -> None:
+    key = released[1]
+    config = BoxConfig("lockbox", "lockbox", ram_budget=4 << 20, ack_every=512)
+    flash = config.make_flash()
+    Lockbox.provision(flash, config, SampleFirmware(size=40_000, seed=99).image(0), "0.9.0")
+    box = Lockbox(flash, config, {key_id(key.public_key()): key.public_key()})
+    box.boot(NOW)
+    reports = sessions_until_installed(box, [cache], budget=4000)
+    full = cache.manifest.full
+    air = len(cache.manifest_wire) + len(cache.tables[full.table_sha256]) + full.size
+    assert (air, -(-air // 4000)) == (14_200, 4)
+    assert [r.complete for r in reports] == [False] * 3 + [True, True]  # ceil() sessions
+    assert box.running_image() == SAMPLE.image(1)
+
+
 def test_partial_phones_finish_together(
     cache: PhoneCache, released: tuple[Store, Ed25519PrivateKey]
 ) -> None:
