@@ -30,11 +30,15 @@ import time
 import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from benchmarks import tools
 from benchmarks.inputs import PAIRS, Pair, pair_files
 from benchmarks.record import Record, skipped, without_peer
+
+if TYPE_CHECKING:
+    from fwdist.app import App, SessionReport
+    from fwdist.lockbox import Lockbox
 
 NEEDS = ("fwdist.lockbox", "fwdist.app")
 FIGURES = (
@@ -70,7 +74,7 @@ class Delivery:
     peak_bytes: int
 
 
-def session(box: Any, app: Any, now: int) -> Any:
+def session(box: Lockbox, app: App, now: int) -> SessionReport:
     """One session: the phone sends until done or until the agent walks away at the budget.
 
     The box is driven through its current surface (``open_session`` and
