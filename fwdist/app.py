@@ -260,6 +260,25 @@ def _offer_capacity(max_frame: int, total: int, offset: int) -> int:
     return room - 1 if room > 255 else room
 
 
+_LIVE = (Phase.HELLO, Phase.OFFERING, Phase.SENDING)
+
+TRANSITIONS: dict[tuple[Phase, type[Event]], str] = {
+    (Phase.HELLO, Status): "status_event",
+    (Phase.OFFERING, Accept): "accept",
+    (Phase.OFFERING, Reject): "reject",
+    # progress after our last word (the box verifies what we sent last) still counts
+    **{(ph, ev): "progress" for ph in (Phase.SENDING, Phase.DONE)
+       for ev in (Ack, PieceComplete, ReleaseComplete)},
+    **{(ph, Installed): "installed" for ph in Phase},
+    **{(ph, Error): "error" for ph in _LIVE},
+}
+"""The phone's table, h11-style: (phase, event from the box) -> action (``App._on_<action>``).
+
+A cell missing in a live phase is a protocol error (the phone answers with an
+Error frame and ends); in DONE it is news after our last word, ignored.
+"""
+
+
 class App:
     """The phone's side of one session (h11-shaped: bytes in, bytes out, no I/O).
 
@@ -317,11 +336,8 @@ class App:
             return
         self._decoder.feed(data)
         try:
-            while (event := self._decoder.next_event()) is not None:
-                if self.phase is not Phase.DONE:
-                    self._on_event(event)
-                elif isinstance(event, Ack | PieceComplete | ReleaseComplete | Installed):
-                    self._on_event(event)  # late news after our last word still counts
+            while not self._deaf and (event := self._decoder.next_event()) is not None:
+                self._on_event(event)
         except protocol.RemoteProtocolError as e:
             if self.phase is not Phase.DONE:
                 self._send(Error(int(e.code), str(e)[:200]))
@@ -400,27 +416,39 @@ class App:
             self.reason = reason
 
     def _on_event(self, ev: Event) -> None:
-        if isinstance(ev, Error):
-            self._deaf = True
-            self._finish(f"box ended the session: {_name(ErrorCode, ev.code)}: {ev.message}")
-        elif isinstance(ev, Installed):
-            if ev.ok and ev.version == self.manifest.version:
-                self.installed = True
-        elif isinstance(ev, Status) and self.phase is Phase.HELLO:
-            try:
-                self._on_status(ev)
-            except (ManifestError, protocol.LocalProtocolError) as e:
-                # a version that is not X.Y.Z, or frame/alignment limits that leave no room
-                self._box_broke(ErrorCode.MALFORMED, f"unusable status: {e}")
-        elif isinstance(ev, Accept) and self.phase is Phase.OFFERING and ev.tag == self.tag:
-            self._manifest_acked = len(self.cache.manifest_wire)
-            self._start_sending(Target(self.tag, self.manifest.version, 0, b"", ()))
-        elif isinstance(ev, Reject) and self.phase is Phase.OFFERING:
-            self._finish(f"box rejected the release: {_name(Reason, ev.reason)}")
-        elif isinstance(ev, Ack | PieceComplete | ReleaseComplete) and ev.tag == self.tag:
-            self._on_progress(ev)
-        else:
-            self._box_broke(ErrorCode.UNEXPECTED, f"unexpected {type(ev).__name__}")
+        """One step of :data:`TRANSITIONS`; a cell not in the table is the box's mistake."""
+        action = TRANSITIONS.get((self.phase, type(ev)))
+        if action is None:
+            if self.phase is not Phase.DONE:  # after our last word, other news is ignored
+                self._box_broke(ErrorCode.UNEXPECTED, f"unexpected {type(ev).__name__}")
+            return
+        tag = getattr(ev, "tag", self.tag)
+        if tag != self.tag:
+            self._box_broke(ErrorCode.WRONG_RELEASE, f"{type(ev).__name__} names another release")
+            return
+        getattr(self, "_on_" + action)(ev)
+
+    def _on_error(self, ev: Error) -> None:
+        self._deaf = True
+        self._finish(f"box ended the session: {_name(ErrorCode, ev.code)}: {ev.message}")
+
+    def _on_installed(self, ev: Installed) -> None:
+        if ev.ok and ev.version == self.manifest.version:
+            self.installed = True
+
+    def _on_status_event(self, ev: Status) -> None:
+        try:
+            self._on_status(ev)
+        except (ManifestError, protocol.LocalProtocolError) as e:
+            # a version that is not X.Y.Z, or frame/alignment limits that leave no room
+            self._box_broke(ErrorCode.MALFORMED, f"unusable status: {e}")
+
+    def _on_accept(self, ev: Accept) -> None:
+        self._manifest_acked = len(self.cache.manifest_wire)
+        self._start_sending(Target(self.tag, self.manifest.version, 0, b"", ()))
+
+    def _on_reject(self, ev: Reject) -> None:
+        self._finish(f"box rejected the release: {_name(Reason, ev.reason)}")
 
     def _box_broke(self, code: ErrorCode, message: str) -> None:
         """The box said something we cannot act on: tell it why, stop listening, end."""

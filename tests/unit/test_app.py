@@ -553,3 +553,44 @@ def test_any_box_gets_valid_frames_or_an_end(cache: PhoneCache, data: st.DataObj
     assert all(len(f) <= 4096 for f in _split(out))
     r = a.report()
     assert 0 <= r.payload_sent <= r.sent_bytes == len(out) and r.acked_bytes >= 0
+
+
+def _app_in(phase: appmod.Phase, cache: PhoneCache) -> App:
+    a = App(cache)
+    a.data_to_send()
+    if phase is appmod.Phase.HELLO:
+        return a
+    if phase is appmod.Phase.DONE:
+        a.receive_data(status(running="2.0.0"))
+    else:
+        a.receive_data(status())
+        if phase is appmod.Phase.SENDING:
+            a.receive_data(protocol.encode(Accept(cache.tag)))
+    a.data_to_send()
+    assert a.phase is phase
+    return a
+
+
+@pytest.mark.parametrize("phase", list(appmod.Phase))
+def test_every_cell_of_the_table(cache: PhoneCache, phase: appmod.Phase) -> None:
+    """h2-style: each (phase, event type) either has an action or is the box's mistake."""
+    samples: list[protocol.Event] = [
+        protocol.Hello(1, 244),
+        Status(1, "lockbox", "lockbox", "1.0.0", 0, V1_SHA, 100, 0, 8, 244, None),
+        protocol.Offer(3, 0, b"abc"), Accept(cache.tag), Reject(1), Data(cache.tag, 0, 0, b"x"),
+        Ack(cache.tag, 0, 8), PieceComplete(cache.tag, 0), ReleaseComplete(cache.tag),
+        Installed("1.1.0", True), Error(3, "no"),
+    ]
+    assert {type(e) for e in samples} == set(protocol.EVENT_TYPES.values())
+    for ev in samples:
+        a = _app_in(phase, cache)
+        a.receive_data(protocol.encode(ev))
+        answer = [type(e) for e in events(a.data_to_send())]
+        action = appmod.TRANSITIONS.get((phase, type(ev)))
+        if action is None and phase is not appmod.Phase.DONE:
+            assert a.session_over and answer == [Error], (phase, ev)
+            assert (a.report().reason or "").startswith("box broke the protocol: unexpected")
+        else:
+            assert Error not in answer, (phase, ev)
+            if action is None:
+                assert answer == [] and a.session_over
