@@ -60,7 +60,11 @@ def peers_needed(sections: Sequence[str]) -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="fwdist next to its peers, same run, same inputs: print a markdown table, "
+        "optionally write JSON, and check the stored limits (exit 1 if one is broken).",
+    )
     p.add_argument(
         "--quick",
         action="store_true",

@@ -109,9 +109,9 @@ def markdown(
     lines += ["", "### Limits (benchmarks/limits.json)", ""]
     lines += [f"- **FAIL** {_cell(f)}" for f in check.failures]
     lines += [f"- warning: {_cell(w)}" for w in check.warnings]
-    lines.append(
-        f"- {len(check.passed)} checks passed" + ("" if check.failures else "; no failures")
-    )
+    lines += [f"- ok: {_cell(ok)}" for ok in check.passed]
+    if not check.failures:
+        lines.append(f"- no failures ({len(check.passed)} checks passed)")
     explained = notes(records)
     if explained:
         lines += ["", "<details><summary>What each figure compares</summary>", ""]

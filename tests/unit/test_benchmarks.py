@@ -260,7 +260,8 @@ def test_markdown_table_groups_peers_under_one_metric() -> None:
         f"- warning: {AIR}: improved to 900 from 1,000; run with --update-limits to keep the gain\n"
         f"- warning: {AIR}: peer xdelta3 -9 not measured (xdelta3 not installed); the best-peer "
         "rule ran without it\n"
-        "- 2 checks passed\n"
+        f"- ok: {AIR}: 900 <= stored 1,000\n"
+        f"- ok: {AIR}: 900 <= best peer bsdiff 1,200\n"
         "\n"
         "<details><summary>What each figure compares</summary>\n"
         "\n"
@@ -555,3 +556,11 @@ def test_session_driver_walks_away_at_the_budget_and_resumes(
     assert all(r.sent_bytes <= 2000 for r in reports)
     assert box.idle(100) == "built" and box.idle(101) == "installed"
     assert box.running_image() == releases.releases[1].image
+
+
+def test_cli_refuses_unreadable_limits_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["--only", "sim", "--limits", str(tmp_path / "missing.json")])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("benchmarks: error: cannot read limits from ")
