@@ -310,13 +310,14 @@ class LockboxMachine(RuleBasedStateMachine):
     def releases(cls) -> Releases:
         if cls.RELEASES is None:
             root = Path(tempfile.mkdtemp(prefix="fwdist-machine-"))
-            cls.RELEASES = make_releases(root, count=3, size=24 * 1024, seed=5)
+            cls.RELEASES = make_releases(root, count=3, size=24 * 1024, seed=5, deltas=False)
         return cls.RELEASES
 
     def __init__(self) -> None:
         super().__init__()
         self.rel = self.releases()
-        self.config = box_config(self.rel)
+        # 1 KiB sectors: pieces span sectors and the journal switches halves often
+        self.config = box_config(self.rel, sector_size=1024, journal_sectors=2, max_trials=50)
         self.flash = self.config.make_flash()
         self.box = new_box(self.rel, self.config, self.flash)
         self.now = 1_700_000_100
@@ -358,12 +359,13 @@ class LockboxMachine(RuleBasedStateMachine):
             self.box = new_box(self.rel, self.config, self.flash, first=first)
             self.model_running = self.rel.releases[first].version
 
-    @rule(which=st.integers(0, 2), budget=st.integers(1, 6000), holds=st.sets(st.integers(0, 40)),
+    @rule(which=st.integers(0, 2), budget=st.integers(1, 3000), holds=st.sets(st.integers(0, 12)),
           seed=st.integers(0, 1000))
     def session(self, which: int, budget: int, holds: set[int], seed: int) -> None:
         phone = Phone([self.rel.releases[which]], holds=holds or None, order_seed=seed)
         log = phone.session(self.box, self.now, budget)
         self._observe(log)
+        assert log.error is None, log.error  # an honest phone never breaks the protocol
         self.now += 60
 
     @rule(data=st.binary(max_size=300), prefix_frames=st.integers(0, 2))
@@ -450,6 +452,7 @@ class LockboxMachine(RuleBasedStateMachine):
         try:
             log = Phone([self.rel.releases[which]], order_seed=seed).session(self.box, self.now, 3000)
             self._observe(log)
+            assert log.error is None, log.error
             self.box.idle(self.now)
         except PowerCut:
             pass
@@ -473,7 +476,8 @@ class LockboxMachine(RuleBasedStateMachine):
         self.box.battery = 100
         newest = self.rel.releases[-1]
         for _ in range(4):
-            Phone([newest]).session(self.box, self.now)
+            log = Phone([newest]).session(self.box, self.now)
+            assert log.error is None, log.error
             while self.box.idle(self.now) in ("built", "reverted", "failed"):
                 pass
             if self.box.status()["running_version"] == newest.version:

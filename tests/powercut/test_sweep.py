@@ -81,7 +81,8 @@ class Run:
         for i in range(max_sessions):
             if self.box.status()["running_version"] == newest.version:
                 return
-            Phone([newest], order_seed=i).session(self.box, NOW, budget)
+            log = Phone([newest], order_seed=i).session(self.box, NOW, budget)
+            assert log.error is None, log.error  # nothing a power cut did looks like a bad phone
             while self.box.idle(NOW) in ("built", "reverted"):
                 pass
         raise AssertionError(f"update did not finish: {self.box.status()}")
