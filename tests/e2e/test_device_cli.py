@@ -51,16 +51,17 @@ def fwdist_json(*args: str | Path) -> Any:
 class Box:
     """``fwdist lockbox serve`` in a subprocess; ``kill()`` is kill -9 (a power cut)."""
 
-    def __init__(self, state: Path, port: int = 0) -> None:
+    def __init__(self, state: Path, port: int = 0, *extra: str) -> None:
         self.state = state
         self.port = port
+        self.extra = extra
         self.proc: subprocess.Popen[str] | None = None
         self.starts = 0
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "fwdist", "lockbox", "serve", "--state", str(self.state),
-             "--listen", f"127.0.0.1:{self.port}", "--json"],
+             "--listen", f"127.0.0.1:{self.port}", "--json", *self.extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         deadline = time.monotonic() + TIMEOUT
@@ -232,3 +233,20 @@ def test_one_line_errors(release: Path, box_state: Path, tmp_path: Path) -> None
                                 "lockbox", "--to", "nowhere")
     assert "no release of doorbell" in error("app", "push", "--store", release / "store",
                                              "--product", "doorbell", "--to", "127.0.0.1:1")
+
+
+def test_a_silent_phone_is_dropped_and_max_sessions_ends_serve(box_state: Path) -> None:
+    b = Box(box_state, 0, "--session-timeout", "0.5", "--max-sessions", "1")
+    try:
+        b.start()
+        with socket.create_connection(("127.0.0.1", b.port), timeout=TIMEOUT) as s:
+            started = time.monotonic()
+            assert s.recv(100) == b""  # the box hangs up on a phone that never says Hello
+            assert 0.4 < time.monotonic() - started < TIMEOUT
+        assert b.proc is not None and b.proc.wait(timeout=TIMEOUT) == 0
+        assert b.proc.stdout is not None
+        session = json.loads(b.proc.stdout.readline())
+        assert (session["event"], session["link_in"], session["link_end"]) == (
+            "session", 0, "max-seconds")
+    finally:
+        b.kill()
