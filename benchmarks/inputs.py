@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -156,12 +157,22 @@ def extract_member(wheel: Path, release: Release, dest: Path) -> Path:
     return dest
 
 
+def pip_command() -> list[str]:
+    """This interpreter's pip; else a ``pip3``/``pip`` on PATH (a venv made without pip)."""
+    probe = subprocess.run([sys.executable, "-m", "pip", "--version"], capture_output=True)
+    if probe.returncode == 0:
+        return [sys.executable, "-m", "pip"]
+    for name in ("pip3", "pip"):
+        if path := shutil.which(name):
+            return [path]
+    raise InputError("no pip to download benchmark inputs with (python -m pip, pip3, pip)")
+
+
 def _pip_download(release: Release, into: Path) -> Path:
+    """The release's manylinux CPython 3.11 wheel from PyPI, the way ANCHORS.md took it."""
     into.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable,
-        "-m",
-        "pip",
+        *pip_command(),
         "download",
         "--no-deps",
         "--only-binary=:all:",
