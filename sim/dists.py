@@ -81,7 +81,7 @@ class Dist:
 
 
 def parse_dist(raw: Any, what: str, positive: bool = True) -> Dist:
-    """Turn a TOML value into a :class:`Dist`; raise :class:`ScenarioError` with ``what`` in the message."""
+    """Turn a TOML value into a :class:`Dist`; errors name the setting (``what``)."""
     if isinstance(raw, bool):
         raise ScenarioError(f"{what}: expected a number or a distribution table, got a boolean")
     if isinstance(raw, int | float):
@@ -121,7 +121,12 @@ def parse_dist(raw: Any, what: str, positive: bool = True) -> Dist:
         raise ScenarioError(f"{what}: missing key {e.args[0]!r}") from None
     except (TypeError, ValueError):
         raise ScenarioError(f"{what}: distribution parameters must be numbers") from None
-    if not values or len(weights) != len(values) or any(w < 0 for w in weights) or sum(weights) <= 0:
+    if (
+        not values
+        or len(weights) != len(values)
+        or any(w < 0 for w in weights)
+        or sum(weights) <= 0
+    ):
         raise ScenarioError(f"{what}: choice needs values and as many non-negative weights")
     for v in values:
         _check_range(v, what, positive)
@@ -140,22 +145,44 @@ def _check_range(v: float, what: str, positive: bool) -> None:
 
 def _norm_ppf(p: float) -> float:
     """Inverse standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9)."""
-    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02,
-         1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)
-    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02,
-         6.680131188771972e01, -1.328068155288572e01)
-    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00,
-         -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00)
+    a = (
+        -3.969683028665376e01,
+        2.209460984245205e02,
+        -2.759285104469687e02,
+        1.383577518672690e02,
+        -3.066479806614716e01,
+        2.506628277459239e00,
+    )
+    b = (
+        -5.447609879822406e01,
+        1.615858368580409e02,
+        -1.556989798598866e02,
+        6.680131188771972e01,
+        -1.328068155288572e01,
+    )
+    c = (
+        -7.784894002430293e-03,
+        -3.223964580411365e-01,
+        -2.400758277161838e00,
+        -2.549732539343734e00,
+        4.374664141464968e00,
+        2.938163982698783e00,
+    )
     d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
     if p < 0.02425:
         q = math.sqrt(-2 * math.log(p))
         return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / (
-            (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+            (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1
+        )
     if p > 1 - 0.02425:
         q = math.sqrt(-2 * math.log(1 - p))
         return -(((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) / (
-            (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+            (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1
+        )
     q = p - 0.5
     r = q * q
-    return (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q / (
-        ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    return (
+        (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5])
+        * q
+        / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    )

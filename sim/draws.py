@@ -71,7 +71,7 @@ class Access:
         return self.t + self.open_s + self.setup_s
 
     def holds_block(self, index: int) -> bool:
-        """Whether the phone's cache holds block/piece ``index`` (same answer for every strategy)."""
+        """Whether the phone holds block/piece ``index`` (the same answer for every strategy)."""
         if not self.holds:
             return False
         if self.partial >= 1.0:
@@ -118,8 +118,15 @@ class BoxDice:
         replace_after = s.battery.replace_after_days.draw(rng) * DAY
         manual = rng.random() < s.owner.manual_share
         manual_at_days = s.owner.manual_after_days.draw(rng)
-        return BoxDraw(self.index, legacy, running, popularity, battery, replace_after,
-                       manual_at_days * DAY if manual else None)
+        return BoxDraw(
+            self.index,
+            legacy,
+            running,
+            popularity,
+            battery,
+            replace_after,
+            manual_at_days * DAY if manual else None,
+        )
 
     def _access(self, t: float, kind: int) -> Access:
         s, rng = self.s, self.rng
@@ -141,14 +148,14 @@ class BoxDice:
         return Access(t, kind, connected, opening, setup, rate, holds, partial, cache_seed)
 
     def accesses(self, draw: BoxDraw) -> Iterator[Access]:
-        """Showings (Poisson per day, weekday/weekend rates) and the owner's manual session, in order."""
+        """Showings (Poisson per day, weekday/weekend rates) and the owner's session, in order."""
         s, rng = self.s, self.rng
         horizon = s.run.days * DAY
         manual_at = draw.manual_at
         lo, hi = s.showings.first_hour * 3600, s.showings.last_hour * 3600
         for day in range(math.ceil(s.run.days)):
             weekend = day % 7 >= 5
-            rate = (s.showings.weekend_per_day if weekend else s.showings.weekday_per_day)
+            rate = s.showings.weekend_per_day if weekend else s.showings.weekday_per_day
             n = _poisson(rng, rate * draw.popularity)
             times = sorted(day * DAY + lo + (hi - lo) * rng.random() for _ in range(n))
             for t in times:

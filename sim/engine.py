@@ -149,8 +149,9 @@ class BoxRun:
                     continue
                 nursery.start_soon(self._fine_one, name, tr, a, run_session)
 
-    async def _fine_one(self, name: str, tr: Track, a: Access,
-                        run_session: Callable[..., object]) -> None:
+    async def _fine_one(
+        self, name: str, tr: Track, a: Access, run_session: Callable[..., object]
+    ) -> None:
         ran = not tr.model.progress.done
         air = 0
         if ran:

@@ -53,7 +53,9 @@ from sim.draws import Access, BoxDraw
 from sim.release import ReleaseInfo
 from sim.strategy import Progress
 
-RAM_BUDGET = 4 * 1024 * 1024  # decoder RAM the simulated boxes allow (the sample's bsdiff-zstd needs ~0.9 MB)
+RAM_BUDGET = (
+    4 * 1024 * 1024
+)  # decoder RAM the simulated boxes allow (the sample's bsdiff-zstd needs ~0.9 MB)
 PHONE, BOX = 0, 1
 
 
@@ -80,8 +82,9 @@ def full_only_store(release: ReleaseInfo) -> tuple[Path, dict[bytes, Ed25519Publ
     """
     src = Store.open(release.store)
     m = load_manifest(src, release.product, release.target)
-    digest = hashlib.sha256(b"%s|%s|%s" % (m.image_sha256, release.product.encode(),
-                                            release.target.encode())).hexdigest()[:24]
+    digest = hashlib.sha256(
+        b"%s|%s|%s" % (m.image_sha256, release.product.encode(), release.target.encode())
+    ).hexdigest()[:24]
     base = release.store.parent / "sim-full-only" / digest
     if not (base / "store" / "fwdist-store").exists():
         base.parent.mkdir(parents=True, exist_ok=True)
@@ -90,9 +93,20 @@ def full_only_store(release: ReleaseInfo) -> tuple[Path, dict[bytes, Ed25519Publ
             key_path, _ = keys.generate(work / "release.key")
             store = Store.open(work / "store", create=True)
             (work / "image.bin").write_bytes(release_image(src, m))
-            stage(store, work / "image.bin", keys.load_private(key_path), StageOptions(
-                m.product, m.version, hardware=m.hardware, security_counter=m.security_counter,
-                min_battery=m.min_battery, min_app=m.min_app, now=m.created))
+            stage(
+                store,
+                work / "image.bin",
+                keys.load_private(key_path),
+                StageOptions(
+                    m.product,
+                    m.version,
+                    hardware=m.hardware,
+                    security_counter=m.security_counter,
+                    min_battery=m.min_battery,
+                    min_app=m.min_app,
+                    now=m.created,
+                ),
+            )
             (work / "image.bin").unlink()
             os.rename(work, base)
         except OSError:
@@ -130,17 +144,24 @@ class FwdistStrategy:
         store = Store.open(store_dir)
         m = load_manifest(store, release.product, release.target)
         cache = PhoneCache.from_store(store, release.product, release.target)
-        olds = {v: release_image(src, load_manifest(src, release.product, v))
-                for v in release.sources}
+        olds = {
+            v: release_image(src, load_manifest(src, release.product, v)) for v in release.sources
+        }
         ss = 4096
         slot = math.ceil(max(m.image_size, *(len(o) for o in olds.values())) / ss) * ss
         payloads = {v: m.payload_for(hashlib.sha256(o).digest()) for v, o in olds.items()}
         max_pieces = max(256, *(r.pieces for r in payloads.values()))
         max_table = 16 + 48 * max_pieces
         need = max(math.ceil(r.size / ss) + r.pieces for r in payloads.values())
-        config = BoxConfig(product=m.product, hardware=m.hardware, slot_size=slot,
-                           staging_size=(need + math.ceil(max_table / ss) + 4) * ss,
-                           sector_size=ss, max_pieces=max_pieces, ram_budget=RAM_BUDGET)
+        config = BoxConfig(
+            product=m.product,
+            hardware=m.hardware,
+            slot_size=slot,
+            staging_size=(need + math.ceil(max_table / ss) + 4) * ss,
+            sector_size=ss,
+            max_pieces=max_pieces,
+            ram_budget=RAM_BUDGET,
+        )
         templates = {}
         for v, image in olds.items():
             flash = config.make_flash()
@@ -154,8 +175,19 @@ class FwdistStrategy:
         name = "fwdist-delta" if delta else "fwdist-full"
         from sim.strategies import DESCRIPTIONS
 
-        return cls(name, DESCRIPTIONS[name], config, trusted, cache, m, templates, payloads,
-                   index_of, m.image_sha256, m.created)
+        return cls(
+            name,
+            DESCRIPTIONS[name],
+            config,
+            trusted,
+            cache,
+            m,
+            templates,
+            payloads,
+            index_of,
+            m.image_sha256,
+            m.created,
+        )
 
     def new_box(self, box: BoxDraw) -> FwdistBox:
         return FwdistBox(self, box)
@@ -222,7 +254,9 @@ class FwdistBox:
                 break
             if what == "installed":
                 if hashlib.sha256(lb.running_image()).digest() != self.st.target_sha256:
-                    raise FwdistError(f"box {self.draw.index} installed an image that is not the target")
+                    raise FwdistError(
+                        f"box {self.draw.index} installed an image that is not the target"
+                    )
                 pr.kept = self.ref.size
                 pr.done = True
                 self.lockbox = None  # installed and checked: free its flash
@@ -230,7 +264,7 @@ class FwdistBox:
 
 
 class FwdistSession:
-    """One access's conversation, one chunk at a time (both the coarse pump and the trio link use it)."""
+    """One access's conversation, one chunk at a time (for the coarse pump and the trio link)."""
 
     def __init__(self, box: FwdistBox, a: Access) -> None:
         self.box = box
@@ -265,7 +299,7 @@ class FwdistSession:
             self.app.receive_data(self.chunk)
 
     def lost(self, sent: int) -> None:
-        """The walk-away: the peer gets the first ``sent`` bytes of the chunk, then the link drops."""
+        """Walk-away: the peer gets the first ``sent`` bytes of the chunk, then the link drops."""
         self.air += sent
         self.cut = sent - whole_frames(self.chunk, sent)
         if sent:

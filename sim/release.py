@@ -60,13 +60,17 @@ class ReleaseInfo:
         return {v: d.size for v, d in self.oracle.items()}
 
     def describe(self) -> list[str]:
-        lines = [f"release {self.product}@{self.target}: image {self.image_bytes} bytes"
-                 f"{' (built-in sample)' if self.sample else ''}, store {self.store}",
-                 f"  fwdist full payload on the air (manifest + table + pieces): {self.fwdist_full_air}"]
+        lines = [
+            f"release {self.product}@{self.target}: image {self.image_bytes} bytes"
+            f"{' (built-in sample)' if self.sample else ''}, store {self.store}",
+            f"  fwdist full payload on the air (manifest + table + pieces): {self.fwdist_full_air}",
+        ]
         for v in self.sources:
             o = self.oracle[v]
-            lines.append(f"  from {v}: fwdist delta {self.fwdist_delta_air.get(v, 0)} bytes; "
-                         f"oracle {o.size} bytes ({o.tool})")
+            lines.append(
+                f"  from {v}: fwdist delta {self.fwdist_delta_air.get(v, 0)} bytes; "
+                f"oracle {o.size} bytes ({o.tool})"
+            )
         return lines
 
 
@@ -88,13 +92,41 @@ def peer_delta(old: bytes, new: bytes) -> PeerDelta:
         (d / "old").write_bytes(old)
         (d / "new").write_bytes(new)
         tools: list[tuple[str, list[str], Path]] = [
-            ("zstd -19 --long=27 --patch-from",
-             ["zstd", "-q", "-19", "--long=27", "--patch-from", str(d / "old"), str(d / "new"),
-              "-o", str(d / "new.zst"), "-f"], d / "new.zst"),
-            ("bsdiff", ["bsdiff", str(d / "old"), str(d / "new"), str(d / "new.bsdiff")],
-             d / "new.bsdiff"),
-            ("xdelta3 -9", ["xdelta3", "-9", "-f", "-e", "-s", str(d / "old"), str(d / "new"),
-                            str(d / "new.xd3")], d / "new.xd3"),
+            (
+                "zstd -19 --long=27 --patch-from",
+                [
+                    "zstd",
+                    "-q",
+                    "-19",
+                    "--long=27",
+                    "--patch-from",
+                    str(d / "old"),
+                    str(d / "new"),
+                    "-o",
+                    str(d / "new.zst"),
+                    "-f",
+                ],
+                d / "new.zst",
+            ),
+            (
+                "bsdiff",
+                ["bsdiff", str(d / "old"), str(d / "new"), str(d / "new.bsdiff")],
+                d / "new.bsdiff",
+            ),
+            (
+                "xdelta3 -9",
+                [
+                    "xdelta3",
+                    "-9",
+                    "-f",
+                    "-e",
+                    "-s",
+                    str(d / "old"),
+                    str(d / "new"),
+                    str(d / "new.xd3"),
+                ],
+                d / "new.xd3",
+            ),
         ]
         for name, argv, out in tools:
             size = _run_tool(argv, out)
@@ -102,11 +134,15 @@ def peer_delta(old: bytes, new: bytes) -> PeerDelta:
                 results.append(PeerDelta(name, size))
     if not results:
         params = zstandard.ZstdCompressionParameters.from_level(
-            19, window_log=max(20, (len(old) + len(new)).bit_length()))
+            19, window_log=max(20, (len(old) + len(new)).bit_length())
+        )
         dict_ = zstandard.ZstdCompressionDict(old, dict_type=zstandard.DICT_TYPE_RAWCONTENT)
         c = zstandard.ZstdCompressor(dict_data=dict_, compression_params=params)
-        results.append(PeerDelta("python-zstandard level 19, old image as raw dictionary",
-                                 len(c.compress(new))))
+        results.append(
+            PeerDelta(
+                "python-zstandard level 19, old image as raw dictionary", len(c.compress(new))
+            )
+        )
     return min(results, key=lambda r: (r.size, r.tool))
 
 
@@ -130,7 +166,9 @@ def stage_sample(dest: Path, product: str, image_bytes: int, seed: int) -> Path:
         for r, version in enumerate(versions):
             image = work / f"firmware-{version}.bin"
             image.write_bytes(sample.image(r))
-            sources = tuple(versions[:r]) if r == SAMPLE_RELEASES - 1 else versions[max(0, r - 1):r]
+            sources = (
+                tuple(versions[:r]) if r == SAMPLE_RELEASES - 1 else versions[max(0, r - 1) : r]
+            )
             stage(store, image, key, StageOptions(product, version, sources=tuple(sources), now=0))
             image.unlink()
         try:
@@ -143,9 +181,15 @@ def stage_sample(dest: Path, product: str, image_bytes: int, seed: int) -> Path:
     return dest
 
 
-def load_release(store_dir: Path, product: str, target: str, sources: tuple[str, ...],
-                 sample: bool = False, progress: Callable[[str], None] | None = None) -> ReleaseInfo:
-    """Measure the release: fwdist's payload sizes from the store, the oracle from the peer tools."""
+def load_release(
+    store_dir: Path,
+    product: str,
+    target: str,
+    sources: tuple[str, ...],
+    sample: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> ReleaseInfo:
+    """Measure the release: fwdist's payload sizes from the store, the oracle from peer tools."""
     store = Store.open(store_dir)
     try:
         m = load_manifest(store, product, target)
@@ -159,15 +203,18 @@ def load_release(store_dir: Path, product: str, target: str, sources: tuple[str,
         try:
             old_m = load_manifest(store, product, v)
         except FwdistError:
-            raise FwdistError(f"the scenario's fleet runs {product}@{v}, which is not in "
-                              f"{store_dir}: stage it (the box's running image) first") from None
+            raise FwdistError(
+                f"the scenario's fleet runs {product}@{v}, which is not in "
+                f"{store_dir}: stage it (the box's running image) first"
+            ) from None
         if progress:
             progress(f"oracle delta {v} -> {target}")
         oracle[v] = _cached_peer_delta(store_dir, release_image(store, old_m), new)
         delta_air[v] = plan(store, product, v, target).air_bytes
     full_air = plan(store, product, "0.0.0", target).air_bytes
-    return ReleaseInfo(store_dir, product, target, len(new), sources, oracle, full_air,
-                       delta_air, sample)
+    return ReleaseInfo(
+        store_dir, product, target, len(new), sources, oracle, full_air, delta_air, sample
+    )
 
 
 def _cached_peer_delta(store_dir: Path, old: bytes, new: bytes) -> PeerDelta:

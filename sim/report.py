@@ -19,22 +19,40 @@ def _kb(n: float) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e7 else f"{n / 1e3:.1f} KB"
 
 
-COLUMNS = ("strategy", "acc p50", "p90", "p99", "mean", "days 50%", "90%", "99%",
-           "KB/box sent", "KB/box wasted", "unfinished")
+COLUMNS = (
+    "strategy",
+    "acc p50",
+    "p90",
+    "p99",
+    "mean",
+    "days 50%",
+    "90%",
+    "99%",
+    "KB/box sent",
+    "KB/box wasted",
+    "unfinished",
+)
 
 
 def table_rows(result: SimResult) -> list[tuple[str, ...]]:
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for name, s in result.strategies.items():
         per_box = max(1, s.boxes)
-        rows.append((
-            name,
-            _num(s.accesses_p50, 0), _num(s.accesses_p90, 0), _num(s.accesses_p99, 0),
-            _num(s.accesses_mean, 1),
-            _num(s.days_to_50), _num(s.days_to_90), _num(s.days_to_99),
-            f"{s.air_bytes / per_box / 1e3:.1f}", f"{s.wasted_bytes / per_box / 1e3:.1f}",
-            f"{s.unfinished_share:.1%}",
-        ))
+        rows.append(
+            (
+                name,
+                _num(s.accesses_p50, 0),
+                _num(s.accesses_p90, 0),
+                _num(s.accesses_p99, 0),
+                _num(s.accesses_mean, 1),
+                _num(s.days_to_50),
+                _num(s.days_to_90),
+                _num(s.days_to_99),
+                f"{s.air_bytes / per_box / 1e3:.1f}",
+                f"{s.wasted_bytes / per_box / 1e3:.1f}",
+                f"{s.unfinished_share:.1%}",
+            )
+        )
     return rows
 
 
@@ -43,7 +61,9 @@ def text_table(result: SimResult) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]
     lines = []
     for k, r in enumerate(rows):
-        cells = [r[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)]
+        cells = [r[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(r[1:], widths[1:], strict=True)
+        ]
         lines.append("  ".join(cells))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -68,13 +88,18 @@ def markdown(result: SimResult) -> str:
     s = result.scenario
     out = [f"# fwdist sim: {s.name}", "", s.description, ""]
     out += [f"- {line.strip()}" for line in headline(result)]
-    out += ["", "## Results", "",
-            "Accesses: showings (and owner sessions) of a box until its update is complete. "
-            "Percentiles are nearest-rank over all updatable boxes; *never* means that share of "
-            "boxes had not finished when the simulation ended. Days: until that share of the "
-            "updatable fleet runs the new version (installation waits for battery). "
-            "Sent/wasted: bytes on the air per box, both directions; wasted = neither protocol "
-            "overhead nor payload the box kept (lost frames, discarded objects, restarts).", ""]
+    out += [
+        "",
+        "## Results",
+        "",
+        "Accesses: showings (and owner sessions) of a box until its update is complete. "
+        "Percentiles are nearest-rank over all updatable boxes; *never* means that share of "
+        "boxes had not finished when the simulation ended. Days: until that share of the "
+        "updatable fleet runs the new version (installation waits for battery). "
+        "Sent/wasted: bytes on the air per box, both directions; wasted = neither protocol "
+        "overhead nor payload the box kept (lost frames, discarded objects, restarts).",
+        "",
+    ]
     out.append("| " + " | ".join(COLUMNS) + " |")
     out.append("|" + "---|" * len(COLUMNS))
     for row in table_rows(result):
@@ -83,11 +108,23 @@ def markdown(result: SimResult) -> str:
     out += [f"| {n} | {st.description} |" for n, st in result.strategies.items()]
     if result.notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
-    out += ["", "## Plots", "", "![accesses](accesses.png)", "", "![fleet](fleet.png)", "",
-            "![bytes per access](bytes_per_access.png)", "",
-            "## Assumptions", "",
-            "Every value the simulation used (scenario file first, documented defaults otherwise).", "",
-            "| setting | value | meaning |", "|---|---|---|"]
+    out += [
+        "",
+        "## Plots",
+        "",
+        "![accesses](accesses.png)",
+        "",
+        "![fleet](fleet.png)",
+        "",
+        "![bytes per access](bytes_per_access.png)",
+        "",
+        "## Assumptions",
+        "",
+        "Every value the simulation used (scenario file first, documented defaults otherwise).",
+        "",
+        "| setting | value | meaning |",
+        "|---|---|---|",
+    ]
     out += [f"| `{k}` | {v} | {d} |" for k, v, d in s.assumptions()]
     return "\n".join(out) + "\n"
 
@@ -139,8 +176,12 @@ def plots(result: SimResult, out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for st in stats:
         total = max(1, sum(st.hist))
-        ax.step([e / 1024 for e in edges[:-1]], [h / total for h in st.hist], where="post",
-                label=f"{st.name} (mean {st.bytes_per_session / 1024:.1f} KiB/session)")
+        ax.step(
+            [e / 1024 for e in edges[:-1]],
+            [h / total for h in st.hist],
+            where="post",
+            label=f"{st.name} (mean {st.bytes_per_session / 1024:.1f} KiB/session)",
+        )
     ax.set_xlabel("bytes on the air in one access, KiB (last bin: 64 KiB and more)")
     ax.set_ylabel("share of accesses")
     ax.set_title(f"{result.scenario.name}: bytes per access while updating")

@@ -52,7 +52,9 @@ class SimResult:
                 "image_bytes": self.release.image_bytes,
                 "fwdist_full_air_bytes": self.release.fwdist_full_air,
                 "fwdist_delta_air_bytes": self.release.fwdist_delta_air,
-                "oracle": {v: {"bytes": d.size, "tool": d.tool} for v, d in self.release.oracle.items()},
+                "oracle": {
+                    v: {"bytes": d.size, "tool": d.tool} for v, d in self.release.oracle.items()
+                },
             },
             "strategies": {name: s.as_json() for name, s in self.strategies.items()},
             "notes": self.notes,
@@ -124,13 +126,24 @@ def simulate(
             absorb(_run_unit(unit))
     else:
         ctx = multiprocessing.get_context("fork")
-        with ctx.Pool(n_workers, initializer=_init_worker,
-                      initargs=(scenario, release, names)) as pool:
+        with ctx.Pool(
+            n_workers, initializer=_init_worker, initargs=(scenario, release, names)
+        ) as pool:
             if on_start:
                 on_start(len(work))
             for r in pool.imap(_run_unit, work):  # imap keeps unit order: deterministic merge
                 absorb(r)
-    stats = {name: summarise(name, DESCRIPTIONS[name], tallies[name], scenario.run.days)
-             for name in names}
-    return SimResult(scenario, release, stats, boxes, legacy, box_accesses,
-                     time.perf_counter() - started, n_workers)
+    stats = {
+        name: summarise(name, DESCRIPTIONS[name], tallies[name], scenario.run.days)
+        for name in names
+    }
+    return SimResult(
+        scenario,
+        release,
+        stats,
+        boxes,
+        legacy,
+        box_accesses,
+        time.perf_counter() - started,
+        n_workers,
+    )

@@ -22,11 +22,9 @@ from typing import Any
 from sim.dists import Dist, ScenarioError, parse_dist
 
 
-def _f(default: Any, unit: str, doc: str) -> Any:
-    """A setting: its default, its unit and one line on what it means (all shown in reports)."""
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata={"unit": unit, "doc": doc})
-    return field(default=default, metadata={"unit": unit, "doc": doc})
+def _m(unit: str, doc: str) -> dict[str, str]:
+    """A setting's unit and one line on what it means (both shown in reports)."""
+    return {"unit": unit, "doc": doc}
 
 
 def _uniform(lo: float, hi: float) -> Dist:
@@ -37,91 +35,180 @@ def _lognormal(median: float, sigma: float, lo: float, hi: float) -> Dist:
     return Dist("lognormal", a=median, b=sigma, lo=lo, hi=hi)
 
 
+# Distribution defaults (frozen, shared safely between instances)
+_D1 = _uniform(0.5, 1.5)
+_D2 = _lognormal(14.0, 0.5, 4.0, 120.0)
+_D3 = Dist.fixed(4.0)
+_D4 = Dist.fixed(1.5)
+_D5 = _lognormal(2600.0, 0.45, 1100.0, 13000.0)
+_D6 = Dist.fixed(0.5)
+_D7 = Dist.fixed(7.0)
+_D8 = Dist.fixed(900.0)
+_D9 = _uniform(0.1, 1.0)
+_D10 = _lognormal(10.0, 0.6, 1.0, 60.0)
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    boxes: int = _f(1000, "boxes", "boxes in the fleet (legacy ones included)")
-    days: float = _f(90.0, "days", "virtual time simulated after the release is published")
-    runs: int = _f(2, "runs", "Monte Carlo runs (independent fleets); results are pooled")
-    seed: int = _f(1, "", "seed of every random draw; same seed, same numbers")
+    boxes: int = field(
+        default=1000, metadata=_m("boxes", "boxes in the fleet (legacy ones included)")
+    )
+    days: float = field(
+        default=90.0, metadata=_m("days", "virtual time simulated after the release is published")
+    )
+    runs: int = field(
+        default=2, metadata=_m("runs", "Monte Carlo runs (independent fleets); results are pooled")
+    )
+    seed: int = field(
+        default=1, metadata=_m("", "seed of every random draw; same seed, same numbers")
+    )
 
 
 @dataclass(frozen=True)
 class ReleaseSpec:
-    product: str = _f("lockbox-sample", "", "product name of the release")
-    target: str = _f("1.2.0", "version", "the release being rolled out")
-    running: dict[str, float] = _f(
-        {"1.1.0": 0.8, "1.0.0": 0.2}, "share",
-        "versions the fleet runs before the rollout, with their shares (normalised)")
-    sample_image_bytes: int = _f(262144, "bytes", "image size of the built-in sample release")
-    sample_seed: int = _f(1, "", "seed of the built-in sample firmware")
+    product: str = field(default="lockbox-sample", metadata=_m("", "product name of the release"))
+    target: str = field(default="1.2.0", metadata=_m("version", "the release being rolled out"))
+    running: dict[str, float] = field(
+        default_factory=lambda: {"1.1.0": 0.8, "1.0.0": 0.2},
+        metadata=_m(
+            "share",
+            "versions the fleet runs before the rollout, with their shares (normalised)",
+        ),
+    )
+    sample_image_bytes: int = field(
+        default=262144, metadata=_m("bytes", "image size of the built-in sample release")
+    )
+    sample_seed: int = field(default=1, metadata=_m("", "seed of the built-in sample firmware"))
 
 
 @dataclass(frozen=True)
 class FleetSpec:
-    legacy_share: float = _f(0.0, "share", "boxes without Bluetooth: never updated passively")
+    legacy_share: float = field(
+        default=0.0, metadata=_m("share", "boxes without Bluetooth: never updated passively")
+    )
 
 
 @dataclass(frozen=True)
 class ShowingSpec:
-    weekday_per_day: float = _f(0.35, "showings/box/day", "mean showings of a box on a weekday")
-    weekend_per_day: float = _f(0.8, "showings/box/day", "mean showings of a box on a Saturday or Sunday")
-    popularity: Dist = _f(_uniform(0.5, 1.5), "×", "per-box multiplier of the showing rates (listing demand)")
-    first_hour: float = _f(9.0, "h", "earliest hour of a showing")
-    last_hour: float = _f(20.0, "h", "latest hour of a showing")
+    weekday_per_day: float = field(
+        default=0.35, metadata=_m("showings/box/day", "mean showings of a box on a weekday")
+    )
+    weekend_per_day: float = field(
+        default=0.8,
+        metadata=_m("showings/box/day", "mean showings of a box on a Saturday or Sunday"),
+    )
+    popularity: Dist = field(
+        default=_D1, metadata=_m("×", "per-box multiplier of the showing rates (listing demand)")
+    )
+    first_hour: float = field(default=9.0, metadata=_m("h", "earliest hour of a showing"))
+    last_hour: float = field(default=20.0, metadata=_m("h", "latest hour of a showing"))
 
 
 @dataclass(frozen=True)
 class AccessSpec:
-    connected_s: Dist = _f(_lognormal(14.0, 0.5, 4.0, 120.0), "s",
-                           "time the phone stays connected to the box during a showing")
-    open_s: Dist = _f(Dist.fixed(4.0), "s",
-                      "time the box spends opening (authorise, release the key) before the transfer")
-    setup_s: Dist = _f(Dist.fixed(1.5), "s",
-                       "BLE connection set-up, service discovery and MTU exchange for the update")
-    throughput_Bps: Dist = _f(_lognormal(2600.0, 0.45, 1100.0, 13000.0), "bytes/s",
-                              "application bytes per second the phone's link carries")
+    connected_s: Dist = field(
+        default=_D2, metadata=_m("s", "time the phone stays connected to the box during a showing")
+    )
+    open_s: Dist = field(
+        default=_D3,
+        metadata=_m(
+            "s", "time the box spends opening (authorise, release the key) before the transfer"
+        ),
+    )
+    setup_s: Dist = field(
+        default=_D4,
+        metadata=_m(
+            "s", "BLE connection set-up, service discovery and MTU exchange for the update"
+        ),
+    )
+    throughput_Bps: Dist = field(
+        default=_D5, metadata=_m("bytes/s", "application bytes per second the phone's link carries")
+    )
 
 
 @dataclass(frozen=True)
 class PhoneSpec:
-    holds_release: float = _f(0.9, "probability",
-                              "the agent's phone holds the release (app and OS recent, downloaded)")
-    partial_share: float = _f(0.0, "probability",
-                              "of phones holding the release, share that hold only some pieces")
-    partial_fraction: Dist = _f(Dist.fixed(0.5), "share", "fraction of pieces a partial phone holds")
+    holds_release: float = field(
+        default=0.9,
+        metadata=_m(
+            "probability", "the agent's phone holds the release (app and OS recent, downloaded)"
+        ),
+    )
+    partial_share: float = field(
+        default=0.0,
+        metadata=_m(
+            "probability", "of phones holding the release, share that hold only some pieces"
+        ),
+    )
+    partial_fraction: Dist = field(
+        default=_D6, metadata=_m("share", "fraction of pieces a partial phone holds")
+    )
 
 
 @dataclass(frozen=True)
 class OwnerSpec:
-    manual_share: float = _f(0.0, "share", "owners who run the app's 'update firmware' tool")
-    manual_after_days: Dist = _f(Dist.fixed(7.0), "days",
-                                 "when such an owner runs it, after the release is published")
-    patience_s: Dist = _f(Dist.fixed(900.0), "s",
-                          "how long the owner keeps the manual session open (a cancel scope)")
+    manual_share: float = field(
+        default=0.0, metadata=_m("share", "owners who run the app's 'update firmware' tool")
+    )
+    manual_after_days: Dist = field(
+        default=_D7,
+        metadata=_m("days", "when such an owner runs it, after the release is published"),
+    )
+    patience_s: Dist = field(
+        default=_D8,
+        metadata=_m("s", "how long the owner keeps the manual session open (a cancel scope)"),
+    )
 
 
 @dataclass(frozen=True)
 class BatterySpec:
-    start: Dist = _f(_uniform(0.1, 1.0), "fraction", "battery charge at the release")
-    per_open: float = _f(1 / 4000, "fraction", "charge one opening costs (motor, latch)")
-    radio_per_s: float = _f(2e-6, "fraction/s", "charge one second of BLE radio time costs")
-    install_cost: float = _f(0.005, "fraction", "charge an installation costs (erase, write, boot)")
-    min_install: float = _f(0.25, "fraction", "installation waits until the charge is at least this")
-    replace_below: float = _f(0.15, "fraction", "charge at which the box asks for new batteries")
-    replace_after_days: Dist = _f(_lognormal(10.0, 0.6, 1.0, 60.0), "days",
-                                  "delay between the low-battery warning and new batteries")
+    start: Dist = field(default=_D9, metadata=_m("fraction", "battery charge at the release"))
+    per_open: float = field(
+        default=1 / 4000, metadata=_m("fraction", "charge one opening costs (motor, latch)")
+    )
+    radio_per_s: float = field(
+        default=2e-6, metadata=_m("fraction/s", "charge one second of BLE radio time costs")
+    )
+    install_cost: float = field(
+        default=0.005, metadata=_m("fraction", "charge an installation costs (erase, write, boot)")
+    )
+    min_install: float = field(
+        default=0.25,
+        metadata=_m("fraction", "installation waits until the charge is at least this"),
+    )
+    replace_below: float = field(
+        default=0.15, metadata=_m("fraction", "charge at which the box asks for new batteries")
+    )
+    replace_after_days: Dist = field(
+        default=_D10, metadata=_m("days", "delay between the low-battery warning and new batteries")
+    )
 
 
 @dataclass(frozen=True)
 class BaselineSpec:
-    smp_frame_payload: int = _f(480, "bytes", "image bytes per SMP upload request (offset-resume, restart)")
-    smp_frame_overhead: int = _f(28, "bytes", "SMP header, CBOR keys and response per request")
-    smp_session_bytes: int = _f(96, "bytes", "image-state query and upload start per session")
-    dfu_object_bytes: int = _f(4096, "bytes", "data object size (object-4k, Nordic Secure DFU)")
-    dfu_packet_payload: int = _f(244, "bytes", "data bytes per write packet (MTU 247 − 3)")
-    dfu_packet_overhead: int = _f(3, "bytes", "ATT header per packet")
-    dfu_object_overhead: int = _f(40, "bytes", "create, CRC and execute requests/responses per object")
-    dfu_session_bytes: int = _f(160, "bytes", "select command and init-packet check per session")
+    smp_frame_payload: int = field(
+        default=480,
+        metadata=_m("bytes", "image bytes per SMP upload request (offset-resume, restart)"),
+    )
+    smp_frame_overhead: int = field(
+        default=28, metadata=_m("bytes", "SMP header, CBOR keys and response per request")
+    )
+    smp_session_bytes: int = field(
+        default=96, metadata=_m("bytes", "image-state query and upload start per session")
+    )
+    dfu_object_bytes: int = field(
+        default=4096, metadata=_m("bytes", "data object size (object-4k, Nordic Secure DFU)")
+    )
+    dfu_packet_payload: int = field(
+        default=244, metadata=_m("bytes", "data bytes per write packet (MTU 247 − 3)")
+    )
+    dfu_packet_overhead: int = field(default=3, metadata=_m("bytes", "ATT header per packet"))
+    dfu_object_overhead: int = field(
+        default=40, metadata=_m("bytes", "create, CRC and execute requests/responses per object")
+    )
+    dfu_session_bytes: int = field(
+        default=160, metadata=_m("bytes", "select command and init-packet check per session")
+    )
 
 
 SECTIONS: dict[str, type] = {
@@ -153,7 +240,7 @@ class Scenario:
     source: str = "<defaults>"
 
     def with_run(self, **changes: Any) -> Scenario:
-        """A copy with some ``[run]`` values replaced (the CLI's --boxes, --days, --runs, --seed)."""
+        """A copy with some ``[run]`` values replaced (--boxes, --days, --runs, --seed)."""
         changes = {k: v for k, v in changes.items() if v is not None}
         return dataclasses.replace(self, run=dataclasses.replace(self.run, **changes))
 
@@ -185,9 +272,15 @@ def _build_section(cls: type, raw: Any, section: str) -> Any:
         if isinstance(default, Dist):
             values[name] = parse_dist(value, what)
         elif isinstance(default, dict):
-            if not (isinstance(value, dict) and value
-                    and all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
-                            for v in value.values()) and sum(value.values()) > 0):
+            if not (
+                isinstance(value, dict)
+                and value
+                and all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and v >= 0
+                    for v in value.values()
+                )
+                and sum(value.values()) > 0
+            ):
                 raise ScenarioError(f"{what}: expected a table of version = share (non-negative)")
             values[name] = {str(k): float(v) for k, v in value.items()}
         elif isinstance(default, bool) or type(value) is bool:
@@ -216,22 +309,39 @@ def _validate(s: Scenario) -> None:
     need(0 < s.run.days <= 3650, "run.days must be in (0, 3650]")
     need(s.run.runs >= 1, "run.runs must be at least 1")
     need(s.run.seed >= 0, "run.seed must be non-negative")
-    for what, p in (("fleet.legacy_share", s.fleet.legacy_share),
-                    ("phone.holds_release", s.phone.holds_release),
-                    ("phone.partial_share", s.phone.partial_share),
-                    ("owner.manual_share", s.owner.manual_share),
-                    ("battery.min_install", s.battery.min_install),
-                    ("battery.replace_below", s.battery.replace_below)):
+    for what, p in (
+        ("fleet.legacy_share", s.fleet.legacy_share),
+        ("phone.holds_release", s.phone.holds_release),
+        ("phone.partial_share", s.phone.partial_share),
+        ("owner.manual_share", s.owner.manual_share),
+        ("battery.min_install", s.battery.min_install),
+        ("battery.replace_below", s.battery.replace_below),
+    ):
         need(0.0 <= p <= 1.0, f"{what} must be between 0 and 1, got {p}")
-    need(s.showings.weekday_per_day >= 0 and s.showings.weekend_per_day >= 0,
-         "showing rates must be non-negative")
-    need(0 <= s.showings.first_hour < s.showings.last_hour <= 24,
-         "showings.first_hour < last_hour, both within 0..24")
+    need(
+        s.showings.weekday_per_day >= 0 and s.showings.weekend_per_day >= 0,
+        "showing rates must be non-negative",
+    )
+    need(
+        0 <= s.showings.first_hour < s.showings.last_hour <= 24,
+        "showings.first_hour < last_hour, both within 0..24",
+    )
     b = s.baselines
-    need(b.smp_frame_payload > 0 and b.dfu_packet_payload > 0 and b.dfu_object_bytes > 0,
-         "baseline frame and object sizes must be positive")
-    need(min(b.smp_frame_overhead, b.smp_session_bytes, b.dfu_packet_overhead,
-             b.dfu_object_overhead, b.dfu_session_bytes) >= 0, "baseline overheads must be >= 0")
+    need(
+        b.smp_frame_payload > 0 and b.dfu_packet_payload > 0 and b.dfu_object_bytes > 0,
+        "baseline frame and object sizes must be positive",
+    )
+    need(
+        min(
+            b.smp_frame_overhead,
+            b.smp_session_bytes,
+            b.dfu_packet_overhead,
+            b.dfu_object_overhead,
+            b.dfu_session_bytes,
+        )
+        >= 0,
+        "baseline overheads must be >= 0",
+    )
     need(s.release.sample_image_bytes >= 4096, "release.sample_image_bytes must be >= 4096")
 
 
@@ -250,8 +360,10 @@ def parse(text: str, source: str = "<string>") -> Scenario:
         elif key in SECTIONS:
             sections[key] = _build_section(SECTIONS[key], value, key)
         else:
-            raise ScenarioError(f"{source}: unknown section or key {key!r}; known: "
-                                f"name, description, {', '.join(SECTIONS)}")
+            raise ScenarioError(
+                f"{source}: unknown section or key {key!r}; known: "
+                f"name, description, {', '.join(SECTIONS)}"
+            )
     s = Scenario(**top, **sections, source=source)
     _validate(s)
     return s
@@ -279,5 +391,7 @@ def load(name_or_path: str | Path) -> Scenario:
         return parse(text, str(path))
     if text_name in builtin_names():
         return parse((SCENARIO_DIR / f"{text_name}.toml").read_text(), f"builtin:{text_name}")
-    raise ScenarioError(f"no scenario {text_name!r}: not a file, and the built-in ones are "
-                        f"{', '.join(builtin_names())}")
+    raise ScenarioError(
+        f"no scenario {text_name!r}: not a file, and the built-in ones are "
+        f"{', '.join(builtin_names())}"
+    )

@@ -45,6 +45,7 @@ class StrategyStats:
     payload_bytes: int
     bytes_per_session: float
     install_errors: int
+    sessions: int
     hist: list[int] = field(repr=False)
     curve: list[tuple[float, float]] = field(repr=False)
     access_counts: dict[int, int] = field(repr=False)
@@ -71,6 +72,7 @@ class StrategyStats:
             "uninstalled_share": round(1.0 - self.installed / self.boxes, 6) if self.boxes else 0.0,
             "boxes": self.boxes,
             "install_errors": self.install_errors,
+            "sessions": self.sessions,
             "description": self.description,
         }
 
@@ -111,6 +113,7 @@ def summarise(name: str, description: str, t: StrategyTally, days: float) -> Str
         payload_bytes=t.kept,
         bytes_per_session=t.air / sessions if sessions else 0.0,
         install_errors=t.errors,
+        sessions=t.sessions,
         hist=list(t.hist),
         curve=curve,
         access_counts=dict(sorted(counts.items())),

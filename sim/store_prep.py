@@ -15,8 +15,9 @@ from fwdist.releases import load_manifest
 from fwdist.store import Store
 
 
-def running_versions(store_dir: Path, product: str, target: str,
-                     wanted: dict[str, float]) -> tuple[dict[str, float], str | None]:
+def running_versions(
+    store_dir: Path, product: str, target: str, wanted: dict[str, float]
+) -> tuple[dict[str, float], str | None]:
     store = Store.open(store_dir)
     try:
         m = load_manifest(store, product, target)
@@ -27,12 +28,18 @@ def running_versions(store_dir: Path, product: str, target: str,
         return dict(wanted), None
     sources = [ref.source_version for ref in m.deltas if ref.source_version in staged]
     if not sources:
-        older = sorted((v for v in staged if v != target), key=lambda v: tuple(map(int, v.split("."))))
+        older = sorted(
+            (v for v in staged if v != target), key=lambda v: tuple(map(int, v.split(".")))
+        )
         if not older:
-            raise FwdistError(f"{store_dir} holds no release of {product} older than {target} "
-                              "for the fleet to run")
+            raise FwdistError(
+                f"{store_dir} holds no release of {product} older than {target} "
+                "for the fleet to run"
+            )
         sources = [older[-1]]
     share = 1.0 / len(sources)
-    return ({str(v): share for v in sources},
-            f"the scenario's running versions {sorted(wanted)} are not all in {store_dir}; "
-            f"the fleet runs {', '.join(str(s) for s in sources)} instead")
+    return (
+        {str(v): share for v in sources},
+        f"the scenario's running versions {sorted(wanted)} are not all in {store_dir}; "
+        f"the fleet runs {', '.join(str(s) for s in sources)} instead",
+    )

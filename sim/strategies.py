@@ -48,8 +48,9 @@ def available(names: Sequence[str] = ALL) -> tuple[tuple[str, ...], list[str]]:
     return kept, [f"{n} not run: {why}" for n in names if n in FWDIST]
 
 
-def make_strategies(scenario: Scenario, release: ReleaseInfo,
-                    names: Sequence[str] = ALL) -> list[Strategy]:
+def make_strategies(
+    scenario: Scenario, release: ReleaseInfo, names: Sequence[str] = ALL
+) -> list[Strategy]:
     out: list[Strategy] = []
     for name in names:
         if name == "restart":

@@ -73,7 +73,10 @@ class BoxModel(Protocol):
 
 
 class Strategy(Protocol):
-    name: str
-    description: str
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
 
     def new_box(self, box: BoxDraw) -> BoxModel: ...

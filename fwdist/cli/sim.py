@@ -32,8 +32,13 @@ def _progress(quiet: bool) -> Any:
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    return Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-                    TimeRemainingColumn(), transient=True)
+    return Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        transient=True,
+    )
 
 
 def run_sim(args: argparse.Namespace) -> dict[str, Any]:
@@ -55,8 +60,11 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
 
     notes: list[str] = []
     if args.store:
-        product, target = (_parse_release(args.release) if args.release
-                           else (scenario.release.product, scenario.release.target))
+        product, target = (
+            _parse_release(args.release)
+            if args.release
+            else (scenario.release.product, scenario.release.target)
+        )
         store_dir = Path(args.store)
         running, note = running_versions(store_dir, product, target, scenario.release.running)
         if note:
@@ -74,8 +82,11 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
         running = dict(scenario.release.running)
         sample = True
     scenario = dataclasses.replace(
-        scenario, release=dataclasses.replace(scenario.release, product=product, target=target,
-                                              running=running))
+        scenario,
+        release=dataclasses.replace(
+            scenario.release, product=product, target=target, running=running
+        ),
+    )
     release = load_release(store_dir, product, target, tuple(running), sample=sample)
 
     wanted = tuple(args.strategies.split(",")) if args.strategies else ALL
@@ -90,8 +101,13 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
     if bar is not None:
         with bar:
             task = bar.add_task(f"simulating {scenario.name}", total=total)
-            result = simulate(scenario, release, names, workers=args.workers,
-                                  progress=lambda n: bar.advance(task, n))
+            result = simulate(
+                scenario,
+                release,
+                names,
+                workers=args.workers,
+                progress=lambda n: bar.advance(task, n),
+            )
     else:
         result = simulate(scenario, release, names, workers=args.workers)
     result.notes += notes
@@ -117,10 +133,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
-        "sim", help="simulate a rollout: accesses and days until the fleet is updated",
+        "sim",
+        help="simulate a rollout: accesses and days until the fleet is updated",
         description="Simulate a release's rollout over a fleet in virtual time, comparing "
-                    "strategies on the same random draws. Built-in scenarios: rmls-passive "
-                    "(default), owner-manual, partial-caches, fleet-rollout.")
+        "strategies on the same random draws. Built-in scenarios: rmls-passive "
+        "(default), owner-manual, partial-caches, fleet-rollout.",
+    )
     p.set_defaults(handler=cmd_sim)
     p.add_argument("scenario", nargs="?", help="scenario TOML file or built-in name")
     p.add_argument("--runs", type=int, help="Monte Carlo runs (pooled)")
@@ -132,5 +150,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--report", metavar="DIR", help="write report.md, result.json and PNG plots")
     p.add_argument("--json", action="store_true", help="print the result as JSON (quiet otherwise)")
     p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
-    p.add_argument("--strategies", help="comma-separated subset of: " + ",".join(
-        ("restart", "offset-resume", "object-4k", "fwdist-full", "fwdist-delta", "oracle")))
+    p.add_argument(
+        "--strategies",
+        help="comma-separated subset of: "
+        + ",".join(
+            ("restart", "offset-resume", "object-4k", "fwdist-full", "fwdist-delta", "oracle")
+        ),
+    )

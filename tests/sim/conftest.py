@@ -23,5 +23,11 @@ def fake_release(image_bytes: int, oracle: dict[str, int] | None = None) -> Rele
     from sim.release import PeerDelta
 
     oracle = oracle or {"1.1.0": image_bytes // 10}
-    return ReleaseInfo(Path("/nonexistent"), "p", "1.2.0", image_bytes, tuple(oracle),
-                       {v: PeerDelta("test", n) for v, n in oracle.items()})
+    return ReleaseInfo(
+        Path("/nonexistent"),
+        "p",
+        "1.2.0",
+        image_bytes,
+        tuple(oracle),
+        {v: PeerDelta("test", n) for v, n in oracle.items()},
+    )

@@ -19,10 +19,19 @@ from sim.scenario import load
 @pytest.fixture(scope="module")
 def rmls(tmp_path_factory: pytest.TempPathFactory) -> SimResult:
     s = load("rmls-passive").with_run(boxes=400, runs=1)
-    d = stage_sample(tmp_path_factory.mktemp("rmls") / "sample", s.release.product,
-                     s.release.sample_image_bytes, s.release.sample_seed)
-    rel = load_release(Path(d) / "store", s.release.product, s.release.target,
-                       tuple(s.release.running), sample=True)
+    d = stage_sample(
+        tmp_path_factory.mktemp("rmls") / "sample",
+        s.release.product,
+        s.release.sample_image_bytes,
+        s.release.sample_seed,
+    )
+    rel = load_release(
+        Path(d) / "store",
+        s.release.product,
+        s.release.target,
+        tuple(s.release.running),
+        sample=True,
+    )
     return simulate(s, rel, workers=2)
 
 
@@ -46,9 +55,14 @@ def test_fwdist_delta_is_at_most_a_quarter_of_offset_resume(rmls: SimResult) -> 
         assert rmls.strategies[name].unfinished_share == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured: fwdist-delta p50 2 vs oracle 1. A median access carries ~14 KB; the oracle needs "
-    "10.3 KB (bsdiff), fwdist 13.4 KB on the air per box (11.7 KB manifest+table+delta, 9 % frame "
-    "headers at 244-byte frames, acks, Hello/Status): the median box falls just short in one access"))
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "measured: fwdist-delta p50 2 vs oracle 1. A median access carries ~14 KB; the "
+        "oracle needs 10.3 KB (bsdiff), fwdist 13.4 KB on the air per box (11.7 KB "
+        "manifest+table+delta, 9 % frame headers at 244-byte frames, acks, Hello/Status): "
+        "the median box falls just short in one access"
+    ),
+)
 def test_fwdist_delta_within_10_percent_of_the_oracle(rmls: SimResult) -> None:
     assert _p50(rmls, "fwdist-delta") <= 1.1 * _p50(rmls, "oracle")

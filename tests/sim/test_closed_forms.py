@@ -20,21 +20,33 @@ from sim.engine import simulate_shard
 from sim.scenario import AccessSpec, BaselineSpec, BatterySpec, PhoneSpec, Scenario, ShowingSpec
 
 S = 256 * 1024
-ZERO = BaselineSpec(smp_frame_payload=480, smp_frame_overhead=0, smp_session_bytes=0,
-                    dfu_object_bytes=4096, dfu_packet_payload=244, dfu_packet_overhead=0,
-                    dfu_object_overhead=0, dfu_session_bytes=0)
+ZERO = BaselineSpec(
+    smp_frame_payload=480,
+    smp_frame_overhead=0,
+    smp_session_bytes=0,
+    dfu_object_bytes=4096,
+    dfu_packet_payload=244,
+    dfu_packet_overhead=0,
+    dfu_object_overhead=0,
+    dfu_session_bytes=0,
+)
 
 
 RATE = 1024.0  # bytes/s; budgets / RATE are exact binary fractions, so budgets are exact
 
 
-def fixed_scenario(budget: int, boxes: int = 5, days: float = 400.0,
-                   baselines: BaselineSpec = ZERO) -> Scenario:
+def fixed_scenario(
+    budget: int, boxes: int = 5, days: float = 400.0, baselines: BaselineSpec = ZERO
+) -> Scenario:
     """Every access: 4 s opening, 1.5 s set-up, then exactly ``budget`` bytes at RATE."""
     s = Scenario(
         name="fixed",
-        access=AccessSpec(connected_s=Dist.fixed(budget / RATE + 5.5), open_s=Dist.fixed(4.0),
-                          setup_s=Dist.fixed(1.5), throughput_Bps=Dist.fixed(RATE)),
+        access=AccessSpec(
+            connected_s=Dist.fixed(budget / RATE + 5.5),
+            open_s=Dist.fixed(4.0),
+            setup_s=Dist.fixed(1.5),
+            throughput_Bps=Dist.fixed(RATE),
+        ),
         phone=PhoneSpec(holds_release=1.0),
         showings=ShowingSpec(weekday_per_day=1.0, weekend_per_day=1.0, popularity=Dist.fixed(1.0)),
         battery=BatterySpec(start=Dist.fixed(1.0), per_open=0.0, radio_per_s=0.0, install_cost=0.0),
@@ -93,9 +105,15 @@ def test_restart_finishes_only_in_one_access(budget: int, expect: int | None) ->
 def test_restart_geometric_with_two_budgets() -> None:
     """Budgets alternating at random between S and S/2: restart needs a first 'long' access."""
     s = fixed_scenario(S, boxes=200, days=60)
-    s = dataclasses.replace(s, access=dataclasses.replace(
-        s.access, connected_s=Dist("choice", values=(S / 2 / RATE + 5.5, S / RATE + 5.5),
-                                   cum_weights=(3.0, 4.0))))
+    s = dataclasses.replace(
+        s,
+        access=dataclasses.replace(
+            s.access,
+            connected_s=Dist(
+                "choice", values=(S / 2 / RATE + 5.5, S / RATE + 5.5), cum_weights=(3.0, 4.0)
+            ),
+        ),
+    )
     spec = dataclasses.replace(ZERO, smp_frame_payload=1)
     acc = run(s, [Restart(S, spec), OffsetResume(S, spec)])
     # restart: geometric with p = 1/4; offset-resume: two short or one long access
@@ -117,15 +135,18 @@ def test_object_4k_keeps_whole_objects_only(budget: int) -> None:
 
 
 def test_object_4k_with_overheads() -> None:
-    spec = dataclasses.replace(ZERO, dfu_packet_overhead=3, dfu_object_overhead=40,
-                               dfu_session_bytes=160)
+    spec = dataclasses.replace(
+        ZERO, dfu_packet_overhead=3, dfu_object_overhead=40, dfu_session_bytes=160
+    )
     obj_cost = 4096 + math.ceil(4096 / 244) * 3 + 40
     budget = 160 + 3 * obj_cost + 100
     s = fixed_scenario(budget, days=400, baselines=spec)
     r = simulate_shard(s, [Object4k(S, spec)], 0, 0, 5)
     t = r.strategies["object-4k"]
     assert t.accesses == [math.ceil(64 / 3)] * 5
-    assert t.wasted == 5 * (math.ceil(64 / 3) - 1) * 100  # the cut object, every access but the last
+    assert (
+        t.wasted == 5 * (math.ceil(64 / 3) - 1) * 100
+    )  # the cut object, every access but the last
 
 
 def test_oracle_needs_only_its_bytes() -> None:

@@ -20,8 +20,12 @@ from .conftest import fake_release
 
 def _scenario(days: float = 40.0, partial: float = 0.5):  # type: ignore[no-untyped-def]
     s = load("rmls-passive").with_run(days=days, runs=1)
-    return dataclasses.replace(s, phone=dataclasses.replace(
-        s.phone, partial_share=partial, partial_fraction=Dist("uniform", a=0.3, b=0.9)))
+    return dataclasses.replace(
+        s,
+        phone=dataclasses.replace(
+            s.phone, partial_share=partial, partial_fraction=Dist("uniform", a=0.3, b=0.9)
+        ),
+    )
 
 
 def _same(a: ShardResult, b: ShardResult) -> None:
@@ -29,7 +33,12 @@ def _same(a: ShardResult, b: ShardResult) -> None:
     for name, ta in a.strategies.items():
         tb = b.strategies[name]
         assert (ta.accesses, ta.installed_at) == (tb.accesses, tb.installed_at), name
-        assert (ta.air, ta.overhead, ta.kept, ta.wasted) == (tb.air, tb.overhead, tb.kept, tb.wasted), name
+        assert (ta.air, ta.overhead, ta.kept, ta.wasted) == (
+            tb.air,
+            tb.overhead,
+            tb.kept,
+            tb.wasted,
+        ), name
         assert ta.hist == tb.hist, name
 
 
@@ -40,8 +49,12 @@ def test_fine_link_equals_coarse_budget_for_the_field_models() -> None:
     size = 256 * 1024
 
     def strategies() -> list[object]:
-        return [Restart(size, spec), OffsetResume(size, spec), Object4k(size, spec),
-                Oracle({"1.1.0": 10_000, "1.0.0": 12_000})]
+        return [
+            Restart(size, spec),
+            OffsetResume(size, spec),
+            Object4k(size, spec),
+            Oracle({"1.1.0": 10_000, "1.0.0": 12_000}),
+        ]
 
     coarse = simulate_shard(s, strategies(), 0, 0, 12)  # type: ignore[arg-type]
     fine = simulate_shard(s, strategies(), 0, 0, 12, fine=True)  # type: ignore[arg-type]
@@ -51,8 +64,12 @@ def test_fine_link_equals_coarse_budget_for_the_field_models() -> None:
 
 def test_fine_link_equals_coarse_budget_for_fwdist(small_release: ReleaseInfo) -> None:
     s = _scenario(days=30)
-    s = dataclasses.replace(s, release=dataclasses.replace(s.release, running=dict(
-        (v, 1.0) for v in small_release.sources)))
+    s = dataclasses.replace(
+        s,
+        release=dataclasses.replace(
+            s.release, running=dict((v, 1.0) for v in small_release.sources)
+        ),
+    )
     names = ("fwdist-full", "fwdist-delta")
     coarse = simulate_shard(s, make_strategies(s, small_release, names), 0, 0, 10)
     fine = simulate_shard(s, make_strategies(s, small_release, names), 0, 0, 10, fine=True)
@@ -67,8 +84,9 @@ def test_common_random_numbers_do_not_depend_on_the_strategy_set() -> None:
     s = _scenario()
     size = 256 * 1024
     alone = simulate_shard(s, [OffsetResume(size, s.baselines)], 0, 0, 20)
-    together = simulate_shard(s, [Restart(size, s.baselines), OffsetResume(size, s.baselines)],
-                              0, 0, 20)
+    together = simulate_shard(
+        s, [Restart(size, s.baselines), OffsetResume(size, s.baselines)], 0, 0, 20
+    )
     a, b = alone.strategies["offset-resume"], together.strategies["offset-resume"]
     assert (a.accesses, a.installed_at, a.air) == (b.accesses, b.installed_at, b.air)
 
@@ -89,8 +107,9 @@ def test_partial_phones_hold_the_same_blocks_for_every_strategy() -> None:
     """With every phone partial, the in-order strategies stall where the oracle does not."""
     s = _scenario(days=20, partial=1.0)
     size = 256 * 1024
-    r = simulate_shard(s, [OffsetResume(size, s.baselines), Oracle({"1.1.0": size, "1.0.0": size})],
-                       0, 0, 20)
+    r = simulate_shard(
+        s, [OffsetResume(size, s.baselines), Oracle({"1.1.0": size, "1.0.0": size})], 0, 0, 20
+    )
     off, orc = r.strategies["offset-resume"], r.strategies["oracle"]
     assert orc.kept > off.kept
     assert orc.wasted == 0

@@ -72,9 +72,11 @@ def test_a_phone_without_the_piece_sends_nothing_of_it(small_release: ReleaseInf
 
 def test_fixed_budget_gives_identical_boxes_identical_counts(small_release: ReleaseInfo) -> None:
     s = fixed_scenario(2000, boxes=12, days=60)
-    s = dataclasses.replace(s, release=dataclasses.replace(
-        s.release, running={v: 1.0 for v in small_release.sources}),
-        showings=dataclasses.replace(s.showings, popularity=Dist.fixed(1.0)))
+    s = dataclasses.replace(
+        s,
+        release=dataclasses.replace(s.release, running={v: 1.0 for v in small_release.sources}),
+        showings=dataclasses.replace(s.showings, popularity=Dist.fixed(1.0)),
+    )
     names = ("fwdist-full", "fwdist-delta", "oracle")
     r = simulate_shard(s, make_strategies(s, small_release, names), 0, 0, 12)
     from sim.draws import BoxDice

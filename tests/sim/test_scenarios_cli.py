@@ -23,37 +23,64 @@ def test_builtin_scenarios_load() -> None:
     assert any(k == "access.throughput_Bps" for k, _, _ in s.assumptions())
 
 
-@pytest.mark.parametrize("text,message", [
-    ("[access]\nconected_s = 3\n", "unknown keys"),
-    ("[nope]\n", "unknown section"),
-    ("[access]\nconnected_s = { dist = 'gamma' }\n", "dist must be one of"),
-    ("[access]\nconnected_s = { dist = 'uniform', min = 5, max = 1 }\n", "below min"),
-    ("[run]\nboxes = 0\n", "at least 1"),
-    ("[run]\nboxes = 1.5\n", "integer"),
-    ("[phone]\nholds_release = 1.5\n", "between 0 and 1"),
-    ("[release]\nrunning = {}\n", "version = share"),
-    ("[access\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("[access]\nconected_s = 3\n", "unknown keys"),
+        ("[nope]\n", "unknown section"),
+        ("[access]\nconnected_s = { dist = 'gamma' }\n", "dist must be one of"),
+        ("[access]\nconnected_s = { dist = 'uniform', min = 5, max = 1 }\n", "below min"),
+        ("[run]\nboxes = 0\n", "at least 1"),
+        ("[run]\nboxes = 1.5\n", "integer"),
+        ("[phone]\nholds_release = 1.5\n", "between 0 and 1"),
+        ("[release]\nrunning = {}\n", "version = share"),
+        ("[access\n", "not valid TOML"),
+    ],
+)
 def test_bad_scenarios_say_what_is_wrong(text: str, message: str) -> None:
     with pytest.raises(ScenarioError, match=message):
         parse(text)
 
 
-def test_cli_json_on_a_small_fleet(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_json_on_a_small_fleet(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     scenario = tmp_path / "s.toml"
     builtin = Path(__file__).parents[2] / "sim" / "scenarios" / "rmls-passive.toml"
-    scenario.write_text(builtin.read_text().replace("sample_image_bytes = 262144",
-                                                    f"sample_image_bytes = {SIZE}"))
-    code = main([
-        "sim", str(scenario), "--boxes", "30", "--runs", "1", "--days", "30", "--seed", "3",
-        "--json", "--workers", "1", "--report", str(tmp_path / "rep")])
+    scenario.write_text(
+        builtin.read_text().replace("sample_image_bytes = 262144", f"sample_image_bytes = {SIZE}")
+    )
+    code = main(
+        [
+            "sim",
+            str(scenario),
+            "--boxes",
+            "30",
+            "--runs",
+            "1",
+            "--days",
+            "30",
+            "--seed",
+            "3",
+            "--json",
+            "--workers",
+            "1",
+            "--report",
+            str(tmp_path / "rep"),
+        ]
+    )
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     assert out["scenario"] == "rmls-passive" and out["seed"] == 3
-    assert set(out["strategies"]) == {"restart", "offset-resume", "object-4k", "fwdist-full",
-                                      "fwdist-delta", "oracle"}
+    assert set(out["strategies"]) == {
+        "restart",
+        "offset-resume",
+        "object-4k",
+        "fwdist-full",
+        "fwdist-delta",
+        "oracle",
+    }
     for st in out["strategies"].values():
         for key in ("accesses_p50", "accesses_p90", "accesses_p99", "days_to_90"):
             assert st[key] is None or isinstance(st[key], float)
