@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import bisect
 import enum
+import functools
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -96,11 +97,11 @@ class PhoneCache:
     frames: Mapping[bytes, bytes] = field(default_factory=dict)
     raw: Mapping[bytes, bytes] = field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def manifest(self) -> Manifest:
         return decode(self.manifest_wire).manifest
 
-    @property
+    @functools.cached_property
     def tag(self) -> bytes:
         return protocol.release_tag(self.manifest_wire)
 
@@ -130,7 +131,7 @@ class PhoneCache:
         data = self.tables.get(ref.table_sha256)
         if data is None:
             return None
-        return data, decode_table(data, ref.table_sha256)
+        return data, _decoded_table(data, ref.table_sha256)
 
     def wire_piece(self, table: PieceTable, index: int) -> bytes | None:
         """The bytes that travel for piece ``index`` of ``table``, if the phone holds them."""
@@ -253,6 +254,17 @@ class SessionReport:
         }
 
 
+@functools.lru_cache(maxsize=64)
+def _decoded_table(data: bytes, sha256: bytes) -> PieceTable:
+    """Tables are immutable and shared by many phones (the simulator's): decode each once."""
+    return decode_table(data, sha256)
+
+
+def _int_width(n: int) -> int:
+    """Bytes msgpack spends on a non-negative integer (fixint, uint8, uint16, uint32, uint64)."""
+    return 1 if n < 128 else 2 if n < 256 else 3 if n < 65536 else 5 if n < 1 << 32 else 9
+
+
 def _name(kind: type[enum.IntEnum], value: int) -> str:
     try:
         return kind(value).name
@@ -323,6 +335,7 @@ class App:
         self._sizes: dict[int, int] = {}
         self._missing: set[int] = set()  # pieces (and TABLE) the box has not verified
         self._manifest_acked = 0
+        self._rooms: dict[tuple[int, int], int] = {}
         self._deaf = False  # the link is gone or the box broke the protocol: ignore input
         self.produced_bytes = 0
         self.payload_produced = 0
@@ -521,12 +534,21 @@ class App:
         self.phase = Phase.SENDING
         self._frames = self._data_frames(self._queue)
 
+    def _capacity(self, piece: int, offset: int) -> int:
+        """Data bytes that fit one frame here; it depends only on how wide the numbers encode."""
+        key = (piece, _int_width(offset))
+        room = self._rooms.get(key)
+        if room is None:
+            room = self._rooms[key] = protocol.data_capacity(self._session_max, self.tag, piece,
+                                                             offset)
+        return room
+
     def _data_frames(self, queue: Iterable[Send]) -> Iterator[bytes]:
         """Data frames for each object in order, aligned as the box requires."""
         for s in queue:
             offset = s.offset - s.offset % self._align
             while offset < len(s.data):
-                room = protocol.data_capacity(self._session_max, self.tag, s.piece, offset)
+                room = self._capacity(s.piece, offset)
                 end = len(s.data)
                 if offset + room < end:
                     room -= room % self._align
