@@ -110,7 +110,7 @@ class Flash:
             raise FlashError(f"write of {n} bytes at {addr:#x} is outside the flash")
         if addr % self.align or n % self.align:
             raise FlashError(f"write of {n} bytes at {addr:#x} is not {self.align}-byte aligned")
-        if any(self._written[addr : addr + n]):
+        if self._written.find(1, addr, addr + n) != -1:
             raise FlashError(f"write of {n} bytes at {addr:#x} touches bytes not erased")
         torn = self._begin()
         if torn:
@@ -141,7 +141,7 @@ class Flash:
 
     def is_erased(self, addr: int, n: int) -> bool:
         """Whether every byte in the range may be written (the model knows; real parts don't)."""
-        return not any(self._written[addr : addr + n])
+        return self._written.find(1, addr, addr + n) == -1
 
     def _store(self, addr: int, data: bytes) -> None:
         """Hook for persistent variants."""

@@ -982,7 +982,7 @@ class Lockbox:
         old_slot = self.layout.slots[s.active]
         new_slot = self.layout.slots[1 - s.active]
         new_slot.erase(0, math.ceil(m.image_size / ss) * ss)
-        w = AlignedWriter(new_slot)
+        w = AlignedWriter(new_slot, block=ss)
         try:
             if table.compressed:
                 for i, e in enumerate(table.pieces):

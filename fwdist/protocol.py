@@ -277,10 +277,20 @@ def _pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
 
 
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
 def _to_wire(event: Event) -> list[Any]:
     body: list[Any] = [event.TYPE]
-    for f in fields(event):
-        value = getattr(event, f.name)
+    for name in _names(type(event)):
+        value = getattr(event, name)
         if isinstance(value, Target):
             value = [value.tag, value.version, value.table_received, value.bitmap,
                      [list(p) for p in value.partials]]
@@ -393,7 +403,7 @@ def _from_wire(raw: Any) -> Event:
     cls = EVENT_TYPES.get(kind)
     if cls is None:
         raise _fail(f"unknown frame type {kind}", ErrorCode.UNKNOWN_TYPE)
-    names = [f.name for f in fields(cls)]
+    names = _names(cls)
     values = raw[1:]
     _need(len(values) == len(names),
           f"{cls.__name__} frame needs {len(names)} fields, got {len(values)}")
