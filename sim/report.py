@@ -108,6 +108,15 @@ def markdown(result: SimResult) -> str:
     out += [f"| {n} | {st.description} |" for n, st in result.strategies.items()]
     if result.notes:
         out += ["", "## Notes", ""] + [f"- {n}" for n in result.notes]
+    if s.notes:
+        out += [
+            "",
+            "## The scenario's assumptions and their sources (from its file)",
+            "",
+            "```",
+            s.notes,
+            "```",
+        ]
     out += [
         "",
         "## Plots",

@@ -62,21 +62,23 @@ class SimResult:
 
 
 _Unit = tuple[int, int, int]
-_worker_args: tuple[Scenario, ReleaseInfo, tuple[str, ...]] | None = None
+_worker_args: tuple[Scenario, ReleaseInfo, tuple[str, ...], bool] | None = None
 _worker_strategies: list[object] = []
 
 
-def _init_worker(scenario: Scenario, release: ReleaseInfo, names: tuple[str, ...]) -> None:
+def _init_worker(
+    scenario: Scenario, release: ReleaseInfo, names: tuple[str, ...], fine: bool
+) -> None:
     global _worker_args, _worker_strategies
-    _worker_args = (scenario, release, names)
+    _worker_args = (scenario, release, names, fine)
     _worker_strategies = list(make_strategies(scenario, release, names))
 
 
 def _run_unit(unit: _Unit) -> ShardResult:
     assert _worker_args is not None
-    scenario, _release, _names = _worker_args
+    scenario, _release, _names, fine = _worker_args
     run, first, n = unit
-    return simulate_shard(scenario, _worker_strategies, run, first, n)  # type: ignore[arg-type]
+    return simulate_shard(scenario, _worker_strategies, run, first, n, fine=fine)  # type: ignore[arg-type]
 
 
 def units(scenario: Scenario, shard: int) -> list[_Unit]:
@@ -95,8 +97,13 @@ def simulate(
     shard: int = DEFAULT_SHARD,
     progress: Callable[[int], None] | None = None,
     on_start: Callable[[int], None] | None = None,
+    fine: bool = False,
 ) -> SimResult:
-    """Simulate every run of ``scenario`` for each named strategy on the same draws."""
+    """Simulate every run of ``scenario`` for each named strategy on the same draws.
+
+    ``fine=True`` runs every session frame by frame on the trio link (one wake-up
+    per frame): the same numbers, many times slower; it exists to check that.
+    """
     started = time.perf_counter()
     names = tuple(names)
     work = units(scenario, shard)
@@ -119,7 +126,7 @@ def simulate(
 
         full_only_store(release)  # once, here, before any worker needs it
     if n_workers == 1:
-        _init_worker(scenario, release, names)
+        _init_worker(scenario, release, names, fine)
         if on_start:
             on_start(len(work))
         for unit in work:
@@ -127,7 +134,7 @@ def simulate(
     else:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(
-            n_workers, initializer=_init_worker, initargs=(scenario, release, names)
+            n_workers, initializer=_init_worker, initargs=(scenario, release, names, fine)
         ) as pool:
             if on_start:
                 on_start(len(work))

@@ -238,6 +238,7 @@ class Scenario:
     battery: BatterySpec = field(default_factory=BatterySpec)
     baselines: BaselineSpec = field(default_factory=BaselineSpec)
     source: str = "<defaults>"
+    notes: str = ""  # the comment block at the top of the file: assumptions and their sources
 
     def with_run(self, **changes: Any) -> Scenario:
         """A copy with some ``[run]`` values replaced (--boxes, --days, --runs, --seed)."""
@@ -364,7 +365,12 @@ def parse(text: str, source: str = "<string>") -> Scenario:
                 f"{source}: unknown section or key {key!r}; known: "
                 f"name, description, {', '.join(SECTIONS)}"
             )
-    s = Scenario(**top, **sections, source=source)
+    header = []
+    for line in text.splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line[1:].removeprefix(" "))
+    s = Scenario(**top, **sections, source=source, notes="\n".join(header).strip())
     _validate(s)
     return s
 

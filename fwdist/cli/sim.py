@@ -106,10 +106,11 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
                 release,
                 names,
                 workers=args.workers,
+                fine=args.fine,
                 progress=lambda n: bar.advance(task, n),
             )
     else:
-        result = simulate(scenario, release, names, workers=args.workers)
+        result = simulate(scenario, release, names, workers=args.workers, fine=args.fine)
     result.notes += notes
     out = result.as_json()
     if args.report:
@@ -150,6 +151,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--report", metavar="DIR", help="write report.md, result.json and PNG plots")
     p.add_argument("--json", action="store_true", help="print the result as JSON (quiet otherwise)")
     p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    p.add_argument(
+        "--fine",
+        action="store_true",
+        help="run every session frame by frame on the trio link (slow; the same numbers)",
+    )
     p.add_argument(
         "--strategies",
         help="comma-separated subset of: "

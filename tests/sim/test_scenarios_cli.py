@@ -100,3 +100,33 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "--store" in capsys.readouterr().err
     assert main(["sim", "--strategies", "teleport"]) == 1
     assert "unknown strategy" in capsys.readouterr().err
+
+
+def test_cli_fine_link_gives_the_same_numbers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    builtin = Path(__file__).parents[2] / "sim" / "scenarios" / "partial-caches.toml"
+    scenario = tmp_path / "p.toml"
+    scenario.write_text(
+        builtin.read_text().replace("[release]\n", f"[release]\nsample_image_bytes = {SIZE}\n")
+    )
+    args = [
+        "sim",
+        str(scenario),
+        "--boxes",
+        "8",
+        "--runs",
+        "1",
+        "--days",
+        "20",
+        "--json",
+        "--workers",
+        "1",
+    ]
+    assert main(args) == 0
+    coarse = json.loads(capsys.readouterr().out)
+    assert main([*args, "--fine"]) == 0
+    fine = json.loads(capsys.readouterr().out)
+    assert fine["strategies"] == coarse["strategies"]
+    assert coarse["box_accesses"] > 0
