@@ -103,8 +103,9 @@ def run_session_sync(
     ``budget_bytes`` bounds what the phone sends (the agent walks away after
     that many bytes): the frame that crosses the budget is delivered only up
     to the budget and then the link drops, so the box sees a cut frame and
-    EOF, exactly as over TCP. ``cut_bytes`` counts the part of that frame that
-    never left. Both endpoints always get ``receive_data(b"")`` at the end.
+    EOF, exactly as over TCP. ``cut_bytes`` counts what the phone had queued
+    that never left (the rest of the cut frame and any frames after it).
+    Both endpoints always get ``receive_data(b"")`` at the end.
     The box must already have been opened by the caller (its opening frame
     queued); nothing here knows about time.
     """
