@@ -109,7 +109,9 @@ class Journal:
         half, seq, snapshot, pos = best
         region = self.halves[half]
         records = []
-        while (rec := self._parse(region, pos)) is not None and rec[0] == RECORD and rec[1] == seq + 1:
+        while (rec := self._parse(region, pos)) is not None:
+            if rec[0] != RECORD or rec[1] != seq + 1:
+                break
             seq = rec[1]
             records.append(rec[2])
             pos = rec[3]
@@ -137,7 +139,7 @@ class Journal:
         """Erase the other half, write ``snapshot`` at its start, and continue there."""
         raw = self._frame(SNAPSHOT, self.seq + 1, snapshot)
         if len(raw) > self.capacity:
-            raise JournalError(f"state snapshot of {len(snapshot)} bytes does not fit a journal half")
+            raise JournalError(f"state snapshot of {len(snapshot)} bytes does not fit a half")
         other = 1 - self.current
         region = self.halves[other]
         region.erase(0, region.size)

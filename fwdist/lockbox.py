@@ -97,7 +97,8 @@ class BoxConfig:
 
     def flash_size(self) -> int:
         ss = self.sector_size
-        return ss * 2 * (self.journal_sectors + self.manifest_sectors) + 2 * self.slot_size + self.staging_size
+        meta = ss * 2 * (self.journal_sectors + self.manifest_sectors)
+        return meta + 2 * self.slot_size + self.staging_size
 
     def make_flash(self) -> Flash:
         return Flash(self.flash_size(), self.sector_size, self.align)
@@ -129,7 +130,8 @@ class Layout:
             pos += size
             return r
 
-        js, ms = config.journal_sectors * flash.sector_size, config.manifest_sectors * flash.sector_size
+        js = config.journal_sectors * flash.sector_size
+        ms = config.manifest_sectors * flash.sector_size
         return cls(
             journal=(take("journal0", js), take("journal1", js)),
             manifests=(take("manifest0", ms), take("manifest1", ms)),
@@ -211,7 +213,8 @@ class PState:
         ]
         pv = self.prev
         pw = None if pv is None else [
-            pv.table_sha256, pv.table_len, pv.table_sectors, [[i, s] for i, s in sorted(pv.pieces.items())],
+            pv.table_sha256, pv.table_len, pv.table_sectors,
+            [[i, s] for i, s in sorted(pv.pieces.items())],
         ]
         last = None if self.last is None else list(self.last)
         return [self.running_version, self.running_counter, self.running_sha256, self.running_size,
@@ -223,7 +226,8 @@ class PState:
         if w[5] is not None:
             t = w[5]
             s.target = TargetRec(t[0], t[1], t[2], t[3], t[4], t[5], t[6], t[7],
-                                 {sid: Stream(rcv, done, list(secs)) for sid, rcv, done, secs in t[8]})
+                                 {sid: Stream(rcv, done, list(secs))
+                                  for sid, rcv, done, secs in t[8]})
         if w[6] is not None:
             pv = w[6]
             s.prev = Prev(pv[0], pv[1], list(pv[2]), {i: list(secs) for i, secs in pv[3]})
@@ -422,7 +426,8 @@ class Lockbox:
         """Factory programming: the image into slot 0 and a first journal snapshot."""
         Version.parse(version)
         if not 0 < len(image) <= config.slot_size:
-            raise LockboxError(f"image of {len(image)} bytes does not fit a {config.slot_size}-byte slot")
+            raise LockboxError(f"image of {len(image)} bytes does not fit a "
+                               f"{config.slot_size}-byte slot")
         layout = Layout.of(flash, config)
         slot = layout.slots[0]
         slot.erase(0, slot.size)
@@ -598,8 +603,8 @@ class Lockbox:
         prev = s.prev
         assert prev is not None and table is not None
         try:
-            old = decode_table(self._read_stream(Stream(prev.table_len, True, prev.table_sectors), 0,
-                                                 prev.table_len), prev.table_sha256)
+            stream = Stream(prev.table_len, True, prev.table_sectors)
+            old = decode_table(self._read_stream(stream, 0, prev.table_len), prev.table_sha256)
         except ManifestError:
             old = PieceTable(False, ())
         have: dict[tuple[bytes, int, bool], list[int]] = {}
@@ -654,8 +659,8 @@ class Lockbox:
             if isinstance(ev, Open | End):
                 raise p.LocalProtocolError(f"{type(ev).__name__} is not allowed in session state "
                                            f"{self.session.value}")
-            raise p.RemoteProtocolError(f"{type(ev).__name__} frame is not allowed in session state "
-                                        f"{self.session.value}", p.ErrorCode.UNEXPECTED)
+            raise p.RemoteProtocolError(f"{type(ev).__name__} frame is not allowed in session "
+                                        f"state {self.session.value}", p.ErrorCode.UNEXPECTED)
         action, allowed = entry
         nxt: Session = getattr(self, "_on_" + action)(ev, now, out)
         assert nxt in allowed, (self.session, ev, nxt)
@@ -686,8 +691,8 @@ class Lockbox:
 
     def _on_hello(self, ev: p.Hello, now: int, out: list[bytes]) -> Session:
         if ev.version != p.PROTOCOL_VERSION:
-            raise p.RemoteProtocolError(f"protocol version {ev.version} is not {p.PROTOCOL_VERSION}",
-                                        p.ErrorCode.UNSUPPORTED_VERSION)
+            raise p.RemoteProtocolError(f"protocol version {ev.version} is not "
+                                        f"{p.PROTOCOL_VERSION}", p.ErrorCode.UNSUPPORTED_VERSION)
         self._out_max = min(self.config.max_frame, ev.max_frame)
         self._send(out, self.status_frame())
         if self._news is not None:
@@ -701,7 +706,8 @@ class Lockbox:
             return p.BoxState.IDLE
         if t.phase == p.BoxState.RECEIVING:
             return p.BoxState.COMPLETE if self._all_done() else p.BoxState.RECEIVING
-        if t.phase == p.BoxState.BUILT and self.manifest and self.battery < self.manifest.min_battery:
+        low = self.manifest is not None and self.battery < self.manifest.min_battery
+        if t.phase == p.BoxState.BUILT and low:
             return p.BoxState.WAIT_BATTERY
         return p.BoxState(t.phase)
 
@@ -816,7 +822,8 @@ class Lockbox:
         w.close()
         m = verify(wire, self.trusted)
         ref = m.payload_for(s.running_sha256)
-        self._commit([Rec.TARGET, tag, m.version, m.security_counter, mslot, len(wire), ref.table_sha256])
+        self._commit([Rec.TARGET, tag, m.version, m.security_counter, mslot, len(wire),
+                      ref.table_sha256])
         self._dirty.clear()
         self._load_target()
 
@@ -853,7 +860,8 @@ class Lockbox:
             return S.READY
         end = received + len(data)
         if end > size:
-            raise p.RemoteProtocolError(f"data runs past the end of piece {sid}", p.ErrorCode.BAD_OFFSET)
+            raise p.RemoteProtocolError(f"data runs past the end of piece {sid}",
+                                        p.ErrorCode.BAD_OFFSET)
         if len(data) % align and sid != TABLE and end != size:
             raise p.RemoteProtocolError("only the last chunk of a piece may be unaligned",
                                         p.ErrorCode.BAD_OFFSET)
@@ -916,7 +924,7 @@ class Lockbox:
         return True
 
     def _finish_streams(self) -> None:
-        """After a reboot: complete streams whose last bytes landed but whose DONE record did not."""
+        """After a reboot: complete streams whose last bytes landed but whose DONE did not."""
         t = self._target
         tbl = t.streams.get(TABLE)
         if tbl is not None and not tbl.done and tbl.received:
@@ -926,9 +934,10 @@ class Lockbox:
         if self.table is None:
             return
         for sid, st in sorted(t.streams.items()):
-            if 0 <= sid < len(self.table.pieces) and not st.done:
-                if st.received == self.table.pieces[sid].wire_size:
-                    self._commit([Rec.DONE, sid] if self._piece_ok(sid) else [Rec.RESET, sid])
+            pieces = self.table.pieces
+            whole = 0 <= sid < len(pieces) and st.received == pieces[sid].wire_size
+            if whole and not st.done:
+                self._commit([Rec.DONE, sid] if self._piece_ok(sid) else [Rec.RESET, sid])
 
     # -- installing ----------------------------------------------------------------------------
 
@@ -964,7 +973,8 @@ class Lockbox:
             except Exception:  # a crashing self-test is a failed self-test
                 ok = False
             if ok:
-                self._commit([Rec.CONFIRM, m.version, m.security_counter, m.image_sha256, m.image_size])
+                self._commit([Rec.CONFIRM, m.version, m.security_counter, m.image_sha256,
+                              m.image_size])
                 self._news = (m.version, True)
                 self._forget_target()
                 return "installed"

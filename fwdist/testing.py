@@ -1,4 +1,4 @@
-"""Test support that ships with the library (zarr-style): releases, a reference phone, a stateful machine.
+"""Test support in the library (zarr-style): releases, a reference phone, a stateful machine.
 
 * :func:`make_releases` stages a small release history (SampleFirmware images,
   small chunker parameters, deltas from every earlier release) into a store.
@@ -93,7 +93,8 @@ def make_releases(root: Path, count: int = 3, size: int = 32 * 1024, seed: int =
                   expires_days: float | None = None, now: int = 1_700_000_000,
                   counters: tuple[int, ...] | None = None) -> Releases:
     """Stage ``count`` releases of a seeded SampleFirmware into a store under ``root``."""
-    key = key or Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"fwdist test key %d" % seed).digest())
+    seed_key = hashlib.sha256(b"fwdist test key %d" % seed).digest()
+    key = key or Ed25519PrivateKey.from_private_bytes(seed_key)
     store = Store.open(root / "store", create=True)
     fw = SampleFirmware(size=size, seed=seed)
     out = []
@@ -152,7 +153,7 @@ def new_box(releases: Releases, config: BoxConfig, flash: Flash | None = None, f
 # --------------------------------------------------------------------------- a reference phone
 
 
-class WalkAway(Exception):  # noqa: N818 - control flow, not an error
+class WalkAway(Exception):
     """The phone's byte budget ran out (the agent walked away)."""
 
 
@@ -390,7 +391,7 @@ class LockboxMachine(RuleBasedStateMachine):
     @rule(which=st.integers(0, 2), seed=st.integers(0, 1000), mode=st.sampled_from(
         ["duplicate", "reorder", "corrupt", "foreign"]))
     def hostile_data(self, which: int, seed: int, mode: str) -> None:
-        """A phone whose data frames get duplicated, reordered, corrupted, or come from another release."""
+        """A phone whose data frames are duplicated, reordered, corrupted, or of another release."""
         status = self.box.status_frame()
         t = status.target
         if t is None or self.box.table is None:
@@ -411,9 +412,9 @@ class LockboxMachine(RuleBasedStateMachine):
             rng.shuffle(frames)
         elif mode == "corrupt":
             i = rng.randrange(len(frames))
-            f = bytearray(frames[i])
-            f[rng.randrange(2, len(f))] ^= 1 << rng.randrange(8)
-            frames[i] = bytes(f)
+            flipped = bytearray(frames[i])
+            flipped[rng.randrange(2, len(flipped))] ^= 1 << rng.randrange(8)
+            frames[i] = bytes(flipped)
         else:
             frames = [p.encode(p.Data(b"\x00\x01\x02\x03", piece, 0, data[:64]))]
         before = self._verified()
@@ -450,7 +451,8 @@ class LockboxMachine(RuleBasedStateMachine):
         """Cut power ``after`` flash operations into a session followed by idle, then reboot."""
         self.flash.arm(self.flash.ops + after, torn=torn, seed=seed)
         try:
-            log = Phone([self.rel.releases[which]], order_seed=seed).session(self.box, self.now, 3000)
+            phone = Phone([self.rel.releases[which]], order_seed=seed)
+            log = phone.session(self.box, self.now, 3000)
             self._observe(log)
             assert log.error is None, log.error
             self.box.idle(self.now)

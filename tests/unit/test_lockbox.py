@@ -142,7 +142,8 @@ def test_status_reports_the_box(rel: Releases) -> None:
     (status,) = hello(box)
     assert isinstance(status, p.Status)
     first = rel.releases[0]
-    assert (status.product, status.hardware, status.running_version) == ("lockbox", "lb-r2", "1.0.0")
+    names = (status.product, status.hardware, status.running_version)
+    assert names == ("lockbox", "lb-r2", "1.0.0")
     assert status.running_sha256 == first.manifest.image_sha256
     assert (status.battery, status.state, status.align, status.target) == (64, 0, 8, None)
 
@@ -164,7 +165,8 @@ def test_rejections_with_reason_codes(rel: Releases, tmp_path: Path) -> None:
     other_key = make_releases(tmp_path / "k", count=2, size=24 * 1024, seed=2,
                               key=Ed25519PrivateKey.generate())
     other_hw = make_releases(tmp_path / "hw", count=2, size=24 * 1024, seed=2, hardware="lb-r3")
-    other_product = make_releases(tmp_path / "pr", count=2, size=24 * 1024, seed=2, product="keysafe")
+    other_product = make_releases(tmp_path / "pr", count=2, size=24 * 1024, seed=2,
+                                  product="keysafe")
     expiring = make_releases(tmp_path / "ex", count=2, size=24 * 1024, seed=2, expires_days=1,
                              key=rel.key)
     box = new_box(rel, cfg)
@@ -296,21 +298,23 @@ def test_duplicates_are_ignored_and_gaps_rewind(rel_full: Releases) -> None:
     out = box.receive_data(p.encode(p.Data(tag, p.TABLE, 0, table[:160])), NOW)
     out += box.receive_data(p.encode(p.Data(tag, p.TABLE, 0, table[:160])), NOW)  # duplicate
     assert out == b""
-    gap = p.decode_frames(box.receive_data(p.encode(p.Data(tag, p.TABLE, 320, table[320:480])), NOW))
+    gap = p.decode_frames(
+        box.receive_data(p.encode(p.Data(tag, p.TABLE, 320, table[320:480])), NOW))
     assert gap == [p.Ack(tag, p.TABLE, 160)]
     rest = []
     for off in range(160, len(table), 160):
         rest += p.decode_frames(box.receive_data(
             p.encode(p.Data(tag, p.TABLE, off, table[off : off + 160])), NOW))
     assert rest == [p.PieceComplete(tag, p.TABLE)]
-    misaligned = p.decode_frames(box.receive_data(p.encode(p.Data(tag, 0, 4, pieces[0][4:20])), NOW))
+    misaligned = p.decode_frames(
+        box.receive_data(p.encode(p.Data(tag, 0, 4, pieces[0][4:20])), NOW))
     assert isinstance(misaligned[-1], p.Error) and misaligned[-1].code == p.ErrorCode.BAD_OFFSET
 
 
 def test_tampered_piece_ends_the_session_and_is_discarded(rel_full: Releases) -> None:
     box = new_box(rel_full, box_config(rel_full))
     target = rel_full.releases[1]
-    table, pieces = payload_of(target, box)
+    _, pieces = payload_of(target, box)
     Phone([target], holds={1}).session(box, NOW)  # table and piece 1
     verified = box.status()["pieces_done"]
     bad = bytearray(pieces[0])
@@ -318,7 +322,8 @@ def test_tampered_piece_ends_the_session_and_is_discarded(rel_full: Releases) ->
     hello(box)
     out = b""
     for off in range(0, len(bad), 200):
-        out += box.receive_data(p.encode(p.Data(target.tag, 0, off, bytes(bad[off : off + 200]))), NOW)
+        frame = p.encode(p.Data(target.tag, 0, off, bytes(bad[off : off + 200])))
+        out += box.receive_data(frame, NOW)
     box.end_session(NOW)
     evs = p.decode_frames(out)
     assert isinstance(evs[-1], p.Error) and evs[-1].code == p.ErrorCode.BAD_PIECE
@@ -356,7 +361,7 @@ def test_garbage_ends_the_session_and_changes_nothing(rel: Releases, junk: bytes
     evs = p.decode_frames(box.receive_data(junk, NOW))
     assert len(evs) == 1 and isinstance(evs[0], p.Error)
     assert box.session is Session.DONE
-    assert box.receive_data(p.encode(p.Hello(1, 244)), NOW) == b""  # input after the error is dropped
+    assert box.receive_data(p.encode(p.Hello(1, 244)), NOW) == b""  # input after errors is dropped
     box.end_session(NOW)
     assert box.state_bytes() == before
 
