@@ -255,9 +255,48 @@ class Rec(enum.IntEnum):
     FAIL = 14
 
 
+_B = p.BoxState
+_TRANSFER = (Rec.ALLOC, Rec.REPLACE, Rec.TRIM, Rec.PROGRESS, Rec.DONE, Rec.KEEP, Rec.RESET)
+
+PHASES: dict[tuple[p.BoxState, Rec], p.BoxState] = {
+    (_B.IDLE, Rec.TARGET): _B.RECEIVING,
+    (_B.IDLE, Rec.DROP_PREV): _B.IDLE,
+    (_B.RECEIVING, Rec.TARGET): _B.RECEIVING,  # a newer release replaces the target
+    **{(_B.RECEIVING, rec): _B.RECEIVING for rec in (*_TRANSFER, Rec.DROP_PREV)},
+    (_B.RECEIVING, Rec.BUILT): _B.BUILT,  # every piece verified, the new image checked
+    (_B.RECEIVING, Rec.FAIL): _B.IDLE,  # the image did not build to the signed SHA-256
+    (_B.BUILT, Rec.TARGET): _B.RECEIVING,  # a newer release while waiting to install
+    (_B.BUILT, Rec.DROP_PREV): _B.BUILT,
+    (_B.BUILT, Rec.TRIAL): _B.TESTING,  # boot the new image in test mode
+    (_B.TESTING, Rec.CONFIRM): _B.IDLE,  # self-test passed: the new image runs
+    (_B.TESTING, Rec.FAIL): _B.IDLE,  # self-test failed (or too many trials): old image
+    (_B.TESTING, Rec.REVERT): _B.BUILT,  # reset during the trial: old image, try again later
+}
+"""The update machine: (phase, journal record) -> phase after it. Other records are refused."""
+
+
+def phase_of(s: PState) -> p.BoxState:
+    return _B.IDLE if s.target is None else _B(s.target.phase)
+
+
 def apply_record(s: PState, r: list[Any]) -> None:
-    """Change ``s`` by one journal record (the only way persistent state changes)."""
-    kind = r[0]
+    """Change ``s`` by one journal record (the only way persistent state changes).
+
+    The record must be allowed in the current phase by :data:`PHASES`, and the
+    phase after it is checked against the table too.
+    """
+    kind = Rec(r[0])
+    before = phase_of(s)
+    after = PHASES.get((before, kind))
+    if after is None:
+        raise LockboxError(f"journal record {kind.name} is not allowed in phase {before.name}")
+    _apply(s, kind, r)
+    if phase_of(s) != after:
+        raise LockboxError(f"{kind.name} in {before.name} led to {phase_of(s).name}, "
+                           f"not {after.name}")
+
+
+def _apply(s: PState, kind: Rec, r: list[Any]) -> None:
     t = s.target
     if kind == Rec.TARGET:
         if t is not None and t.streams.get(TABLE, Stream()).done:
@@ -295,8 +334,8 @@ def apply_record(s: PState, r: list[Any]) -> None:
     elif kind == Rec.KEEP:
         assert s.prev is not None
         t.streams[r[1]] = Stream(r[3], True, s.prev.pieces.pop(r[2]))
-    elif kind == Rec.RESET:
-        t.streams[r[1]] = Stream()
+    elif kind == Rec.RESET:  # a stream that failed its hash: forget it, free its sectors
+        t.streams.pop(r[1], None)
     elif kind == Rec.BUILT:
         t.phase = p.BoxState.BUILT
     elif kind == Rec.TRIAL:
@@ -539,7 +578,8 @@ class Lockbox:
         if s.prev is not None:
             self._commit([Rec.DROP_PREV])
             return self._alloc()
-        raise p.LocalProtocolError("staging area is full", p.ErrorCode.INTERNAL)
+        # only a mis-sized configuration gets here (judge() checks capacity): end the session
+        raise p.RemoteProtocolError("staging area is full", p.ErrorCode.BUSY)
 
     def _stage_write(self, sid: int, pos: int, data: bytes) -> None:
         t = self._target
