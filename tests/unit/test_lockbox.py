@@ -484,3 +484,34 @@ def test_installed_frame_after_the_next_status(rel: Releases) -> None:
     box.end_session(NOW)
     assert evs[1:] == [p.Installed("1.1.0", True)]
     assert hello(box)[1:] == []
+
+
+@pytest.mark.parametrize("max_frame", [244, 512])
+def test_figures_for_a_256k_image(tmp_path: Path, max_frame: int) -> None:
+    """Air bytes, per-session overhead and flash work for one whole update of a 256 KiB image."""
+    rel = make_releases(tmp_path, count=2, size=256 * 1024, seed=1)
+    cfg = box_config(rel, max_frame=512)
+    target = rel.releases[1]
+    for kind in ("delta", "full"):
+        box = new_box(rel, cfg)
+        if kind == "full":  # a box whose running image no delta starts from
+            assert box.s is not None
+            box.s.running_sha256 = bytes(32)
+        ref = target.manifest.payload_for(box.status_frame().running_sha256)
+        assert (ref.source_version is not None) == (kind == "delta")
+        table = target.payloads[ref.table_sha256].table_bytes
+        ops, erases = box.flash.ops, box.flash.erases
+        log = Phone([target], max_frame=max_frame).session(box, NOW)
+        content = len(target.wire) + len(table) + ref.size
+        assert log.error is None and log.payload_sent == content
+        transfer_ops, transfer_erases = box.flash.ops - ops, box.flash.erases - erases
+        assert box.idle(NOW) == "built" and box.idle(NOW) == "installed"
+        if kind == "delta":
+            assert box.running_image() == target.image
+        print(f"\n{max_frame}-byte frames, {kind} ({ref.encoder}): {content} B content "
+              f"(manifest {len(target.wire)}, table {len(table)}, {ref.pieces} pieces {ref.size}); "
+              f"one session sent {log.sent} B, received {log.received} B, overhead {log.overhead} B "
+              f"= {100 * log.overhead / content:.1f}%; transfer flash ops {transfer_ops} "
+              f"({transfer_erases} erases), journal records {box.journal.records_written}, "
+              f"compactions {box.journal.compactions}")
+        assert log.overhead < (0.13 if max_frame == 244 else 0.09) * content
