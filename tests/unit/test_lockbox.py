@@ -510,7 +510,8 @@ def test_figures_for_a_256k_image(tmp_path: Path, max_frame: int) -> None:
             assert box.running_image() == target.image
         print(f"\n{max_frame}-byte frames, {kind} ({ref.encoder}): {content} B content "
               f"(manifest {len(target.wire)}, table {len(table)}, {ref.pieces} pieces {ref.size}); "
-              f"one session sent {log.sent} B, received {log.received} B, overhead {log.overhead} B "
+              f"one session sent {log.sent} B, received {log.received} B, "
+              f"overhead {log.overhead} B "
               f"= {100 * log.overhead / content:.1f}%; transfer flash ops {transfer_ops} "
               f"({transfer_erases} erases), journal records {box.journal.records_written}, "
               f"compactions {box.journal.compactions}")
