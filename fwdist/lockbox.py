@@ -40,7 +40,7 @@ import hashlib
 import io
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any, cast
 
 import msgpack
@@ -268,6 +268,7 @@ PHASES: dict[tuple[p.BoxState, Rec], p.BoxState] = {
     (_B.BUILT, Rec.TARGET): _B.RECEIVING,  # a newer release while waiting to install
     (_B.BUILT, Rec.DROP_PREV): _B.BUILT,
     (_B.BUILT, Rec.TRIAL): _B.TESTING,  # boot the new image in test mode
+    (_B.BUILT, Rec.FAIL): _B.IDLE,  # the stored manifest no longer verifies
     (_B.TESTING, Rec.CONFIRM): _B.IDLE,  # self-test passed: the new image runs
     (_B.TESTING, Rec.FAIL): _B.IDLE,  # self-test failed (or too many trials): old image
     (_B.TESTING, Rec.REVERT): _B.BUILT,  # reset during the trial: old image, try again later
@@ -518,7 +519,11 @@ class Lockbox:
         if t is None:
             return
         wire = self.layout.manifests[t.mslot].read(0, t.mlen)
-        m = verify(wire, self.trusted)
+        try:
+            m = verify(wire, self.trusted)
+        except ManifestError:  # the key was withdrawn, or the slot rotted: give the target up
+            self._commit([Rec.FAIL])
+            return
         self.manifest = m
         self.ref = m.payload_for(s.running_sha256)
         tbl = t.streams.get(TABLE)
@@ -673,6 +678,8 @@ class Lockbox:
         """Bytes from the phone in, bytes to send back out."""
         if self.session is Session.CLOSED:
             raise p.LocalProtocolError("no session is open")
+        if self.session is Session.DONE:
+            return b""  # the session is over; drop input without buffering it
         out: list[bytes] = []
         view = memoryview(data)
         step = self.config.max_frame
@@ -734,7 +741,13 @@ class Lockbox:
             raise p.RemoteProtocolError(f"protocol version {ev.version} is not "
                                         f"{p.PROTOCOL_VERSION}", p.ErrorCode.UNSUPPORTED_VERSION)
         self._out_max = min(self.config.max_frame, ev.max_frame)
-        self._send(out, self.status_frame())
+        status = self.status_frame()
+        # on a small link, report fewer partial pieces (a phone finds the rest through rewinds)
+        while (status.target is not None and status.target.partials
+               and len(p.encode(status, p.MAX_FRAME)) > self._out_max):
+            t = status.target
+            status = replace(status, target=replace(t, partials=t.partials[:-1]))
+        self._send(out, status)
         if self._news is not None:
             self._send(out, p.Installed(*self._news))
             self._news = None

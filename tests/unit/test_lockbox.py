@@ -475,6 +475,45 @@ def test_unconfirmed_trial_reverts_on_reboot(rel: Releases) -> None:
     assert again.running_image() == rel.releases[1].image
 
 
+def test_status_fits_the_smallest_link(rel_full: Releases) -> None:
+    box = new_box(rel_full, box_config(rel_full))
+    target = rel_full.releases[1]
+    Phone([target], holds=set()).session(box, NOW)  # the manifest and the table
+    for i in range(4):  # four pieces begun, none finished
+        Phone([target], holds={i}).session(box, NOW, budget=420)
+    (full,) = hello(box)[:1]
+    box.end_session(NOW)
+    assert isinstance(full, p.Status) and full.target is not None and len(full.target.partials) == 4
+    box.open_session(NOW)
+    out = box.receive_data(p.encode(p.Hello(1, 128)), NOW)
+    box.end_session(NOW)
+    (small,) = p.decode_frames(out, 128)
+    assert isinstance(small, p.Status) and small.target is not None
+    kept = small.target.partials
+    assert len(out) <= 128 and len(kept) < 4 and kept == full.target.partials[: len(kept)]
+
+
+def test_a_withdrawn_key_drops_the_target_at_boot(rel: Releases) -> None:
+    cfg = box_config(rel)
+    box = new_box(rel, cfg)
+    Phone([rel.releases[1]]).session(box, NOW, budget=1000)
+    assert box.status()["target_version"] == "1.1.0"
+    again = Lockbox(box.flash, cfg, {})
+    again.boot(NOW)
+    assert again.status()["target_version"] is None and again.status()["running_version"] == "1.0.0"
+    assert again.running_image() == rel.releases[0].image
+
+
+def test_input_after_the_session_ended_is_not_buffered(rel: Releases) -> None:
+    box = new_box(rel, box_config(rel))
+    hello(box)
+    box.receive_data(b"\x00\x01", NOW)  # a frame too short to be one: the session ends
+    assert box.session is Session.DONE
+    pending = box._decoder.pending
+    assert box.receive_data(b"x" * 100_000, NOW) == b""
+    assert box._decoder.pending == pending <= 2
+
+
 def test_installed_frame_after_the_next_status(rel: Releases) -> None:
     box = new_box(rel, box_config(rel))
     Phone([rel.releases[1]]).session(box, NOW)
