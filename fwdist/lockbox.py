@@ -747,6 +747,9 @@ class Lockbox:
                and len(p.encode(status, p.MAX_FRAME)) > self._out_max):
             t = status.target
             status = replace(status, target=replace(t, partials=t.partials[:-1]))
+        if len(p.encode(status, p.MAX_FRAME)) > self._out_max:
+            raise p.RemoteProtocolError(f"a {self._out_max}-byte frame cannot carry this box's "
+                                        "status", p.ErrorCode.FRAME_TOO_LARGE)
         self._send(out, status)
         if self._news is not None:
             self._send(out, p.Installed(*self._news))

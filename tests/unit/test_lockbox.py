@@ -475,9 +475,11 @@ def test_unconfirmed_trial_reverts_on_reboot(rel: Releases) -> None:
     assert again.running_image() == rel.releases[1].image
 
 
-def test_status_fits_the_smallest_link(rel_full: Releases) -> None:
-    box = new_box(rel_full, box_config(rel_full))
-    target = rel_full.releases[1]
+def test_status_fits_the_smallest_link(tmp_path: Path) -> None:
+    names = make_releases(tmp_path, count=2, size=24 * 1024, seed=6, deltas=False,
+                          product="lockbox-pro-eu-2026", hardware="lb-r2-rev-c-eu-2026")
+    box = new_box(names, box_config(names))
+    target = names.releases[1]
     Phone([target], holds=set()).session(box, NOW)  # the manifest and the table
     for i in range(4):  # four pieces begun, none finished
         Phone([target], holds={i}).session(box, NOW, budget=420)
@@ -491,6 +493,7 @@ def test_status_fits_the_smallest_link(rel_full: Releases) -> None:
     assert isinstance(small, p.Status) and small.target is not None
     kept = small.target.partials
     assert len(out) <= 128 and len(kept) < 4 and kept == full.target.partials[: len(kept)]
+    print(f"\nstatus: {len(p.encode(full, 512))} B with 4 partials, {len(out)} B with {len(kept)}")
 
 
 def test_a_withdrawn_key_drops_the_target_at_boot(rel: Releases) -> None:
