@@ -340,11 +340,33 @@ async def converse(
                 nursery.start_soon(sender, nursery.cancel_scope)
         if timer.cancelled_caught:
             stats.reason = REASON_MAX_SECONDS
+        if stats.reason in (REASON_MAX_BYTES, REASON_MAX_SECONDS) and not peer_gone:
+            eof_fed = True
+            endpoint.receive_data(b"")  # the agent is gone: nothing after this reaches the phone
+            await _walk_away(stream)
     finally:
         await trio.aclose_forcefully(stream)
         if not eof_fed:
             endpoint.receive_data(b"")
     return stats
+
+
+async def _walk_away(stream: trio.abc.Stream) -> None:
+    """End the link after a walk-away so the peer gets every byte that left, then EOF.
+
+    Closing a TCP socket with unread input makes the kernel send a reset, and
+    a reset can make the peer's kernel drop bytes it received but its process
+    had not read yet: how much of the last frames survived would then depend
+    on scheduling. So: half-close (the peer reads up to the cut, then EOF) and
+    discard what the peer still says until it closes too, for a short while.
+    """
+    with trio.move_on_after(CLOSE_GRACE_SECONDS):
+        try:
+            await stream.send_eof()  # type: ignore[attr-defined]
+            while await stream.receive_some(RECEIVE_SIZE):
+                pass
+        except (AttributeError, *_LINK_ERRORS, OSError):
+            pass
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
