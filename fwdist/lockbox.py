@@ -56,6 +56,7 @@ from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version, decode, d
 
 TABLE = p.TABLE
 _BLOCK = 256
+_MAX_WINDOW = 1 << 20  # pieces are at most 1 MiB (manifest.MAX_PIECE_SIZE); so is a zstd window
 
 
 class LockboxError(FwdistError):
@@ -634,7 +635,8 @@ class Lockbox:
 
     def _decompressed(self, st: Stream, wire_size: int, size: int) -> Any:
         src = _StagedReader(lambda off, n: self._read_stream(st, off, n), wire_size)
-        reader = zstandard.ZstdDecompressor().stream_reader(cast(IO[bytes], src), read_size=_BLOCK)
+        dctx = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)
+        reader = dctx.stream_reader(cast(IO[bytes], src), read_size=_BLOCK)
         produced = 0
         while chunk := reader.read(1024):
             produced += len(chunk)
@@ -954,7 +956,8 @@ class Lockbox:
                 self._send(out, p.Ack(t.tag, TABLE, end))
             return
         if not self._complete_table():
-            raise p.RemoteProtocolError("piece table is unusable", p.ErrorCode.BAD_PIECE)
+            raise p.RemoteProtocolError("the signed piece table is unusable; release dropped",
+                                        p.ErrorCode.BAD_PIECE)
         self._send(out, p.PieceComplete(t.tag, TABLE))
         for i, st2 in sorted(t.streams.items()):
             if i >= 0 and st2.done:
@@ -969,9 +972,11 @@ class Lockbox:
             table = decode_table(self._read_stream(st, 0, st.received), t.table_sha256)
             if len(table.pieces) != self.ref.pieces or table.wire_size != self.ref.size:
                 raise ManifestError("piece table disagrees with the manifest")
-        except ManifestError:  # signed but unusable: drop it rather than loop
-            self._commit([Rec.RESET, TABLE])
-            self._table_hash = None
+        except ManifestError:
+            # these are the signed bytes, so the release itself is broken: give it up for good
+            # rather than fetch the same table forever
+            self._commit([Rec.FAIL])
+            self._forget_target()
             return False
         self._commit([Rec.DONE, TABLE])
         self._set_table(table)
