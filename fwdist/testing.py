@@ -31,7 +31,7 @@ from fwdist import protocol as p
 from fwdist.chunker import ChunkerParams
 from fwdist.flash import Flash, PowerCut
 from fwdist.lockbox import BoxConfig, Lockbox
-from fwdist.manifest import Manifest, PieceTable, decode, key_id
+from fwdist.manifest import Manifest, PieceTable, Version, decode, key_id
 from fwdist.releases import load_table, table_bytes, wire_piece
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
@@ -236,8 +236,6 @@ class Phone:
         rel = self._pick(status)
         if rel is None:
             return
-        from fwdist.manifest import Version
-
         running = Version.parse(status.running_version)
         target = status.target
         if target is None or target.tag != rel.tag:
@@ -415,8 +413,9 @@ class LockboxMachine(RuleBasedStateMachine):
             flipped = bytearray(frames[i])
             flipped[rng.randrange(2, len(flipped))] ^= 1 << rng.randrange(8)
             frames[i] = bytes(flipped)
-        else:
-            frames = [p.encode(p.Data(b"\x00\x01\x02\x03", piece, 0, data[:64]))]
+        else:  # a piece of another release (real tag, real bytes)
+            other = next(r for r in self.rel.releases if r.tag != t.tag)
+            frames = [p.encode(p.Data(other.tag, piece, 0, data[:64]))]
         before = self._verified()
         self.box.open_session(self.now)
         out = self.box.receive_data(p.encode(p.Hello(p.PROTOCOL_VERSION, 244)), self.now)
@@ -430,6 +429,29 @@ class LockboxMachine(RuleBasedStateMachine):
         if mode == "foreign":
             assert any(isinstance(e, p.Error) and e.code == p.ErrorCode.WRONG_RELEASE for e in evs)
         assert before <= self._verified()
+
+    @rule(which=st.integers(0, 2))
+    def replay_manifest(self, which: int) -> None:
+        """Offer a manifest outright, as a replaying attacker would: old ones change nothing."""
+        rel = self.rel.releases[which]
+        status = self.box.status_frame()
+        stale = Version.parse(rel.version) <= Version.parse(status.running_version) or (
+            status.target is not None and status.target.tag != rel.tag
+            and Version.parse(rel.version) <= Version.parse(status.target.version))
+        before = self.box.state_bytes()
+        self.box.open_session(self.now)
+        out = self.box.receive_data(p.encode(p.Hello(p.PROTOCOL_VERSION, 244)), self.now)
+        for off in range(0, len(rel.wire), 180):
+            out += self.box.receive_data(
+                p.encode(p.Offer(len(rel.wire), off, rel.wire[off : off + 180])), self.now)
+        self.box.end_session(self.now)
+        evs = p.decode_frames(out, p.MAX_FRAME)
+        if stale:
+            assert isinstance(evs[-1], p.Reject) and self.box.state_bytes() == before
+        else:
+            assert evs[-1] == p.Accept(rel.tag)
+            if rel.tag != self.model_tag:
+                self.model_tag, self.model_done = rel.tag, set()
 
     @rule()
     def idle(self) -> None:
