@@ -50,7 +50,7 @@ from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
 from fwdist.transport import BoxEndpoint
 from sim.draws import Access, BoxDraw
-from sim.release import ReleaseInfo
+from sim.release import ReleaseInfo, cache_base
 from sim.strategy import Progress
 
 RAM_BUDGET = (
@@ -85,7 +85,7 @@ def full_only_store(release: ReleaseInfo) -> tuple[Path, dict[bytes, Ed25519Publ
     digest = hashlib.sha256(
         b"%s|%s|%s" % (m.image_sha256, release.product.encode(), release.target.encode())
     ).hexdigest()[:24]
-    base = release.store.parent / "sim-full-only" / digest
+    base = cache_base() / "sim-full-only" / digest
     if not (base / "store" / "fwdist-store").exists():
         base.parent.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=digest + ".tmp-", dir=base.parent))

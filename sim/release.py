@@ -146,9 +146,13 @@ def peer_delta(old: bytes, new: bytes) -> PeerDelta:
     return min(results, key=lambda r: (r.size, r.tool))
 
 
+def cache_base() -> Path:
+    """Where the simulator keeps what it derives (never inside a user's store)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fwdist"
+
+
 def sample_store_dir(image_bytes: int, seed: int) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fwdist"
-    return base / f"sim-sample-v{_CACHE_FORMAT}-{image_bytes}-{seed}"
+    return cache_base() / f"sim-sample-v{_CACHE_FORMAT}-{image_bytes}-{seed}"
 
 
 def stage_sample(dest: Path, product: str, image_bytes: int, seed: int) -> Path:
@@ -209,7 +213,7 @@ def load_release(
             ) from None
         if progress:
             progress(f"oracle delta {v} -> {target}")
-        oracle[v] = _cached_peer_delta(store_dir, release_image(store, old_m), new)
+        oracle[v] = _cached_peer_delta(release_image(store, old_m), new)
         delta_air[v] = plan(store, product, v, target).air_bytes
     full_air = plan(store, product, "0.0.0", target).air_bytes
     return ReleaseInfo(
@@ -217,10 +221,10 @@ def load_release(
     )
 
 
-def _cached_peer_delta(store_dir: Path, old: bytes, new: bytes) -> PeerDelta:
+def _cached_peer_delta(old: bytes, new: bytes) -> PeerDelta:
     """Peer tools take seconds at -19; remember their answer next to the store."""
     key = hashlib.sha256(hashlib.sha256(old).digest() + hashlib.sha256(new).digest()).hexdigest()
-    cache = store_dir.parent / "oracle-cache" / key[:32]
+    cache = cache_base() / "sim-oracle" / key[:32]
     try:
         tool, size = cache.read_text().rsplit("\t", 1)
         return PeerDelta(tool, int(size))
