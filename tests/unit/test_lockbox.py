@@ -558,3 +558,34 @@ def test_figures_for_a_256k_image(tmp_path: Path, max_frame: int) -> None:
               f"({transfer_erases} erases), journal records {box.journal.records_written}, "
               f"compactions {box.journal.compactions}")
         assert log.overhead < (0.13 if max_frame == 244 else 0.09) * content
+
+
+def test_unsupported_protocol_version_ends_the_session(rel: Releases) -> None:
+    box = new_box(rel, box_config(rel))
+    box.open_session(NOW)
+    evs = p.decode_frames(box.receive_data(p.encode(p.Hello(2, 244)), NOW))
+    assert [type(e) for e in evs] == [p.Error] and evs[0].code == p.ErrorCode.UNSUPPORTED_VERSION
+
+
+def test_a_file_backed_box_persists_between_runs(rel_full: Releases, tmp_path: Path) -> None:
+    from fwdist.flash import FileFlash
+
+    cfg = box_config(rel_full)
+    target = rel_full.releases[1]
+    path = tmp_path / "flash.bin"
+    flash = FileFlash(path, cfg.flash_size(), cfg.sector_size, cfg.align)
+    first = rel_full.releases[0]
+    Lockbox.provision(flash, cfg, first.image, first.version)
+    flash.close()
+    for run in range(100):  # each run is a new process: open the file, boot, one session
+        flash = FileFlash(path, cfg.flash_size(), cfg.sector_size, cfg.align)
+        box = Lockbox(flash, cfg, rel_full.trusted)
+        box.boot(NOW)
+        if box.status()["running_version"] == target.version:
+            break
+        Phone([target], order_seed=run).session(box, NOW, budget=6000)
+        box.idle(NOW)
+        box.idle(NOW)
+        flash.close()
+    assert box.running_image() == target.image
+    assert run == 2  # two 6000-byte sessions carry the 8.4 KB; the third run finds it running
