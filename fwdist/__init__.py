@@ -4,6 +4,7 @@ The public surface is re-exported here; the modules behind it are the
 implementation (see DESIGN.md for what each owns).
 """
 
+from fwdist.app import App, PhoneCache, SessionReport
 from fwdist.chunker import ChunkerParams, chunk_bytes, chunk_stream, piece_id
 from fwdist.errors import FwdistError, KeyFileError, ManifestError, StagingError, StoreError
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version
@@ -14,14 +15,17 @@ from fwdist.store import Store
 __version__ = "0.1.0"
 
 __all__ = [
+    "App",
     "ChunkerParams",
     "FwdistError",
     "KeyFileError",
     "Manifest",
     "ManifestError",
     "PayloadRef",
+    "PhoneCache",
     "PieceTable",
     "Plan",
+    "SessionReport",
     "StageOptions",
     "StageResult",
     "StagingError",
