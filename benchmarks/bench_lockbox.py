@@ -297,6 +297,7 @@ def run(
                 + (f"; a do-nothing process (true) peaks at {floor:,} B" if floor else ""),
             )
         )
+    records.sort(key=lambda r: r.name != FIGURES[0][0])  # stable: times first, then memory
     air = d.sent + d.received
     records.append(
         Record(
