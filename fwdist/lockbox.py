@@ -552,6 +552,8 @@ class Lockbox:
         """Apply one record to the state and append it to the journal (compacting when full)."""
         s = self._state
         apply_record(s, rec)
+        if rec[0] == Rec.RESET:
+            self._dirty.pop(rec[1], None)  # its sectors are free now; nothing to relocate
         try:
             self.journal.append(_pack(rec))
         except JournalFull:
