@@ -464,7 +464,10 @@ class LockboxMachine(RuleBasedStateMachine):
 
     @rule()
     def reboot(self) -> None:
+        """A clean reboot (no power cut in flight) restores exactly the state it left."""
+        before = self.box.state_bytes()
         self._reboot()
+        assert self.box.state_bytes() == before
 
     @precondition(lambda self: self.box.s is not None and self.box.s.target is not None)
     @rule(after=st.integers(0, 400), torn=st.booleans(), seed=st.integers(0, 1000),
