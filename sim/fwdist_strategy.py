@@ -135,7 +135,7 @@ class FwdistStrategy:
     epoch: int
 
     @classmethod
-    def load(cls, release: ReleaseInfo, delta: bool) -> FwdistStrategy:
+    def load(cls, release: ReleaseInfo, delta: bool, max_frame: int = 244) -> FwdistStrategy:
         src = Store.open(release.store)
         if delta:
             store_dir, trusted = release.store, dict(trusted_keys(src, None))
@@ -161,6 +161,7 @@ class FwdistStrategy:
             sector_size=ss,
             max_pieces=max_pieces,
             ram_budget=RAM_BUDGET,
+            max_frame=max_frame,
         )
         templates = {}
         for v, image in olds.items():
@@ -271,7 +272,7 @@ class FwdistSession:
         self.now = box.st.epoch + int(a.t)
         lb = box._box()
         self.ep = BoxEndpoint(lb, self.now)
-        self.app = App(box._cache(a))
+        self.app = App(box._cache(a), max_frame=box.st.config.max_frame)
         self.chunk = b""
         self.direction = PHONE
         self.air = 0

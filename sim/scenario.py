@@ -124,6 +124,13 @@ class AccessSpec:
     throughput_Bps: Dist = field(
         default=_D5, metadata=_m("bytes/s", "application bytes per second the phone's link carries")
     )
+    max_frame: int = field(
+        default=244,
+        metadata=_m(
+            "bytes",
+            "largest fwdist frame (ATT MTU − 3): 244 for MTU 247, 182 for 185, 509 for 512",
+        ),
+    )
 
 
 @dataclass(frozen=True)
@@ -342,6 +349,10 @@ def _validate(s: Scenario) -> None:
         )
         >= 0,
         "baseline overheads must be >= 0",
+    )
+    need(
+        128 <= s.access.max_frame <= 4096,
+        "access.max_frame must be 128..4096 (the protocol's range)",
     )
     need(s.release.sample_image_bytes >= 4096, "release.sample_image_bytes must be >= 4096")
 

@@ -64,7 +64,11 @@ def make_strategies(
         elif name in FWDIST:
             from sim.fwdist_strategy import FwdistStrategy
 
-            out.append(FwdistStrategy.load(release, delta=name == "fwdist-delta"))
+            out.append(
+                FwdistStrategy.load(
+                    release, delta=name == "fwdist-delta", max_frame=scenario.access.max_frame
+                )
+            )
         else:
             raise FwdistError(f"unknown strategy {name!r}; known: {', '.join(ALL)}")
     return out
