@@ -861,7 +861,9 @@ class Lockbox:
                 return p.Reason.COUNTER_LOWER
         ref = m.payload_for(s.running_sha256)
         ss = self.config.sector_size
-        need = math.ceil(ref.size / ss) + ref.pieces + math.ceil(self.config.max_table / ss)
+        # every piece may end in a partial sector, the table needs its own, and relocating a
+        # torn tail after a reboot needs one spare
+        need = math.ceil(ref.size / ss) + ref.pieces + math.ceil(self.config.max_table / ss) + 1
         if (m.image_size > self.config.slot_size or ref.pieces > self.config.max_pieces
                 or ref.decode_ram > self.config.ram_budget or need > self.layout.staging.sectors
                 or (ref.is_delta and not self._encoder_known(ref.encoder))):
