@@ -151,8 +151,25 @@ def cache_base() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fwdist"
 
 
+def _staging_code_digest() -> str:
+    """A digest of the code that decides what a staged sample holds, so a cache never goes stale."""
+    import fwdist
+
+    h = hashlib.sha256()
+    pkg = Path(fwdist.__file__).parent
+    for name in ("sample.py", "staging.py", "delta.py", "chunker.py", "manifest.py", "store.py"):
+        try:
+            h.update((pkg / name).read_bytes())
+        except OSError:
+            h.update(name.encode())
+    return h.hexdigest()[:12]
+
+
 def sample_store_dir(image_bytes: int, seed: int) -> Path:
-    return cache_base() / f"sim-sample-v{_CACHE_FORMAT}-{image_bytes}-{seed}"
+    """Cache of the built-in sample, keyed by its parameters and the staging code."""
+    return (
+        cache_base() / f"sim-sample-v{_CACHE_FORMAT}-{image_bytes}-{seed}-{_staging_code_digest()}"
+    )
 
 
 def stage_sample(dest: Path, product: str, image_bytes: int, seed: int) -> Path:
