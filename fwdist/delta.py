@@ -45,6 +45,7 @@ bytes from the fields above, which saves every byte the header would repeat
 
 from __future__ import annotations
 
+import lzma
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -90,6 +91,34 @@ _DATA_WINDOW_LOG: Final = 17
 
 _TAG_ZSTD_DICT: Final = 0x11
 _TAG_BSDIFF_ZSTD: Final = 0x21
+_TAG_BSDIFF_LZMA: Final = 0x31
+
+LZMA_DICT_LOG: Final = 16
+"""Largest LZMA2 dictionary (64 KiB) the bsdiff-lzma encoder uses: bounds decoder RAM.
+
+Measured at preset 9e on the diff + extra streams, bytes against a
+dictionary that holds the whole stream (up to 4 MiB): sample firmware +6,
+orjson +33, pydantic-core +870 (+0.4 %), zstandard (11 MB) +4,119 (+0.4 %).
+128 KiB saves 578 of those on zstandard, 256 KiB 3,530 -- for 64 or 192
+KiB more RAM per data stream, which a lockbox MCU does not have to spare.
+"""
+
+MAX_LZMA_DICT_LOG: Final = 20
+"""Largest dictionary a bsdiff-lzma stream may declare; the decoder refuses bigger ones."""
+
+_LZMA_MIN_DICT_LOG: Final = 12  # liblzma's smallest dictionary, 4 KiB
+_ZSTD_CODER: Final = 0xFF
+
+# (lc, lp, pb) the bsdiff-lzma encoder tries on every stream.  Each was the
+# best on some stream of our pairs (a full grid of the 36 legal triples never
+# beat the best of these by more than 0.3 %): 0/2/2 on the sample firmware's
+# and zstandard's diff (4-byte-aligned code), 0/0/0 on orjson's diff,
+# 3/0/0 on pydantic-core's diff and orjson's extra, 1/0/0 on control columns.
+_LZMA_VARIANTS: Final = ((0, 0, 0), (1, 0, 0), (3, 0, 0), (0, 2, 2))
+
+# LzmaDec's CLzmaDec plus Lzma2Dec's few fields, without probabilities and
+# dictionary, on a 32-bit MCU: about 100 bytes, rounded up.
+_LZMA_STATE_BYTES: Final = 128
 
 # libzstd's decoder state (ZSTD_estimateDCtxSize() for libzstd 1.5.x, 64-bit).
 # A constant, not a call, so decode_ram is the same on every machine.
@@ -265,13 +294,20 @@ def _check_blocks(payload: ReadAt, start: int, end: int, block_max: int) -> None
 
 
 class _Source:
-    """File-like view of a rebuilt frame: header bytes, then a region of the payload."""
+    """File-like view of a rebuilt stream: header bytes, a region of the payload, trailer bytes.
 
-    def __init__(self, header: bytes, payload: ReadAt, start: int, end: int) -> None:
+    Stored streams drop the bytes the decoder can rebuild (a zstd frame header,
+    an LZMA2 end marker); this puts them back around the stored region.
+    """
+
+    def __init__(
+        self, header: bytes, payload: ReadAt, start: int, end: int, trailer: bytes = b""
+    ) -> None:
         self._header = header
         self._payload = payload
         self._pos = start
         self._end = end
+        self._trailer = trailer
 
     def read(self, size: int = -1) -> bytes:
         if self._header:
@@ -279,59 +315,31 @@ class _Source:
             return out
         n = self._end - self._pos if size < 0 else min(size, self._end - self._pos)
         if n <= 0:
-            return b""
+            out, self._trailer = self._trailer, b""
+            return out
         data = _read(self._payload, self._pos, n, "payload")
         self._pos += n
         return data
 
 
-class _Stream:
-    """Bounded-memory reader of one stripped zstd frame: exact reads and varints.
+class _Reader:
+    """Exact reads and varints over one decompressed stream, in bounded memory.
 
-    ``stream_reader.read(n)`` never produces more than ``n`` bytes, so a
-    decompression bomb costs time proportional to what the caller asks for,
-    never memory.
+    Subclasses supply ``_pull(size)``: at most ``size`` decoded bytes, ``b""``
+    at the end.  Since nothing ever asks for more than it needs, a
+    decompression bomb costs time proportional to new_size, never memory.
     """
 
-    def __init__(
-        self,
-        name: str,
-        payload: ReadAt,
-        start: int,
-        end: int,
-        header: bytes,
-        max_window: int,
-        dict_data: bytes = b"",
-    ) -> None:
+    name: str
+
+    def __init__(self, name: str) -> None:
         self.name = name
         self._buf = b""
         self._pos = 0
-        self._reader: zstd.ZstdDecompressionReader | None = None
-        if start == end:
-            return  # an empty stream is stored as no frame at all
-        _check_blocks(payload, start, end, min(max_window, _ZSTD_BLOCK_MAX))
-        zdict = (
-            zstd.ZstdCompressionDict(dict_data, dict_type=zstd.DICT_TYPE_RAWCONTENT)
-            if dict_data
-            else None
-        )
-        try:
-            decompressor = zstd.ZstdDecompressor(
-                dict_data=zdict, max_window_size=max_window, format=zstd.FORMAT_ZSTD1_MAGICLESS
-            )
-            self._reader = decompressor.stream_reader(
-                cast("IO[bytes]", _Source(header, payload, start, end)), read_size=_READ_SIZE
-            )
-        except zstd.ZstdError as exc:
-            raise DeltaError(f"{name} stream: {exc}") from exc
 
     def _pull(self, size: int) -> bytes:
-        if self._reader is None:
-            return b""
-        try:
-            return self._reader.read(size)
-        except zstd.ZstdError as exc:
-            raise DeltaError(f"{self.name} stream corrupt: {exc}") from exc
+        """The base class is the empty stream."""
+        return b""
 
     def take(self, size: int) -> bytes:
         """Exactly ``size`` (<= PIECE) bytes, or DeltaError if the stream ends first."""
@@ -370,6 +378,165 @@ class _Stream:
         """Refuse output left over once the image is complete."""
         if self._pos < len(self._buf) or self._pull(1):
             raise DeltaError(f"{self.name} stream has data past the end of the image")
+
+
+class _Stream(_Reader):
+    """Reader of one stripped zstd frame (``stream_reader.read(n)`` yields at most ``n``)."""
+
+    def __init__(
+        self,
+        name: str,
+        payload: ReadAt,
+        start: int,
+        end: int,
+        header: bytes,
+        max_window: int,
+        dict_data: bytes = b"",
+    ) -> None:
+        super().__init__(name)
+        self._reader: zstd.ZstdDecompressionReader | None = None
+        if start == end:
+            return  # an empty stream is stored as no frame at all
+        _check_blocks(payload, start, end, min(max_window, _ZSTD_BLOCK_MAX))
+        zdict = (
+            zstd.ZstdCompressionDict(dict_data, dict_type=zstd.DICT_TYPE_RAWCONTENT)
+            if dict_data
+            else None
+        )
+        try:
+            decompressor = zstd.ZstdDecompressor(
+                dict_data=zdict, max_window_size=max_window, format=zstd.FORMAT_ZSTD1_MAGICLESS
+            )
+            self._reader = decompressor.stream_reader(
+                cast("IO[bytes]", _Source(header, payload, start, end)), read_size=_READ_SIZE
+            )
+        except zstd.ZstdError as exc:
+            raise DeltaError(f"{name} stream: {exc}") from exc
+
+    def _pull(self, size: int) -> bytes:
+        if self._reader is None:
+            return b""
+        try:
+            return self._reader.read(size)
+        except zstd.ZstdError as exc:
+            raise DeltaError(f"{self.name} stream corrupt: {exc}") from exc
+
+
+# --------------------------------------------------------------------------
+# raw LZMA2 streams, stored without their end marker
+
+
+def _lzma_filters(props: int, dict_log: int) -> list[dict[str, int]]:
+    lc, lp, pb = _lzma_lc_lp_pb(props)
+    return [
+        {
+            "id": lzma.FILTER_LZMA2,
+            "preset": 9 | lzma.PRESET_EXTREME,
+            "dict_size": 1 << dict_log,
+            "lc": lc,
+            "lp": lp,
+            "pb": pb,
+        }
+    ]
+
+
+def _lzma_props(lc: int, lp: int, pb: int) -> int:
+    """The standard LZMA properties byte, as in an .lzma header or an LZMA2 chunk."""
+    return (pb * 5 + lp) * 9 + lc
+
+
+def _lzma_lc_lp_pb(props: int) -> tuple[int, int, int]:
+    return props % 9, props // 9 % 5, props // 45
+
+
+def _lzma_compress(data: bytes, props: int, dict_log: int) -> bytes:
+    """Raw LZMA2 at preset 9e, minus the one-byte end marker the decoder puts back."""
+    raw = lzma.compress(data, format=lzma.FORMAT_RAW, filters=_lzma_filters(props, dict_log))
+    if not raw or raw[-1] != 0x00:
+        raise AssertionError("liblzma produced an LZMA2 stream without an end marker")
+    return raw[:-1]
+
+
+def _lzma_ram(props: int, dict_log: int) -> int:
+    """RAM of one streaming LZMA2 decoder the way LzmaDec/Lzma2Dec (LZMA SDK) lays it out.
+
+    The dictionary (which is also the output history), 16-bit probabilities --
+    1846 fixed plus 0x300 per literal coder, and there are 2^(lc+lp) literal
+    coders -- the decoder's own state, and one input buffer.
+    """
+    lc, lp, _ = _lzma_lc_lp_pb(props)
+    probs = (1846 + (0x300 << (lc + lp))) * 2
+    return (1 << dict_log) + probs + _LZMA_STATE_BYTES + _READ_SIZE
+
+
+def _check_lzma2_chunks(payload: ReadAt, start: int, end: int, props: int) -> None:
+    """Walk the LZMA2 chunk headers of a stored stream before decoding a byte of it.
+
+    The stream must end exactly at ``end`` (its end marker is not stored), and
+    every chunk that sets properties must set the ones the payload header
+    declared: liblzma would accept any, but a device decoder sizes its
+    probability table from the header, and :func:`decode_ram` reports that size.
+    """
+    pos = start
+    while pos < end:
+        control = _read(payload, pos, 1, "payload")[0]
+        if control in (1, 2):  # stored chunk (1: with dictionary reset)
+            head = 3
+        elif control >= 0x80:  # LZMA chunk; bits 5-6 say what it resets
+            head = 6 if control >= 0xC0 else 5
+        else:  # 0x00 would be the end marker, which is not stored; 0x03-0x7F are invalid
+            raise DeltaError(f"LZMA2 chunk control byte {control:#04x} invalid")
+        if pos + head > end:
+            raise DeltaError("LZMA2 stream truncated")
+        fields = _read(payload, pos + 1, head - 1, "payload")
+        if control < 0x80:
+            size = int.from_bytes(fields[0:2], "big") + 1
+        else:
+            size = int.from_bytes(fields[2:4], "big") + 1
+            if head == 6 and fields[4] != props:
+                raise DeltaError(
+                    f"LZMA2 chunk properties {fields[4]:#04x} differ from the header's {props:#04x}"
+                )
+        pos += head + size
+    if pos != end:
+        raise DeltaError("LZMA2 stream truncated")
+
+
+class _LzmaStream(_Reader):
+    """Reader of one stored raw LZMA2 stream: liblzma, fed 16 KiB at a time.
+
+    ``decompress(data, max_length)`` keeps unconsumed input inside the
+    decompressor and never returns more than asked for, so neither the stream
+    nor its output is ever held whole.  Every liblzma error becomes DeltaError.
+    """
+
+    def __init__(
+        self, name: str, payload: ReadAt, start: int, end: int, props: int, dict_log: int
+    ) -> None:
+        super().__init__(name)
+        _check_lzma2_chunks(payload, start, end, props)
+        self._source = _Source(b"", payload, start, end, trailer=b"\x00")
+        try:
+            self._lzma = lzma.LZMADecompressor(
+                format=lzma.FORMAT_RAW, filters=_lzma_filters(props, dict_log)
+            )
+        except (lzma.LZMAError, ValueError) as exc:
+            raise DeltaError(f"{name} stream: {exc}") from exc
+
+    def _pull(self, size: int) -> bytes:
+        while not self._lzma.eof:
+            data = b""
+            if self._lzma.needs_input:
+                data = self._source.read(_READ_SIZE)
+                if not data:
+                    return b""  # input exhausted before the end marker: "ends early"
+            try:
+                out = self._lzma.decompress(data, max_length=size)
+            except lzma.LZMAError as exc:
+                raise DeltaError(f"{self.name} stream corrupt: {exc}") from exc
+            if out:
+                return out
+        return b""
 
 
 def _emit(sink: Sink, data: bytes, budget: list[int]) -> None:
@@ -445,7 +612,7 @@ def _zstd_dict_apply(
 
 
 # --------------------------------------------------------------------------
-# bsdiff-zstd
+# bsdiff: the transform and the decoding loop both back ends share
 
 _STREAMS: Final = ("seek", "x", "y", "diff", "extra")
 
@@ -477,8 +644,8 @@ def _bsdiff_triples(old: bytes, new: bytes) -> tuple[list[tuple[int, int, int]],
     return triples, diff, extra
 
 
-def _bsdiff_zstd_encode(old: bytes, new: bytes) -> bytes:
-    """bsdiff transform, five columns, each a stripped zstd frame.
+def _bsdiff_columns(old: bytes, new: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    """The five raw streams (seek, x, y, diff, extra), before compression.
 
     Columns compress better than interleaved triples (each column has its own
     statistics: measured -4 % control bytes against one columnar frame, -6 %
@@ -495,7 +662,78 @@ def _bsdiff_zstd_encode(old: bytes, new: bytes) -> bytes:
         xs += _uv(x)
         ys += _uv(y)
         prev_y = y
-    raw_streams = (bytes(seeks), bytes(xs), bytes(ys), diff, extra)
+    return bytes(seeks), bytes(xs), bytes(ys), diff, extra
+
+
+def _stream_bounds(
+    pos: int, lengths: list[int], payload_size: int, what: str
+) -> list[tuple[int, int]]:
+    """(start, end) of the five streams: four lengths from the header, the last to the end."""
+    bounds = []
+    for n in lengths:
+        bounds.append((pos, pos + n))
+        pos += n
+    if pos > payload_size:
+        raise DeltaError(f"{what} streams overrun the payload")
+    bounds.append((pos, payload_size))
+    return bounds
+
+
+def _add(old: bytes, diff: bytes) -> bytes:
+    """Byte-wise (old + diff) mod 256, as SWAR on Python ints: no per-byte loop."""
+    if diff.count(0) == len(diff):
+        return old
+    n = len(old)
+    a = int.from_bytes(old, "little")
+    b = int.from_bytes(diff, "little")
+    low = int.from_bytes(b"\x7f" * n, "little")
+    high = int.from_bytes(b"\x80" * n, "little")
+    total = ((a & low) + (b & low)) ^ ((a ^ b) & high)
+    return total.to_bytes(n, "little")
+
+
+def _bsdiff_run(
+    old: ReadAt, old_size: int, streams: list[_Reader], sink: Sink, new_size: int
+) -> None:
+    """Replay the control triples: O(3 x PIECE) memory on top of the stream decoders."""
+    seeks, xs, ys, diff, extra = streams
+    budget = [new_size]
+    old_pos = 0
+    new_pos = 0
+    prev_y = 0
+    while new_pos < new_size:
+        old_pos += _unzigzag(seeks.uv()) + prev_y
+        x = xs.uv()
+        y = ys.uv()
+        if not 0 <= old_pos <= old_size:
+            raise DeltaError(f"seek to {old_pos} outside the old image")
+        if x + y == 0 or new_pos + x + y > new_size:
+            raise DeltaError(f"control ({x}, {y}) at {new_pos} outside the new image")
+        if old_pos + x > old_size:
+            raise DeltaError(f"diff of {x} at {old_pos} runs past the old image")
+        end = old_pos + x
+        while old_pos < end:
+            n = min(PIECE, end - old_pos)
+            _emit(sink, _add(_read(old, old_pos, n, "old"), diff.take(n)), budget)
+            old_pos += n
+        left = y
+        while left:
+            n = min(PIECE, left)
+            _emit(sink, extra.take(n), budget)
+            left -= n
+        new_pos += x + y
+        prev_y = y
+    for stream in streams:
+        stream.finish()
+
+
+# --------------------------------------------------------------------------
+# bsdiff-zstd
+
+
+def _bsdiff_zstd_encode(old: bytes, new: bytes) -> bytes:
+    """bsdiff transform, five columns, each a stripped zstd frame."""
+    raw_streams = _bsdiff_columns(old, new)
     logs = (_CONTROL_WINDOW_LOG,) * 3 + (_DATA_WINDOW_LOG,) * 2
     window_logs: list[int] = []
     bodies: list[bytes] = []
@@ -545,19 +783,6 @@ def _bsdiff_zstd_ram(head: bytes) -> int:
     return sum(_window_ram(log) for log, p in zip(logs, present, strict=True) if p) + 3 * PIECE
 
 
-def _add(old: bytes, diff: bytes) -> bytes:
-    """Byte-wise (old + diff) mod 256, as SWAR on Python ints: no per-byte loop."""
-    if diff.count(0) == len(diff):
-        return old
-    n = len(old)
-    a = int.from_bytes(old, "little")
-    b = int.from_bytes(diff, "little")
-    low = int.from_bytes(b"\x7f" * n, "little")
-    high = int.from_bytes(b"\x80" * n, "little")
-    total = ((a & low) + (b & low)) ^ ((a ^ b) & high)
-    return total.to_bytes(n, "little")
-
-
 def _bsdiff_zstd_apply(
     old: ReadAt, old_size: int, payload: ReadAt, payload_size: int, sink: Sink, new_size: int
 ) -> None:
@@ -567,45 +792,148 @@ def _bsdiff_zstd_apply(
     )
     if got_new != new_size:
         raise DeltaError(f"payload makes {got_new} bytes, not new_size {new_size}")
-    bounds = []
-    for n in lengths:
-        bounds.append((pos, pos + n))
-        pos += n
-    if pos > payload_size:
-        raise DeltaError("bsdiff-zstd streams overrun the payload")
-    bounds.append((pos, payload_size))
-    seeks, xs, ys, diff, extra = (
+    bounds = _stream_bounds(pos, lengths, payload_size, "bsdiff-zstd")
+    streams: list[_Reader] = [
         _Stream(name, payload, start, end, bytes([_FHD_STREAM, (log - 10) << 3]), 1 << log)
         for name, (start, end), log in zip(_STREAMS, bounds, logs, strict=True)
+    ]
+    _bsdiff_run(old, old_size, streams, sink, new_size)
+
+
+# --------------------------------------------------------------------------
+# bsdiff-lzma
+
+Coder = tuple[int, int]
+"""How one bsdiff-lzma stream is stored: (method, log), two header bytes.
+
+``(0, 0)`` no stream; ``(props, log)`` with props < 225 the LZMA properties
+byte and a ``1 << log`` dictionary; ``(0xFF, log)`` a stripped zstd frame
+with a ``1 << log`` window.
+"""
+
+_EMPTY: Final[Coder] = (0, 0)
+
+
+def _smallest_coding(data: bytes, zstd_log: int) -> tuple[Coder, bytes]:
+    """Try zstd and every LZMA variant on one stream; keep the fewest bytes (then least RAM).
+
+    The LZMA dictionary is the stream's size rounded up to a power of two,
+    capped at :data:`LZMA_DICT_LOG`: a small control column gets a small
+    dictionary, so the decoder's RAM follows what the payload needs.
+    """
+    if not data:
+        return _EMPTY, b""
+    got_log, body = _strip_stream_frame(_compress(data, zstd_log))
+    options = [(len(body), _window_ram(got_log), (_ZSTD_CODER, got_log), body)]
+    dict_log = min(LZMA_DICT_LOG, max(_LZMA_MIN_DICT_LOG, (len(data) - 1).bit_length()))
+    for lc, lp, pb in _LZMA_VARIANTS:
+        props = _lzma_props(lc, lp, pb)
+        body = _lzma_compress(data, props, dict_log)
+        options.append((len(body), _lzma_ram(props, dict_log), (props, dict_log), body))
+    _, _, coder, body = min(options, key=lambda o: o[:2])
+    return coder, body
+
+
+def _bsdiff_lzma_encode(old: bytes, new: bytes) -> bytes:
+    """bsdiff transform, five columns, each stored the smallest way found."""
+    logs = (_CONTROL_WINDOW_LOG,) * 3 + (_DATA_WINDOW_LOG,) * 2
+    coded = [
+        _smallest_coding(data, log)
+        for data, log in zip(_bsdiff_columns(old, new), logs, strict=True)
+    ]
+    head = bytes([_TAG_BSDIFF_LZMA]) + _uv(len(new))
+    head += bytes(b for coder, _ in coded for b in coder)
+    head += b"".join(_uv(len(body)) for _, body in coded[:-1])
+    return head + b"".join(body for _, body in coded)
+
+
+def _check_coder(name: str, coder: Coder) -> None:
+    method, log = coder
+    if coder == _EMPTY:
+        return
+    if method == _ZSTD_CODER:
+        if not 10 <= log <= MAX_WINDOW_LOG:
+            raise DeltaError(f"bsdiff-lzma {name} stream: zstd window log {log} not in 10..20")
+        return
+    if method >= 225:
+        raise DeltaError(f"bsdiff-lzma {name} stream: coder {method:#04x} unknown")
+    lc, lp, _ = _lzma_lc_lp_pb(method)
+    if lc + lp > 4:
+        raise DeltaError(f"bsdiff-lzma {name} stream: lc + lp = {lc + lp} exceeds LZMA2's 4")
+    if not _LZMA_MIN_DICT_LOG <= log <= MAX_LZMA_DICT_LOG:
+        raise DeltaError(
+            f"bsdiff-lzma {name} stream: dictionary log {log} not in "
+            f"{_LZMA_MIN_DICT_LOG}..{MAX_LZMA_DICT_LOG}"
+        )
+
+
+def _bsdiff_lzma_header(head: bytes) -> tuple[int, list[Coder], list[int], int]:
+    """(new_size, the five coders, stream lengths of the first four, header length)."""
+    cur = _Cursor(head)
+    if cur.byte() != _TAG_BSDIFF_LZMA:
+        raise DeltaError("not a bsdiff-lzma payload (tag)")
+    new_size = cur.uv()
+    coders: list[Coder] = []
+    for name in _STREAMS:
+        coder = (cur.byte(), cur.byte())
+        _check_coder(name, coder)
+        coders.append(coder)
+    lengths = [cur.uv() for _ in range(4)]
+    return new_size, coders, lengths, cur.pos
+
+
+_BSDIFF_LZMA_HEAD_MAX: Final = 1 + _MAX_VARINT_BYTES + 2 * 5 + 4 * _MAX_VARINT_BYTES
+
+
+def _coder_ram(coder: Coder) -> int:
+    method, log = coder
+    if coder == _EMPTY:
+        return 0
+    if method == _ZSTD_CODER:
+        return _window_ram(log)
+    return _lzma_ram(method, log)
+
+
+def _bsdiff_lzma_ram(head: bytes) -> int:
+    """Every present stream's decoder (all five are open at once), plus three 64 KiB pieces.
+
+    The header names every stream's coder and dictionary, so this is exact
+    for what the payload declares -- and the decoder refuses a stream that
+    would need more (bigger dictionary, other LZMA properties).
+    """
+    _, coders, _, _ = _bsdiff_lzma_header(head)
+    return sum(_coder_ram(c) for c in coders) + 3 * PIECE
+
+
+def _open_stream(name: str, payload: ReadAt, start: int, end: int, coder: Coder) -> _Reader:
+    method, log = coder
+    if coder == _EMPTY:
+        if start != end:
+            raise DeltaError(f"{name} stream declared empty but has {end - start} bytes")
+        return _Reader(name)
+    if start == end:
+        raise DeltaError(f"{name} stream has a coder but no bytes")
+    if method == _ZSTD_CODER:
+        header = bytes([_FHD_STREAM, (log - 10) << 3])
+        return _Stream(name, payload, start, end, header, 1 << log)
+    return _LzmaStream(name, payload, start, end, method, log)
+
+
+def _bsdiff_lzma_apply(
+    old: ReadAt, old_size: int, payload: ReadAt, payload_size: int, sink: Sink, new_size: int
+) -> None:
+    """Stream the new image: the five decoders' RAM plus 3 x PIECE, whatever the image size."""
+    got_new, coders, lengths, pos = _bsdiff_lzma_header(
+        _read(payload, 0, min(payload_size, _BSDIFF_LZMA_HEAD_MAX), "payload")
     )
-    budget = [new_size]
-    old_pos = 0
-    new_pos = 0
-    prev_y = 0
-    while new_pos < new_size:
-        old_pos += _unzigzag(seeks.uv()) + prev_y
-        x = xs.uv()
-        y = ys.uv()
-        if not 0 <= old_pos <= old_size:
-            raise DeltaError(f"seek to {old_pos} outside the old image")
-        if x + y == 0 or new_pos + x + y > new_size:
-            raise DeltaError(f"control ({x}, {y}) at {new_pos} outside the new image")
-        if old_pos + x > old_size:
-            raise DeltaError(f"diff of {x} at {old_pos} runs past the old image")
-        end = old_pos + x
-        while old_pos < end:
-            n = min(PIECE, end - old_pos)
-            _emit(sink, _add(_read(old, old_pos, n, "old"), diff.take(n)), budget)
-            old_pos += n
-        left = y
-        while left:
-            n = min(PIECE, left)
-            _emit(sink, extra.take(n), budget)
-            left -= n
-        new_pos += x + y
-        prev_y = y
-    for stream in (seeks, xs, ys, diff, extra):
-        stream.finish()
+    if got_new != new_size:
+        raise DeltaError(f"payload makes {got_new} bytes, not new_size {new_size}")
+    bounds = _stream_bounds(pos, lengths, payload_size, "bsdiff-lzma")
+    streams = [
+        _open_stream(name, payload, start, end, coder)
+        for name, (start, end), coder in zip(_STREAMS, bounds, coders, strict=True)
+    ]
+    _bsdiff_run(old, old_size, streams, sink, new_size)
 
 
 # --------------------------------------------------------------------------
@@ -622,6 +950,13 @@ ENCODERS: Mapping[str, Encoder] = MappingProxyType(
             _bsdiff_zstd_encode,
             _bsdiff_zstd_apply,
             _bsdiff_zstd_ram,
+        ),
+        "bsdiff-lzma": Encoder(
+            "bsdiff-lzma",
+            _TAG_BSDIFF_LZMA,
+            _bsdiff_lzma_encode,
+            _bsdiff_lzma_apply,
+            _bsdiff_lzma_ram,
         ),
     }
 )

@@ -73,6 +73,11 @@ def firmware_pair(seed: int, n_functions: int = 300) -> tuple[bytes, bytes]:
 OLD, NEW = firmware_pair(2024)
 
 
+def lzma_ram(lc: int, lp: int, dict_log: int) -> int:
+    """LzmaDec's RAM for one stream: dictionary, 16-bit probabilities, state, 16 KiB input."""
+    return (1 << dict_log) + (1846 + (0x300 << (lc + lp))) * 2 + 128 + 16 * 1024
+
+
 def reader(data: bytes) -> Callable[[int, int], bytes]:
     def read(offset: int, size: int) -> bytes:
         assert offset >= 0 and offset + size <= len(data), (offset, size, len(data))
@@ -135,7 +140,7 @@ def test_round_trip_spans_many_pieces(encoder: str) -> None:
 def test_exact_sizes_for_the_seeded_pair() -> None:
     """Pinned: a change to the format or the encoders' settings shows up here."""
     sizes = {name: len(encode_with(name, OLD, NEW)) for name in ENCODER_NAMES}
-    assert sizes == {"bsdiff-zstd": 3_353, "zstd-dict": 3_888}
+    assert sizes == {"bsdiff-lzma": 3_241, "bsdiff-zstd": 3_353, "zstd-dict": 3_888}
 
 
 def test_exact_sizes_identical_and_empty() -> None:
@@ -143,7 +148,10 @@ def test_exact_sizes_identical_and_empty() -> None:
     assert encode_with("bsdiff-zstd", b"", b"") == b"\x21\x00" + bytes(7)
     # zstd-dict: tag, old_size, new_size, one empty last raw block.
     assert encode_with("zstd-dict", b"", b"") == b"\x11\x00\x00\x01\x00\x00"
+    # bsdiff-lzma: tag, new_size, five (0, 0) "no stream" coders, 4 stream lengths.
+    assert encode_with("bsdiff-lzma", b"", b"") == b"\x31\x00" + bytes(10) + bytes(4)
     assert len(encode_with("bsdiff-zstd", OLD, OLD)) == 37
+    assert len(encode_with("bsdiff-lzma", OLD, OLD)) == 44
     assert len(encode_with("zstd-dict", OLD, OLD)) == 20
 
 
@@ -155,6 +163,11 @@ def test_decode_ram() -> None:
     assert decode_ram("zstd-dict", zd) == len(OLD) + len(NEW) + 95_968
     bz = encode_with("bsdiff-zstd", OLD, NEW)
     assert decode_ram("bsdiff-zstd", bz) == 885_664
+    bl = encode_with("bsdiff-lzma", OLD, NEW)
+    # Four 4 KiB-dictionary streams and diff at 64 KiB, all lc0/lp0/pb0: see lzma_ram.
+    assert delta._bsdiff_lzma_header(bl[:64])[1] == [(0, 12)] * 3 + [(0, 16), (0, 12)]
+    assert decode_ram("bsdiff-lzma", bl) == 4 * lzma_ram(0, 0, 12) + lzma_ram(0, 0, 16) + 3 * PIECE
+    assert decode_ram("bsdiff-lzma", bl) == 387_228
     with pytest.raises(DeltaError):
         decode_ram("bsdiff-zstd", bz[:3])
     with pytest.raises(DeltaError):
@@ -277,7 +290,11 @@ def test_flipped_bits_give_an_error_or_an_image_of_the_right_size(encoder: str) 
             assert sum(map(len, pieces)) <= len(NEW)
         else:
             assert sum(map(len, pieces)) == len(NEW)
-    assert (errors, len(positions)) == {"bsdiff-zstd": (184, 340), "zstd-dict": (165, 340)}[encoder]
+    assert (errors, len(positions)) == {
+        "bsdiff-lzma": (325, 340),
+        "bsdiff-zstd": (184, 340),
+        "zstd-dict": (165, 340),
+    }[encoder]
 
 
 @pytest.mark.parametrize("encoder", ENCODER_NAMES)
@@ -341,6 +358,38 @@ def bsdiff_payload(
     return head + b"".join(_uv(len(b)) for b in bodies[:-1]) + b"".join(bodies)
 
 
+def lzma_payload(
+    new_size: int,
+    triples: list[tuple[int, int, int]],
+    diff: bytes,
+    extra: bytes,
+    *,
+    coders: list[tuple[int, int]] | None = None,
+    bodies: dict[int, bytes] | None = None,
+    props: int = 0,
+    dict_log: int = 12,
+) -> bytes:
+    """A bsdiff-lzma payload from explicit triples: every stream raw LZMA2 (props, dict_log).
+
+    ``coders`` replaces the header's coders, ``bodies`` the stored bytes of some streams.
+    """
+    columns = [
+        b"".join(_uv(_zz(s)) for s, _, _ in triples),
+        b"".join(_uv(x) for _, x, _ in triples),
+        b"".join(_uv(y) for _, _, y in triples),
+        diff,
+        extra,
+    ]
+    stored = [delta._lzma_compress(c, props, dict_log) if c else b"" for c in columns]
+    heads = [(props, dict_log) if c else (0, 0) for c in columns]
+    for i, body in (bodies or {}).items():
+        stored[i] = body
+    if coders is not None:
+        heads = coders
+    head = b"\x31" + _uv(new_size) + bytes(b for c in heads for b in c)
+    return head + b"".join(_uv(len(b)) for b in stored[:-1]) + b"".join(stored)
+
+
 OLD16 = bytes(range(16))
 
 
@@ -352,6 +401,7 @@ def test_handmade_payload_decodes() -> None:
     )
 
 
+@pytest.mark.parametrize("fmt", ["bsdiff-zstd", "bsdiff-lzma"])
 @pytest.mark.parametrize(
     ("triples", "diff", "extra", "message"),
     [
@@ -368,12 +418,13 @@ def test_handmade_payload_decodes() -> None:
     ],
 )
 def test_control_values_are_checked(
-    triples: list[tuple[int, int, int]], diff: bytes, extra: bytes, message: str
+    fmt: str, triples: list[tuple[int, int, int]], diff: bytes, extra: bytes, message: str
 ) -> None:
-    payload = bsdiff_payload(4, triples, diff, extra)
-    pieces = _expect_error("bsdiff-zstd", OLD16, payload, 4)
+    build = bsdiff_payload if fmt == "bsdiff-zstd" else lzma_payload
+    payload = build(4, triples, diff, extra)
+    pieces = _expect_error(fmt, OLD16, payload, 4)
     with pytest.raises(DeltaError, match=message):
-        run("bsdiff-zstd", OLD16, payload, 4)
+        run(fmt, OLD16, payload, 4)
     assert sum(map(len, pieces)) <= 4
 
 
@@ -404,12 +455,13 @@ def test_decompression_bomb_is_bounded() -> None:
     assert sum(map(len, pieces)) <= 100
 
 
-def test_sink_never_gets_more_than_new_size() -> None:
-    payload = encode_with("bsdiff-zstd", OLD, NEW)
+@pytest.mark.parametrize("encoder", ["bsdiff-zstd", "bsdiff-lzma"])
+def test_sink_never_gets_more_than_new_size(encoder: str) -> None:
+    payload = encode_with(encoder, OLD, NEW)
     got: list[int] = []
     with pytest.raises(DeltaError):
         apply(
-            "bsdiff-zstd",
+            encoder,
             reader(OLD),
             len(OLD),
             reader(payload),
@@ -418,3 +470,161 @@ def test_sink_never_gets_more_than_new_size() -> None:
             new_size=len(NEW) - 1,
         )
     assert sum(got) == 0  # the header's new_size disagrees: refused before any output
+
+
+# ---------------------------------------------------------------------------
+# bsdiff-lzma: header, coders, LZMA2 chunk framing, dictionary bound
+
+
+def test_lzma_handmade_payload_decodes_with_any_legal_props() -> None:
+    want = bytes([3, 3, 4, 4]) + b"XY" + bytes([2, 3, 4, 5])
+    triples = [(2, 4, 2), (-6, 4, 0)]
+    for lc, lp, pb in [(0, 0, 0), (3, 0, 2), (0, 2, 2), (4, 0, 4), (0, 4, 0)]:
+        props = (pb * 5 + lp) * 9 + lc
+        payload = lzma_payload(10, triples, b"\x01\x00\x00\xff" + bytes(4), b"XY", props=props)
+        assert b"".join(run("bsdiff-lzma", OLD16, payload, 10)) == want
+        assert decode_ram("bsdiff-lzma", payload) == 5 * lzma_ram(lc, lp, 12) + 3 * PIECE
+
+
+def test_lzma_payload_may_mix_in_zstd_streams() -> None:
+    log, seek = delta._strip_stream_frame(delta._compress(_uv(_zz(2)) + _uv(_zz(-6)), 14))
+    payload = lzma_payload(
+        10,
+        [(2, 4, 2), (-6, 4, 0)],
+        b"\x01\x00\x00\xff" + bytes(4),
+        b"XY",
+        coders=[(0xFF, log)] + [(0, 12)] * 4,
+        bodies={0: seek},
+    )
+    assert b"".join(run("bsdiff-lzma", OLD16, payload, 10)) == (
+        bytes([3, 3, 4, 4]) + b"XY" + bytes([2, 3, 4, 5])
+    )
+    assert log == 10
+    zstd_ram = 95_968 + 3 * 1024 + 64  # state, input block, window, slack
+    assert decode_ram("bsdiff-lzma", payload) == zstd_ram + 4 * lzma_ram(0, 0, 12) + 3 * PIECE
+
+
+@pytest.mark.parametrize(
+    ("coder", "message"),
+    [
+        ((225, 12), "coder 0xe1 unknown"),
+        ((0xFE, 12), "coder 0xfe unknown"),
+        ((21, 12), "lc \\+ lp = 5 exceeds"),  # lc 3, lp 2
+        ((0, 11), "dictionary log 11 not in 12..20"),
+        ((0, 21), "dictionary log 21 not in 12..20"),
+        ((0, 0xFF), "dictionary log 255"),
+        ((0xFF, 9), "zstd window log 9 not in 10..20"),
+        ((0xFF, 21), "zstd window log 21"),
+    ],
+)
+def test_lzma_header_coders_are_checked(coder: tuple[int, int], message: str) -> None:
+    payload = lzma_payload(4, [(0, 4, 0)], bytes(4), b"", coders=[(0, 12)] * 3 + [coder, (0, 0)])
+    with pytest.raises(DeltaError, match=message):
+        run("bsdiff-lzma", OLD16, payload, 4)
+    with pytest.raises(DeltaError, match=message):
+        decode_ram("bsdiff-lzma", payload)
+
+
+def test_lzma_stream_presence_must_match_its_coder() -> None:
+    declared_empty = lzma_payload(
+        4, [(0, 4, 0)], bytes(4), b"", coders=[(0, 12)] * 3 + [(0, 0)] * 2
+    )
+    with pytest.raises(DeltaError, match="diff stream declared empty but has"):
+        run("bsdiff-lzma", OLD16, declared_empty, 4)
+    missing = lzma_payload(4, [(0, 4, 0)], bytes(4), b"", coders=[(0, 12)] * 5)
+    with pytest.raises(DeltaError, match="extra stream has a coder but no bytes"):
+        run("bsdiff-lzma", OLD16, missing, 4)
+
+
+def test_lzma_chunk_properties_must_match_the_header() -> None:
+    """liblzma would decode this; a device sized for lc0/lp0 could not."""
+    wide = delta._lzma_compress(bytes(16), (2 * 5 + 2) * 9 + 2, 12)  # lc2 lp2 pb2
+    assert wide[0] == 0xE0 and wide[5] == 0x6E  # an LZMA chunk that sets properties
+    payload = lzma_payload(16, [(0, 16, 0)], bytes(16), b"", bodies={3: wide})
+    assert decode_ram("bsdiff-lzma", payload) == 4 * lzma_ram(0, 0, 12) + 3 * PIECE
+    with pytest.raises(DeltaError, match="chunk properties 0x6e differ from the header's 0x00"):
+        run("bsdiff-lzma", OLD16, payload, 16)
+    honest = lzma_payload(16, [(0, 16, 0)], bytes(16), b"", props=0x6E)
+    assert b"".join(run("bsdiff-lzma", OLD16, honest, 16)) == OLD16
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"\x05", "control byte 0x05 invalid"),
+        (b"\x7f" + bytes(8), "control byte 0x7f invalid"),
+        (b"\x01\x00", "LZMA2 stream truncated"),  # stored chunk, header cut
+        (b"\x01\x00\x03" + bytes(3), "LZMA2 stream truncated"),  # 4 bytes announced, 3 there
+        (b"\x01\x00\x03" + bytes(4) + b"\x00", "control byte 0x00 invalid"),  # end marker stored
+        (b"\x01\x00\x03" + bytes(5), "control byte 0x00 invalid"),
+        (b"\xe0\x00\x03\x00\x05", "LZMA2 stream truncated"),  # LZMA chunk, no props byte
+        (b"\x02\x00\x03" + bytes(4), "diff stream corrupt"),  # no dictionary reset first
+        (b"\x80\x00\x03\x00\x04" + bytes(5), "diff stream corrupt"),  # no properties first
+        (b"\xe0\x00\x03\x00\x04\x00" + b"\xff" * 5, "diff stream corrupt"),  # bad range coder
+        (b"\x01\x00\x02" + bytes(3), "diff stream ends early"),  # stored chunk of 3, 4 needed
+        (b"\x01\x00\x04" + bytes(5), "diff stream has data past the end"),
+    ],
+)
+def test_lzma2_framing_is_checked(body: bytes, message: str) -> None:
+    payload = lzma_payload(4, [(0, 4, 0)], bytes(4), b"", bodies={3: body})
+    pieces = _expect_error("bsdiff-lzma", OLD16, payload, 4)
+    assert sum(map(len, pieces)) <= 4
+    with pytest.raises(DeltaError, match=message):
+        run("bsdiff-lzma", OLD16, payload, 4)
+
+
+def test_stored_lzma2_chunks_decode() -> None:
+    """A stream of stored (uncompressed) chunks is legal LZMA2: no properties needed."""
+    body = b"\x01\x00\x01" + bytes(2) + b"\x02\x00\x01" + b"\x01\x00"
+    payload = lzma_payload(4, [(0, 4, 0)], bytes(4), b"", bodies={3: body})
+    assert b"".join(run("bsdiff-lzma", OLD16, payload, 4)) == bytes([0, 1, 3, 3])
+
+
+def test_lzma_dictionary_bound_is_enforced() -> None:
+    """A match reaching further back than the declared dictionary is corrupt, not honoured."""
+    block = random.Random(9).randbytes(20_000)
+    extra = block * 3
+    honest = lzma_payload(len(extra), [(0, 0, len(extra))], b"", extra, dict_log=16)
+    assert b"".join(run("bsdiff-lzma", b"", honest, len(extra))) == extra
+    coders = [(0, 16), (0, 16), (0, 16), (0, 0), (0, 12)]  # extra claims a 4 KiB dictionary
+    lying = lzma_payload(len(extra), [(0, 0, len(extra))], b"", extra, dict_log=16, coders=coders)
+    assert decode_ram("bsdiff-lzma", lying) < decode_ram("bsdiff-lzma", honest)
+    with pytest.raises(DeltaError, match="extra stream corrupt"):
+        run("bsdiff-lzma", b"", lying, len(extra))
+
+
+def test_lzma_decompression_bomb_is_bounded() -> None:
+    payload = lzma_payload(100, [(0, 16, 0)], bytes(4_000_000), b"", dict_log=16)
+    assert len(payload) < 700
+    pieces = _expect_error("bsdiff-lzma", OLD16, payload, 100)
+    assert sum(map(len, pieces)) <= 100
+
+
+def test_encoder_caps_the_dictionary_and_picks_per_stream() -> None:
+    """Big streams get the 64 KiB cap, small ones the smallest power of two that holds them."""
+    rng = random.Random(4)
+    old = rng.randbytes(300_000)
+    new = bytearray(old)
+    for at in range(0, len(new), 997):
+        new[at] ^= 0x5A
+    payload = encode_with("bsdiff-lzma", old, bytes(new))
+    _, coders, _, _ = delta._bsdiff_lzma_header(payload[:64])
+    assert coders[3] == (0, 16)  # diff: 300 KB of sparse changes, capped at 64 KiB
+    assert all(log == 12 for _, log in coders[:3])  # control columns fit 4 KiB
+    assert coders[4] == (0, 0)  # no extra bytes
+    assert decode_ram("bsdiff-lzma", payload) < decode_ram(
+        "bsdiff-zstd", encode_with("bsdiff-zstd", old, bytes(new))
+    )
+
+
+def test_sample_firmware_beats_debian_bsdiff() -> None:
+    """The simulator's pair: Debian bsdiff 4.3 makes 10,266 bytes; zstd back ends lose to it."""
+    from fwdist.sample import SampleFirmware
+
+    sample = SampleFirmware()
+    old, new = sample.image(0), sample.image(1)
+    chosen = encode(old, new)
+    assert (chosen.encoder, len(chosen.data)) == ("bsdiff-lzma", 10_238)
+    assert len(chosen.data) < 10_266
+    assert len(encode_with("bsdiff-zstd", old, new)) == 11_514
+    assert b"".join(run("bsdiff-lzma", old, chosen.data, len(new))) == new
