@@ -118,6 +118,63 @@ def test_any_bytes_parse_or_raise_delta_error(
     _contract(encoder, old, payload, new_size)
 
 
+def _uv(v: int) -> bytes:
+    out = bytearray()
+    while True:
+        out.append((v & 0x7F) | (0x80 if v >> 7 else 0))
+        v >>= 7
+        if not v:
+            return bytes(out)
+
+
+LEGAL_PROPS = [(pb * 5 + lp) * 9 + lc for lc in range(5) for lp in range(5) for pb in range(5)]
+LEGAL_PROPS = [p for p in LEGAL_PROPS if p % 9 + p // 9 % 5 <= 4]
+
+
+@st.composite
+def lzma2_chunk(draw: st.DrawFn, props: int) -> bytes:
+    """One well-framed LZMA2 chunk with arbitrary contents (stored, or LZMA with any resets)."""
+    if draw(st.booleans()):
+        data = draw(st.binary(min_size=1, max_size=48))
+        control = draw(st.sampled_from([1, 2]))
+        return bytes([control]) + (len(data) - 1).to_bytes(2, "big") + data
+    control = draw(st.sampled_from([0x80, 0xA0, 0xC0, 0xE0])) | draw(st.integers(0, 1))
+    unpacked = draw(st.integers(0, 400))
+    packed = draw(st.binary(min_size=1, max_size=48))
+    own = draw(st.sampled_from([props, props, draw(st.integers(0, 255))]))
+    head = bytes([control]) + unpacked.to_bytes(2, "big") + (len(packed) - 1).to_bytes(2, "big")
+    return head + (bytes([own]) if control >= 0xC0 else b"") + packed
+
+
+@st.composite
+def framed_lzma_payloads(draw: st.DrawFn) -> bytes:
+    """bsdiff-lzma payloads with a valid header and framing around arbitrary LZMA data.
+
+    Random bytes rarely get past the header and the chunk walk; these reach
+    liblzma itself, whose every complaint must come out as DeltaError.
+    """
+    coders: list[tuple[int, int]] = []
+    bodies: list[bytes] = []
+    for _ in range(5):
+        props = draw(st.sampled_from(LEGAL_PROPS))
+        chunks = draw(st.lists(lzma2_chunk(props), max_size=3))
+        if chunks:
+            coders.append((props, draw(st.integers(12, 16))))
+        else:
+            coders.append((0, 0))
+        bodies.append(b"".join(chunks))
+    head = b"\x31" + _uv(draw(st.integers(0, 300))) + bytes(b for c in coders for b in c)
+    return head + b"".join(_uv(len(b)) for b in bodies[:-1]) + b"".join(bodies)
+
+
+@SETTINGS
+@given(payload=framed_lzma_payloads(), old=st.binary(max_size=64))
+def test_framed_lzma_payloads_parse_or_raise_delta_error(payload: bytes, old: bytes) -> None:
+    new_size = delta._bsdiff_lzma_header(payload[:64])[0]
+    _contract("bsdiff-lzma", old, payload, new_size)
+    _contract("bsdiff-lzma", old, payload, new_size + 1)
+
+
 @SETTINGS
 @given(
     pair=pairs,
