@@ -824,7 +824,7 @@ def _bsdiff_zstd_apply(
 # --------------------------------------------------------------------------
 # bsdiff-lzma
 
-Coder = tuple[int, int]
+_Coder = tuple[int, int]
 """How one bsdiff-lzma stream is stored: (method, log), two header bytes.
 
 ``(0, 0)`` no stream; ``(props, log)`` with props < 225 the LZMA properties
@@ -832,10 +832,10 @@ byte and a ``1 << log`` dictionary; ``(0xFF, log)`` a stripped zstd frame
 with a ``1 << log`` window.
 """
 
-_EMPTY: Final[Coder] = (0, 0)
+_EMPTY: Final[_Coder] = (0, 0)
 
 
-def _smallest_coding(data: bytes, zstd_log: int) -> tuple[Coder, bytes]:
+def _smallest_coding(data: bytes, zstd_log: int) -> tuple[_Coder, bytes]:
     """Try zstd and every LZMA variant on one stream; keep the fewest bytes (then least RAM).
 
     The LZMA dictionary is the stream's size rounded up to a power of two,
@@ -868,7 +868,7 @@ def _bsdiff_lzma_encode(old: bytes, new: bytes) -> bytes:
     return head + b"".join(body for _, body in coded)
 
 
-def _check_coder(name: str, coder: Coder) -> None:
+def _check_coder(name: str, coder: _Coder) -> None:
     method, log = coder
     if coder == _EMPTY:
         return
@@ -888,13 +888,13 @@ def _check_coder(name: str, coder: Coder) -> None:
         )
 
 
-def _bsdiff_lzma_header(head: bytes) -> tuple[int, list[Coder], list[int], int]:
+def _bsdiff_lzma_header(head: bytes) -> tuple[int, list[_Coder], list[int], int]:
     """(new_size, the five coders, stream lengths of the first four, header length)."""
     cur = _Cursor(head)
     if cur.byte() != _TAG_BSDIFF_LZMA:
         raise DeltaError("not a bsdiff-lzma payload (tag)")
     new_size = cur.uv()
-    coders: list[Coder] = []
+    coders: list[_Coder] = []
     for name in _STREAMS:
         coder = (cur.byte(), cur.byte())
         _check_coder(name, coder)
@@ -906,7 +906,7 @@ def _bsdiff_lzma_header(head: bytes) -> tuple[int, list[Coder], list[int], int]:
 _BSDIFF_LZMA_HEAD_MAX: Final = 1 + _MAX_VARINT_BYTES + 2 * 5 + 4 * _MAX_VARINT_BYTES
 
 
-def _coder_ram(coder: Coder) -> int:
+def _coder_ram(coder: _Coder) -> int:
     method, log = coder
     if coder == _EMPTY:
         return 0
@@ -926,7 +926,7 @@ def _bsdiff_lzma_ram(head: bytes) -> int:
     return sum(_coder_ram(c) for c in coders) + 3 * PIECE
 
 
-def _open_stream(name: str, payload: ReadAt, start: int, end: int, coder: Coder) -> _Reader:
+def _open_stream(name: str, payload: ReadAt, start: int, end: int, coder: _Coder) -> _Reader:
     method, log = coder
     if coder == _EMPTY:
         if start != end:
