@@ -146,11 +146,13 @@ def sweep(rel: Releases, torn: bool, points: Callable[[int], range] | None = Non
     return len(cuts)
 
 
+@pytest.mark.parametrize("sector", [4096, 1024])
 @pytest.mark.parametrize("torn", [False, True], ids=["clean", "torn"])
-def test_cut_at_every_operation_delta(rel: Releases, torn: bool) -> None:
-    n = sweep(rel, torn)
-    print(f"\npower-cut sweep (delta update, {'torn' if torn else 'clean'}): {n} cut points")
-    assert n == count_ops(rel) > 30
+def test_cut_at_every_operation_delta(rel: Releases, torn: bool, sector: int) -> None:
+    n = sweep(rel, torn, sector_size=sector)
+    print(f"\npower-cut sweep (delta update, {sector} B sectors, "
+          f"{'torn' if torn else 'clean'}): {n} cut points")
+    assert n == count_ops(rel, sector) > 30
 
 
 @pytest.mark.parametrize("sector", [4096, 1024])
