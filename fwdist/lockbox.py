@@ -96,6 +96,13 @@ class BoxConfig:
     def max_table(self) -> int:
         return 16 + 48 * self.max_pieces
 
+    def staging_sectors_for(self, payload_size: int, pieces: int) -> int:
+        """Staging sectors a payload may need: pieces start on sector boundaries (so one can
+        be erased alone), so each may end in a partial sector; the table needs its own; and
+        relocating a torn tail after a reboot needs one spare."""
+        ss = self.sector_size
+        return math.ceil(payload_size / ss) + pieces + math.ceil(self.max_table / ss) + 1
+
     def flash_size(self) -> int:
         ss = self.sector_size
         meta = ss * 2 * (self.journal_sectors + self.manifest_sectors)
@@ -860,10 +867,7 @@ class Lockbox:
             if m.security_counter < t.counter:
                 return p.Reason.COUNTER_LOWER
         ref = m.payload_for(s.running_sha256)
-        ss = self.config.sector_size
-        # every piece may end in a partial sector, the table needs its own, and relocating a
-        # torn tail after a reboot needs one spare
-        need = math.ceil(ref.size / ss) + ref.pieces + math.ceil(self.config.max_table / ss) + 1
+        need = self.config.staging_sectors_for(ref.size, ref.pieces)
         if (m.image_size > self.config.slot_size or ref.pieces > self.config.max_pieces
                 or ref.decode_ram > self.config.ram_budget or need > self.layout.staging.sectors
                 or (ref.is_delta and not self._encoder_known(ref.encoder))):
