@@ -115,11 +115,12 @@ _TAG_BSDIFF_LZMA: Final = 0x31
 LZMA_DICT_LOG: Final = 16
 """Largest LZMA2 dictionary (64 KiB) the bsdiff-lzma encoder uses: bounds decoder RAM.
 
-Measured at preset 9e on the diff + extra streams, bytes against a
-dictionary that holds the whole stream (up to 4 MiB): sample firmware +6,
-orjson +33, pydantic-core +870 (+0.4 %), zstandard (11 MB) +4,119 (+0.4 %).
-128 KiB saves 578 of those on zstandard, 256 KiB 3,530 -- for 64 or 192
-KiB more RAM per data stream, which a lockbox MCU does not have to spare.
+Measured on whole bsdiff-lzma payloads, bytes against a 4 MiB cap (which
+holds every stream but zstandard's diff): sample firmware +6 (10,238),
+orjson +33 (41,838), pydantic-core +964 (256,565, +0.4 %), zstandard
++4,083 (1,187,682, +0.3 %).  A 128 KiB cap saves 542 of those on
+zstandard and 652 on pydantic-core, 256 KiB 3,494 and 750 -- for 64 or
+192 KiB more RAM per data stream, which a lockbox MCU does not have to spare.
 """
 
 MAX_LZMA_DICT_LOG: Final = 20
