@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, settings
+from hypothesis.stateful import run_state_machine_as_test
 
 from fwdist.testing import LockboxMachine
 
@@ -14,3 +16,16 @@ LockboxMachine.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 TestLockboxMachine = LockboxMachine.TestCase
+
+
+@pytest.mark.slow
+def test_longer_seeded_runs() -> None:
+    """Ten times the examples and longer runs (about half a minute)."""
+    run_state_machine_as_test(LockboxMachine, settings=settings(
+        max_examples=1000,
+        stateful_step_count=60,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    ))
