@@ -9,12 +9,19 @@ process, inside the simulator and under hypothesis' stateful testing.
 Two machines live here:
 
 * the **session** (one conversation with one phone) is a table of
-  ``(state, event type) -> (action, allowed next states)`` in :data:`TABLE`,
-  h11-style: anything not in the table is a protocol error, and
-  ``tests/unit/test_lockbox.py`` checks every cell;
+  ``(state, event type) -> (action, allowed next states)`` in
+  :data:`TRANSITIONS`, h11-style: anything not in the table is a protocol
+  error;
 * the **update** (what the box holds across sessions, phones and power cuts) is
-  :class:`PState`, changed only by journal records (:func:`apply_record`), so
-  the state after a reboot is exactly the replay of what reached flash.
+  :class:`PState`, changed only by journal records (:func:`apply_record`), each
+  allowed or refused by the table :data:`PHASES` of ``(phase, record) -> phase``,
+  so the state after a reboot is exactly the replay of what reached flash.
+
+``tests/unit/test_lockbox.py`` checks every cell of both tables.
+
+Staging costs flash for the freedom it buys: every piece starts on a sector
+boundary, so a payload of small pieces needs about one extra sector per piece
+(:meth:`BoxConfig.staging_sectors_for`).
 
 Flash layout (:class:`Layout`): two journal halves, two manifest slots, image
 slots 0 and 1 (direct-XIP style: ``active`` says which one runs, a new image
