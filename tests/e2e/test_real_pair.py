@@ -66,9 +66,9 @@ def test_orjson_delta_beats_every_peer_and_verifies(
         )
     )
     assert plan["image_bytes"] == 265_168
-    assert plan["encoder"] == "zstd-dict"
-    assert plan["payload_bytes"] == 42_270
-    assert plan["air_bytes"] == 42_710
+    assert plan["encoder"] == "bsdiff-lzma"
+    assert plan["payload_bytes"] == 41_838
+    assert plan["air_bytes"] == 42_280
     assert plan["air_bytes"] < BEST_PEER_ORJSON
     fwdist("verify", "--store", store, "--pubkey", tmp_path / "k.pub")
     info = json.loads(fwdist("inspect", "--store", store, "orjson@3.10.7", "--json"))
