@@ -186,8 +186,12 @@ def simulate_shard(
     first_box: int,
     n_boxes: int,
     fine: bool = False,
+    instruments: Sequence[trio.abc.Instrument] = (),
 ) -> ShardResult:
-    """Simulate boxes ``first_box .. first_box + n_boxes - 1`` of run ``run`` in virtual time."""
+    """Simulate boxes ``first_box .. first_box + n_boxes - 1`` of run ``run`` in virtual time.
+
+    ``instruments`` go to ``trio.run`` (the tests count task steps with one).
+    """
     result = ShardResult(run, first_box)
     result.strategies = {st.name: StrategyTally() for st in strategies}
     boxes: list[BoxRun] = []
@@ -216,7 +220,7 @@ def simulate_shard(
                 boxes.append(box)
                 nursery.start_soon(box_task, dice, box)
 
-    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0), instruments=instruments)
     for box in boxes:  # box order, whatever order trio woke them in
         box.tally_into(result.strategies)
     return result

@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import pytest
+import trio
 
 from sim.baselines import Object4k, OffsetResume, Oracle, Restart
 from sim.dists import Dist
@@ -113,3 +114,26 @@ def test_partial_phones_hold_the_same_blocks_for_every_strategy() -> None:
     off, orc = r.strategies["offset-resume"], r.strategies["oracle"]
     assert orc.kept > off.kept
     assert orc.wasted == 0
+
+
+class _Steps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+
+def test_one_trio_wake_up_per_access(small_release: ReleaseInfo) -> None:
+    """Coarse mode: task steps = accesses + a start and an end per box, whatever the frames."""
+    s = _scenario(days=30)
+    s = dataclasses.replace(
+        s, release=dataclasses.replace(s.release, running={v: 1.0 for v in small_release.sources})
+    )
+    steps = _Steps()
+    r = simulate_shard(s, make_strategies(s, small_release), 0, 0, 10, instruments=[steps])
+    boxes = r.boxes - r.legacy
+    assert steps.steps <= r.box_accesses + 2 * boxes + 3  # + the main task's few steps
+    fine = _Steps()
+    simulate_shard(s, make_strategies(s, small_release), 0, 0, 10, fine=True, instruments=[fine])
+    assert fine.steps > 10 * steps.steps  # frame by frame: many wake-ups per access
