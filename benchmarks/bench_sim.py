@@ -13,6 +13,9 @@
 - ``sim/fwdist_sessions_per_second``: real lockbox + app sessions per second inside
   the simulator, next to :func:`fwdist.transport.pump_session` running sessions
   of the same boxes and release with nothing around them.
+- ``sim/trio_steps_per_access``: trio task steps (wake-ups) per box access in the
+  engine's coarse mode, next to the frame-by-frame link (``--fine``): the design
+  point is about one, not one per frame.
 - ``sim/rmls-passive/accesses_p50``: fwdist-delta's p50 accesses on rmls-passive
   (deterministic for the seed), next to the oracle's; and next to offset-resume's.
 """
@@ -98,6 +101,32 @@ def _pump_sessions_per_second(release: Any, seconds: float) -> float:
     return n / (time.perf_counter() - started)
 
 
+def trio_steps_per_access(release: Any, boxes: int) -> tuple[float, float]:
+    """Task steps per access, coarse and fine, on rmls-passive (30 days, ``boxes`` boxes)."""
+    import trio
+
+    from sim.engine import simulate_shard
+    from sim.scenario import load
+    from sim.strategies import make_strategies
+
+    class Steps(trio.abc.Instrument):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def before_task_step(self, task: trio.lowlevel.Task) -> None:
+            self.n += 1
+
+    s = load("rmls-passive").with_run(days=30)
+    out = []
+    for fine in (False, True):
+        steps = Steps()
+        r = simulate_shard(
+            s, make_strategies(s, release), 0, 0, boxes, fine=fine, instruments=[steps]
+        )
+        out.append(steps.n / max(1, r.box_accesses))
+    return out[0], out[1]
+
+
 def run(quick: bool) -> list[dict[str, Any]]:
     from sim.runner import simulate
     from sim.scenario import load
@@ -164,6 +193,18 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "peer_value": round(_pump_sessions_per_second(release, 2.0 if quick else 5.0)),
             "better": "higher",
             "note": "simulator: 2 processes, all strategies' work included",
+        }
+    )
+    coarse, fine = trio_steps_per_access(release, 10 if quick else 30)
+    records.append(
+        {
+            "name": "sim/trio_steps_per_access",
+            "value": round(coarse, 3),
+            "unit": "steps/access",
+            "peer": "frame-by-frame trio link (--fine)",
+            "peer_value": round(fine, 1),
+            "better": "lower",
+            "note": "rmls-passive, 30 days, all six strategies",
         }
     )
     delta = full.strategies["fwdist-delta"].accesses_p50
