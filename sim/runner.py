@@ -144,6 +144,11 @@ def simulate(
         name: summarise(name, DESCRIPTIONS[name], tallies[name], scenario.run.days)
         for name in names
     }
+    notes = [
+        f"{name}: {st.install_errors} installs failed or reverted on the real lockbox (a bug)"
+        for name, st in stats.items()
+        if st.install_errors
+    ]
     return SimResult(
         scenario,
         release,
@@ -153,4 +158,5 @@ def simulate(
         box_accesses,
         time.perf_counter() - started,
         n_workers,
+        notes,
     )
