@@ -74,7 +74,7 @@ def headline(result: SimResult) -> list[str]:
     s = result.scenario
     upd = result.boxes - result.legacy
     return [
-        f"scenario {s.name} ({s.source}): {result.boxes} boxes × {s.run.runs} run(s) pooled "
+        f"scenario {s.name} ({s.source}): {s.run.boxes} boxes × {s.run.runs} run(s) pooled "
         f"= {result.boxes} box histories over {s.run.days:g} days, seed {s.run.seed}",
         f"legacy boxes without Bluetooth (never updated passively, excluded below): "
         f"{result.legacy} ({result.legacy / max(1, result.boxes):.1%}); updatable: {upd}",
