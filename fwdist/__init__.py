@@ -7,7 +7,10 @@ implementation (see DESIGN.md for what each owns).
 from fwdist.app import App, PhoneCache, SessionReport
 from fwdist.chunker import ChunkerParams, chunk_bytes, chunk_stream, piece_id
 from fwdist.errors import FwdistError, KeyFileError, ManifestError, StagingError, StoreError
+from fwdist.flash import FileFlash, Flash, FlashError, PowerCut
+from fwdist.lockbox import BoxConfig, Lockbox, LockboxError
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version
+from fwdist.protocol import LocalProtocolError, ProtocolError, RemoteProtocolError
 from fwdist.releases import Plan, gc, load_manifest, plan, release_image, verify_store
 from fwdist.staging import StageOptions, StageResult, stage
 from fwdist.store import Store
@@ -16,15 +19,25 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "BoxConfig",
     "ChunkerParams",
+    "FileFlash",
+    "Flash",
+    "FlashError",
     "FwdistError",
     "KeyFileError",
+    "LocalProtocolError",
+    "Lockbox",
+    "LockboxError",
     "Manifest",
     "ManifestError",
     "PayloadRef",
     "PhoneCache",
     "PieceTable",
     "Plan",
+    "PowerCut",
+    "ProtocolError",
+    "RemoteProtocolError",
     "SessionReport",
     "StageOptions",
     "StageResult",
