@@ -35,6 +35,9 @@ from fwdist.errors import FwdistError
 ERASED = 0xFF
 
 
+_ONES = memoryview(b"\x01" * 4096)  # the written map's marks, sliced instead of built per write
+
+
 class FlashError(FwdistError):
     """An operation broke a NOR rule (a bug in the caller, never a power cut)."""
 
@@ -70,6 +73,7 @@ class Flash:
         self._torn = False
         self._rng = random.Random(0)
         self.dead = False
+        self._mirrored = type(self)._store is not Flash._store  # a subclass keeps a copy elsewhere
 
     # -- power ------------------------------------------------------------------
 
@@ -106,18 +110,23 @@ class Flash:
 
     def write(self, addr: int, data: bytes) -> None:
         n = len(data)
-        if addr < 0 or addr + n > self.size:
+        end = addr + n
+        if addr < 0 or end > self.size:
             raise FlashError(f"write of {n} bytes at {addr:#x} is outside the flash")
         if addr % self.align or n % self.align:
             raise FlashError(f"write of {n} bytes at {addr:#x} is not {self.align}-byte aligned")
-        if self._written.find(1, addr, addr + n) != -1:
+        written = self._written
+        if written.find(1, addr, end) != -1:
             raise FlashError(f"write of {n} bytes at {addr:#x} touches bytes not erased")
         torn = self._begin()
         if torn:
             n = self._rng.randrange(n) if n else 0
-        self._data[addr : addr + n] = data[:n]
-        self._written[addr : addr + n] = b"\x01" * n
-        self._store(addr, bytes(data[:n]))
+            end = addr + n
+            data = data[:n]
+        self._data[addr:end] = data
+        written[addr:end] = _ONES[:n] if n <= len(_ONES) else b"\x01" * n
+        if self._mirrored:
+            self._store(addr, bytes(data))
         if torn:
             raise PowerCut(self.ops - 1, True)
         self.writes += 1
@@ -133,7 +142,8 @@ class Flash:
             m = self._rng.randrange(ss) if torn else ss
             self._data[sector_addr : sector_addr + m] = b"\xff" * m
             self._written[sector_addr : sector_addr + m] = bytes(m)
-            self._store(sector_addr, b"\xff" * m)
+            if self._mirrored:
+                self._store(sector_addr, b"\xff" * m)
             if torn:
                 raise PowerCut(self.ops - 1, True)
             self.erases += 1
@@ -143,8 +153,23 @@ class Flash:
         """Whether every byte in the range may be written (the model knows; real parts don't)."""
         return self._written.find(1, addr, addr + n) == -1
 
+    def clone(self) -> Flash:
+        """An independent in-memory copy of the bytes, the written map, the counters and the wear.
+
+        What a factory does with a golden image, and what the simulator does for each new
+        box (much cheaper than ``copy.deepcopy``). The clone is powered and disarmed
+        (:meth:`arm` is not copied) and is never a :class:`FileFlash`.
+        """
+        twin = Flash(self.size, self.sector_size, self.align)
+        twin._data[:] = self._data
+        twin._written[:] = self._written
+        twin.ops, twin.writes, twin.erases = self.ops, self.writes, self.erases
+        twin.bytes_written = self.bytes_written
+        twin.erase_counts = list(self.erase_counts)
+        return twin
+
     def _store(self, addr: int, data: bytes) -> None:
-        """Hook for persistent variants."""
+        """Hook for persistent variants (called only when ``_mirrored`` is set)."""
 
 
 class FileFlash(Flash):

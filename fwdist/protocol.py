@@ -309,6 +309,12 @@ def _to_wire(event: Event) -> list[Any]:
 
 def encode(event: Event, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     """The frame bytes of ``event``; raise :class:`LocalProtocolError` if it breaks a rule."""
+    if type(event) is Data:
+        return encode_data(event.tag, event.piece, event.offset, event.data, max_frame)
+    return _encode_generic(event, max_frame)
+
+
+def _encode_generic(event: Event, max_frame: int) -> bytes:
     try:
         body = _pack(_to_wire(event))
         _check(event)
@@ -323,6 +329,100 @@ def encode(event: Event, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
             ErrorCode.FRAME_TOO_LARGE,
         )
     return frame
+
+
+# --------------------------------------------------------------------------- Data fast path
+#
+# Data frames are nearly every byte a session moves, so they get an encoder and a
+# decoder of their own that build and read the canonical msgpack bytes directly
+# (what ``msgpack.packb([6, tag, piece, offset, data])`` produces) instead of going
+# through the generic list/dataclass/re-encode path. Both are exact: the encoder
+# falls back to the generic path for any field the generic checks would refuse (so
+# errors read the same), and the decoder accepts a body only if re-encoding the
+# fields it read gives the same bytes back, otherwise it leaves the body to the
+# generic decoder, which raises (or decodes) exactly as before.
+# ``tests/unit/test_protocol.py`` holds the two paths to the same bytes and events.
+
+_DATA_PREFIX = bytes((0x95, Data.TYPE, 0xC4, TAG_BYTES))  # fixarray(5), type, bin8(4): the tag
+_SMALL_INTS = [bytes((i,)) for i in range(128)]  # positive fixints
+_PACK_CRC = struct.Struct(">I").pack
+_PACK_LEN = struct.Struct(">H").pack
+
+
+def _uint(v: int) -> bytes:
+    """msgpack's canonical bytes for an integer 0 <= v < 2**32 (or -1, a negative fixint)."""
+    if v < 128:
+        return b"\xff" if v == -1 else _SMALL_INTS[v]
+    if v < 0x100:
+        return bytes((0xCC, v))
+    if v < 0x10000:
+        return bytes((0xCD, v >> 8, v & 0xFF))
+    return b"\xce" + v.to_bytes(4, "big")
+
+
+def _data_body(tag: bytes, piece: int, offset: int, data: bytes) -> bytes:
+    n = len(data)
+    head = bytes((0xC4, n)) if n < 0x100 else bytes((0xC5, n >> 8, n & 0xFF))
+    return b"".join((_DATA_PREFIX, tag, _uint(piece), _uint(offset), head, data))
+
+
+def encode_data(tag: bytes, piece: int, offset: int, data: bytes,
+                max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
+    """``encode(Data(tag, piece, offset, data), max_frame)``, without building the event."""
+    if not (type(tag) is bytes and len(tag) == TAG_BYTES and type(piece) is int
+            and TABLE <= piece <= 0xFFFF and type(offset) is int and 0 <= offset <= MAX_OBJECT
+            and type(data) is bytes and 0 < len(data) <= MAX_FRAME):
+        return _encode_generic(Data(tag, piece, offset, data), max_frame)
+    body = _data_body(tag, piece, offset, data)
+    size = HEADER_BYTES + len(body) + CRC_BYTES
+    if size > max_frame:
+        raise LocalProtocolError(
+            f"Data frame is {size} bytes, over the {max_frame}-byte limit",
+            ErrorCode.FRAME_TOO_LARGE,
+        )
+    return b"".join((_PACK_LEN(len(body) + CRC_BYTES), body, _PACK_CRC(zlib.crc32(body))))
+
+
+def _read_uint(body: bytes, pos: int) -> tuple[int, int]:
+    """(value, next position) of a msgpack integer at ``pos`` (uint8/16/32, fixints, -1).
+
+    Returns (-2, pos) for anything else; canonical form is checked by the caller.
+    """
+    b = body[pos]
+    if b < 0x80:
+        return b, pos + 1
+    if b == 0xFF:
+        return -1, pos + 1
+    if b == 0xCC:
+        return body[pos + 1], pos + 2
+    if b == 0xCD:
+        return int.from_bytes(body[pos + 1 : pos + 3], "big"), pos + 3
+    if b == 0xCE:
+        return int.from_bytes(body[pos + 1 : pos + 5], "big"), pos + 5
+    return -2, pos
+
+
+def _decode_data(body: bytes) -> Data | None:
+    """The Data event of a canonical, valid Data body, or None (then the generic path decides)."""
+    try:
+        piece, pos = _read_uint(body, 8)
+        offset, pos = _read_uint(body, pos)
+        b = body[pos]
+        if b == 0xC4:
+            n, pos = body[pos + 1], pos + 2
+        elif b == 0xC5:
+            n, pos = int.from_bytes(body[pos + 1 : pos + 3], "big"), pos + 3
+        else:
+            return None
+    except IndexError:
+        return None
+    if (pos + n != len(body) or n == 0 or not TABLE <= piece <= 0xFFFF
+            or not 0 <= offset <= MAX_OBJECT):
+        return None
+    tag, data = body[4:8], body[pos:]
+    if _data_body(tag, piece, offset, data) != body:  # not canonical: let the generic path say so
+        return None
+    return Data(tag, piece, offset, data)
 
 
 def data_capacity(max_frame: int, tag: bytes, piece: int, offset: int) -> int:
@@ -433,6 +533,10 @@ def _from_wire(raw: Any) -> Event:
 
 def decode_body(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> Event:
     """Decode one msgpack body (no length prefix, no CRC)."""
+    if type(body) is bytes and body[:4] == _DATA_PREFIX and len(body) <= max_frame:
+        event = _decode_data(body)
+        if event is not None:
+            return event
     try:
         raw = msgpack.unpackb(
             body,

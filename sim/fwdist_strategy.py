@@ -27,7 +27,6 @@ runs exactly the target image and then drops the box's flash to bound memory.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import math
 import os
@@ -207,7 +206,7 @@ class FwdistBox:
 
     def _box(self) -> Lockbox:
         if self.lockbox is None:
-            flash = copy.deepcopy(self.st.templates[self.draw.running])
+            flash = self.st.templates[self.draw.running].clone()
             self.lockbox = Lockbox(flash, self.st.config, self.st.trusted)
             self.lockbox.boot(self.st.epoch)
         return self.lockbox
