@@ -534,9 +534,9 @@ def _from_wire(raw: Any) -> Event:
 def decode_body(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> Event:
     """Decode one msgpack body (no length prefix, no CRC)."""
     if type(body) is bytes and body[:4] == _DATA_PREFIX and len(body) <= max_frame:
-        event = _decode_data(body)
-        if event is not None:
-            return event
+        data = _decode_data(body)
+        if data is not None:
+            return data
     try:
         raw = msgpack.unpackb(
             body,
