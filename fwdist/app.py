@@ -48,7 +48,6 @@ from fwdist.protocol import (
     Accept,
     Ack,
     BoxState,
-    Data,
     Error,
     ErrorCode,
     Event,
@@ -545,16 +544,18 @@ class App:
 
     def _data_frames(self, queue: Iterable[Send]) -> Iterator[bytes]:
         """Data frames for each object in order, aligned as the box requires."""
+        tag, align, limit = self.tag, self._align, self._session_max
+        encode_data = protocol.encode_data
         for s in queue:
-            offset = s.offset - s.offset % self._align
-            while offset < len(s.data):
+            offset = s.offset - s.offset % align
+            size = len(s.data)
+            while offset < size:
                 room = self._capacity(s.piece, offset)
-                end = len(s.data)
+                end = size
                 if offset + room < end:
-                    room -= room % self._align
+                    room -= room % align
                     end = offset + room
-                frame = protocol.encode(Data(self.tag, s.piece, offset, s.data[offset:end]),
-                                        self._session_max)
+                frame = encode_data(tag, s.piece, offset, s.data[offset:end], limit)
                 yield self._account(frame, end - offset)
                 offset = end
             self._outstanding.add(s.piece)

@@ -62,7 +62,7 @@ from fwdist.journal import Journal, JournalFull
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version, decode, decode_table, verify
 
 TABLE = p.TABLE
-_BLOCK = 256
+_BLOCK = 4096  # staged bytes are read (hashed, decompressed) a sector at a time at most
 _MAX_WINDOW = 1 << 20  # pieces are at most 1 MiB (manifest.MAX_PIECE_SIZE); so is a zstd window
 
 
@@ -182,7 +182,10 @@ class TargetRec:
     streams: dict[int, Stream] = field(default_factory=dict)
 
     def stream(self, sid: int) -> Stream:
-        return self.streams.setdefault(sid, Stream())
+        st = self.streams.get(sid)
+        if st is None:
+            st = self.streams[sid] = Stream()
+        return st
 
 
 @dataclass
@@ -271,6 +274,7 @@ class Rec(enum.IntEnum):
 
 
 _B = p.BoxState
+_PROGRESS = Rec.PROGRESS
 _TRANSFER = (Rec.ALLOC, Rec.REPLACE, Rec.TRIM, Rec.PROGRESS, Rec.DONE, Rec.KEEP, Rec.RESET)
 
 PHASES: dict[tuple[p.BoxState, Rec], p.BoxState] = {
@@ -290,6 +294,11 @@ PHASES: dict[tuple[p.BoxState, Rec], p.BoxState] = {
 }
 """The update machine: (phase, journal record) -> phase after it. Other records are refused."""
 
+# the same table keyed by plain ints: a phase replayed from the journal is an int
+_PHASES_INT: dict[tuple[int, int], p.BoxState] = {
+    (int(a), int(b)): c for (a, b), c in PHASES.items()
+}
+
 
 def phase_of(s: PState) -> p.BoxState:
     return _B.IDLE if s.target is None else _B(s.target.phase)
@@ -301,14 +310,19 @@ def apply_record(s: PState, r: list[Any]) -> None:
     The record must be allowed in the current phase by :data:`PHASES`, and the
     phase after it is checked against the table too.
     """
-    kind = Rec(r[0])
-    before = phase_of(s)
-    after = PHASES.get((before, kind))
+    kind = r[0] if type(r[0]) is Rec else Rec(r[0])
+    t = s.target
+    before = _B.IDLE if t is None else t.phase  # an int or a BoxState: both key PHASES
+    after = _PHASES_INT.get((before, kind))
     if after is None:
-        raise LockboxError(f"journal record {kind.name} is not allowed in phase {before.name}")
+        raise LockboxError(f"journal record {kind.name} is not allowed in phase "
+                           f"{_B(before).name}")
+    if kind is _PROGRESS and t is not None:  # one per data frame; RECEIVING stays RECEIVING
+        t.stream(r[1]).received = r[2]
+        return
     _apply(s, kind, r)
     if phase_of(s) != after:
-        raise LockboxError(f"{kind.name} in {before.name} led to {phase_of(s).name}, "
+        raise LockboxError(f"{kind.name} in {_B(before).name} led to {phase_of(s).name}, "
                            f"not {after.name}")
 
 
@@ -409,6 +423,8 @@ TRANSITIONS: dict[tuple[Session, type], tuple[str, frozenset[Session]]] = {
 }
 """Session transitions: (state, event type) -> (action, allowed next states)."""
 
+_HANDLERS = {action: "_on_" + action for action, _ in TRANSITIONS.values()}
+
 SESSION_EVENTS: tuple[type, ...] = (Open, End, *p.EVENT_TYPES.values())
 
 
@@ -466,6 +482,7 @@ class Lockbox:
         self._table_hash: Any = None
         self._dirty: dict[int, int] = {}
         self._news: tuple[str, bool] | None = None
+        self._verified: tuple[bytes, Manifest] | None = None
         self._decoder = p.FrameDecoder(config.max_frame)
         self._out_max = config.max_frame
         self._offer = bytearray()
@@ -501,6 +518,7 @@ class Lockbox:
         self.s = s
         self.session = Session.CLOSED
         self._dirty.clear()
+        self._verified = None  # keys may have changed since: verify the stored manifest again
         if replay.dirty:
             self.journal.compact(_pack(s.to_wire()))
         self._load_target()
@@ -535,7 +553,7 @@ class Lockbox:
             return
         wire = self.layout.manifests[t.mslot].read(0, t.mlen)
         try:
-            m = verify(wire, self.trusted)
+            m = self._verify(wire)
         except ManifestError:  # the key was withdrawn, or the slot rotted: give the target up
             self._commit([Rec.FAIL])
             return
@@ -544,6 +562,20 @@ class Lockbox:
         tbl = t.streams.get(TABLE)
         if tbl is not None and tbl.done:
             self._set_table(decode_table(self._read_stream(tbl, 0, tbl.received), t.table_sha256))
+
+    def _verify(self, wire: bytes) -> Manifest:
+        """:func:`~fwdist.manifest.verify`, remembering the last manifest that verified.
+
+        An offer is checked when it arrives, again when it becomes the target and
+        again when read back from flash; the same bytes under the same keys give the
+        same answer, so the signature is checked once. Bytes read back from flash
+        are compared in full, so a slot that rotted still fails; boot forgets.
+        """
+        if self._verified is not None and self._verified[0] == wire:
+            return self._verified[1]
+        m = verify(wire, self.trusted)
+        self._verified = (wire, m)
+        return m
 
     def _forget_target(self) -> None:
         self.manifest = self.ref = self.table = None
@@ -566,7 +598,7 @@ class Lockbox:
         """Apply one record to the state and append it to the journal (compacting when full)."""
         s = self._state
         apply_record(s, rec)
-        if rec[0] == Rec.RESET:
+        if rec[0] is Rec.RESET:
             self._dirty.pop(rec[1], None)  # its sectors are free now; nothing to relocate
         try:
             self.journal.append(_pack(rec))
@@ -581,6 +613,9 @@ class Lockbox:
 
     def _read_stream(self, st: Stream, off: int, n: int) -> bytes:
         ss = self.config.sector_size
+        k, within = divmod(off, ss)
+        if within + n <= ss:  # within one sector: one read
+            return self.layout.staging.read(st.sectors[k] * ss + within, n) if n > 0 else b""
         out = bytearray()
         while n > 0:
             k, within = divmod(off, ss)
@@ -606,22 +641,26 @@ class Lockbox:
     def _stage_write(self, sid: int, pos: int, data: bytes) -> None:
         t = self._target
         ss = self.config.sector_size
-        data = data + b"\xff" * (-len(data) % self.config.align)
-        while data:
+        pad = -len(data) % self.config.align
+        if pad:
+            data += b"\xff" * pad
+        done, total = 0, len(data)
+        while done < total:
             k, within = divmod(pos, ss)
-            n = min(len(data), ss - within)
+            n = min(total - done, ss - within)
             st = t.stream(sid)
             if k == len(st.sectors):
                 self._commit([Rec.ALLOC, sid, self._alloc()])
-            elif self._dirty.get(sid) == k:
+            elif self._dirty and self._dirty.get(sid) == k:
                 fresh = self._alloc()
                 if within:
                     self.layout.staging.write(fresh * ss, self._read_stream(st, k * ss, within))
                 self._commit([Rec.REPLACE, sid, k, fresh])
                 del self._dirty[sid]
-            self.layout.staging.write(st.sectors[k] * ss + within, data[:n])
+            chunk = data if n == total else data[done : done + n]
+            self.layout.staging.write(st.sectors[k] * ss + within, chunk)
             pos += n
-            data = data[n:]
+            done += n
 
     @property
     def _target(self) -> TargetRec:
@@ -654,7 +693,7 @@ class Lockbox:
         dctx = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)
         reader = dctx.stream_reader(cast(IO[bytes], src), read_size=_BLOCK)
         produced = 0
-        while chunk := reader.read(1024):
+        while chunk := reader.read(_BLOCK):
             produced += len(chunk)
             if produced > size:
                 raise ValueError("piece decompresses past its size")
@@ -701,10 +740,11 @@ class Lockbox:
         out: list[bytes] = []
         view = memoryview(data)
         step = self.config.max_frame
+        decoder = self._decoder
         try:
             for i in range(0, len(view), step):
-                self._decoder.feed(bytes(view[i : i + step]))
-                while self._live() and (ev := self._decoder.next_event()):
+                decoder.feed(view[i : i + step])
+                while self._live() and (ev := decoder.next_event()):
                     self._dispatch(ev, now, out)
         except p.RemoteProtocolError as e:
             self._send(out, p.Error(int(e.code), str(e)[:200]))
@@ -727,7 +767,7 @@ class Lockbox:
             raise p.RemoteProtocolError(f"{type(ev).__name__} frame is not allowed in session "
                                         f"state {self.session.value}", p.ErrorCode.UNEXPECTED)
         action, allowed = entry
-        nxt: Session = getattr(self, "_on_" + action)(ev, now, out)
+        nxt: Session = getattr(self, _HANDLERS[action])(ev, now, out)
         assert nxt in allowed, (self.session, ev, nxt)
         self.session = nxt
 
@@ -851,7 +891,7 @@ class Lockbox:
         if sm.key_id not in self.trusted:
             return p.Reason.UNKNOWN_KEY
         try:
-            m = verify(wire, self.trusted)
+            m = self._verify(wire)
         except ManifestError:
             return p.Reason.BAD_SIGNATURE
         if m.product != self.config.product:
@@ -893,7 +933,7 @@ class Lockbox:
         w = AlignedWriter(region)
         w.write(wire)
         w.close()
-        m = verify(wire, self.trusted)
+        m = self._verify(wire)
         ref = m.payload_for(s.running_sha256)
         self._commit([Rec.TARGET, tag, m.version, m.security_counter, mslot, len(wire),
                       ref.table_sha256])
@@ -908,7 +948,7 @@ class Lockbox:
             raise p.RemoteProtocolError("data for a release that is not the box's target",
                                         p.ErrorCode.WRONG_RELEASE)
         sid = ev.piece
-        st = t.streams.get(sid, Stream())
+        st = t.streams.get(sid)
         if sid == TABLE:
             size = self.config.max_table
         elif self.table is None:
@@ -917,18 +957,18 @@ class Lockbox:
             raise p.RemoteProtocolError(f"piece {sid} is not in the table", p.ErrorCode.BAD_OFFSET)
         else:
             size = self.table.pieces[sid].wire_size
-        if st.done:
+        if st is not None and st.done:
             self._send(out, p.PieceComplete(t.tag, sid))
             return S.READY
         align = self.config.align
         if ev.offset % align:
             raise p.RemoteProtocolError(f"data offset {ev.offset} is not {align}-aligned",
                                         p.ErrorCode.BAD_OFFSET)
-        received = st.received
+        received = 0 if st is None else st.received
         if ev.offset > received:
             self._send(out, p.Ack(t.tag, sid, received))  # a gap: rewind the phone
             return S.READY
-        data = ev.data[received - ev.offset :]
+        data = ev.data if received == ev.offset else ev.data[received - ev.offset :]
         if not data:
             return S.READY
         end = received + len(data)
@@ -951,6 +991,7 @@ class Lockbox:
             self._send(out, p.PieceComplete(t.tag, sid))
         elif end // self.config.ack_every > received // self.config.ack_every:
             self._send(out, p.Ack(t.tag, sid, end))
+            return S.READY
         if t.streams[sid].done and self._all_done():
             self._send(out, p.ReleaseComplete(t.tag))
         return S.READY

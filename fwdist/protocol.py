@@ -579,7 +579,7 @@ class FrameDecoder:
         self.bytes_in = 0
         self.frames_in = 0
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._buf += data
         self.bytes_in += len(data)
 
