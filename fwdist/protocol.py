@@ -383,46 +383,62 @@ def encode_data(tag: bytes, piece: int, offset: int, data: bytes,
     return b"".join((_PACK_LEN(len(body) + CRC_BYTES), body, _PACK_CRC(zlib.crc32(body))))
 
 
-def _read_uint(body: bytes, pos: int) -> tuple[int, int]:
-    """(value, next position) of a msgpack integer at ``pos`` (uint8/16/32, fixints, -1).
+def _read_uint(body: bytes, pos: int, lo: int, hi: int) -> tuple[int, int]:
+    """(value, next position) of the canonical msgpack integer at ``pos`` if ``lo <= value <= hi``.
 
-    Returns (-2, pos) for anything else; canonical form is checked by the caller.
+    Canonical means the shortest form: a positive fixint below 128, -1 as a negative
+    fixint, uint8/16/32 only for values that need them. Anything else gives (lo - 1, pos).
     """
     b = body[pos]
     if b < 0x80:
-        return b, pos + 1
-    if b == 0xFF:
-        return -1, pos + 1
-    if b == 0xCC:
-        return body[pos + 1], pos + 2
-    if b == 0xCD:
-        return int.from_bytes(body[pos + 1 : pos + 3], "big"), pos + 3
-    if b == 0xCE:
-        return int.from_bytes(body[pos + 1 : pos + 5], "big"), pos + 5
-    return -2, pos
+        v, pos = b, pos + 1
+    elif b == 0xFF:
+        v, pos = -1, pos + 1
+    elif b == 0xCC:
+        v, pos = body[pos + 1], pos + 2
+        if v < 0x80:
+            return lo - 1, pos
+    elif b == 0xCD:
+        v, pos = int.from_bytes(body[pos + 1 : pos + 3], "big"), pos + 3
+        if v < 0x100:
+            return lo - 1, pos
+    elif b == 0xCE:
+        v, pos = int.from_bytes(body[pos + 1 : pos + 5], "big"), pos + 5
+        if v < 0x10000:
+            return lo - 1, pos
+    else:
+        return lo - 1, pos
+    return (v, pos) if lo <= v <= hi else (lo - 1, pos)
 
 
 def _decode_data(body: bytes) -> Data | None:
-    """The Data event of a canonical, valid Data body, or None (then the generic path decides)."""
+    """The Data event of a canonical, valid Data body, or None (then the generic path decides).
+
+    The body starts with :data:`_DATA_PREFIX`; this reads the piece, the offset and
+    the data's bin header in their shortest msgpack forms only, so a body it accepts
+    is exactly ``_data_body`` of what it returns (a test holds it to that).
+    """
     try:
-        piece, pos = _read_uint(body, 8)
-        offset, pos = _read_uint(body, pos)
+        piece, pos = _read_uint(body, 8, TABLE, 0xFFFF)
+        if piece < TABLE:
+            return None
+        offset, pos = _read_uint(body, pos, 0, MAX_OBJECT)
+        if offset < 0:
+            return None
         b = body[pos]
         if b == 0xC4:
             n, pos = body[pos + 1], pos + 2
         elif b == 0xC5:
             n, pos = int.from_bytes(body[pos + 1 : pos + 3], "big"), pos + 3
+            if n < 0x100:
+                return None
         else:
             return None
     except IndexError:
         return None
-    if (pos + n != len(body) or n == 0 or not TABLE <= piece <= 0xFFFF
-            or not 0 <= offset <= MAX_OBJECT):
+    if n == 0 or pos + n != len(body):
         return None
-    tag, data = body[4:8], body[pos:]
-    if _data_body(tag, piece, offset, data) != body:  # not canonical: let the generic path say so
-        return None
-    return Data(tag, piece, offset, data)
+    return Data(body[4:8], piece, offset, body[pos:])
 
 
 def data_capacity(max_frame: int, tag: bytes, piece: int, offset: int) -> int:
@@ -537,6 +553,11 @@ def decode_body(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> Event:
         data = _decode_data(body)
         if data is not None:
             return data
+    return _decode_generic(body, max_frame)
+
+
+def _decode_generic(body: bytes, max_frame: int) -> Event:
+    """Any body: msgpack with tight limits, exact fields, and canonical form (re-encoded)."""
     try:
         raw = msgpack.unpackb(
             body,
@@ -589,22 +610,28 @@ class FrameDecoder:
         return len(self._buf)
 
     def next_event(self) -> Event | None:
-        if len(self._buf) < HEADER_BYTES:
+        buf = self._buf
+        if len(buf) < HEADER_BYTES:
             return None
-        (length,) = struct.unpack_from(">H", self._buf)
-        if HEADER_BYTES + length > self.max_frame:
-            raise _fail(f"frame length {HEADER_BYTES + length} is over the "
+        length = buf[0] << 8 | buf[1]
+        end = HEADER_BYTES + length
+        if end > self.max_frame:
+            raise _fail(f"frame length {end} is over the "
                         f"{self.max_frame}-byte maximum", ErrorCode.FRAME_TOO_LARGE)
         if length <= CRC_BYTES:
             raise _fail(f"frame length {length} is too short for a body and a CRC")
-        if len(self._buf) < HEADER_BYTES + length:
+        if len(buf) < end:
             return None
-        body = bytes(self._buf[HEADER_BYTES : HEADER_BYTES + length - CRC_BYTES])
-        (crc,) = struct.unpack_from(">I", self._buf, HEADER_BYTES + length - CRC_BYTES)
-        del self._buf[: HEADER_BYTES + length]
+        body = bytes(buf[HEADER_BYTES : end - CRC_BYTES])
+        crc = int.from_bytes(buf[end - CRC_BYTES : end], "big")
+        del buf[:end]
         if zlib.crc32(body) != crc:
             raise _fail("frame CRC does not match its body", ErrorCode.BAD_CRC)
-        event = decode_body(body, self.max_frame)
+        event: Event | None = None
+        if body[:4] == _DATA_PREFIX:
+            event = _decode_data(body)
+        if event is None:
+            event = decode_body(body, self.max_frame)
         self.frames_in += 1
         return event
 

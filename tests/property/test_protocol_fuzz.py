@@ -68,3 +68,56 @@ def test_any_msgpack_body_with_good_crc(obj: object) -> None:
             return
         frame = struct.pack(">H", len(body) + 4) + body + struct.pack(">I", zlib.crc32(body))
         _decode_all(frame, p.MAX_FRAME)
+
+
+_INTS = st.sampled_from([-2, -1, 0, 1, 127, 128, 255, 256, 65535, 65536, 1 << 24, (1 << 24) + 1,
+                         (1 << 32) - 1])
+
+
+@settings(max_examples=3000, derandomize=True)
+@given(_INTS | st.integers(-1, 1 << 25), _INTS | st.integers(0, 1 << 25),
+       st.binary(min_size=0, max_size=300),
+       st.sampled_from([None, "uint8", "uint16", "uint32", "bin16"]),
+       st.lists(st.tuples(st.integers(4, 40), st.integers(0, 255)), max_size=3))
+def test_data_fast_path_agrees_with_the_generic_decoder(
+    piece: int, offset: int, data: bytes, widen: str | None, flips: list[tuple[int, int]]
+) -> None:
+    """The Data frames' own encoder and decoder give exactly what the generic path gives."""
+    import msgpack
+
+    body = bytearray(msgpack.packb([6, TAG, piece, offset, data], use_bin_type=True))
+    if widen == "bin16" and len(data) < 256:  # the same data under a longer, non-canonical header
+        at = len(body) - len(data) - 2
+        body[at : at + 2] = b"\xc5" + len(data).to_bytes(2, "big")
+    elif widen is not None and 0 <= offset < 1 << 16:  # the offset in a longer, non-canonical form
+        off_bytes = msgpack.packb(offset)
+        wide = {"uint8": b"\xcc" + bytes([offset % 256]),
+                "uint16": b"\xcd" + offset.to_bytes(2, "big"),
+                "uint32": b"\xce" + offset.to_bytes(4, "big")}[widen]
+        at = 8 + len(msgpack.packb(piece))
+        body[at : at + len(off_bytes)] = wide
+    for pos, value in flips:
+        if pos < len(body):
+            body[pos] = value
+    raw = bytes(body)
+    fast = p._decode_data(raw) if raw[:4] == p._DATA_PREFIX else None
+    try:
+        generic: p.Event | None = p._decode_generic(raw, p.MAX_FRAME)
+    except p.RemoteProtocolError:
+        generic = None
+    if fast is not None:
+        assert fast == generic
+        assert p._data_body(fast.tag, fast.piece, fast.offset, fast.data) == raw
+    if isinstance(generic, p.Data):
+        assert fast == generic
+        assert p.encode(generic, p.MAX_FRAME)[2:-4] == raw
+    try:
+        p.encode(p.Data(TAG, piece, offset, data), p.MAX_FRAME)
+        sendable = True
+    except p.LocalProtocolError:
+        sendable = False
+    try:
+        p._encode_generic(p.Data(TAG, piece, offset, data), p.MAX_FRAME)
+        assert sendable
+    except p.LocalProtocolError:
+        assert not sendable
