@@ -35,6 +35,7 @@ MAGIC = 0xA5
 SNAPSHOT = 0
 RECORD = 1
 _HEAD = struct.Struct(">BBHI")
+_CRC = struct.Struct(">I")
 HEAD_BYTES = _HEAD.size
 CRC_BYTES = 4
 
@@ -64,6 +65,7 @@ class Journal:
             raise JournalError("journal halves must be the same size")
         self.halves = halves
         self.align = halves[0].flash.align
+        self._pads = [b"\xff" * k for k in range(self.align)]
         self.current = 0
         self.pos = 0
         self.seq = 0
@@ -76,10 +78,9 @@ class Journal:
         return self.halves[0].size
 
     def _frame(self, kind: int, seq: int, payload: bytes) -> bytes:
-        head = _HEAD.pack(MAGIC, kind, len(payload), seq)
-        body = head + payload
-        raw = body + struct.pack(">I", zlib.crc32(body))
-        return raw + b"\xff" * (-len(raw) % self.align)
+        body = _HEAD.pack(MAGIC, kind, len(payload), seq) + payload
+        pad = self._pads[-(len(body) + CRC_BYTES) % self.align]
+        return b"".join((body, _CRC.pack(zlib.crc32(body)), pad))
 
     def _parse(self, region: Region, pos: int) -> tuple[int, int, bytes, int] | None:
         """(kind, seq, payload, next position) of a valid record at ``pos``, else None."""
@@ -128,7 +129,7 @@ class Journal:
         if self.dirty:
             raise JournalFull("the journal has a torn tail; compact before appending")
         raw = self._frame(RECORD, self.seq + 1, payload)
-        if self.pos + len(raw) > self.capacity:
+        if self.pos + len(raw) > self.halves[0].size:
             raise JournalFull(f"journal half {self.current} is full")
         self.halves[self.current].write(self.pos, raw)
         self.pos += len(raw)

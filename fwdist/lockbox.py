@@ -377,8 +377,11 @@ def _apply(s: PState, kind: Rec, r: list[Any]) -> None:
         raise LockboxError(f"unknown journal record {r!r}")
 
 
+_PACKER = msgpack.Packer(use_bin_type=True)  # one reused packer: packb() builds one per call
+
+
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return _PACKER.pack(obj)  # type: ignore[no-any-return]
 
 
 def _unpack(data: bytes) -> Any:
@@ -422,8 +425,6 @@ TRANSITIONS: dict[tuple[Session, type], tuple[str, frozenset[Session]]] = {
     **{(S.DONE, ev): ("ignore", frozenset({S.DONE})) for ev in p.EVENT_TYPES.values()},
 }
 """Session transitions: (state, event type) -> (action, allowed next states)."""
-
-_HANDLERS = {action: "_on_" + action for action, _ in TRANSITIONS.values()}
 
 SESSION_EVENTS: tuple[type, ...] = (Open, End, *p.EVENT_TYPES.values())
 
@@ -767,7 +768,7 @@ class Lockbox:
             raise p.RemoteProtocolError(f"{type(ev).__name__} frame is not allowed in session "
                                         f"state {self.session.value}", p.ErrorCode.UNEXPECTED)
         action, allowed = entry
-        nxt: Session = getattr(self, _HANDLERS[action])(ev, now, out)
+        nxt: Session = _HANDLERS[action](self, ev, now, out)
         assert nxt in allowed, (self.session, ev, nxt)
         self.session = nxt
 
@@ -944,13 +945,14 @@ class Lockbox:
 
     def _on_data(self, ev: p.Data, now: int, out: list[bytes]) -> Session:
         t = self._state.target
+        cfg = self.config
         if t is None or ev.tag != t.tag:
             raise p.RemoteProtocolError("data for a release that is not the box's target",
                                         p.ErrorCode.WRONG_RELEASE)
         sid = ev.piece
         st = t.streams.get(sid)
         if sid == TABLE:
-            size = self.config.max_table
+            size = cfg.max_table
         elif self.table is None:
             raise p.RemoteProtocolError("piece data before the piece table", p.ErrorCode.UNEXPECTED)
         elif sid >= len(self.table.pieces):
@@ -960,7 +962,7 @@ class Lockbox:
         if st is not None and st.done:
             self._send(out, p.PieceComplete(t.tag, sid))
             return S.READY
-        align = self.config.align
+        align = cfg.align
         if ev.offset % align:
             raise p.RemoteProtocolError(f"data offset {ev.offset} is not {align}-aligned",
                                         p.ErrorCode.BAD_OFFSET)
@@ -989,7 +991,7 @@ class Lockbox:
                                             p.ErrorCode.BAD_PIECE)
             self._commit([Rec.DONE, sid])
             self._send(out, p.PieceComplete(t.tag, sid))
-        elif end // self.config.ack_every > received // self.config.ack_every:
+        elif end // cfg.ack_every > received // cfg.ack_every:
             self._send(out, p.Ack(t.tag, sid, end))
             return S.READY
         if t.streams[sid].done and self._all_done():
@@ -1178,3 +1180,9 @@ class Lockbox:
             "flash_ops": self.flash.ops,
             "journal_compactions": self.journal.compactions,
         }
+
+
+_HANDLERS: dict[str, Callable[..., Session]] = {
+    action: getattr(Lockbox, "_on_" + action) for action, _ in TRANSITIONS.values()
+}
+"""Each action of :data:`TRANSITIONS` is the method ``Lockbox._on_<action>``."""

@@ -282,8 +282,11 @@ EVENT_TYPES: dict[int, type[Event]] = {
 # --------------------------------------------------------------------------- encoding
 
 
+_PACKER = msgpack.Packer(use_bin_type=True)  # one reused packer: packb() builds one per call
+
+
 def _pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return _PACKER.pack(obj)  # type: ignore[no-any-return]
 
 
 _FIELDS: dict[type, tuple[str, ...]] = {}
