@@ -484,6 +484,7 @@ class Lockbox:
         self._dirty: dict[int, int] = {}
         self._news: tuple[str, bool] | None = None
         self._verified: tuple[bytes, Manifest] | None = None
+        self._dctx: zstandard.ZstdDecompressor | None = None
         self._decoder = p.FrameDecoder(config.max_frame)
         self._out_max = config.max_frame
         self._offer = bytearray()
@@ -520,6 +521,7 @@ class Lockbox:
         self.session = Session.CLOSED
         self._dirty.clear()
         self._verified = None  # keys may have changed since: verify the stored manifest again
+        self._dctx = None  # RAM does not survive a reboot
         if replay.dirty:
             self.journal.compact(_pack(s.to_wire()))
         self._load_target()
@@ -691,8 +693,9 @@ class Lockbox:
 
     def _decompressed(self, st: Stream, wire_size: int, size: int) -> Any:
         src = _StagedReader(lambda off, n: self._read_stream(st, off, n), wire_size)
-        dctx = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)
-        reader = dctx.stream_reader(cast(IO[bytes], src), read_size=_BLOCK)
+        if self._dctx is None:  # made once per box: building a decompression context costs more
+            self._dctx = zstandard.ZstdDecompressor(max_window_size=_MAX_WINDOW)  # than a piece
+        reader = self._dctx.stream_reader(cast(IO[bytes], src), read_size=_BLOCK)
         produced = 0
         while chunk := reader.read(_BLOCK):
             produced += len(chunk)
