@@ -157,14 +157,25 @@ class Flash:
         """Whether every byte in the range may be written (the model knows; real parts don't)."""
         return self._written.find(1, addr, addr + n) == -1
 
-    def clone(self) -> Flash:
+    def clone(self, into: Flash | None = None) -> Flash:
         """An independent in-memory copy of the bytes, the written map, the counters and the wear.
 
         What a factory does with a golden image, and what the simulator does for each new
         box (much cheaper than ``copy.deepcopy``). The clone is powered and disarmed
-        (:meth:`arm` is not copied) and is never a :class:`FileFlash`.
+        (:meth:`arm` is not copied) and is never a :class:`FileFlash`. ``into`` is a
+        flash of the same geometry that nobody uses any more: it is overwritten and
+        returned, which spares allocating (and page-faulting in) fresh memory.
         """
-        twin = Flash(self.size, self.sector_size, self.align)
+        if into is None:
+            twin = Flash(self.size, self.sector_size, self.align)
+        elif (type(into) is not Flash or into is self
+              or (into.size, into.sector_size, into.align) != (self.size, self.sector_size,
+                                                              self.align)):
+            raise FlashError("clone into: needs another in-memory flash of the same geometry")
+        else:
+            twin = into
+            twin.power_on()
+            twin.arm(None)
         twin._data[:] = self._data
         twin._written[:] = self._written
         twin.ops, twin.writes, twin.erases = self.ops, self.writes, self.erases

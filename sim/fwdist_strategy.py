@@ -22,7 +22,9 @@ link drops: whole frames inside it count, the frame in flight is lost.
 Factory programming is done once per running version and the flash image
 cloned for every box (what a factory does); every box boots, journals, verifies
 and installs on its own. After the box installs, the simulator checks that it
-runs exactly the target image and then drops the box's flash to bound memory.
+runs exactly the target image and then drops the box, handing its flash to the
+next new box to be overwritten with the factory image (``Flash.clone(into=...)``):
+memory stays bounded and a new box costs a copy, not fresh pages.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import os
 import shutil
 import struct
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -56,6 +58,7 @@ RAM_BUDGET = (
     4 * 1024 * 1024
 )  # decoder RAM the simulated boxes allow (the sample's bsdiff-zstd needs ~0.9 MB)
 PHONE, BOX = 0, 1
+SPARE_FLASHES = 64  # flashes of finished boxes kept for new ones (fresh memory costs page faults)
 
 
 def whole_frames(chunk: bytes, sent: int) -> int:
@@ -132,6 +135,7 @@ class FwdistStrategy:
     index_of: dict[bytes, dict[bytes, int]]  # table sha -> piece id -> index
     target_sha256: bytes
     epoch: int
+    spare: list[Flash] = field(default_factory=list)  # flashes of installed boxes, to reuse
 
     @classmethod
     def load(cls, release: ReleaseInfo, delta: bool, max_frame: int = 244) -> FwdistStrategy:
@@ -206,7 +210,8 @@ class FwdistBox:
 
     def _box(self) -> Lockbox:
         if self.lockbox is None:
-            flash = self.st.templates[self.draw.running].clone()
+            spare = self.st.spare.pop() if self.st.spare else None
+            flash = self.st.templates[self.draw.running].clone(into=spare)
             self.lockbox = Lockbox(flash, self.st.config, self.st.trusted)
             self.lockbox.boot(self.st.epoch)
         return self.lockbox
@@ -259,7 +264,9 @@ class FwdistBox:
                     )
                 pr.kept = self.ref.size
                 pr.done = True
-                self.lockbox = None  # installed and checked: free its flash
+                if len(self.st.spare) < SPARE_FLASHES:  # the next new box reuses its memory
+                    self.st.spare.append(lb.flash)
+                self.lockbox = None  # installed and checked: done with its flash
                 break
 
 

@@ -158,3 +158,31 @@ def test_journal_torn_record_is_dropped_and_tail_is_dirty() -> None:
     replay = k.load()
     assert replay.records == [b"one"]
     assert replay.dirty == (f.read(k.halves[k.current].start + k.pos, 1) != b"\xff")
+
+
+def test_clone_is_an_independent_disarmed_copy_and_can_reuse_a_spare() -> None:
+    f = Flash(16384, 4096, 8)
+    f.write(8, b"abcdefgh")
+    f.erase(4096, 4096)
+    twin = f.clone()
+    assert twin.read(0, 16384) == f.read(0, 16384)
+    assert (twin.ops, twin.writes, twin.erases, twin.bytes_written, twin.erase_counts) == (
+        2, 1, 1, 8, [0, 1, 0, 0])
+    with pytest.raises(FlashError, match="not erased"):
+        twin.write(8, b"\xff" * 8)  # the written map is copied, not just the bytes
+    twin.write(16, b"12345678")
+    assert f.read(16, 8) == b"\xff" * 8  # independent
+    f.arm(f.ops)
+    cold = f.clone()
+    cold.write(24, b"z" * 8)  # the countdown is not copied
+    spare = Flash(16384, 4096, 8)
+    spare.write(0, b"y" * 16)
+    spare.arm(spare.ops)
+    again = f.clone(into=spare)
+    assert again is spare and again.read(0, 16384) == f.read(0, 16384)
+    assert (again.ops, again.erase_counts) == (2, [0, 1, 0, 0])
+    again.write(24, b"z" * 8)
+    with pytest.raises(FlashError, match="same geometry"):
+        f.clone(into=Flash(8192, 4096, 8))
+    with pytest.raises(FlashError, match="same geometry"):
+        f.clone(into=f)
