@@ -259,8 +259,12 @@ def _decoded_table(data: bytes, sha256: bytes) -> PieceTable:
     return decode_table(data, sha256)
 
 
+_ROOMS: dict[tuple[int, int, int, int], int] = {}
+"""Data frame room by (frame size, tag, piece and offset widths): shared by every App."""
+
+
 def _int_width(n: int) -> int:
-    """Bytes msgpack spends on a non-negative integer (fixint, uint8, uint16, uint32, uint64)."""
+    """Bytes msgpack spends on an integer >= -1 (fixint or -1, uint8, uint16, uint32, uint64)."""
     return 1 if n < 128 else 2 if n < 256 else 3 if n < 65536 else 5 if n < 1 << 32 else 9
 
 
@@ -334,7 +338,6 @@ class App:
         self._sizes: dict[int, int] = {}
         self._missing: set[int] = set()  # pieces (and TABLE) the box has not verified
         self._manifest_acked = 0
-        self._rooms: dict[tuple[int, int], int] = {}
         self._deaf = False  # the link is gone or the box broke the protocol: ignore input
         self.produced_bytes = 0
         self.payload_produced = 0
@@ -535,11 +538,10 @@ class App:
 
     def _capacity(self, piece: int, offset: int) -> int:
         """Data bytes that fit one frame here; it depends only on how wide the numbers encode."""
-        key = (piece, _int_width(offset))
-        room = self._rooms.get(key)
+        key = (self._session_max, len(self.tag), _int_width(piece), _int_width(offset))
+        room = _ROOMS.get(key)
         if room is None:
-            room = self._rooms[key] = protocol.data_capacity(self._session_max, self.tag, piece,
-                                                             offset)
+            room = _ROOMS[key] = protocol.data_capacity(self._session_max, self.tag, piece, offset)
         return room
 
     def _data_frames(self, queue: Iterable[Send]) -> Iterator[bytes]:

@@ -43,6 +43,7 @@ import enum
 import hashlib
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -314,6 +315,10 @@ def encode(event: Event, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     """The frame bytes of ``event``; raise :class:`LocalProtocolError` if it breaks a rule."""
     if type(event) is Data:
         return encode_data(event.tag, event.piece, event.offset, event.data, max_frame)
+    if type(event) is Ack or type(event) is PieceComplete:
+        body = _progress_body(event)
+        if body is not None:
+            return _framed(body, type(event).__name__, max_frame)
     return _encode_generic(event, max_frame)
 
 
@@ -376,14 +381,51 @@ def encode_data(tag: bytes, piece: int, offset: int, data: bytes,
             and TABLE <= piece <= 0xFFFF and type(offset) is int and 0 <= offset <= MAX_OBJECT
             and type(data) is bytes and 0 < len(data) <= MAX_FRAME):
         return _encode_generic(Data(tag, piece, offset, data), max_frame)
-    body = _data_body(tag, piece, offset, data)
+    return _framed(_data_body(tag, piece, offset, data), "Data", max_frame)
+
+
+def _framed(body: bytes, name: str, max_frame: int) -> bytes:
     size = HEADER_BYTES + len(body) + CRC_BYTES
     if size > max_frame:
         raise LocalProtocolError(
-            f"Data frame is {size} bytes, over the {max_frame}-byte limit",
+            f"{name} frame is {size} bytes, over the {max_frame}-byte limit",
             ErrorCode.FRAME_TOO_LARGE,
         )
     return b"".join((_PACK_LEN(len(body) + CRC_BYTES), body, _PACK_CRC(zlib.crc32(body))))
+
+
+_ACK_PREFIX = bytes((0x94, Ack.TYPE, 0xC4, TAG_BYTES))
+_PIECE_PREFIX = bytes((0x93, PieceComplete.TYPE, 0xC4, TAG_BYTES))
+
+
+def _progress_body(event: Ack | PieceComplete) -> bytes | None:
+    """The canonical body of a valid Ack or PieceComplete (the box's frequent answers), or None."""
+    tag, piece = event.tag, event.piece
+    if not (type(tag) is bytes and len(tag) == TAG_BYTES and type(piece) is int
+            and TABLE <= piece <= 0xFFFF):
+        return None
+    if not isinstance(event, Ack):
+        return b"".join((_PIECE_PREFIX, tag, _uint(piece)))
+    offset = event.offset
+    if not (type(offset) is int and 0 <= offset <= MAX_OBJECT):
+        return None
+    return b"".join((_ACK_PREFIX, tag, _uint(piece), _uint(offset)))
+
+
+def _decode_progress(body: bytes) -> Ack | PieceComplete | None:
+    """The Ack or PieceComplete of a canonical, valid body with its prefix, or None."""
+    try:
+        piece, pos = _read_uint(body, 8, TABLE, 0xFFFF)
+        if piece < TABLE:
+            return None
+        if body[1] == PieceComplete.TYPE:
+            return PieceComplete(body[4:8], piece) if pos == len(body) else None
+        offset, pos = _read_uint(body, pos, 0, MAX_OBJECT)
+    except IndexError:
+        return None
+    if offset < 0 or pos != len(body):
+        return None
+    return Ack(body[4:8], piece, offset)
 
 
 def _read_uint(body: bytes, pos: int, lo: int, hi: int) -> tuple[int, int]:
@@ -552,11 +594,20 @@ def _from_wire(raw: Any) -> Event:
 
 def decode_body(body: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> Event:
     """Decode one msgpack body (no length prefix, no CRC)."""
-    if type(body) is bytes and body[:4] == _DATA_PREFIX and len(body) <= max_frame:
-        data = _decode_data(body)
-        if data is not None:
-            return data
+    if type(body) is bytes and len(body) <= max_frame:
+        fast = _FAST_DECODERS.get(body[:4])
+        if fast is not None and (event := fast(body)) is not None:
+            return event
     return _decode_generic(body, max_frame)
+
+
+_FAST_DECODERS: dict[bytes, Callable[[bytes], Event | None]] = {
+    _DATA_PREFIX: _decode_data,
+    _ACK_PREFIX: _decode_progress,
+    _PIECE_PREFIX: _decode_progress,
+}
+"""Bodies whose first four bytes are these have a decoder of their own (the generic one decides
+whatever it returns None for)."""
 
 
 def _decode_generic(body: bytes, max_frame: int) -> Event:
@@ -630,11 +681,10 @@ class FrameDecoder:
         del buf[:end]
         if zlib.crc32(body) != crc:
             raise _fail("frame CRC does not match its body", ErrorCode.BAD_CRC)
-        event: Event | None = None
-        if body[:4] == _DATA_PREFIX:
-            event = _decode_data(body)
+        fast = _FAST_DECODERS.get(body[:4])
+        event = fast(body) if fast is not None else None
         if event is None:
-            event = decode_body(body, self.max_frame)
+            event = _decode_generic(body, self.max_frame)
         self.frames_in += 1
         return event
 
