@@ -381,6 +381,13 @@ class _Reader:
         return b"".join(parts)
 
     def uv(self) -> int:
+        buf, pos = self._buf, self._pos
+        if pos < len(buf) and buf[pos] < 0x80:  # the usual one-byte varint, read in place
+            self._pos = pos + 1
+            return buf[pos]
+        return self._uv_slow()
+
+    def _uv_slow(self) -> int:
         value = 0
         for shift in range(0, 7 * _MAX_VARINT_BYTES, 7):
             if self._pos >= len(self._buf):
@@ -701,17 +708,26 @@ def _stream_bounds(
     return bounds
 
 
+_LOW7: Final = int.from_bytes(b"\x7f" * PIECE, "little")
+_HIGH1: Final = int.from_bytes(b"\x80" * PIECE, "little")
+
+
 def _add(old: bytes, diff: bytes) -> bytes:
-    """Byte-wise (old + diff) mod 256, as SWAR on Python ints: no per-byte loop."""
-    if diff.count(0) == len(diff):
+    """Byte-wise (old + diff) mod 256, as SWAR on Python ints: no per-byte loop.
+
+    The masks are built once, PIECE bytes wide: ``&`` with a shorter operand
+    only touches that operand's width, so one pair serves every n <= PIECE.
+    A diff that is zero at its ends (bsdiff's usual case) adds only its middle.
+    """
+    core = diff.strip(b"\0")
+    if not core:
         return old
-    n = len(old)
-    a = int.from_bytes(old, "little")
-    b = int.from_bytes(diff, "little")
-    low = int.from_bytes(b"\x7f" * n, "little")
-    high = int.from_bytes(b"\x80" * n, "little")
-    total = ((a & low) + (b & low)) ^ ((a ^ b) & high)
-    return total.to_bytes(n, "little")
+    start = diff.find(core[0])  # the first non-zero byte: only zeros precede it
+    end = start + len(core)
+    a = int.from_bytes(old[start:end], "little")
+    b = int.from_bytes(core, "little")
+    total = ((a & _LOW7) + (b & _LOW7)) ^ ((a ^ b) & _HIGH1)
+    return b"".join((old[:start], total.to_bytes(end - start, "little"), old[end:]))
 
 
 def _bsdiff_run(
@@ -719,29 +735,30 @@ def _bsdiff_run(
 ) -> None:
     """Replay the control triples: O(3 x PIECE) memory on top of the stream decoders."""
     seeks, xs, ys, diff, extra = streams
-    budget = [new_size]
+    seek_uv, x_uv, y_uv, diff_take, extra_take = seeks.uv, xs.uv, ys.uv, diff.take, extra.take
     old_pos = 0
     new_pos = 0
     prev_y = 0
     while new_pos < new_size:
-        old_pos += _unzigzag(seeks.uv()) + prev_y
-        x = xs.uv()
-        y = ys.uv()
+        old_pos += _unzigzag(seek_uv()) + prev_y
+        x = x_uv()
+        y = y_uv()
         if not 0 <= old_pos <= old_size:
             raise DeltaError(f"seek to {old_pos} outside the old image")
         if x + y == 0 or new_pos + x + y > new_size:
             raise DeltaError(f"control ({x}, {y}) at {new_pos} outside the new image")
         if old_pos + x > old_size:
             raise DeltaError(f"diff of {x} at {old_pos} runs past the old image")
+        # the checks above keep every piece within new_size: _emit's budget is implied here
         end = old_pos + x
         while old_pos < end:
-            n = min(PIECE, end - old_pos)
-            _emit(sink, _add(_read(old, old_pos, n, "old"), diff.take(n)), budget)
+            n = end - old_pos if end - old_pos < PIECE else PIECE
+            sink(_add(_read(old, old_pos, n, "old"), diff_take(n)))
             old_pos += n
         left = y
         while left:
-            n = min(PIECE, left)
-            _emit(sink, extra.take(n), budget)
+            n = left if left < PIECE else PIECE
+            sink(extra_take(n))
             left -= n
         new_pos += x + y
         prev_y = y

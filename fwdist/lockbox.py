@@ -648,6 +648,13 @@ class Lockbox:
         if pad:
             data += b"\xff" * pad
         done, total = 0, len(data)
+        k, within = divmod(pos, ss)
+        st = t.streams.get(sid)
+        if (within + total <= ss and st is not None and k < len(st.sectors)
+                and not (self._dirty and self._dirty.get(sid) == k)):
+            # the usual frame: into a sector the stream already owns, nothing to allocate
+            self.layout.staging.write(st.sectors[k] * ss + within, data)
+            return
         while done < total:
             k, within = divmod(pos, ss)
             n = min(total - done, ss - within)
