@@ -206,6 +206,8 @@ class Phase(enum.Enum):
     SENDING = "sending"  # streaming table and pieces, counting acks
     DONE = "done"  # nothing more to say; the transport closes the link
 
+    __hash__ = object.__hash__  # identity, as equality is: in C, not Enum's Python __hash__
+
 
 # Why a session ended, as the phone saw it (None: it did what it could and left).
 UP_TO_DATE = "box already runs this release"
@@ -261,6 +263,17 @@ def _decoded_table(data: bytes, sha256: bytes) -> PieceTable:
 
 _ROOMS: dict[tuple[int, int, int, int], int] = {}
 """Data frame room by (frame size, tag, piece and offset widths): shared by every App."""
+
+
+_FRAMES: dict[tuple[bytes, int, int, bytes, int, int], bytes] = {}
+"""Encoded Data frames by (object bytes, offset, end, tag, piece, frame size): shared by every App.
+
+A frame is a pure function of these, and a fleet's phones send the same release's
+frames again and again (the simulator, a thousand times over): each is encoded once.
+The object's bytes are part of the key (their hash is cached by ``bytes``), so a
+phone holding other bytes under the same tag never gets another phone's frame.
+"""
+_FRAMES_MAX = 16_384  # about 4 MB of frames and keys at most; cleared when full
 
 
 def _int_width(n: int) -> int:
@@ -547,7 +560,7 @@ class App:
     def _data_frames(self, queue: Iterable[Send]) -> Iterator[bytes]:
         """Data frames for each object in order, aligned as the box requires."""
         tag, align, limit = self.tag, self._align, self._session_max
-        encode_data = protocol.encode_data
+        encode_data, frames = protocol.encode_data, _FRAMES
         for s in queue:
             offset = s.offset - s.offset % align
             size = len(s.data)
@@ -557,7 +570,14 @@ class App:
                 if offset + room < end:
                     room -= room % align
                     end = offset + room
-                frame = encode_data(tag, s.piece, offset, s.data[offset:end], limit)
+                key = (s.data, offset, end, tag, s.piece, limit)
+                frame = frames.get(key) if type(s.data) is bytes else None  # bytes: hashable
+                if frame is None:
+                    frame = encode_data(tag, s.piece, offset, s.data[offset:end], limit)
+                    if type(s.data) is bytes:
+                        if len(frames) >= _FRAMES_MAX:
+                            frames.clear()
+                        frames[key] = frame
                 yield self._account(frame, end - offset)
                 offset = end
             self._outstanding.add(s.piece)

@@ -128,7 +128,9 @@ class Journal:
         """Append one record; raise :class:`JournalFull` (nothing written) when it would not fit."""
         if self.dirty:
             raise JournalFull("the journal has a torn tail; compact before appending")
-        raw = self._frame(RECORD, self.seq + 1, payload)
+        body = _HEAD.pack(MAGIC, RECORD, len(payload), self.seq + 1) + payload  # _frame, inlined:
+        pad = self._pads[-(len(body) + CRC_BYTES) % self.align]  # one record per data frame
+        raw = b"".join((body, _CRC.pack(zlib.crc32(body)), pad))
         if self.pos + len(raw) > self.halves[0].size:
             raise JournalFull(f"journal half {self.current} is full")
         self.halves[self.current].write(self.pos, raw)

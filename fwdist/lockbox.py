@@ -275,6 +275,7 @@ class Rec(enum.IntEnum):
 
 _B = p.BoxState
 _PROGRESS = Rec.PROGRESS
+_RECEIVING = p.BoxState.RECEIVING
 _TRANSFER = (Rec.ALLOC, Rec.REPLACE, Rec.TRIM, Rec.PROGRESS, Rec.DONE, Rec.KEEP, Rec.RESET)
 
 PHASES: dict[tuple[p.BoxState, Rec], p.BoxState] = {
@@ -400,6 +401,10 @@ class Session(enum.Enum):
     OFFERING = "offering"  # a manifest is arriving in chunks
     DONE = "done"  # the box ended the session (error or rejection); input is dropped
 
+    # members are singletons compared by identity: hash them the same way, in C (Enum's
+    # own __hash__ is a Python call, and every frame looks a (state, event) pair up)
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True)
 class Open:
@@ -412,6 +417,7 @@ class End:
 
 
 S = Session
+_DONE = S.DONE
 _LIVE = (S.WAIT_HELLO, S.READY, S.OFFERING)
 
 TRANSITIONS: dict[tuple[Session, type], tuple[str, frozenset[Session]]] = {
@@ -755,7 +761,7 @@ class Lockbox:
         try:
             for i in range(0, len(view), step):
                 decoder.feed(view[i : i + step])
-                while self._live() and (ev := decoder.next_event()):
+                while self.session is not _DONE and (ev := decoder.next_event()):  # _live()
                     self._dispatch(ev, now, out)
         except p.RemoteProtocolError as e:
             self._send(out, p.Error(int(e.code), str(e)[:200]))
@@ -991,7 +997,14 @@ class Lockbox:
             raise p.RemoteProtocolError("only the last chunk of a piece may be unaligned",
                                         p.ErrorCode.BAD_OFFSET)
         self._stage_write(sid, received, data)
-        self._commit([Rec.PROGRESS, sid, end])
+        if st is not None and t.phase == _RECEIVING:  # the per-frame record, without the generic
+            st.received = end  # path: apply_record's PROGRESS case (RECEIVING stays RECEIVING)
+            try:
+                self.journal.append(_pack([_PROGRESS, sid, end]))
+            except JournalFull:
+                self.journal.compact(_pack(self._state.to_wire()))
+        else:
+            self._commit([Rec.PROGRESS, sid, end])
         if sid == TABLE:
             self._table_progress(received, data, end, out)
         elif end == size:
