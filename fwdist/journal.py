@@ -133,7 +133,8 @@ class Journal:
         raw = b"".join((body, _CRC.pack(zlib.crc32(body)), pad))
         if self.pos + len(raw) > self.halves[0].size:
             raise JournalFull(f"journal half {self.current} is full")
-        self.halves[self.current].write(self.pos, raw)
+        region = self.halves[self.current]
+        region.flash.write(region.start + self.pos, raw)  # within the half: checked just above
         self.pos += len(raw)
         self.seq += 1
         self.records_written += 1

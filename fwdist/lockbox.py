@@ -996,7 +996,16 @@ class Lockbox:
         if len(data) % align and sid != TABLE and end != size:
             raise p.RemoteProtocolError("only the last chunk of a piece may be unaligned",
                                         p.ErrorCode.BAD_OFFSET)
-        self._stage_write(sid, received, data)
+        ss = cfg.sector_size
+        k, within = divmod(received, ss)
+        if (st is not None and k < len(st.sectors) and within + len(data) <= ss
+                and not len(data) % align and not (self._dirty and self._dirty.get(sid) == k)):
+            # _stage_write's usual case, inlined: an aligned frame into a sector the stream owns
+            # (within the staging region by construction, so straight to the flash)
+            staging = self.layout.staging
+            staging.flash.write(staging.start + st.sectors[k] * ss + within, data)
+        else:
+            self._stage_write(sid, received, data)
         if st is not None and t.phase == _RECEIVING:  # the per-frame record, without the generic
             st.received = end  # path: apply_record's PROGRESS case (RECEIVING stays RECEIVING)
             try:
@@ -1149,8 +1158,8 @@ class Lockbox:
             return False
         w.close()
         h = hashlib.sha256()
-        for off in range(0, m.image_size, 4096):
-            h.update(new_slot.read(off, min(4096, m.image_size - off)))
+        for off in range(0, m.image_size, delta.PIECE):  # flash is read in place: no RAM bound
+            h.update(new_slot.read(off, min(delta.PIECE, m.image_size - off)))
         return h.digest() == m.image_sha256
 
     def _payload_read(self, off: int, n: int) -> bytes:
