@@ -276,6 +276,12 @@ phone holding other bytes under the same tag never gets another phone's frame.
 _FRAMES_MAX = 16_384  # about 4 MB of frames and keys at most; cleared when full
 
 
+def _wider_at(n: int) -> int:
+    """The least integer above ``n`` that msgpack encodes wider than ``n`` (see _int_width)."""
+    return 128 if n < 128 else 256 if n < 256 else 65536 if n < 65536 else 1 << 32 if n < 1 << 32 \
+        else 1 << 64
+
+
 def _int_width(n: int) -> int:
     """Bytes msgpack spends on an integer >= -1 (fixint or -1, uint8, uint16, uint32, uint64)."""
     return 1 if n < 128 else 2 if n < 256 else 3 if n < 65536 else 5 if n < 1 << 32 else 9
@@ -564,8 +570,12 @@ class App:
         for s in queue:
             offset = s.offset - s.offset % align
             size = len(s.data)
-            while offset < size:
-                room = self._capacity(s.piece, offset)
+            wider_at = offset  # the room depends on the offset's width only: look it up again
+            while offset < size:  # when the offset reaches the next width
+                if offset >= wider_at:
+                    room_here = self._capacity(s.piece, offset)
+                    wider_at = _wider_at(offset)
+                room = room_here
                 end = size
                 if offset + room < end:
                     room -= room % align

@@ -432,6 +432,10 @@ TRANSITIONS: dict[tuple[Session, type], tuple[str, frozenset[Session]]] = {
 }
 """Session transitions: (state, event type) -> (action, allowed next states)."""
 
+_READY = S.READY
+# Lockbox.receive_data serves this cell without the lookup; it must stay what the code assumes
+assert TRANSITIONS[(S.READY, p.Data)] == ("data", frozenset({S.READY}))
+
 SESSION_EVENTS: tuple[type, ...] = (Open, End, *p.EVENT_TYPES.values())
 
 
@@ -762,7 +766,12 @@ class Lockbox:
             for i in range(0, len(view), step):
                 decoder.feed(view[i : i + step])
                 while self.session is not _DONE and (ev := decoder.next_event()):  # _live()
-                    self._dispatch(ev, now, out)
+                    if type(ev) is p.Data and self.session is _READY:
+                        # the table's (READY, Data) cell, looked up once below: most frames
+                        nxt = self._on_data(ev, now, out)
+                        assert nxt is _READY, (self.session, ev, nxt)
+                    else:
+                        self._dispatch(ev, now, out)
         except p.RemoteProtocolError as e:
             self._send(out, p.Error(int(e.code), str(e)[:200]))
             self.session = Session.DONE
