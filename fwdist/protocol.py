@@ -464,12 +464,22 @@ def _decode_data(body: bytes) -> Data | None:
     is exactly ``_data_body`` of what it returns (a test holds it to that).
     """
     try:
-        piece, pos = _read_uint(body, 8, TABLE, 0xFFFF)
-        if piece < TABLE:
-            return None
-        offset, pos = _read_uint(body, pos, 0, MAX_OBJECT)
-        if offset < 0:
-            return None
+        b = body[8]
+        if b < 0x80:  # a positive fixint piece (most are): _read_uint's first case, inlined
+            piece, pos = b, 9
+        else:
+            piece, pos = _read_uint(body, 8, TABLE, 0xFFFF)
+            if piece < TABLE:
+                return None
+        b = body[pos]
+        if b == 0xCD:  # a uint16 offset (most are): _read_uint's case, inlined
+            offset, pos = body[pos + 1] << 8 | body[pos + 2], pos + 3
+            if offset < 0x100:  # not the shortest form
+                return None
+        else:
+            offset, pos = _read_uint(body, pos, 0, MAX_OBJECT)
+            if offset < 0:
+                return None
         b = body[pos]
         if b == 0xC4:
             n, pos = body[pos + 1], pos + 2
