@@ -570,8 +570,10 @@ class App:
         for s in queue:
             offset = s.offset - s.offset % align
             size = len(s.data)
-            wider_at = offset  # the room depends on the offset's width only: look it up again
-            while offset < size:  # when the offset reaches the next width
+            wider_at = offset
+            while offset < size:
+                # a frame's room depends on the offset's width only: look it up again
+                # when the offset reaches the next width
                 if offset >= wider_at:
                     room_here = self._capacity(s.piece, offset)
                     wider_at = _wider_at(offset)

@@ -822,6 +822,11 @@ def _bsdiff_zstd_ram(head: bytes) -> int:
     return sum(_window_ram(log) for log, p in zip(logs, present, strict=True) if p) + 3 * PIECE
 
 
+def _zstd_stream(name: str, payload: ReadAt, start: int, end: int, log: int) -> _Stream:
+    """A stripped zstd frame with a ``1 << log`` window, its frame header rebuilt."""
+    return _Stream(name, payload, start, end, bytes([_FHD_STREAM, (log - 10) << 3]), 1 << log)
+
+
 def _bsdiff_zstd_apply(
     old: ReadAt, old_size: int, payload: ReadAt, payload_size: int, sink: Sink, new_size: int
 ) -> None:
@@ -833,7 +838,7 @@ def _bsdiff_zstd_apply(
         raise DeltaError(f"payload makes {got_new} bytes, not new_size {new_size}")
     bounds = _stream_bounds(pos, lengths, payload_size, "bsdiff-zstd")
     streams: list[_Reader] = [
-        _Stream(name, payload, start, end, bytes([_FHD_STREAM, (log - 10) << 3]), 1 << log)
+        _zstd_stream(name, payload, start, end, log)
         for name, (start, end), log in zip(_STREAMS, bounds, logs, strict=True)
     ]
     _bsdiff_run(old, old_size, streams, sink, new_size)
@@ -953,8 +958,7 @@ def _open_stream(name: str, payload: ReadAt, start: int, end: int, coder: _Coder
     if start == end:
         raise DeltaError(f"{name} stream has a coder but no bytes")
     if method == _ZSTD_CODER:
-        header = bytes([_FHD_STREAM, (log - 10) << 3])
-        return _Stream(name, payload, start, end, header, 1 << log)
+        return _zstd_stream(name, payload, start, end, log)
     return _LzmaStream(name, payload, start, end, method, log)
 
 
