@@ -52,12 +52,10 @@ pairs = st.one_of(
 )
 
 
-@SETTINGS
-@given(pair=pairs, encoder=st.sampled_from(ENCODER_NAMES))
-def test_round_trip(pair: tuple[bytes, bytes], encoder: str) -> None:
-    old, new = pair
-    payload = encode_with(encoder, old, new)
-    pieces: list[bytes] = []
+def apply_into(
+    pieces: list[bytes], encoder: str, old: bytes, payload: bytes, new_size: int
+) -> None:
+    """Decode ``payload`` against ``old``, appending the output pieces to ``pieces``."""
     apply(
         encoder,
         reader(old),
@@ -65,8 +63,17 @@ def test_round_trip(pair: tuple[bytes, bytes], encoder: str) -> None:
         reader(payload),
         len(payload),
         pieces.append,
-        new_size=len(new),
+        new_size=new_size,
     )
+
+
+@SETTINGS
+@given(pair=pairs, encoder=st.sampled_from(ENCODER_NAMES))
+def test_round_trip(pair: tuple[bytes, bytes], encoder: str) -> None:
+    old, new = pair
+    payload = encode_with(encoder, old, new)
+    pieces: list[bytes] = []
+    apply_into(pieces, encoder, old, payload, len(new))
     assert b"".join(pieces) == new
     assert all(0 < len(p) <= PIECE for p in pieces)
 
@@ -83,15 +90,7 @@ def _contract(encoder: str, old: bytes, payload: bytes, new_size: int) -> None:
     """Either an image of exactly new_size bytes, or DeltaError after at most new_size."""
     pieces: list[bytes] = []
     try:
-        apply(
-            encoder,
-            reader(old),
-            len(old),
-            reader(payload),
-            len(payload),
-            pieces.append,
-            new_size=new_size,
-        )
+        apply_into(pieces, encoder, old, payload, new_size)
     except DeltaError as exc:
         assert "\n" not in str(exc)
         assert sum(map(len, pieces)) <= new_size
