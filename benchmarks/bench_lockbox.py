@@ -108,7 +108,7 @@ def _deliver(old: bytes, new: bytes, work: Path, trace: bool) -> Delivery:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from fwdist.app import App, PhoneCache
-    from fwdist.lockbox import BoxConfig, Lockbox
+    from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
     from fwdist.manifest import key_id
     from fwdist.staging import StageOptions, stage
     from fwdist.store import Store
@@ -158,9 +158,9 @@ def _deliver(old: bytes, new: bytes, work: Path, trace: bool) -> Delivery:
     peak = tracemalloc.get_traced_memory()[1] if trace else 0
     if trace:
         tracemalloc.stop()
-    if outcome != "built":
+    if outcome is not IdleStep.BUILT:
         raise RuntimeError(f"the box did not build the new image: idle() said {outcome!r}")
-    if box.idle(sessions + 2) != "installed" or box.running_image() != new:
+    if box.idle(sessions + 2) is not IdleStep.INSTALLED or box.running_image() != new:
         raise RuntimeError("the box did not install the new release")
     return Delivery(sessions, sent, received, overhead, seconds, peak)
 

@@ -35,9 +35,6 @@ from fwdist.errors import FwdistError
 ERASED = 0xFF
 
 
-_ONES = memoryview(b"\x01" * 4096)  # the written map's marks, sliced instead of built per write
-
-
 class FlashError(FwdistError):
     """An operation broke a NOR rule (a bug in the caller, never a power cut)."""
 
@@ -73,8 +70,6 @@ class Flash:
         self._torn = False
         self._rng = random.Random(0)
         self.dead = False
-        self._mirrored = type(self)._store is not Flash._store  # a subclass keeps a copy elsewhere
-        self._erased: tuple[bytes, bytes] | None = None  # one sector of 0xFF and of 0 (erase)
 
     # -- power ------------------------------------------------------------------
 
@@ -116,30 +111,16 @@ class Flash:
             raise FlashError(f"write of {n} bytes at {addr:#x} is outside the flash")
         if addr % self.align or n % self.align:
             raise FlashError(f"write of {n} bytes at {addr:#x} is not {self.align}-byte aligned")
-        written = self._written
-        if written.find(1, addr, end) != -1:
+        if self._written.find(1, addr, end) != -1:
             raise FlashError(f"write of {n} bytes at {addr:#x} touches bytes not erased")
-        if self._cut_at is None and not self.dead and not self._mirrored:
-            # the common case (no countdown armed, RAM only): one op, never torn
-            self.ops += 1
-            self._data[addr:end] = data
-            written[addr:end] = _ONES[:n] if n <= 4096 else b"\x01" * n
-            self.writes += 1
-            self.bytes_written += n
-            return
-        if self._cut_at is None and not self.dead:  # _begin(), inlined for the common case
-            self.ops += 1
-            torn = False
-        else:
-            torn = self._begin()
+        torn = self._begin()
         if torn:
             n = self._rng.randrange(n) if n else 0
             end = addr + n
             data = data[:n]
         self._data[addr:end] = data
-        written[addr:end] = _ONES[:n] if n <= len(_ONES) else b"\x01" * n
-        if self._mirrored:
-            self._store(addr, bytes(data))
+        self._written[addr:end] = b"\x01" * n
+        self._store(addr, data)
         if torn:
             raise PowerCut(self.ops - 1, True)
         self.writes += 1
@@ -153,16 +134,10 @@ class Flash:
         for sector_addr in range(addr, addr + n, ss):
             torn = self._begin()
             m = self._rng.randrange(ss) if torn else ss
-            if m == ss:  # a whole sector: the patterns are made once per flash, not per erase
-                if self._erased is None:
-                    self._erased = (b"\xff" * ss, bytes(ss))
-                ff, zeros = self._erased
-            else:
-                ff, zeros = b"\xff" * m, bytes(m)
+            ff = b"\xff" * m
             self._data[sector_addr : sector_addr + m] = ff
-            self._written[sector_addr : sector_addr + m] = zeros
-            if self._mirrored:
-                self._store(sector_addr, ff)
+            self._written[sector_addr : sector_addr + m] = bytes(m)
+            self._store(sector_addr, ff)
             if torn:
                 raise PowerCut(self.ops - 1, True)
             self.erases += 1
@@ -199,7 +174,7 @@ class Flash:
         return twin
 
     def _store(self, addr: int, data: bytes) -> None:
-        """Hook for persistent variants (called only when ``_mirrored`` is set)."""
+        """Hook for persistent variants: every byte range that changed, as it now reads."""
 
 
 class FileFlash(Flash):
@@ -256,8 +231,7 @@ class Region:
         return self.flash.read(self.start + off, n)
 
     def write(self, off: int, data: bytes) -> None:
-        if off < 0 or off + len(data) > self.size:
-            self._check(off, len(data))
+        self._check(off, len(data))
         self.flash.write(self.start + off, data)
 
     def erase(self, off: int, n: int) -> None:

@@ -65,7 +65,6 @@ class Journal:
             raise JournalError("journal halves must be the same size")
         self.halves = halves
         self.align = halves[0].flash.align
-        self._pads = [b"\xff" * k for k in range(self.align)]
         self.current = 0
         self.pos = 0
         self.seq = 0
@@ -79,7 +78,7 @@ class Journal:
 
     def _frame(self, kind: int, seq: int, payload: bytes) -> bytes:
         body = _HEAD.pack(MAGIC, kind, len(payload), seq) + payload
-        pad = self._pads[-(len(body) + CRC_BYTES) % self.align]
+        pad = b"\xff" * (-(len(body) + CRC_BYTES) % self.align)
         return b"".join((body, _CRC.pack(zlib.crc32(body)), pad))
 
     def _parse(self, region: Region, pos: int) -> tuple[int, int, bytes, int] | None:
@@ -91,7 +90,7 @@ class Journal:
         if magic != MAGIC or kind not in (SNAPSHOT, RECORD) or end > region.size:
             return None
         body = region.read(pos, HEAD_BYTES + length)
-        (crc,) = struct.unpack(">I", region.read(pos + HEAD_BYTES + length, CRC_BYTES))
+        (crc,) = _CRC.unpack(region.read(pos + HEAD_BYTES + length, CRC_BYTES))
         if zlib.crc32(body) != crc:
             return None
         return kind, seq, body[HEAD_BYTES:], end + (-end % self.align)
@@ -128,13 +127,10 @@ class Journal:
         """Append one record; raise :class:`JournalFull` (nothing written) when it would not fit."""
         if self.dirty:
             raise JournalFull("the journal has a torn tail; compact before appending")
-        body = _HEAD.pack(MAGIC, RECORD, len(payload), self.seq + 1) + payload  # _frame, inlined:
-        pad = self._pads[-(len(body) + CRC_BYTES) % self.align]  # one record per data frame
-        raw = b"".join((body, _CRC.pack(zlib.crc32(body)), pad))
-        if self.pos + len(raw) > self.halves[0].size:
+        raw = self._frame(RECORD, self.seq + 1, payload)
+        if self.pos + len(raw) > self.capacity:
             raise JournalFull(f"journal half {self.current} is full")
-        region = self.halves[self.current]
-        region.flash.write(region.start + self.pos, raw)  # within the half: checked just above
+        self.halves[self.current].write(self.pos, raw)
         self.pos += len(raw)
         self.seq += 1
         self.records_written += 1

@@ -1,4 +1,7 @@
-"""Test support in the library (zarr-style): releases, a reference phone, a stateful machine.
+"""Test support in the library (zarr-style): releases and a reference phone.
+
+Library users may test against a lockbox with these, and need nothing beyond
+fwdist's own dependencies (hypothesis is not one of them):
 
 * :func:`make_releases` stages a small release history (SampleFirmware images,
   small chunker parameters, deltas from every earlier release) into a store.
@@ -7,29 +10,23 @@
   :class:`~fwdist.lockbox.Lockbox` one session at a time and can walk away
   after any number of bytes. The real phone lives in :mod:`fwdist.app`; this one
   exists so the box's tests do not depend on it.
-* :class:`LockboxMachine` is a hypothesis ``RuleBasedStateMachine`` that
-  interleaves sessions, walk-aways at random byte offsets, duplicated,
-  reordered and corrupted frames, data from other releases, reboots and power
-  cuts, and checks the box against a plain model: verified progress never goes
-  backwards except by a target change, and the box ends with exactly the new
-  image. ``tests/property/test_lockbox_stateful.py`` runs it.
+
+The hypothesis state machine that drives a box with these lives with the tests
+(``tests/property/test_lockbox_stateful.py``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from fwdist import protocol as p
 from fwdist.chunker import ChunkerParams
-from fwdist.flash import Flash, PowerCut
+from fwdist.flash import Flash
 from fwdist.lockbox import BoxConfig, Lockbox
 from fwdist.manifest import Manifest, PieceTable, Version, decode, key_id
 from fwdist.releases import load_table, table_bytes, wire_piece
@@ -286,228 +283,3 @@ class Phone:
             stream(i, payload.pieces[i], partials.get(i, 0))
             if log.error:
                 return
-
-
-# --------------------------------------------------------------------------- the stateful machine
-
-
-class LockboxMachine(RuleBasedStateMachine):
-    """Sessions, walk-aways, hostile frames, reboots and power cuts against a plain model.
-
-    The model is deliberately simple and independent of the box's code: the set
-    of piece indices a phone saw confirmed (PieceComplete) for the current
-    target tag, the target tag itself, and the running version. Invariants:
-    the box's verified set always contains the model's (progress never goes
-    backwards without a target change), what runs is always a release's exact
-    image, and after a final full session plus idle the box runs the newest
-    release.
-    """
-
-    RELEASES: Releases | None = None
-
-    @classmethod
-    def releases(cls) -> Releases:
-        if cls.RELEASES is None:
-            root = Path(tempfile.mkdtemp(prefix="fwdist-machine-"))
-            cls.RELEASES = make_releases(root, count=3, size=24 * 1024, seed=5, deltas=False)
-        return cls.RELEASES
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.rel = self.releases()
-        # 1 KiB sectors: pieces span sectors and the journal switches halves often
-        self.config = box_config(self.rel, sector_size=1024, journal_sectors=2, max_trials=50)
-        self.flash = self.config.make_flash()
-        self.box = new_box(self.rel, self.config, self.flash)
-        self.now = 1_700_000_100
-        self.model_tag: bytes | None = None
-        self.model_done: set[int] = set()
-        self.model_running = self.rel.releases[0].version
-        self.images = {r.version: r.image for r in self.rel.releases}
-
-    # -- helpers --
-    def _observe(self, log: SessionLog) -> None:
-        for e in log.events:
-            if isinstance(e, p.Accept) and e.tag != self.model_tag:
-                self.model_tag, self.model_done = e.tag, set()
-            if isinstance(e, p.PieceComplete) and e.tag == self.model_tag and e.piece >= 0:
-                self.model_done.add(e.piece)
-
-    def _verified(self) -> set[int]:
-        t = self.box.s.target if self.box.s else None
-        if t is None:
-            return set()
-        return {i for i, s in t.streams.items() if i >= 0 and s.done}
-
-    def _reboot(self) -> None:
-        self.flash.power_on()
-        self.box = Lockbox(self.flash, self.config, self.rel.trusted)
-        self.box.boot(self.now)
-        self._sync_running()
-
-    def _sync_running(self) -> None:
-        st = self.box.status()
-        if st["running_version"] != self.model_running:
-            self.model_running = st["running_version"]
-            self.model_tag, self.model_done = None, set()
-
-    # -- rules --
-    @initialize(first=st.integers(0, 1))
-    def start(self, first: int) -> None:
-        if first:
-            self.box = new_box(self.rel, self.config, self.flash, first=first)
-            self.model_running = self.rel.releases[first].version
-
-    @rule(which=st.integers(0, 2), budget=st.integers(1, 3000), holds=st.sets(st.integers(0, 12)),
-          seed=st.integers(0, 1000))
-    def session(self, which: int, budget: int, holds: set[int], seed: int) -> None:
-        phone = Phone([self.rel.releases[which]], holds=holds or None, order_seed=seed)
-        log = phone.session(self.box, self.now, budget)
-        self._observe(log)
-        assert log.error is None, log.error  # an honest phone never breaks the protocol
-        self.now += 60
-
-    @rule(data=st.binary(max_size=300), prefix_frames=st.integers(0, 2))
-    def garbage_session(self, data: bytes, prefix_frames: int) -> None:
-        """Hostile bytes (after a proper hello, maybe) never change persistent state."""
-        self.box.open_session(self.now)
-        if prefix_frames:
-            self.box.receive_data(p.encode(p.Hello(p.PROTOCOL_VERSION, 244)), self.now)
-        before = self.box.state_bytes()
-        dec = p.FrameDecoder(p.MAX_FRAME)
-        dec.feed(self.box.receive_data(data, self.now))
-        evs = dec.events()
-        after = self.box.state_bytes()
-        if any(isinstance(e, p.Error) for e in evs) or not evs:
-            assert before == after or self._only_progress(before, after)
-        self.box.end_session(self.now)
-
-    def _only_progress(self, before: bytes, after: bytes) -> bool:
-        # random bytes can in principle form a valid Data frame; that may add progress only
-        return self.box.s is not None and self.box.s.target is not None
-
-    @rule(which=st.integers(0, 2), seed=st.integers(0, 1000), mode=st.sampled_from(
-        ["duplicate", "reorder", "corrupt", "foreign"]))
-    def hostile_data(self, which: int, seed: int, mode: str) -> None:
-        """A phone whose data frames are duplicated, reordered, corrupted, or of another release."""
-        status = self.box.status_frame()
-        t = status.target
-        if t is None or self.box.table is None:
-            return
-        rel = next((r for r in self.rel.releases if r.tag == t.tag), None)
-        assert rel is not None
-        payload = rel.payloads[rel.manifest.payload_for(status.running_sha256).table_sha256]
-        rng = random.Random(seed)
-        piece = rng.randrange(len(payload.pieces))
-        data = payload.pieces[piece]
-        frames = []
-        step = 64
-        for off in range(0, len(data), step):
-            frames.append(p.encode(p.Data(t.tag, piece, off, data[off : off + step])))
-        if mode == "duplicate":
-            frames = [f for f in frames for _ in (0, 1)]
-        elif mode == "reorder":
-            rng.shuffle(frames)
-        elif mode == "corrupt":
-            i = rng.randrange(len(frames))
-            flipped = bytearray(frames[i])
-            flipped[rng.randrange(2, len(flipped))] ^= 1 << rng.randrange(8)
-            frames[i] = bytes(flipped)
-        else:  # a piece of another release (real tag, real bytes)
-            other = next(r for r in self.rel.releases if r.tag != t.tag)
-            frames = [p.encode(p.Data(other.tag, piece, 0, data[:64]))]
-        before = self._verified()
-        self.box.open_session(self.now)
-        out = self.box.receive_data(p.encode(p.Hello(p.PROTOCOL_VERSION, 244)), self.now)
-        for f in frames:
-            out += self.box.receive_data(f, self.now)
-        self.box.end_session(self.now)
-        evs = p.decode_frames(out, p.MAX_FRAME)
-        for e in evs:
-            if isinstance(e, p.PieceComplete) and e.tag == self.model_tag and e.piece >= 0:
-                self.model_done.add(e.piece)
-        if mode == "foreign":
-            assert any(isinstance(e, p.Error) and e.code == p.ErrorCode.WRONG_RELEASE for e in evs)
-        assert before <= self._verified()
-
-    @rule(which=st.integers(0, 2))
-    def replay_manifest(self, which: int) -> None:
-        """Offer a manifest outright, as a replaying attacker would: old ones change nothing."""
-        rel = self.rel.releases[which]
-        status = self.box.status_frame()
-        stale = Version.parse(rel.version) <= Version.parse(status.running_version) or (
-            status.target is not None and status.target.tag != rel.tag
-            and Version.parse(rel.version) <= Version.parse(status.target.version))
-        before = self.box.state_bytes()
-        self.box.open_session(self.now)
-        out = self.box.receive_data(p.encode(p.Hello(p.PROTOCOL_VERSION, 244)), self.now)
-        for off in range(0, len(rel.wire), 180):
-            out += self.box.receive_data(
-                p.encode(p.Offer(len(rel.wire), off, rel.wire[off : off + 180])), self.now)
-        self.box.end_session(self.now)
-        evs = p.decode_frames(out, p.MAX_FRAME)
-        if stale:
-            assert isinstance(evs[-1], p.Reject) and self.box.state_bytes() == before
-        else:
-            assert evs[-1] == p.Accept(rel.tag)
-            if rel.tag != self.model_tag:
-                self.model_tag, self.model_done = rel.tag, set()
-
-    @rule()
-    def idle(self) -> None:
-        self.box.idle(self.now)
-        self._sync_running()
-
-    @rule(battery=st.integers(0, 100))
-    def battery(self, battery: int) -> None:
-        self.box.battery = battery
-
-    @rule()
-    def reboot(self) -> None:
-        """A clean reboot (no power cut in flight) restores exactly the state it left."""
-        before = self.box.state_bytes()
-        self._reboot()
-        assert self.box.state_bytes() == before
-
-    @precondition(lambda self: self.box.s is not None and self.box.s.target is not None)
-    @rule(after=st.integers(0, 400), torn=st.booleans(), seed=st.integers(0, 1000),
-          which=st.integers(0, 2))
-    def power_cut(self, after: int, torn: bool, seed: int, which: int) -> None:
-        """Cut power ``after`` flash operations into a session followed by idle, then reboot."""
-        self.flash.arm(self.flash.ops + after, torn=torn, seed=seed)
-        try:
-            phone = Phone([self.rel.releases[which]], order_seed=seed)
-            log = phone.session(self.box, self.now, 3000)
-            self._observe(log)
-            assert log.error is None, log.error
-            self.box.idle(self.now)
-        except PowerCut:
-            pass
-        self._reboot()
-
-    # -- invariants --
-    @invariant()
-    def progress_never_goes_backwards(self) -> None:
-        t = self.box.s.target if self.box.s else None
-        if t is not None and t.tag == self.model_tag:
-            assert self.model_done <= self._verified(), (self.model_done, self._verified())
-
-    @invariant()
-    def runs_an_exact_release(self) -> None:
-        st_ = self.box.status()
-        assert st_["running_version"] == self.model_running
-        assert self.box.running_image() == self.images[self.model_running]
-
-    def teardown(self) -> None:
-        """Finish: a full battery, a phone with the newest release, idle; the newest image runs."""
-        self.box.battery = 100
-        newest = self.rel.releases[-1]
-        for _ in range(4):
-            log = Phone([newest]).session(self.box, self.now)
-            assert log.error is None, log.error
-            while self.box.idle(self.now) in ("built", "reverted", "failed"):
-                pass
-            if self.box.status()["running_version"] == newest.version:
-                break
-        assert self.box.status()["running_version"] == newest.version
-        assert self.box.running_image() == newest.image

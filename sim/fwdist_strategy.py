@@ -44,7 +44,7 @@ from fwdist import keys
 from fwdist.app import App, PhoneCache
 from fwdist.errors import FwdistError
 from fwdist.flash import Flash
-from fwdist.lockbox import BoxConfig, Lockbox
+from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
 from fwdist.manifest import Manifest, PayloadRef, key_id
 from fwdist.releases import load_manifest, load_table, release_image, trusted_keys
 from fwdist.staging import StageOptions, stage
@@ -252,12 +252,12 @@ class FwdistBox:
             pr.kept = min(status["received_bytes"], self.ref.size)
         for _ in range(4):
             what = lb.idle(now)
-            if what is None or what == "wait_battery":
+            if what is None or what is IdleStep.WAIT_BATTERY:
                 break
-            if what in ("failed", "reverted"):
+            if what in (IdleStep.FAILED, IdleStep.REVERTED):
                 pr.errors += 1
                 break
-            if what == "installed":
+            if what is IdleStep.INSTALLED:
                 if hashlib.sha256(lb.running_image()).digest() != self.st.target_sha256:
                     raise FwdistError(
                         f"box {self.draw.index} installed an image that is not the target"

@@ -1,4 +1,4 @@
-"""Fixtures shared by every kind of test: keys, stores and sample firmware releases."""
+"""Fixtures shared by every kind of test: keys, stores, sample firmware releases and histories."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from fwdist.chunker import ChunkerParams
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
+from fwdist.testing import Releases, make_releases
 
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None)
@@ -81,3 +82,22 @@ def _stage_sample(
         )  # type: ignore[arg-type]
         images.append(image)
     return images
+
+
+@pytest.fixture(scope="session")
+def release_history(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Releases]:
+    """Staged release histories for the box's tests: ``release_history(count, size, seed)``.
+
+    Each distinct history (:func:`fwdist.testing.make_releases` with these arguments) is
+    staged once per test run, however many modules ask for it.
+    """
+    built: dict[tuple[object, ...], Releases] = {}
+
+    def history(count: int, size: int, seed: int, *, deltas: bool = True) -> Releases:
+        key = (count, size, seed, deltas)
+        if key not in built:
+            root = tmp_path_factory.mktemp(f"releases-{count}x{size}-{seed}")
+            built[key] = make_releases(root, count=count, size=size, seed=seed, deltas=deltas)
+        return built[key]
+
+    return history

@@ -20,7 +20,7 @@ from typing import Any
 from fwdist import keys
 from fwdist.app import App, PhoneCache
 from fwdist.cli.output import emit_json
-from fwdist.lockbox import BoxConfig, Lockbox
+from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
 from fwdist.manifest import key_id
 from fwdist.releases import plan, verify_store
 from fwdist.sample import SampleFirmware
@@ -60,8 +60,8 @@ def carry_update(
         sent += report.sent_bytes
         overhead += report.overhead_bytes
         while (outcome := box.idle(now)) is not None:
-            events.append(f"session {sessions}: {outcome}")
-            if outcome in ("installed", "reverted", "failed", "wait_battery"):
+            events.append(f"session {sessions}: {outcome.value}")
+            if outcome is not IdleStep.BUILT:
                 break
         if box.status()["running_version"] == cache.manifest.version:
             break

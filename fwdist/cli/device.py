@@ -38,7 +38,7 @@ from fwdist.app import App, PhoneCache
 from fwdist.cli.output import emit_json, progress_bar
 from fwdist.errors import FwdistError
 from fwdist.flash import FileFlash, FlashError
-from fwdist.lockbox import BoxConfig, Lockbox, LockboxError
+from fwdist.lockbox import BoxConfig, IdleStep, Lockbox, LockboxError
 from fwdist.manifest import Version, check_name, key_id
 from fwdist.store import Store
 
@@ -199,10 +199,10 @@ def locked(state: Path) -> Iterator[None]:
 
 def _idle(box: Lockbox, now: int) -> list[str]:
     """Run the box's idle step until it has nothing more to do right now."""
-    done: list[str] = []
+    done: list[IdleStep] = []
     while (step := box.idle(now)) is not None and step not in done:
         done.append(step)
-    return done
+    return [step.value for step in done]
 
 
 def _log(obj: dict[str, Any], as_json: bool) -> None:

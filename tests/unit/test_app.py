@@ -21,7 +21,7 @@ from fwdist import app as appmod
 from fwdist import protocol, transport
 from fwdist.app import App, PhoneCache, Send, SessionReport, send_order
 from fwdist.chunker import ChunkerParams
-from fwdist.lockbox import BoxConfig, Lockbox
+from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
 from fwdist.manifest import PieceEntry, PieceTable, key_id
 from fwdist.protocol import (
     Accept,
@@ -372,8 +372,8 @@ def new_box(key: Ed25519PrivateKey) -> Lockbox:
     return box
 
 
-def idle(box: Lockbox) -> list[str]:
-    steps: list[str] = []
+def idle(box: Lockbox) -> list[IdleStep]:
+    steps: list[IdleStep] = []
     while (step := box.idle(NOW)) is not None and step not in steps:
         steps.append(step)
     return steps
@@ -420,7 +420,7 @@ def test_unbounded_session_delivers_everything_at_once(
     table = len(cache.tables[ref.table_sha256])
     assert r.complete and not r.installed and r.reason is None
     assert r.acked_bytes == r.payload_sent == len(cache.manifest_wire) + table + ref.size
-    assert idle(box) == ["built", "installed"]
+    assert idle(box) == [IdleStep.BUILT, IdleStep.INSTALLED]
     r2 = pump_session(box, App(cache), None, NOW)
     assert r2.installed and r2.sent_bytes == 11  # a Hello, and the box says it runs it
     assert r.overhead_bytes == r.sent_bytes - r.payload_sent + r.received_bytes
@@ -459,7 +459,7 @@ def test_partial_phones_finish_together(
     b = pump_session(box, App(first), None, NOW)
     assert b.reason == appmod.NOTHING_HELD and b.payload_sent == 0
     c = pump_session(box, App(second), None, NOW)
-    assert c.complete and idle(box) == ["built", "installed"]
+    assert c.complete and idle(box) == [IdleStep.BUILT, IdleStep.INSTALLED]
     assert box.running_image() == SAMPLE.image(1)
 
 
@@ -477,7 +477,7 @@ def test_a_newer_release_overtakes_an_older_target(
     assert old.target_version == "1.1.0"
     r = pump_session(box, App(v3), None, NOW)
     assert r.target_version == "1.1.0" and r.complete  # offered 1.2.0; the box switched
-    assert idle(box) == ["built", "installed"]
+    assert idle(box) == [IdleStep.BUILT, IdleStep.INSTALLED]
     assert box.running_image() == SAMPLE.image(2)
     late = pump_session(box, App(v2), None, NOW)  # the old phone has nothing to do
     assert late.reason == appmod.BOX_NEWER and late.sent_bytes == 11

@@ -540,6 +540,7 @@ def test_session_driver_walks_away_at_the_budget_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from fwdist.app import App, PhoneCache
+    from fwdist.lockbox import IdleStep
     from fwdist.testing import box_config, make_releases, new_box
 
     releases = make_releases(tmp_path, count=2, size=32 * 1024, deltas=False)  # ~7 KB to send
@@ -554,7 +555,7 @@ def test_session_driver_walks_away_at_the_budget_and_resumes(
         assert len(reports) < 40
         reports.append(bench_lockbox.session(box, App(cache), len(reports) + 1))
     assert len(reports) >= 3 and all(r.sent_bytes <= 1000 for r in reports)
-    assert box.idle(100) == "built" and box.idle(101) == "installed"
+    assert box.idle(100) is IdleStep.BUILT and box.idle(101) is IdleStep.INSTALLED
     assert box.running_image() == releases.releases[1].image
 
 

@@ -1,22 +1,30 @@
-"""The lockbox: its session table cell by cell, acceptance rules, transfer, install, revert."""
+"""The lockbox: both its tables cell by cell, acceptance rules, transfer, install, revert."""
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import random
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
+import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from fwdist import protocol as p
+from fwdist.flash import Flash, Region
 from fwdist.lockbox import (
     PHASES,
+    RECORD_TYPES,
     SESSION_EVENTS,
     TRANSITIONS,
+    UPDATE_PHASES,
     BoxConfig,
+    DropPrev,
     End,
+    IdleStep,
     Lockbox,
     LockboxError,
     Open,
@@ -24,10 +32,14 @@ from fwdist.lockbox import (
     PState,
     Rec,
     Session,
+    Staging,
+    StagingFull,
     Stream,
     TargetRec,
     apply_record,
     phase_of,
+    record_from_wire,
+    record_wire,
 )
 from fwdist.testing import Phone, Release, Releases, box_config, make_releases, new_box
 
@@ -35,14 +47,13 @@ NOW = 1_700_000_100
 
 
 @pytest.fixture(scope="module")
-def rel(tmp_path_factory: pytest.TempPathFactory) -> Releases:
-    return make_releases(tmp_path_factory.mktemp("rel"), count=3, size=24 * 1024, seed=2)
+def rel(release_history: Callable[..., Releases]) -> Releases:
+    return release_history(3, 24 * 1024, 2)
 
 
 @pytest.fixture(scope="module")
-def rel_full(tmp_path_factory: pytest.TempPathFactory) -> Releases:
-    return make_releases(tmp_path_factory.mktemp("full"), count=2, size=32 * 1024, seed=6,
-                         deltas=False)
+def rel_full(release_history: Callable[..., Releases]) -> Releases:
+    return release_history(2, 32 * 1024, 6, deltas=False)
 
 
 def hello(box: Lockbox) -> list[p.Event]:
@@ -98,14 +109,10 @@ def _example(kind: type, r: Release) -> object:
     }[kind]
 
 
-CELLS = [(s, e) for s in Session for e in SESSION_EVENTS]
-
-
-@settings(max_examples=len(CELLS) * 3, derandomize=True, deadline=None)
-@given(st.sampled_from(CELLS))
-def test_every_cell_of_the_session_table(rel: Releases, cell: tuple[Session, type]) -> None:
+@pytest.mark.parametrize("kind", SESSION_EVENTS, ids=lambda k: k.__name__)
+@pytest.mark.parametrize("state", list(Session), ids=lambda s: s.name)
+def test_every_cell_of_the_session_table(rel: Releases, state: Session, kind: type) -> None:
     """Each (state, event) is either in the table (and lands in an allowed state) or an error."""
-    state, kind = cell
     box = new_box(rel, box_config(rel))
     r = rel.releases[1]
     _into(box, state, r)
@@ -153,18 +160,78 @@ RECORDS: dict[Rec, list[object]] = {
 }
 
 
-@pytest.mark.parametrize("phase", [p.BoxState.IDLE, p.BoxState.RECEIVING, p.BoxState.BUILT,
-                                   p.BoxState.TESTING], ids=lambda ph: ph.name)
 @pytest.mark.parametrize("rec", list(Rec), ids=lambda r: r.name)
+@pytest.mark.parametrize("phase", UPDATE_PHASES, ids=lambda ph: ph.name)
 def test_every_cell_of_the_update_table(phase: p.BoxState, rec: Rec) -> None:
     s = _in_phase(phase)
     after = PHASES.get((phase, rec))
+    record = record_from_wire(RECORDS[rec])
     if after is None:
+        before = copy.deepcopy(s)
         with pytest.raises(LockboxError, match="not allowed"):
-            apply_record(s, RECORDS[rec])
+            apply_record(s, record)
+        assert s == before  # a refused record changes nothing
     else:
-        apply_record(s, RECORDS[rec])
+        apply_record(s, record)
         assert phase_of(s) is after
+
+
+# each record as the journal holds it (msgpack, from before the records had names): the bytes
+RECORD_BYTES: dict[Rec, str] = {
+    Rec.TARGET: "9701c40474616732a5312e322e300001cd012cc420" + "00" * 32,
+    Rec.ALLOC: "93020005", Rec.REPLACE: "9403000006", Rec.TRIM: "93040000",
+    Rec.PROGRESS: "930500ccc8", Rec.DONE: "920600", Rec.KEEP: "9407010064", Rec.DROP_PREV: "9108",
+    Rec.RESET: "920900", Rec.BUILT: "910a", Rec.TRIAL: "910b", Rec.REVERT: "910c",
+    Rec.CONFIRM: "950da5312e312e3000c420" + "00" * 32 + "cd03e8", Rec.FAIL: "910e",
+}
+
+
+@pytest.mark.parametrize("rec", list(Rec), ids=lambda r: r.name)
+def test_named_records_keep_their_journal_bytes(rec: Rec) -> None:
+    record = record_from_wire(RECORDS[rec])
+    assert type(record) is RECORD_TYPES[rec]
+    assert msgpack.packb(record_wire(record), use_bin_type=True).hex() == RECORD_BYTES[rec]
+
+
+def test_named_snapshot_keeps_its_journal_bytes() -> None:
+    s = _in_phase(p.BoxState.RECEIVING)
+    s.failed, s.last = [b"old-tag"], ("0.9.0", False)
+    raw = msgpack.packb(s.to_wire(), use_bin_type=True)
+    zeros = "c420" + "00" * 32  # bin 8 of 32 zero bytes (the SHA-256 fields)
+    assert raw.hex() == (
+        f"99a5312e302e3000{zeros}cd03e800"  # running version, counter, sha256, size, active
+        f"99c40474616731a5312e312e300000cd012c{zeros}0100"  # target: tag ... phase, trials
+        "9294ff28c391019400" "64c29103"  # streams: table (40 B, done, [1]), 0 (100 B, [3])
+        f"94{zeros}2891029192009104"  # prev: table sha256, 40 B, [2], pieces {0: [4]}
+        "91c4076f6c642d746167" "92a5302e392e30c2"  # failed tags; last result
+    )
+    assert PState.from_wire(msgpack.unpackb(raw, raw=False, strict_map_key=False)) == s
+
+
+def test_an_update_writes_the_same_journal_and_flash_bytes(rel_full: Releases) -> None:
+    """Pinned from before the lockbox became a package: 700-byte sessions of a full update on
+    1 KiB sectors (the journal switches halves once), then build and install."""
+    box = new_box(rel_full, box_config(rel_full, sector_size=1024))
+    sessions = 0
+    while box.status()["state"] != "complete":
+        Phone([rel_full.releases[1]], order_seed=sessions).session(box, NOW, 700)
+        sessions += 1
+    assert [box.idle(NOW), box.idle(NOW)] == [IdleStep.BUILT, IdleStep.INSTALLED]
+    j0, j1 = box.layout.journal
+    journal = hashlib.sha256(j0.read(0, j0.size) + j1.read(0, j1.size)).hexdigest()
+    flash = hashlib.sha256(box.flash.read(0, box.flash.size)).hexdigest()
+    assert (sessions, box.journal.records_written, box.journal.compactions, box.flash.ops) == (
+        17, 73, 1, 365)
+    assert journal == "f64a49dda6bc76e5e14f03b83584c01bd06aee610f9a4f85f66fb95799f949f0"
+    assert flash == "a94024f7f27f9e8f0b1772b60b486b20be5b598fcf67b48740ba3d6b3d15a61f"
+
+
+def test_the_update_table_uses_only_journal_phases() -> None:
+    """The derived states (COMPLETE, WAIT_BATTERY) are reports, never in the journal."""
+    assert UPDATE_PHASES == (p.BoxState.IDLE, p.BoxState.RECEIVING, p.BoxState.BUILT,
+                             p.BoxState.TESTING)
+    assert {phase for phase, _ in PHASES} | set(PHASES.values()) == set(UPDATE_PHASES)
+    assert len(PHASES) == 20
 
 
 def test_table_covers_the_conversation() -> None:
@@ -251,7 +318,7 @@ def test_a_newer_release_mid_transfer_replaces_the_target(rel: Releases) -> None
     Phone([rel.releases[2]]).session(box, NOW)
     st_ = box.status()
     assert st_["target_version"] == "1.2.0" and st_["state"] == "complete"
-    assert box.idle(NOW) == "built" and box.idle(NOW) == "installed"
+    assert box.idle(NOW) is IdleStep.BUILT and box.idle(NOW) is IdleStep.INSTALLED
     assert box.running_image() == rel.releases[2].image
 
 
@@ -277,8 +344,8 @@ def test_full_update_from_many_tiny_sessions_and_partial_phones(rel_full: Releas
         assert log.error is None
         assert box.status()["received_bytes"] >= before
     assert box.status()["received_bytes"] == box.status()["needed_bytes"] == sum(map(len, pieces))
-    assert box.idle(NOW) == "built"
-    assert box.idle(NOW) == "installed"
+    assert box.idle(NOW) is IdleStep.BUILT
+    assert box.idle(NOW) is IdleStep.INSTALLED
     assert box.running_image() == target.image
     assert box.status()["active_slot"] == 1 and box.status()["last_result"] == {
         "version": target.version, "ok": True}
@@ -302,7 +369,7 @@ def test_reboot_resumes_exactly_where_it_left_off(rel_full: Releases) -> None:
     log = Phone([target]).session(again, NOW)
     # the second phone sends exactly what is missing, nothing twice
     assert log.payload_sent == len(table) + sum(map(len, pieces)) - persisted
-    assert again.idle(NOW) == "built" and again.idle(NOW) == "installed"
+    assert again.idle(NOW) is IdleStep.BUILT and again.idle(NOW) is IdleStep.INSTALLED
     assert again.running_image() == target.image
 
 
@@ -333,7 +400,10 @@ def test_session_overhead_is_counted(rel: Releases) -> None:
     frames = [type(e).__name__ for e in log.events]
     print(f"\none session: {log.sent} B sent, {log.received} B received, {content} B content, "
           f"{log.overhead} B overhead ({100 * log.overhead / content:.1f}%); box frames {frames}")
-    assert log.overhead == log.sent + log.received - content
+    # overhead: the 115 B the phone sent beyond the content (hello, frame headers) and the
+    # 128 B the box sent (status, accept, completes), by the box's own count too
+    assert (box.frames_out, box.bytes_out) == (len(log.events), log.received) == (5, 128)
+    assert (log.sent, content, log.overhead) == (975, 860, 243)
     assert log.overhead < 300  # hello, status, accept, acks, completes and 6-18 B per frame
 
 
@@ -380,8 +450,45 @@ def test_tampered_piece_ends_the_session_and_is_discarded(rel_full: Releases) ->
     assert box.status()["pieces_done"] == verified == 1
     assert box.state_bytes() == before  # the tampered piece left no trace
     Phone([target]).session(box, NOW)
-    assert box.idle(NOW) == "built" and box.idle(NOW) == "installed"
+    assert box.idle(NOW) is IdleStep.BUILT and box.idle(NOW) is IdleStep.INSTALLED
     assert box.running_image() == target.image
+
+
+def test_a_full_staging_area_ends_the_session_busy(rel_full: Releases) -> None:
+    """Only a box too small for what it accepted runs out of staging: the phone hears BUSY."""
+    cfg = replace(box_config(rel_full), staging_size=4 * 4096)
+    box = new_box(rel_full, cfg)
+    box.judge = lambda wire, now: None  # type: ignore[method-assign]  # (judge() says TOO_LARGE)
+    log = Phone([rel_full.releases[1]]).session(box, NOW)
+    assert log.error == p.Error(int(p.ErrorCode.BUSY), "staging area is full")
+    assert [type(e) for e in log.events] == [p.Status, p.Accept, *[p.PieceComplete] * 4, p.Error]
+    st_ = box.status()
+    assert (st_["pieces_done"], st_["received_bytes"], box.flash.ops) == (3, 1429, 177)
+    again = Lockbox(box.flash, cfg, rel_full.trusted)
+    again.boot(NOW)  # what was persisted before the staging ran out stays
+    assert (again.status()["pieces_done"], again.status()["received_bytes"]) == (3, 1429)
+
+
+def test_staging_hands_out_each_free_sector_once_then_is_full() -> None:
+    flash = Flash(4 * 4096, 4096, 8)
+    commits: list[object] = []
+    staging = Staging(Region(flash, "staging", 4096, 3 * 4096), 8, commits.append)
+    s = PState("1.0.0", 0, bytes(32), 1000)
+    s.target = TargetRec(b"tag1", "1.1.0", 0, 0, 300, bytes(32), streams={0: Stream(0, False, [1])})
+    s.prev = Prev(bytes(32), 40, [0], {})
+    assert staging.alloc(s) == 2 and flash.erase_counts == [0, 0, 0, 1]
+    s.target.streams[0].sectors.append(2)
+
+    def drop(rec: object) -> None:  # what the box's commit does with DROP_PREV
+        commits.append(rec)
+        s.prev = None
+
+    staging._commit = drop
+    assert staging.alloc(s) == 0 and commits == [DropPrev()]  # the old target's sector
+    s.target.streams[0].sectors.append(0)
+    with pytest.raises(StagingFull, match="staging area is full"):
+        staging.alloc(s)
+    assert flash.erase_counts == [0, 1, 0, 1]
 
 
 def test_data_for_another_release_changes_nothing(rel: Releases) -> None:
@@ -424,11 +531,11 @@ def test_install_waits_for_the_battery(tmp_path: Path) -> None:
     box = new_box(rel, box_config(rel))
     Phone([rel.releases[1]]).session(box, NOW)
     box.battery = 39
-    assert box.idle(NOW) == "built"
-    assert box.idle(NOW) == "wait_battery" and box.status()["state"] == "wait_battery"
+    assert box.idle(NOW) is IdleStep.BUILT
+    assert box.idle(NOW) is IdleStep.WAIT_BATTERY and box.status()["state"] == "wait_battery"
     assert box.status()["running_version"] == "1.0.0"
     box.battery = 40
-    assert box.idle(NOW) == "installed"
+    assert box.idle(NOW) is IdleStep.INSTALLED
     assert box.running_image() == rel.releases[1].image
 
 
@@ -441,8 +548,8 @@ def test_failed_self_test_reverts_to_the_old_image(rel: Releases) -> None:
 
     box = new_box(rel, box_config(rel), self_test=self_test)
     Phone([rel.releases[1]]).session(box, NOW)
-    assert box.idle(NOW) == "built"
-    assert box.idle(NOW) == "reverted"
+    assert box.idle(NOW) is IdleStep.BUILT
+    assert box.idle(NOW) is IdleStep.REVERTED
     st_ = box.status()
     assert st_["running_version"] == "1.0.0" and st_["active_slot"] == 0
     assert st_["last_result"] == {"version": "1.1.0", "ok": False}
@@ -451,7 +558,7 @@ def test_failed_self_test_reverts_to_the_old_image(rel: Releases) -> None:
     box.end_session(NOW)
     assert _reason(box, rel.releases[1].wire) == p.Reason.FAILED_BEFORE
     Phone([rel.releases[2]]).session(box, NOW)  # a newer release still gets through
-    assert box.idle(NOW) == "built" and box.idle(NOW) == "installed"
+    assert box.idle(NOW) is IdleStep.BUILT and box.idle(NOW) is IdleStep.INSTALLED
     assert box.running_image() == rel.releases[2].image
     assert tested == ["1.1.0", "1.2.0"]
 
@@ -460,7 +567,7 @@ def test_unconfirmed_trial_reverts_on_reboot(rel: Releases) -> None:
     cfg = box_config(rel)
     box = new_box(rel, cfg)
     Phone([rel.releases[1]]).session(box, NOW)
-    assert box.idle(NOW) == "built"
+    assert box.idle(NOW) is IdleStep.BUILT
 
     def hang(m: object, read: object) -> bool:
         raise SystemExit  # the new image never comes back to confirm
@@ -471,7 +578,7 @@ def test_unconfirmed_trial_reverts_on_reboot(rel: Releases) -> None:
     again = Lockbox(box.flash, cfg, rel.trusted)
     again.boot(NOW)
     assert again.status()["running_version"] == "1.0.0" and again.status()["state"] == "built"
-    assert again.idle(NOW) == "installed"  # tried again (trials are counted)
+    assert again.idle(NOW) is IdleStep.INSTALLED  # tried again (trials are counted)
     assert again.running_image() == rel.releases[1].image
 
 
@@ -547,7 +654,7 @@ def test_figures_for_a_256k_image(tmp_path: Path, max_frame: int) -> None:
         content = len(target.wire) + len(table) + ref.size
         assert log.error is None and log.payload_sent == content
         transfer_ops, transfer_erases = box.flash.ops - ops, box.flash.erases - erases
-        assert box.idle(NOW) == "built" and box.idle(NOW) == "installed"
+        assert box.idle(NOW) is IdleStep.BUILT and box.idle(NOW) is IdleStep.INSTALLED
         if kind == "delta":
             assert box.running_image() == target.image
         print(f"\n{max_frame}-byte frames, {kind} ({ref.encoder}): {content} B content "

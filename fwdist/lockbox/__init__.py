@@ -1,0 +1,97 @@
+"""The lockbox: a sans-I/O state machine that receives, verifies and installs releases.
+
+Two machines live here, each a table in a small module of its own:
+
+* the **session** (one conversation with one phone, :mod:`._session`):
+  ``(state, event type) -> (action, allowed next states)`` in :data:`TRANSITIONS`,
+  h11-style: anything not in the table is a protocol error;
+* the **update** (what the box holds across sessions, phones and power cuts,
+  :mod:`._update`): :class:`PState`, changed only by journal records
+  (:func:`apply_record`), each allowed or refused by :data:`PHASES` of
+  ``(phase, record) -> phase``, so the state after a reboot is exactly the replay
+  of what reached flash.
+
+``tests/unit/test_lockbox.py`` checks every cell of both tables. Around them:
+:mod:`._config` (what a box is, its flash layout), :mod:`._state` (the persistent
+state and its snapshot form), :mod:`._staging` (the staging sectors, staged writes
+and reads), :mod:`._accept` (whether an offered manifest is taken), :mod:`._build`
+(piece checks, building the new image, provisioning), and :mod:`._box`, the
+:class:`Lockbox` that joins them.
+"""
+
+from fwdist.lockbox._box import IdleStep, Lockbox, SelfTest
+from fwdist.lockbox._config import BoxConfig, Layout, LockboxError
+from fwdist.lockbox._session import SESSION_EVENTS, TRANSITIONS, Action, End, Open, Session
+from fwdist.lockbox._staging import Staging, StagingFull
+from fwdist.lockbox._state import Prev, PState, Stream, TargetRec
+from fwdist.lockbox._update import (
+    PHASES,
+    RECORD_TYPES,
+    TABLE,
+    UPDATE_PHASES,
+    Alloc,
+    Built,
+    Confirm,
+    Done,
+    DropPrev,
+    Fail,
+    Keep,
+    Progress,
+    Rec,
+    Record,
+    Replace,
+    Reset,
+    Revert,
+    Target,
+    Trial,
+    Trim,
+    apply_record,
+    phase_of,
+    record_from_wire,
+    record_wire,
+)
+
+__all__ = [
+    "PHASES",
+    "RECORD_TYPES",
+    "SESSION_EVENTS",
+    "TABLE",
+    "TRANSITIONS",
+    "UPDATE_PHASES",
+    "Action",
+    "Alloc",
+    "BoxConfig",
+    "Built",
+    "Confirm",
+    "Done",
+    "DropPrev",
+    "End",
+    "Fail",
+    "IdleStep",
+    "Keep",
+    "Layout",
+    "Lockbox",
+    "LockboxError",
+    "Open",
+    "PState",
+    "Prev",
+    "Progress",
+    "Rec",
+    "Record",
+    "Replace",
+    "Reset",
+    "Revert",
+    "SelfTest",
+    "Session",
+    "Staging",
+    "StagingFull",
+    "Stream",
+    "Target",
+    "TargetRec",
+    "Trial",
+    "Trim",
+    "apply_record",
+    "phase_of",
+    "record_from_wire",
+    "record_wire",
+]

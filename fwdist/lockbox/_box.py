@@ -1,0 +1,629 @@
+"""The box: the glue between the two tables, the staging area, the builder and the journal.
+
+Nothing in here does I/O, keeps time or threads: bytes come in through
+:meth:`Lockbox.receive_data` and the bytes to send come back out; time is the
+``now`` argument (seconds, used for manifest expiry); storage is an injected
+:class:`~fwdist.flash.Flash`. That is what lets the same code run in a TCP
+process, inside the simulator and under hypothesis' stateful testing.
+
+Every change to what the box keeps goes through :meth:`Lockbox._commit`: the
+record is applied to the state by the update table, then journalled.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
+
+import msgpack
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from fwdist import protocol as p
+from fwdist.errors import ManifestError
+from fwdist.flash import AlignedWriter, Flash
+from fwdist.journal import Journal, JournalFull
+from fwdist.lockbox import _accept, _build
+from fwdist.lockbox._config import BoxConfig, Layout, LockboxError
+from fwdist.lockbox._session import TRANSITIONS, Action, End, Open, Session
+from fwdist.lockbox._staging import Staging, StagingFull
+from fwdist.lockbox._state import PState, Stream, TargetRec, unpack
+from fwdist.lockbox._update import (
+    TABLE,
+    Built,
+    Confirm,
+    Done,
+    DropPrev,
+    Fail,
+    Keep,
+    Progress,
+    Record,
+    Reset,
+    Revert,
+    Target,
+    Trial,
+    Trim,
+    apply_record,
+    record_from_wire,
+    record_wire,
+)
+from fwdist.manifest import Manifest, PayloadRef, PieceTable, decode_table, verify
+
+SelfTest = Callable[[Manifest, Callable[[int, int], bytes]], bool]
+S = Session
+
+
+class IdleStep(enum.Enum):
+    """What one :meth:`Lockbox.idle` call did."""
+
+    BUILT = "built"  # every piece was here: the new image is built and checked
+    INSTALLED = "installed"  # the new image passed its self-test and runs
+    REVERTED = "reverted"  # the new image failed its self-test: the old one runs
+    FAILED = "failed"  # the pieces did not build the signed image: the release is dropped
+    WAIT_BATTERY = "wait_battery"  # built, but the battery is below the manifest's minimum
+
+
+def _always_ok(m: Manifest, read: Callable[[int, int], bytes]) -> bool:
+    return True
+
+
+class Lockbox:
+    """One lockbox: drive it with :meth:`boot`, sessions, and :meth:`idle`."""
+
+    def __init__(self, flash: Flash, config: BoxConfig, trusted: Mapping[bytes, Ed25519PublicKey],
+                 self_test: SelfTest | None = None) -> None:
+        self.flash = flash
+        self.config = config
+        self.trusted = dict(trusted)
+        self.self_test = self_test or _always_ok
+        self.layout = Layout.of(flash, config)
+        self.journal = Journal(self.layout.journal)
+        self.staging = Staging(self.layout.staging, config.align, self._commit)
+        self.builder = _build.Builder(self.staging)
+        self.battery = 100
+        self.session = Session.CLOSED
+        self.s: PState | None = None
+        self.manifest: Manifest | None = None
+        self.ref: PayloadRef | None = None
+        self.table: PieceTable | None = None
+        self._table_hash: Any = None
+        self._news: tuple[str, bool] | None = None
+        self._verified: tuple[bytes, Manifest] | None = None
+        self._pack: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True).pack
+        self._decoder = p.FrameDecoder(config.max_frame)
+        self._out_max = config.max_frame
+        self._offer = bytearray()
+        self._offer_total = 0
+        self.frames_out = 0
+        self.bytes_out = 0
+
+    # -- provisioning and boot ----------------------------------------------------
+
+    @classmethod
+    def provision(cls, flash: Flash, config: BoxConfig, image: bytes, version: str,
+                  counter: int = 0) -> None:
+        """Factory programming: the image into slot 0 and a first journal snapshot."""
+        _build.provision(flash, config, image, version, counter)
+
+    def boot(self, now: int = 0) -> None:
+        """Power on: replay the journal, finish what a power cut interrupted, be ready."""
+        replay = self.journal.load()
+        s = PState.from_wire(unpack(replay.snapshot))
+        for raw in replay.records:
+            apply_record(s, record_from_wire(unpack(raw)))
+        self.s = s
+        self.session = Session.CLOSED
+        self.staging.torn.clear()
+        self._verified = None  # keys may have changed since: verify the stored manifest again
+        self.builder.forget()
+        if replay.dirty:
+            self.journal.compact(self._pack(s.to_wire()))
+        self._load_target()
+        t = s.target
+        if t is None:
+            return
+        if t.phase == p.BoxState.TESTING:
+            # we were running the new image in test mode and it never confirmed: revert
+            back: Record = Fail() if t.trials >= self.config.max_trials else Revert()
+            self._commit(back)
+            if s.target is None:
+                self._forget_target()
+                return
+        ss = self.config.sector_size
+        for sid, st in list(t.streams.items()):
+            if st.done:
+                continue
+            keep = math.ceil(st.received / ss)
+            if len(st.sectors) > keep:
+                self._commit(Trim(sid, keep))
+            if st.received % ss:
+                self.staging.torn[sid] = keep - 1
+        if self.table is not None and s.prev is not None:
+            self._adopt_prev()
+        self._finish_streams()
+
+    def _load_target(self) -> None:
+        """Re-read the target's manifest and table from flash into RAM."""
+        self._forget_target()
+        s = self._state
+        t = s.target
+        if t is None:
+            return
+        wire = self.layout.manifests[t.mslot].read(0, t.mlen)
+        try:
+            m = self._verify(wire)
+        except ManifestError:  # the key was withdrawn, or the slot rotted: give the target up
+            self._commit(Fail())
+            return
+        self.manifest = m
+        self.ref = m.payload_for(s.running_sha256)
+        tbl = t.streams.get(TABLE)
+        if tbl is not None and tbl.done:
+            self.table = decode_table(self.staging.read(tbl, 0, tbl.received), t.table_sha256)
+
+    def _verify(self, wire: bytes) -> Manifest:
+        """:func:`~fwdist.manifest.verify`, remembering the last manifest that verified.
+
+        An offer is checked when it arrives, again when it becomes the target and
+        again when read back from flash; the same bytes under the same keys give the
+        same answer, so the signature is checked once. Bytes read back from flash
+        are compared in full, so a slot that rotted still fails; boot forgets.
+        """
+        if self._verified is not None and self._verified[0] == wire:
+            return self._verified[1]
+        m = verify(wire, self.trusted)
+        self._verified = (wire, m)
+        return m
+
+    def _forget_target(self) -> None:
+        self.manifest = self.ref = self.table = None
+        self._table_hash = None
+
+    @property
+    def _state(self) -> PState:
+        if self.s is None:
+            raise LockboxError("the box has not booted")
+        return self.s
+
+    @property
+    def _target(self) -> TargetRec:
+        t = self._state.target
+        if t is None:
+            raise LockboxError("no target")
+        return t
+
+    def _commit(self, rec: Record) -> None:
+        """Apply one record to the state and append it to the journal (compacting when full)."""
+        s = self._state
+        apply_record(s, rec)
+        if isinstance(rec, Reset):
+            self.staging.torn.pop(rec.sid, None)  # its sectors are free now; nothing to relocate
+        try:
+            self.journal.append(self._pack(record_wire(rec)))
+        except JournalFull:
+            self.journal.compact(self._pack(s.to_wire()))
+
+    def state_bytes(self) -> bytes:
+        """The persistent state, canonically encoded (tests compare it before and after)."""
+        return self._pack(self._state.to_wire())
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def open_session(self, now: int = 0) -> bytes:
+        """A phone connected. The box has already opened for the agent: nothing here waits.
+
+        No flash operation happens here; the box says nothing until the phone's Hello.
+        """
+        out: list[bytes] = []
+        self._dispatch(Open(), now, out)
+        return b"".join(out)
+
+    def receive_data(self, data: bytes, now: int = 0) -> bytes:
+        """Bytes from the phone in, bytes to send back out."""
+        state = self.session  # (read once: the loop below sees the handlers change it)
+        if state is Session.CLOSED:
+            raise p.LocalProtocolError("no session is open")
+        if state is Session.DONE:
+            return b""  # the session is over; drop input without buffering it
+        out: list[bytes] = []
+        view = memoryview(data)
+        step = self.config.max_frame
+        decoder = self._decoder
+        try:
+            for i in range(0, len(view), step):
+                decoder.feed(view[i : i + step])
+                while self.session is not Session.DONE and (ev := decoder.next_event()):
+                    self._dispatch(ev, now, out)
+        except p.RemoteProtocolError as e:
+            self._send(out, p.Error(int(e.code), str(e)[:200]))
+            self.session = Session.DONE
+        except StagingFull as e:  # ours, not the phone's fault: the phone may come back later
+            self._send(out, p.Error(int(p.ErrorCode.BUSY), str(e)[:200]))
+            self.session = Session.DONE
+        return b"".join(out)
+
+    def end_session(self, now: int = 0) -> None:
+        """The phone went away (or the agent walked off): what was persisted stays."""
+        self._dispatch(End(), now, [])
+
+    def _dispatch(self, ev: object, now: int, out: list[bytes]) -> None:
+        entry = TRANSITIONS.get((self.session, type(ev)))
+        if entry is None:
+            if isinstance(ev, Open | End):
+                raise p.LocalProtocolError(f"{type(ev).__name__} is not allowed in session state "
+                                           f"{self.session.value}")
+            raise p.RemoteProtocolError(f"{type(ev).__name__} frame is not allowed in session "
+                                        f"state {self.session.value}", p.ErrorCode.UNEXPECTED)
+        action, allowed = entry
+        nxt: Session = _HANDLERS[action](self, ev, now, out)
+        if nxt not in allowed:
+            raise LockboxError(f"{action.name} in session state {self.session.value} led to "
+                               f"{nxt.value}, which the session table does not allow")
+        self.session = nxt
+
+    def _send(self, out: list[bytes], ev: p.Event) -> None:
+        frame = p.encode(ev, self._out_max)
+        out.append(frame)
+        self.frames_out += 1
+        self.bytes_out += len(frame)
+
+    def _on_open(self, ev: Open, now: int, out: list[bytes]) -> Session:
+        self._state  # noqa: B018 - must have booted
+        self._decoder = p.FrameDecoder(self.config.max_frame)
+        self._out_max = self.config.max_frame
+        self._offer.clear()
+        return S.WAIT_HELLO
+
+    def _on_end(self, ev: End, now: int, out: list[bytes]) -> Session:
+        self._offer.clear()
+        return S.CLOSED
+
+    def _on_ignore(self, ev: p.Event, now: int, out: list[bytes]) -> Session:
+        return S.DONE
+
+    def _on_peer_error(self, ev: p.Error, now: int, out: list[bytes]) -> Session:
+        return S.DONE
+
+    def _on_hello(self, ev: p.Hello, now: int, out: list[bytes]) -> Session:
+        if ev.version != p.PROTOCOL_VERSION:
+            raise p.RemoteProtocolError(f"protocol version {ev.version} is not "
+                                        f"{p.PROTOCOL_VERSION}", p.ErrorCode.UNSUPPORTED_VERSION)
+        self._out_max = min(self.config.max_frame, ev.max_frame)
+        status = self.status_frame()
+        # on a small link, report fewer partial pieces (a phone finds the rest through rewinds)
+        while (status.target is not None and status.target.partials
+               and len(p.encode(status, p.MAX_FRAME)) > self._out_max):
+            t = status.target
+            status = replace(status, target=replace(t, partials=t.partials[:-1]))
+        if len(p.encode(status, p.MAX_FRAME)) > self._out_max:
+            raise p.RemoteProtocolError(f"a {self._out_max}-byte frame cannot carry this box's "
+                                        "status", p.ErrorCode.FRAME_TOO_LARGE)
+        self._send(out, status)
+        if self._news is not None:
+            self._send(out, p.Installed(*self._news))
+            self._news = None
+        return S.READY
+
+    def box_state(self) -> p.BoxState:
+        t = self._state.target
+        if t is None:
+            return p.BoxState.IDLE
+        if t.phase == p.BoxState.RECEIVING:
+            return p.BoxState.COMPLETE if self._all_done() else p.BoxState.RECEIVING
+        low = self.manifest is not None and self.battery < self.manifest.min_battery
+        if t.phase == p.BoxState.BUILT and low:
+            return p.BoxState.WAIT_BATTERY
+        return t.phase
+
+    def _all_done(self) -> bool:
+        t = self._state.target
+        if t is None or self.table is None:
+            return False
+        return all(t.streams.get(i, Stream()).done for i in range(len(self.table.pieces)))
+
+    def status_frame(self) -> p.Status:
+        s = self._state
+        target = None
+        t = s.target
+        if t is not None:
+            n = self.ref.pieces if self.ref else 0
+            bits = bytearray((n + 7) // 8)
+            partials: list[tuple[int, int]] = []
+            for sid, st in sorted(t.streams.items()):
+                if sid >= 0 and st.done and sid < n:
+                    bits[sid // 8] |= 1 << (sid % 8)
+                elif sid >= 0 and st.received and len(partials) < p.MAX_PARTIALS:
+                    partials.append((sid, st.received))
+            tbl = t.streams.get(TABLE, Stream())
+            target = p.Target(t.tag, t.version, tbl.received, bytes(bits), tuple(partials))
+        return p.Status(p.PROTOCOL_VERSION, self.config.product, self.config.hardware,
+                        s.running_version, s.running_counter, s.running_sha256,
+                        max(0, min(100, self.battery)), int(self.box_state()), self.config.align,
+                        self._out_max, target)
+
+    # -- offers ----------------------------------------------------------------------------
+
+    def _on_offer(self, ev: p.Offer, now: int, out: list[bytes]) -> Session:
+        if not self._offer:
+            self._offer_total = ev.total
+        if ev.total != self._offer_total:
+            raise p.RemoteProtocolError("offer total changed mid-manifest", p.ErrorCode.BAD_OFFSET)
+        if ev.total > self.layout.manifests[0].size:
+            self._send(out, p.Reject(int(p.Reason.TOO_LARGE)))
+            return S.DONE
+        have = len(self._offer)
+        if ev.offset > have:
+            raise p.RemoteProtocolError(f"offer chunk at {ev.offset} leaves a gap after {have}",
+                                        p.ErrorCode.BAD_OFFSET)
+        self._offer += ev.data[have - ev.offset :]
+        if len(self._offer) < ev.total:
+            return S.OFFERING
+        wire = bytes(self._offer)
+        self._offer.clear()
+        reason = self.judge(wire, now)
+        if reason is not None:
+            self._send(out, p.Reject(int(reason)))
+            return S.DONE
+        tag = p.release_tag(wire)
+        t = self._state.target
+        if t is None or t.tag != tag:
+            self._take_target(wire, tag)
+        self._send(out, p.Accept(tag))
+        return S.READY
+
+    def judge(self, wire: bytes, now: int) -> p.Reason | None:
+        """Why the box would reject these manifest bytes now, or None to accept."""
+        return _accept.judge(wire, now, self._state, self.config, self.layout.staging.sectors,
+                             self.trusted, self._verify)
+
+    def _take_target(self, wire: bytes, tag: bytes) -> None:
+        s = self._state
+        mslot = 0 if s.target is None else 1 - s.target.mslot
+        region = self.layout.manifests[mslot]
+        region.erase(0, region.size)
+        w = AlignedWriter(region)
+        w.write(wire)
+        w.close()
+        m = self._verify(wire)
+        ref = m.payload_for(s.running_sha256)
+        self._commit(Target(tag, m.version, m.security_counter, mslot, len(wire),
+                            ref.table_sha256))
+        self.staging.torn.clear()
+        self._load_target()
+
+    # -- data --------------------------------------------------------------------------------
+
+    def _on_data(self, ev: p.Data, now: int, out: list[bytes]) -> Session:
+        t = self._state.target
+        cfg = self.config
+        if t is None or ev.tag != t.tag:
+            raise p.RemoteProtocolError("data for a release that is not the box's target",
+                                        p.ErrorCode.WRONG_RELEASE)
+        sid = ev.piece
+        st = t.streams.get(sid)
+        table = self.table
+        if sid == TABLE:
+            size = cfg.max_table
+        elif table is None:
+            raise p.RemoteProtocolError("piece data before the piece table", p.ErrorCode.UNEXPECTED)
+        elif sid >= len(table.pieces):
+            raise p.RemoteProtocolError(f"piece {sid} is not in the table", p.ErrorCode.BAD_OFFSET)
+        else:
+            size = table.pieces[sid].wire_size
+        if st is not None and st.done:
+            self._send(out, p.PieceComplete(t.tag, sid))
+            return S.READY
+        align = cfg.align
+        if ev.offset % align:
+            raise p.RemoteProtocolError(f"data offset {ev.offset} is not {align}-aligned",
+                                        p.ErrorCode.BAD_OFFSET)
+        received = 0 if st is None else st.received
+        if ev.offset > received:
+            self._send(out, p.Ack(t.tag, sid, received))  # a gap: rewind the phone
+            return S.READY
+        data = ev.data if received == ev.offset else ev.data[received - ev.offset :]
+        if not data:
+            return S.READY
+        end = received + len(data)
+        if end > size:
+            raise p.RemoteProtocolError(f"data runs past the end of piece {sid}",
+                                        p.ErrorCode.BAD_OFFSET)
+        if len(data) % align and sid != TABLE and end != size:
+            raise p.RemoteProtocolError("only the last chunk of a piece may be unaligned",
+                                        p.ErrorCode.BAD_OFFSET)
+        self.staging.write(self._state, sid, received, data)
+        self._commit(Progress(sid, end))
+        if sid == TABLE:
+            self._table_progress(received, data, end, out)
+        elif end == size:
+            assert table is not None  # (sid is a piece of the table)
+            if not self.builder.piece_ok(table, sid, t.streams[sid]):
+                self._commit(Reset(sid))
+                raise p.RemoteProtocolError(f"piece {sid} does not match its SHA-256",
+                                            p.ErrorCode.BAD_PIECE)
+            self._commit(Done(sid))
+            self._send(out, p.PieceComplete(t.tag, sid))
+        elif end // cfg.ack_every > received // cfg.ack_every:
+            self._send(out, p.Ack(t.tag, sid, end))
+            return S.READY
+        if t.streams[sid].done and self._all_done():
+            self._send(out, p.ReleaseComplete(t.tag))
+        return S.READY
+
+    def _table_progress(self, received: int, data: bytes, end: int, out: list[bytes]) -> None:
+        t = self._target
+        st = t.streams[TABLE]
+        if self._table_hash is None or received == 0:
+            self._table_hash = hashlib.sha256(self.staging.read(st, 0, received))
+        self._table_hash.update(data)
+        if self._table_hash.copy().digest() != t.table_sha256:
+            if end % self.config.align or end >= self.config.max_table:
+                self._commit(Reset(TABLE))
+                self._table_hash = None
+                raise p.RemoteProtocolError("piece table does not match the manifest",
+                                            p.ErrorCode.BAD_PIECE)
+            if end // self.config.ack_every > received // self.config.ack_every:
+                self._send(out, p.Ack(t.tag, TABLE, end))
+            return
+        if not self._complete_table():
+            raise p.RemoteProtocolError("the signed piece table is unusable; release dropped",
+                                        p.ErrorCode.BAD_PIECE)
+        self._send(out, p.PieceComplete(t.tag, TABLE))
+        for i, st2 in sorted(t.streams.items()):
+            if i >= 0 and st2.done:
+                self._send(out, p.PieceComplete(t.tag, i))
+
+    def _complete_table(self) -> bool:
+        """The table's bytes hash right: decode it, record it, adopt shared pieces."""
+        t = self._target
+        st = t.streams[TABLE]
+        assert self.ref is not None
+        try:
+            table = decode_table(self.staging.read(st, 0, st.received), t.table_sha256)
+            if len(table.pieces) != self.ref.pieces or table.wire_size != self.ref.size:
+                raise ManifestError("piece table disagrees with the manifest")
+        except ManifestError:
+            # these are the signed bytes, so the release itself is broken: give it up for good
+            # rather than fetch the same table forever
+            self._commit(Fail())
+            self._forget_target()
+            return False
+        self._commit(Done(TABLE))
+        self.table = table
+        if self._state.prev is not None:
+            self._adopt_prev()
+        return True
+
+    def _adopt_prev(self) -> None:
+        """Adopt the replaced target's verified pieces that the new table shares, drop the rest."""
+        s, t, table = self._state, self._target, self.table
+        prev = s.prev
+        assert prev is not None and table is not None
+        try:
+            stream = Stream(prev.table_len, True, prev.table_sectors)
+            old = decode_table(self.staging.read(stream, 0, prev.table_len), prev.table_sha256)
+        except ManifestError:
+            old = PieceTable(False, ())
+        have: dict[tuple[bytes, int, bool], list[int]] = {}
+        for i in sorted(prev.pieces):
+            if i < len(old.pieces):
+                e = old.pieces[i]
+                have.setdefault((e.id, e.wire_size, old.compressed), []).append(i)
+        for i, e in enumerate(table.pieces):
+            olds = have.get((e.id, e.wire_size, table.compressed))
+            if olds and not t.stream(i).done and not t.stream(i).sectors:
+                self._commit(Keep(i, olds.pop(0), e.wire_size))
+        self._commit(DropPrev())
+
+    def _finish_streams(self) -> None:
+        """After a reboot: complete streams whose last bytes landed but whose DONE did not."""
+        t = self._target
+        tbl = t.streams.get(TABLE)
+        if tbl is not None and not tbl.done and tbl.received:
+            h = hashlib.sha256(self.staging.read(tbl, 0, tbl.received)).digest()
+            if h == t.table_sha256:
+                self._complete_table()
+        table = self.table
+        if table is None:
+            return
+        for sid, st in sorted(t.streams.items()):
+            whole = 0 <= sid < len(table.pieces) and st.received == table.pieces[sid].wire_size
+            if whole and not st.done:
+                verdict: Record = Done(sid) if self.builder.piece_ok(table, sid, st) else Reset(sid)
+                self._commit(verdict)
+
+    # -- installing ----------------------------------------------------------------------------
+
+    def idle(self, now: int = 0) -> IdleStep | None:
+        """Between sessions: build the new image when every piece is here, install when allowed.
+
+        Returns what happened, or None when there was nothing to do. Does nothing while a
+        phone is connected.
+        """
+        s = self._state
+        t = s.target
+        if t is None or self.session is not Session.CLOSED or self.manifest is None:
+            return None
+        if t.phase == p.BoxState.RECEIVING:
+            if not self._all_done():
+                return None
+            if not self._build_image():
+                self._commit(Fail())
+                self._forget_target()
+                self._news = (self._state.last or ("", False))[0], False
+                return IdleStep.FAILED
+            self._commit(Built())
+            return IdleStep.BUILT
+        if t.phase == p.BoxState.BUILT:
+            if self.battery < self.manifest.min_battery:
+                return IdleStep.WAIT_BATTERY
+            m = self.manifest
+            self._commit(Trial())
+            slot = self.layout.slots[1 - s.active]
+            ok = False
+            try:
+                ok = self.self_test(m, lambda off, n: slot.read(off, min(n, m.image_size - off)))
+            except Exception:  # a crashing self-test is a failed self-test
+                ok = False
+            if ok:
+                self._commit(Confirm(m.version, m.security_counter, m.image_sha256, m.image_size))
+                self._news = (m.version, True)
+                self._forget_target()
+                return IdleStep.INSTALLED
+            self._commit(Fail())
+            self._news = (m.version, False)
+            self._forget_target()
+            return IdleStep.REVERTED
+        return None
+
+    def _build_image(self) -> bool:
+        m, ref, table = self.manifest, self.ref, self.table
+        if m is None or ref is None or table is None:
+            raise LockboxError("nothing to build: the target's manifest or table is not loaded")
+        return self.builder.build(self._state, self._target, m, ref, table, self.layout.slots)
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def running_image(self) -> bytes:
+        s = self._state
+        return self.layout.slots[s.active].read(0, s.running_size)
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-ready summary for CLIs, tests and the simulator."""
+        s = self._state
+        t = s.target
+        pieces = self.table.pieces if self.table else ()
+        streams = t.streams if t else {}
+        return {
+            "state": self.box_state().name.lower(),
+            "session": self.session.value,
+            "product": self.config.product,
+            "hardware": self.config.hardware,
+            "running_version": s.running_version,
+            "running_counter": s.running_counter,
+            "running_sha256": s.running_sha256.hex(),
+            "active_slot": s.active,
+            "battery": self.battery,
+            "target_version": t.version if t else None,
+            "target_tag": t.tag.hex() if t else None,
+            "encoder": self.ref.encoder if self.ref and t else None,
+            "table_done": bool(t and streams.get(TABLE, Stream()).done),
+            "pieces_total": self.ref.pieces if self.ref and t else 0,
+            "pieces_done": sum(1 for i, st in streams.items() if i >= 0 and st.done),
+            "received_bytes": sum(min(st.received, pieces[i].wire_size if i < len(pieces) else 0)
+                                  for i, st in streams.items() if i >= 0),
+            "needed_bytes": self.ref.size if self.ref and t else 0,
+            "last_result": None if s.last is None else {"version": s.last[0], "ok": s.last[1]},
+            "failed_tags": [x.hex() for x in s.failed],
+            "flash_ops": self.flash.ops,
+            "journal_compactions": self.journal.compactions,
+        }
+
+
+_HANDLERS: dict[Action, Callable[..., Session]] = {
+    action: getattr(Lockbox, "_on_" + action.value) for action in Action
+}
+"""Each action of :data:`TRANSITIONS` is the method ``Lockbox._on_<action>``."""

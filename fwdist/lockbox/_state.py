@@ -1,0 +1,175 @@
+"""What the box keeps across power cuts (:class:`PState`), and its snapshot form.
+
+The state is only ever changed by journal records (:mod:`fwdist.lockbox._update`);
+when a journal half fills up, the whole state is written as a snapshot. The
+snapshot is a msgpack array whose layout the ``*Wire`` tuples name field by
+field: msgpack writes a tuple as an array, so naming the fields changes no byte
+that reaches the flash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import msgpack
+
+from fwdist import protocol as p
+
+
+def unpack(raw: bytes) -> Any:
+    """A snapshot or a record read back from the journal (msgpack, arrays as lists)."""
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False, use_list=True)
+
+
+class StreamWire(NamedTuple):
+    sid: int
+    received: int
+    done: bool
+    sectors: list[int]
+
+
+class TargetWire(NamedTuple):
+    tag: bytes
+    version: str
+    counter: int
+    mslot: int
+    mlen: int
+    table_sha256: bytes
+    phase: int
+    trials: int
+    streams: list[StreamWire]
+
+
+class PrevPieceWire(NamedTuple):
+    piece: int
+    sectors: list[int]
+
+
+class PrevWire(NamedTuple):
+    table_sha256: bytes
+    table_len: int
+    table_sectors: list[int]
+    pieces: list[PrevPieceWire]
+
+
+class LastWire(NamedTuple):
+    version: str
+    ok: bool
+
+
+class StateWire(NamedTuple):
+    """The snapshot: one msgpack array of these nine fields, in this order."""
+
+    running_version: str
+    running_counter: int
+    running_sha256: bytes
+    running_size: int
+    active: int
+    target: TargetWire | None
+    prev: PrevWire | None
+    failed: list[bytes]
+    last: LastWire | None
+
+
+@dataclass
+class Stream:
+    """Persisted progress of one piece (or the table): bytes, verified flag, staging sectors."""
+
+    received: int = 0
+    done: bool = False
+    sectors: list[int] = field(default_factory=list)
+
+
+@dataclass
+class TargetRec:
+    """The release being worked towards."""
+
+    tag: bytes
+    version: str
+    counter: int
+    mslot: int
+    mlen: int
+    table_sha256: bytes
+    phase: p.BoxState = p.BoxState.RECEIVING
+    trials: int = 0
+    streams: dict[int, Stream] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.phase = p.BoxState(self.phase)  # a snapshot holds a plain int
+
+    def stream(self, sid: int) -> Stream:
+        st = self.streams.get(sid)
+        if st is None:
+            st = self.streams[sid] = Stream()
+        return st
+
+
+@dataclass
+class Prev:
+    """Verified pieces of a replaced target, kept until the new table says which are shared."""
+
+    table_sha256: bytes
+    table_len: int
+    table_sectors: list[int]
+    pieces: dict[int, list[int]]
+
+
+@dataclass
+class PState:
+    """Everything the box keeps across power cuts; the replay of the journal."""
+
+    running_version: str
+    running_counter: int
+    running_sha256: bytes
+    running_size: int
+    active: int = 0
+    target: TargetRec | None = None
+    prev: Prev | None = None
+    failed: list[bytes] = field(default_factory=list)
+    last: tuple[str, bool] | None = None
+
+    def used_sectors(self) -> set[int]:
+        used: set[int] = set()
+        if self.target:
+            for s in self.target.streams.values():
+                used.update(s.sectors)
+        if self.prev:
+            used.update(self.prev.table_sectors)
+            for secs in self.prev.pieces.values():
+                used.update(secs)
+        return used
+
+    def to_wire(self) -> StateWire:
+        t = self.target
+        tw = None if t is None else TargetWire(
+            t.tag, t.version, t.counter, t.mslot, t.mlen, t.table_sha256, t.phase, t.trials,
+            [StreamWire(sid, st.received, st.done, st.sectors)
+             for sid, st in sorted(t.streams.items())],
+        )
+        pv = self.prev
+        pw = None if pv is None else PrevWire(
+            pv.table_sha256, pv.table_len, pv.table_sectors,
+            [PrevPieceWire(i, s) for i, s in sorted(pv.pieces.items())],
+        )
+        last = None if self.last is None else LastWire(*self.last)
+        return StateWire(self.running_version, self.running_counter, self.running_sha256,
+                         self.running_size, self.active, tw, pw, self.failed, last)
+
+    @classmethod
+    def from_wire(cls, raw: list[Any]) -> PState:
+        w = StateWire(*raw)
+        s = cls(w.running_version, w.running_counter, w.running_sha256, w.running_size, w.active)
+        if w.target is not None:
+            t = TargetWire(*w.target)
+            streams = {sw.sid: Stream(sw.received, sw.done, list(sw.sectors))
+                       for sw in (StreamWire(*x) for x in t.streams)}
+            s.target = TargetRec(t.tag, t.version, t.counter, t.mslot, t.mlen, t.table_sha256,
+                                 p.BoxState(t.phase), t.trials, streams)
+        if w.prev is not None:
+            pv = PrevWire(*w.prev)
+            pieces = {pp.piece: list(pp.sectors) for pp in (PrevPieceWire(*x) for x in pv.pieces)}
+            s.prev = Prev(pv.table_sha256, pv.table_len, list(pv.table_sectors), pieces)
+        s.failed = list(w.failed)
+        s.last = None if w.last is None else (w.last[0], w.last[1])
+        return s
