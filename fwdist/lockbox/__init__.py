@@ -14,9 +14,11 @@ Two machines live here, each a table in a small module of its own:
 ``tests/unit/test_lockbox.py`` checks every cell of both tables. Around them:
 :mod:`._config` (what a box is, its flash layout), :mod:`._state` (the persistent
 state and its snapshot form), :mod:`._staging` (the staging sectors, staged writes
-and reads), :mod:`._accept` (whether an offered manifest is taken), :mod:`._build`
-(piece checks, building the new image, provisioning), and :mod:`._box`, the
-:class:`Lockbox` that joins them.
+and reads), :mod:`._accept` (whether an offered manifest is taken), :mod:`._receive`
+(the target in RAM, data frames into its streams, pieces and table checked),
+:mod:`._build` (piece hashes, building the new image, provisioning), and
+:mod:`._box`, the :class:`Lockbox` that joins them. Only this package's names are
+public; the modules behind them are not.
 """
 
 from fwdist.lockbox._box import IdleStep, Lockbox, SelfTest

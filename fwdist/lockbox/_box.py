@@ -13,7 +13,6 @@ record is applied to the state by the update table, then journalled.
 from __future__ import annotations
 
 import enum
-import hashlib
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -23,11 +22,11 @@ import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist import protocol as p
-from fwdist.errors import ManifestError
 from fwdist.flash import AlignedWriter, Flash
 from fwdist.journal import Journal, JournalFull
 from fwdist.lockbox import _accept, _build
 from fwdist.lockbox._config import BoxConfig, Layout, LockboxError
+from fwdist.lockbox._receive import Receiver
 from fwdist.lockbox._session import TRANSITIONS, Action, End, Open, Session
 from fwdist.lockbox._staging import Staging, StagingFull
 from fwdist.lockbox._state import PState, Stream, TargetRec, unpack
@@ -35,11 +34,7 @@ from fwdist.lockbox._update import (
     TABLE,
     Built,
     Confirm,
-    Done,
-    DropPrev,
     Fail,
-    Keep,
-    Progress,
     Record,
     Reset,
     Revert,
@@ -50,7 +45,7 @@ from fwdist.lockbox._update import (
     record_from_wire,
     record_wire,
 )
-from fwdist.manifest import Manifest, PayloadRef, PieceTable, decode_table, verify
+from fwdist.manifest import Manifest, PayloadRef, PieceTable, verify
 
 SelfTest = Callable[[Manifest, Callable[[int, int], bytes]], bool]
 S = Session
@@ -83,13 +78,11 @@ class Lockbox:
         self.journal = Journal(self.layout.journal)
         self.staging = Staging(self.layout.staging, config.align, self._commit)
         self.builder = _build.Builder(self.staging)
+        self.rx = Receiver(config, self.layout, self.staging, self.builder, self._commit,
+                           self._verify)
         self.battery = 100
         self.session = Session.CLOSED
         self.s: PState | None = None
-        self.manifest: Manifest | None = None
-        self.ref: PayloadRef | None = None
-        self.table: PieceTable | None = None
-        self._table_hash: Any = None
         self._news: tuple[str, bool] | None = None
         self._verified: tuple[bytes, Manifest] | None = None
         self._pack: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True).pack
@@ -121,7 +114,7 @@ class Lockbox:
         self.builder.forget()
         if replay.dirty:
             self.journal.compact(self._pack(s.to_wire()))
-        self._load_target()
+        self.rx.load(self._state)
         t = s.target
         if t is None:
             return
@@ -130,7 +123,7 @@ class Lockbox:
             back: Record = Fail() if t.trials >= self.config.max_trials else Revert()
             self._commit(back)
             if s.target is None:
-                self._forget_target()
+                self.rx.forget()
                 return
         ss = self.config.sector_size
         for sid, st in list(t.streams.items()):
@@ -142,27 +135,8 @@ class Lockbox:
             if st.received % ss:
                 self.staging.torn[sid] = keep - 1
         if self.table is not None and s.prev is not None:
-            self._adopt_prev()
-        self._finish_streams()
-
-    def _load_target(self) -> None:
-        """Re-read the target's manifest and table from flash into RAM."""
-        self._forget_target()
-        s = self._state
-        t = s.target
-        if t is None:
-            return
-        wire = self.layout.manifests[t.mslot].read(0, t.mlen)
-        try:
-            m = self._verify(wire)
-        except ManifestError:  # the key was withdrawn, or the slot rotted: give the target up
-            self._commit(Fail())
-            return
-        self.manifest = m
-        self.ref = m.payload_for(s.running_sha256)
-        tbl = t.streams.get(TABLE)
-        if tbl is not None and tbl.done:
-            self.table = decode_table(self.staging.read(tbl, 0, tbl.received), t.table_sha256)
+            self.rx.adopt_prev(s, t)
+        self.rx.finish_streams(s, t)
 
     def _verify(self, wire: bytes) -> Manifest:
         """:func:`~fwdist.manifest.verify`, remembering the last manifest that verified.
@@ -178,9 +152,20 @@ class Lockbox:
         self._verified = (wire, m)
         return m
 
-    def _forget_target(self) -> None:
-        self.manifest = self.ref = self.table = None
-        self._table_hash = None
+    @property
+    def manifest(self) -> Manifest | None:
+        """The target's manifest (verified), while there is a target."""
+        return self.rx.manifest
+
+    @property
+    def ref(self) -> PayloadRef | None:
+        """The target's payload this box takes (by the image it runs)."""
+        return self.rx.ref
+
+    @property
+    def table(self) -> PieceTable | None:
+        """The target's piece table, once it is whole."""
+        return self.rx.table
 
     @property
     def _state(self) -> PState:
@@ -312,17 +297,11 @@ class Lockbox:
         if t is None:
             return p.BoxState.IDLE
         if t.phase == p.BoxState.RECEIVING:
-            return p.BoxState.COMPLETE if self._all_done() else p.BoxState.RECEIVING
+            return p.BoxState.COMPLETE if self.rx.all_done(t) else p.BoxState.RECEIVING
         low = self.manifest is not None and self.battery < self.manifest.min_battery
         if t.phase == p.BoxState.BUILT and low:
             return p.BoxState.WAIT_BATTERY
         return t.phase
-
-    def _all_done(self) -> bool:
-        t = self._state.target
-        if t is None or self.table is None:
-            return False
-        return all(t.streams.get(i, Stream()).done for i in range(len(self.table.pieces)))
 
     def status_frame(self) -> p.Status:
         s = self._state
@@ -392,148 +371,13 @@ class Lockbox:
         self._commit(Target(tag, m.version, m.security_counter, mslot, len(wire),
                             ref.table_sha256))
         self.staging.torn.clear()
-        self._load_target()
+        self.rx.load(self._state)
 
     # -- data --------------------------------------------------------------------------------
 
     def _on_data(self, ev: p.Data, now: int, out: list[bytes]) -> Session:
-        t = self._state.target
-        cfg = self.config
-        if t is None or ev.tag != t.tag:
-            raise p.RemoteProtocolError("data for a release that is not the box's target",
-                                        p.ErrorCode.WRONG_RELEASE)
-        sid = ev.piece
-        st = t.streams.get(sid)
-        table = self.table
-        if sid == TABLE:
-            size = cfg.max_table
-        elif table is None:
-            raise p.RemoteProtocolError("piece data before the piece table", p.ErrorCode.UNEXPECTED)
-        elif sid >= len(table.pieces):
-            raise p.RemoteProtocolError(f"piece {sid} is not in the table", p.ErrorCode.BAD_OFFSET)
-        else:
-            size = table.pieces[sid].wire_size
-        if st is not None and st.done:
-            self._send(out, p.PieceComplete(t.tag, sid))
-            return S.READY
-        align = cfg.align
-        if ev.offset % align:
-            raise p.RemoteProtocolError(f"data offset {ev.offset} is not {align}-aligned",
-                                        p.ErrorCode.BAD_OFFSET)
-        received = 0 if st is None else st.received
-        if ev.offset > received:
-            self._send(out, p.Ack(t.tag, sid, received))  # a gap: rewind the phone
-            return S.READY
-        data = ev.data if received == ev.offset else ev.data[received - ev.offset :]
-        if not data:
-            return S.READY
-        end = received + len(data)
-        if end > size:
-            raise p.RemoteProtocolError(f"data runs past the end of piece {sid}",
-                                        p.ErrorCode.BAD_OFFSET)
-        if len(data) % align and sid != TABLE and end != size:
-            raise p.RemoteProtocolError("only the last chunk of a piece may be unaligned",
-                                        p.ErrorCode.BAD_OFFSET)
-        self.staging.write(self._state, sid, received, data)
-        self._commit(Progress(sid, end))
-        if sid == TABLE:
-            self._table_progress(received, data, end, out)
-        elif end == size:
-            assert table is not None  # (sid is a piece of the table)
-            if not self.builder.piece_ok(table, sid, t.streams[sid]):
-                self._commit(Reset(sid))
-                raise p.RemoteProtocolError(f"piece {sid} does not match its SHA-256",
-                                            p.ErrorCode.BAD_PIECE)
-            self._commit(Done(sid))
-            self._send(out, p.PieceComplete(t.tag, sid))
-        elif end // cfg.ack_every > received // cfg.ack_every:
-            self._send(out, p.Ack(t.tag, sid, end))
-            return S.READY
-        if t.streams[sid].done and self._all_done():
-            self._send(out, p.ReleaseComplete(t.tag))
+        self.rx.data(self._state, ev, lambda e: self._send(out, e))
         return S.READY
-
-    def _table_progress(self, received: int, data: bytes, end: int, out: list[bytes]) -> None:
-        t = self._target
-        st = t.streams[TABLE]
-        if self._table_hash is None or received == 0:
-            self._table_hash = hashlib.sha256(self.staging.read(st, 0, received))
-        self._table_hash.update(data)
-        if self._table_hash.copy().digest() != t.table_sha256:
-            if end % self.config.align or end >= self.config.max_table:
-                self._commit(Reset(TABLE))
-                self._table_hash = None
-                raise p.RemoteProtocolError("piece table does not match the manifest",
-                                            p.ErrorCode.BAD_PIECE)
-            if end // self.config.ack_every > received // self.config.ack_every:
-                self._send(out, p.Ack(t.tag, TABLE, end))
-            return
-        if not self._complete_table():
-            raise p.RemoteProtocolError("the signed piece table is unusable; release dropped",
-                                        p.ErrorCode.BAD_PIECE)
-        self._send(out, p.PieceComplete(t.tag, TABLE))
-        for i, st2 in sorted(t.streams.items()):
-            if i >= 0 and st2.done:
-                self._send(out, p.PieceComplete(t.tag, i))
-
-    def _complete_table(self) -> bool:
-        """The table's bytes hash right: decode it, record it, adopt shared pieces."""
-        t = self._target
-        st = t.streams[TABLE]
-        assert self.ref is not None
-        try:
-            table = decode_table(self.staging.read(st, 0, st.received), t.table_sha256)
-            if len(table.pieces) != self.ref.pieces or table.wire_size != self.ref.size:
-                raise ManifestError("piece table disagrees with the manifest")
-        except ManifestError:
-            # these are the signed bytes, so the release itself is broken: give it up for good
-            # rather than fetch the same table forever
-            self._commit(Fail())
-            self._forget_target()
-            return False
-        self._commit(Done(TABLE))
-        self.table = table
-        if self._state.prev is not None:
-            self._adopt_prev()
-        return True
-
-    def _adopt_prev(self) -> None:
-        """Adopt the replaced target's verified pieces that the new table shares, drop the rest."""
-        s, t, table = self._state, self._target, self.table
-        prev = s.prev
-        assert prev is not None and table is not None
-        try:
-            stream = Stream(prev.table_len, True, prev.table_sectors)
-            old = decode_table(self.staging.read(stream, 0, prev.table_len), prev.table_sha256)
-        except ManifestError:
-            old = PieceTable(False, ())
-        have: dict[tuple[bytes, int, bool], list[int]] = {}
-        for i in sorted(prev.pieces):
-            if i < len(old.pieces):
-                e = old.pieces[i]
-                have.setdefault((e.id, e.wire_size, old.compressed), []).append(i)
-        for i, e in enumerate(table.pieces):
-            olds = have.get((e.id, e.wire_size, table.compressed))
-            if olds and not t.stream(i).done and not t.stream(i).sectors:
-                self._commit(Keep(i, olds.pop(0), e.wire_size))
-        self._commit(DropPrev())
-
-    def _finish_streams(self) -> None:
-        """After a reboot: complete streams whose last bytes landed but whose DONE did not."""
-        t = self._target
-        tbl = t.streams.get(TABLE)
-        if tbl is not None and not tbl.done and tbl.received:
-            h = hashlib.sha256(self.staging.read(tbl, 0, tbl.received)).digest()
-            if h == t.table_sha256:
-                self._complete_table()
-        table = self.table
-        if table is None:
-            return
-        for sid, st in sorted(t.streams.items()):
-            whole = 0 <= sid < len(table.pieces) and st.received == table.pieces[sid].wire_size
-            if whole and not st.done:
-                verdict: Record = Done(sid) if self.builder.piece_ok(table, sid, st) else Reset(sid)
-                self._commit(verdict)
 
     # -- installing ----------------------------------------------------------------------------
 
@@ -548,11 +392,11 @@ class Lockbox:
         if t is None or self.session is not Session.CLOSED or self.manifest is None:
             return None
         if t.phase == p.BoxState.RECEIVING:
-            if not self._all_done():
+            if not self.rx.all_done(t):
                 return None
             if not self._build_image():
                 self._commit(Fail())
-                self._forget_target()
+                self.rx.forget()
                 self._news = (self._state.last or ("", False))[0], False
                 return IdleStep.FAILED
             self._commit(Built())
@@ -571,11 +415,11 @@ class Lockbox:
             if ok:
                 self._commit(Confirm(m.version, m.security_counter, m.image_sha256, m.image_size))
                 self._news = (m.version, True)
-                self._forget_target()
+                self.rx.forget()
                 return IdleStep.INSTALLED
             self._commit(Fail())
             self._news = (m.version, False)
-            self._forget_target()
+            self.rx.forget()
             return IdleStep.REVERTED
         return None
 
