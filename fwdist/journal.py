@@ -128,7 +128,7 @@ class Journal:
         if self.dirty:
             raise JournalFull("the journal has a torn tail; compact before appending")
         raw = self._frame(RECORD, self.seq + 1, payload)
-        if self.pos + len(raw) > self.capacity:
+        if self.pos + len(raw) > self.halves[0].size:
             raise JournalFull(f"journal half {self.current} is full")
         self.halves[self.current].write(self.pos, raw)
         self.pos += len(raw)

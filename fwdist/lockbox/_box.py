@@ -184,7 +184,7 @@ class Lockbox:
         """Apply one record to the state and append it to the journal (compacting when full)."""
         s = self._state
         apply_record(s, rec)
-        if isinstance(rec, Reset):
+        if type(rec) is Reset:
             self.staging.torn.pop(rec.sid, None)  # its sectors are free now; nothing to relocate
         try:
             self.journal.append(self._pack(record_wire(rec)))

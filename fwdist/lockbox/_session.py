@@ -38,6 +38,8 @@ class Action(enum.Enum):
     END = "end"
     IGNORE = "ignore"
 
+    __hash__ = object.__hash__  # (as Session's: each event looks its action up)
+
 
 @dataclass(frozen=True)
 class Open:

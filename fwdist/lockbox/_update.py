@@ -12,7 +12,8 @@ Each record kind is a named tuple; on the flash a record is the msgpack array
 from __future__ import annotations
 
 import enum
-from typing import Any, NamedTuple, assert_never
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 from fwdist import protocol as p
 from fwdist.lockbox._config import LockboxError
@@ -192,61 +193,101 @@ def apply_record(s: PState, rec: Record) -> None:
     phase after it is checked against the table too.
     """
     kind = KIND[type(rec)]
-    before = phase_of(s)
+    t = s.target
+    before = _B.IDLE if t is None else t.phase
     after = PHASES.get((before, kind))
     if after is None:
         raise LockboxError(f"journal record {kind.name} is not allowed in phase {before.name}")
-    _apply(s, rec)
-    if phase_of(s) != after:
+    if t is not None and kind in _TARGET_EFFECTS:
+        _TARGET_EFFECTS[kind](s, t, rec)
+    elif kind in _STATE_EFFECTS:
+        _STATE_EFFECTS[kind](s, rec)
+    else:  # (PHASES allows no record about the target while there is none)
+        raise LockboxError(f"journal record {kind.name} needs a target")
+    t = s.target
+    if (_B.IDLE if t is None else t.phase) != after:
         raise LockboxError(f"{kind.name} in {before.name} led to {phase_of(s).name}, "
                            f"not {after.name}")
 
 
-def _apply(s: PState, rec: Record) -> None:
+# -- what each record does (once PHASES allowed it): to the whole state ...
+
+def _new_target(s: PState, rec: Target) -> None:
     t = s.target
-    if isinstance(rec, Target):
-        if t is not None and t.streams.get(TABLE, Stream()).done:
-            tbl = t.streams[TABLE]
-            s.prev = Prev(t.table_sha256, tbl.received, tbl.sectors,
-                          {i: st.sectors for i, st in t.streams.items() if i >= 0 and st.done})
-        s.target = TargetRec(*rec)
-        return
-    if isinstance(rec, DropPrev):
-        s.prev = None
-        return
-    if t is None:  # PHASES allows no other record without a target
-        raise LockboxError(f"journal record {rec!r} needs a target")
-    match rec:
-        case Progress(sid, received):  # first: one per data frame
-            t.stream(sid).received = received
-        case Alloc(sid, sector):
-            t.stream(sid).sectors.append(sector)
-        case Replace(sid, position, sector):
-            t.stream(sid).sectors[position] = sector
-        case Trim(sid, keep):
-            st = t.stream(sid)
-            st.sectors = st.sectors[:keep]
-        case Done(sid):
-            t.stream(sid).done = True
-        case Keep(sid, prev_sid, size):
-            assert s.prev is not None
-            t.streams[sid] = Stream(size, True, s.prev.pieces.pop(prev_sid))
-        case Reset(sid):
-            t.streams.pop(sid, None)
-        case Built() | Revert():
-            t.phase = _B.BUILT
-        case Trial():
-            t.phase = _B.TESTING
-            t.trials += 1
-        case Confirm(version, counter, sha256, size):
-            s.running_version, s.running_counter = version, counter
-            s.running_sha256, s.running_size = sha256, size
-            s.active ^= 1
-            s.last = (version, True)
-            s.target = s.prev = None
-        case Fail():
-            s.failed = [*s.failed, t.tag][-8:]
-            s.last = (t.version, False)
-            s.target = s.prev = None
-        case _:
-            assert_never(rec)
+    if t is not None and t.streams.get(TABLE, Stream()).done:
+        tbl = t.streams[TABLE]
+        s.prev = Prev(t.table_sha256, tbl.received, tbl.sectors,
+                      {i: st.sectors for i, st in t.streams.items() if i >= 0 and st.done})
+    s.target = TargetRec(*rec)
+
+
+def _drop_prev(s: PState, rec: DropPrev) -> None:
+    s.prev = None
+
+
+_STATE_EFFECTS: dict[Rec, Callable[[PState, Any], None]] = {
+    Rec.TARGET: _new_target, Rec.DROP_PREV: _drop_prev,
+}
+
+
+# -- ... and to the target
+
+def _alloc(s: PState, t: TargetRec, rec: Alloc) -> None:
+    t.stream(rec.sid).sectors.append(rec.sector)
+
+
+def _replace(s: PState, t: TargetRec, rec: Replace) -> None:
+    t.stream(rec.sid).sectors[rec.position] = rec.sector
+
+
+def _trim(s: PState, t: TargetRec, rec: Trim) -> None:
+    st = t.stream(rec.sid)
+    st.sectors = st.sectors[: rec.keep]
+
+
+def _progress(s: PState, t: TargetRec, rec: Progress) -> None:
+    t.stream(rec.sid).received = rec.received
+
+
+def _done(s: PState, t: TargetRec, rec: Done) -> None:
+    t.stream(rec.sid).done = True
+
+
+def _keep(s: PState, t: TargetRec, rec: Keep) -> None:
+    if s.prev is None:
+        raise LockboxError("KEEP needs the replaced target's pieces")
+    t.streams[rec.sid] = Stream(rec.size, True, s.prev.pieces.pop(rec.prev_sid))
+
+
+def _reset(s: PState, t: TargetRec, rec: Reset) -> None:
+    t.streams.pop(rec.sid, None)
+
+
+def _built(s: PState, t: TargetRec, rec: Built | Revert) -> None:
+    t.phase = _B.BUILT
+
+
+def _trial(s: PState, t: TargetRec, rec: Trial) -> None:
+    t.phase = _B.TESTING
+    t.trials += 1
+
+
+def _confirm(s: PState, t: TargetRec, rec: Confirm) -> None:
+    s.running_version, s.running_counter = rec.version, rec.counter
+    s.running_sha256, s.running_size = rec.sha256, rec.size
+    s.active ^= 1
+    s.last = (rec.version, True)
+    s.target = s.prev = None
+
+
+def _fail(s: PState, t: TargetRec, rec: Fail) -> None:
+    s.failed = [*s.failed, t.tag][-8:]
+    s.last = (t.version, False)
+    s.target = s.prev = None
+
+
+_TARGET_EFFECTS: dict[Rec, Callable[[PState, TargetRec, Any], None]] = {
+    Rec.ALLOC: _alloc, Rec.REPLACE: _replace, Rec.TRIM: _trim, Rec.PROGRESS: _progress,
+    Rec.DONE: _done, Rec.KEEP: _keep, Rec.RESET: _reset, Rec.BUILT: _built, Rec.TRIAL: _trial,
+    Rec.REVERT: _built, Rec.CONFIRM: _confirm, Rec.FAIL: _fail,
+}
