@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import random
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -696,3 +698,11 @@ def test_a_file_backed_box_persists_between_runs(rel_full: Releases, tmp_path: P
         flash.close()
     assert box.running_image() == target.image
     assert run == 2  # two 6000-byte sessions carry the 8.4 KB; the third run finds it running
+
+
+def test_the_test_support_needs_no_hypothesis() -> None:
+    """``fwdist.testing`` is for library users, who may not have the ``[test]`` extra."""
+    code = ("import sys; sys.modules['hypothesis'] = None; import fwdist.testing; "
+            "print(sorted(m for m in sys.modules if m.startswith('hypothesis')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout == "['hypothesis']\n"  # only the blocked entry: nothing imported it
