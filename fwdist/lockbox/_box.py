@@ -427,7 +427,8 @@ class Lockbox:
         m, ref, table = self.manifest, self.ref, self.table
         if m is None or ref is None or table is None:
             raise LockboxError("nothing to build: the target's manifest or table is not loaded")
-        return self.builder.build(self._state, self._target, m, ref, table, self.layout.slots)
+        return self.builder.build(self._state, self._target, m, ref, table, self.rx.starts,
+                                  self.layout.slots)
 
     # -- reporting -----------------------------------------------------------------------------
 

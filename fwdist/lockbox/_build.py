@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import IO, cast
 
 import msgpack
@@ -22,7 +22,7 @@ from fwdist.journal import Journal
 from fwdist.lockbox._config import BoxConfig, Layout, LockboxError
 from fwdist.lockbox._staging import BLOCK, Staging
 from fwdist.lockbox._state import PState, Stream, TargetRec
-from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version
+from fwdist.manifest import Manifest, PayloadRef, PieceEntry, PieceTable, Version
 
 MAX_WINDOW = 1 << 20  # pieces are at most 1 MiB (manifest.MAX_PIECE_SIZE); so is a zstd window
 
@@ -33,6 +33,9 @@ class Builder:
     def __init__(self, staging: Staging) -> None:
         self.staging = staging
         self._dctx: zstandard.ZstdDecompressor | None = None
+        self._streams: dict[int, Stream] = {}  # what _payload_read reads, during a build
+        self._pieces: tuple[PieceEntry, ...] = ()
+        self._starts: list[int] = []
 
     def forget(self) -> None:
         """A reboot: RAM (the decompression context) does not survive it."""
@@ -69,8 +72,11 @@ class Builder:
             yield chunk
 
     def build(self, s: PState, t: TargetRec, m: Manifest, ref: PayloadRef, table: PieceTable,
-              slots: tuple[Region, Region]) -> bool:
-        """Write the new image into the inactive slot (bounded RAM) and check its SHA-256."""
+              starts: list[int], slots: tuple[Region, Region]) -> bool:
+        """Write the new image into the inactive slot (bounded RAM) and check its SHA-256.
+
+        ``starts`` are the offsets of the pieces' contents in the payload (and its end).
+        """
         ss = self.staging.sector_size
         old_slot = slots[s.active]
         new_slot = slots[1 - s.active]
@@ -82,9 +88,9 @@ class Builder:
                     for chunk in self.decompressed(t.streams[i], e.wire_size, e.size):
                         w.write(chunk)
             else:
-                delta.apply(ref.encoder, old_slot.read, s.running_size,
-                            self._payload_reader(t, table), table.content_size, w.write,
-                            new_size=m.image_size)
+                self._streams, self._pieces, self._starts = t.streams, table.pieces, starts
+                delta.apply(ref.encoder, old_slot.read, s.running_size, self._payload_read,
+                            table.content_size, w.write, new_size=m.image_size)
         except (delta.DeltaError, zstandard.ZstdError, ValueError):
             return False
         if w.total != m.image_size:
@@ -95,24 +101,18 @@ class Builder:
             h.update(new_slot.read(off, min(delta.PIECE, m.image_size - off)))
         return h.digest() == m.image_sha256
 
-    def _payload_reader(self, t: TargetRec, table: PieceTable) -> Callable[[int, int], bytes]:
-        """Reads the delta payload (the pieces' contents in table order) at an offset."""
-        starts = [0]
-        for e in table.pieces:
-            starts.append(starts[-1] + e.size)
-
-        def read(off: int, n: int) -> bytes:
-            out = bytearray()
-            end = min(off + n, starts[-1])
-            while off < end:
-                i = bisect.bisect_right(starts, off) - 1
-                within = off - starts[i]
-                k = min(end - off, table.pieces[i].size - within)
-                out += self.staging.read(t.streams[i], within, k)
-                off += k
-            return bytes(out)
-
-        return read
+    def _payload_read(self, off: int, n: int) -> bytes:
+        """Read the delta payload (the pieces' contents in table order) at ``off``."""
+        starts = self._starts
+        out = bytearray()
+        end = min(off + n, starts[-1])
+        while off < end:
+            i = bisect.bisect_right(starts, off) - 1
+            within = off - starts[i]
+            k = min(end - off, self._pieces[i].size - within)
+            out += self.staging.read(self._streams[i], within, k)
+            off += k
+        return bytes(out)
 
 
 def provision(flash: Flash, config: BoxConfig, image: bytes, version: str, counter: int) -> None:

@@ -41,11 +41,19 @@ class Receiver:
         self.manifest: Manifest | None = None
         self.ref: PayloadRef | None = None
         self.table: PieceTable | None = None
+        self.starts: list[int] = []  # where each piece's content starts in the payload
         self._table_hash: Any = None  # the table's SHA-256 so far (a hashlib object)
 
     def forget(self) -> None:
         self.manifest = self.ref = self.table = None
+        self.starts = []
         self._table_hash = None
+
+    def _set_table(self, table: PieceTable) -> None:
+        self.table = table
+        self.starts = [0]
+        for e in table.pieces:
+            self.starts.append(self.starts[-1] + e.size)
 
     def load(self, s: PState) -> None:
         """Re-read the target's manifest and table from flash into RAM."""
@@ -63,7 +71,8 @@ class Receiver:
         self.ref = m.payload_for(s.running_sha256)
         tbl = t.streams.get(TABLE)
         if tbl is not None and tbl.done:
-            self.table = decode_table(self.staging.read(tbl, 0, tbl.received), t.table_sha256)
+            self._set_table(decode_table(self.staging.read(tbl, 0, tbl.received),
+                                         t.table_sha256))
 
     def all_done(self, t: TargetRec | None) -> bool:
         if t is None or self.table is None:
@@ -166,7 +175,7 @@ class Receiver:
             self.forget()
             return False
         self._commit(Done(TABLE))
-        self.table = table
+        self._set_table(table)
         if s.prev is not None:
             self.adopt_prev(s, t)
         return True
