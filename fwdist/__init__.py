@@ -8,7 +8,7 @@ from fwdist.app import App, PhoneCache, SessionReport
 from fwdist.chunker import ChunkerParams, chunk_bytes, chunk_stream, piece_id
 from fwdist.errors import FwdistError, KeyFileError, ManifestError, StagingError, StoreError
 from fwdist.flash import FileFlash, Flash, FlashError, PowerCut
-from fwdist.lockbox import BoxConfig, Lockbox, LockboxError
+from fwdist.lockbox import BoxConfig, IdleStep, Lockbox, LockboxError
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version
 from fwdist.protocol import LocalProtocolError, ProtocolError, RemoteProtocolError
 from fwdist.releases import Plan, gc, load_manifest, plan, release_image, verify_store
@@ -25,6 +25,7 @@ __all__ = [
     "Flash",
     "FlashError",
     "FwdistError",
+    "IdleStep",
     "KeyFileError",
     "LocalProtocolError",
     "Lockbox",

@@ -85,6 +85,8 @@ class Lockbox:
         self.s: PState | None = None
         self._news: tuple[str, bool] | None = None
         self._verified: tuple[bytes, Manifest] | None = None
+        # one packer per box, reused: packb() sets one up (with a 1 MiB buffer) per call, and a
+        # module-wide one would be state shared by every box
         self._pack: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True).pack
         self._decoder = p.FrameDecoder(config.max_frame)
         self._out_max = config.max_frame
