@@ -30,6 +30,7 @@ from fwdist.releases import load_manifest, plan, release_image
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
+from sim.units import kib_text
 
 SAMPLE_RELEASES = 3  # 1.0.0, 1.1.0, 1.2.0
 _CACHE_FORMAT = 1
@@ -60,16 +61,18 @@ class ReleaseInfo:
         return {v: d.size for v, d in self.oracle.items()}
 
     def describe(self) -> list[str]:
+        """The release's sizes for people, in the report's unit (:mod:`sim.units`)."""
         lines = [
-            f"release {self.product}@{self.target}: image {self.image_bytes} bytes"
+            f"release {self.product}@{self.target}: image {kib_text(self.image_bytes)}"
             f"{' (built-in sample)' if self.sample else ''}, store {self.store}",
-            f"  fwdist full payload on the air (manifest + table + pieces): {self.fwdist_full_air}",
+            "  fwdist full payload on the air (manifest + table + pieces): "
+            f"{kib_text(self.fwdist_full_air)}",
         ]
         for v in self.sources:
             o = self.oracle[v]
             lines.append(
-                f"  from {v}: fwdist delta {self.fwdist_delta_air.get(v, 0)} bytes; "
-                f"oracle {o.size} bytes ({o.tool})"
+                f"  from {v}: fwdist delta {kib_text(self.fwdist_delta_air.get(v, 0))}; "
+                f"oracle {kib_text(o.size)} ({o.tool})"
             )
         return lines
 
