@@ -301,8 +301,9 @@ PLOTS = (
         "fleet.png",
         "Share of updatable boxes running the new version, by day. The markers and the "
         "legend give the day each strategy reaches 50, 90 and 99%, and the legend what kept "
-        "the rest from it (payload unfinished, or install awaiting battery). fwdist-delta "
-        "is the thick red line, the oracle the dashed black one drawn over it.",
+        "the rest from it (payload unfinished, or install awaiting battery). Where two curves "
+        "coincide (fwdist-delta and the oracle often do) the dashed one is drawn over the "
+        "thick one.",
         fleet_plot,
     ),
     Plot(
