@@ -561,24 +561,30 @@ def _fake_sim(monkeypatch: pytest.MonkeyPatch, value: int) -> None:
     monkeypatch.setattr(cli, "SIM_MODULE", "benchmarks.fake_sim")
 
 
+def _run_with_stored_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, measured: int, *flags: str
+) -> tuple[int, Path]:
+    """``--quick --only sim`` measuring ``measured`` against a stored limit of 20."""
+    _fake_sim(monkeypatch, measured)
+    limits = tmp_path / "limits.json"
+    Limits({P50: 20}, ()).save(limits)
+    return cli.main(["--quick", "--only", "sim", "--limits", str(limits), *flags]), limits
+
+
 def test_cli_takes_the_simulator_records_and_fails_on_their_limits(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _fake_sim(monkeypatch, 21)
-    limits = tmp_path / "limits.json"
-    Limits({P50: 20}, ()).save(limits)
-    code, printed = _run_cli(["--quick", "--only", "sim", "--limits", str(limits)], capsys)
+    code, _ = _run_with_stored_limit(tmp_path, monkeypatch, 21)
     assert code == 1
-    assert f"- **FAIL** {P50}: 21 is above the stored limit 20 (regression)" in printed
+    assert f"- **FAIL** {P50}: 21 is above the stored limit 20 (regression)" in (
+        capsys.readouterr().out
+    )
 
 
 def test_cli_update_limits_refuses_to_raise_a_limit(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _fake_sim(monkeypatch, 21)
-    limits = tmp_path / "limits.json"
-    Limits({P50: 20}, ()).save(limits)
-    code = cli.main(["--quick", "--only", "sim", "--limits", str(limits), "--update-limits"])
+    code, limits = _run_with_stored_limit(tmp_path, monkeypatch, 21, "--update-limits")
     out, err = capsys.readouterr()
     assert code == 1
     assert Limits.load(limits).max == {P50: 20}
@@ -593,15 +599,11 @@ def test_cli_update_limits_refuses_to_raise_a_limit(
 def test_cli_allow_worse_limits_raises_it_and_prints_the_commit_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _fake_sim(monkeypatch, 21)
-    limits = tmp_path / "limits.json"
-    Limits({P50: 20}, ()).save(limits)
-    args = ["--quick", "--only", "sim", "--limits", str(limits)]
-    code = cli.main([*args, "--update-limits", "--allow-worse-limits"])
-    err = capsys.readouterr().err
+    flags = ("--update-limits", "--allow-worse-limits")
+    code, limits = _run_with_stored_limit(tmp_path, monkeypatch, 21, *flags)
     assert code == 0
     assert Limits.load(limits).max == {P50: 21}
-    assert err.endswith(
+    assert capsys.readouterr().err.endswith(
         "benchmarks: limits raised on purpose; put this line in the commit message:\n"
         f"Benchmark-limits-raised: {P50}: 20 -> 21\n"
     )
@@ -610,10 +612,7 @@ def test_cli_allow_worse_limits_raises_it_and_prints_the_commit_line(
 def test_cli_update_limits_lowers_a_limit_without_asking(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _fake_sim(monkeypatch, 19)
-    limits = tmp_path / "limits.json"
-    Limits({P50: 20}, ()).save(limits)
-    code = cli.main(["--quick", "--only", "sim", "--limits", str(limits), "--update-limits"])
+    code, limits = _run_with_stored_limit(tmp_path, monkeypatch, 19, "--update-limits")
     err = capsys.readouterr().err
     assert code == 0
     assert Limits.load(limits).max == {P50: 19}
