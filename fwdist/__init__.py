@@ -1,7 +1,7 @@
 """fwdist: passive firmware update distribution for Bluetooth lockboxes.
 
 The public surface is re-exported here; the modules behind it are the
-implementation (see DESIGN.md for what each owns).
+implementation (docs/architecture.md says what each owns and which may do I/O).
 """
 
 from fwdist.app import App, PhoneCache, SessionReport
