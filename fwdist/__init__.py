@@ -11,7 +11,15 @@ from fwdist.flash import FileFlash, Flash, FlashError, PowerCut
 from fwdist.lockbox import BoxConfig, Lockbox, LockboxError
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version
 from fwdist.protocol import LocalProtocolError, ProtocolError, RemoteProtocolError
-from fwdist.releases import Plan, gc, load_manifest, plan, release_image, verify_store
+from fwdist.releases import (
+    Plan,
+    gc,
+    load_manifest,
+    phone_cache,
+    plan,
+    release_image,
+    verify_store,
+)
 from fwdist.staging import StageOptions, StageResult, stage
 from fwdist.store import Store
 
@@ -49,6 +57,7 @@ __all__ = [
     "chunk_stream",
     "gc",
     "load_manifest",
+    "phone_cache",
     "piece_id",
     "plan",
     "release_image",

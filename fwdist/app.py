@@ -62,8 +62,6 @@ from fwdist.protocol import (
     Status,
     Target,
 )
-from fwdist.releases import load_manifest, load_table, table_bytes
-from fwdist.store import Store
 
 # How many bytes one ``data_to_send()`` call hands out at most. Not a window:
 # the phone never waits for acks to keep sending (the link paces it); this only
@@ -103,28 +101,6 @@ class PhoneCache:
     @functools.cached_property
     def tag(self) -> bytes:
         return protocol.release_tag(self.manifest_wire)
-
-    @classmethod
-    def from_store(cls, store: Store, product: str, version: str | None = None) -> PhoneCache:
-        """Everything of one release (default: the newest) for every box it can serve."""
-        releases = store.releases(product)
-        if not releases:
-            raise AppError(f"the store holds no release of {product}")
-        if version is None:
-            version = releases[-1][1]
-        m = load_manifest(store, product, version)
-        tables: dict[bytes, bytes] = {}
-        frames: dict[bytes, bytes] = {}
-        raw: dict[bytes, bytes] = {}
-        for ref in (m.full, *m.deltas):
-            tables[ref.table_sha256] = table_bytes(store, ref)
-            table = load_table(store, ref)
-            for entry in table.pieces:
-                if table.compressed:
-                    frames[entry.id] = store.get_frame(entry.id)
-                else:
-                    raw[entry.id] = store.get_content(entry.id, entry.size)
-        return cls(store.get_manifest(product, version), tables, frames, raw)
 
     def table(self, ref: PayloadRef) -> tuple[bytes, PieceTable] | None:
         data = self.tables.get(ref.table_sha256)

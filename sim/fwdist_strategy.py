@@ -46,7 +46,13 @@ from fwdist.errors import FwdistError
 from fwdist.flash import Flash
 from fwdist.lockbox import BoxConfig, Lockbox
 from fwdist.manifest import Manifest, PayloadRef, key_id
-from fwdist.releases import load_manifest, load_table, release_image, trusted_keys
+from fwdist.releases import (
+    load_manifest,
+    load_table,
+    phone_cache,
+    release_image,
+    trusted_keys,
+)
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
 from fwdist.transport import BoxEndpoint
@@ -146,7 +152,7 @@ class FwdistStrategy:
             store_dir, trusted = full_only_store(release)
         store = Store.open(store_dir)
         m = load_manifest(store, release.product, release.target)
-        cache = PhoneCache.from_store(store, release.product, release.target)
+        cache = phone_cache(store, release.product, release.target)
         olds = {
             v: release_image(src, load_manifest(src, release.product, v)) for v in release.sources
         }

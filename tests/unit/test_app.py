@@ -37,7 +37,7 @@ from fwdist.protocol import (
     Status,
     Target,
 )
-from fwdist.releases import load_manifest, release_image
+from fwdist.releases import load_manifest, phone_cache, release_image
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
@@ -67,7 +67,7 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Ed25519Pr
 
 @pytest.fixture(scope="module")
 def cache(released: tuple[Store, Ed25519PrivateKey]) -> PhoneCache:
-    return PhoneCache.from_store(released[0], "lockbox")
+    return phone_cache(released[0], "lockbox")
 
 
 V1_SHA = hashlib.sha256(SAMPLE.image(0)).digest()
@@ -98,10 +98,10 @@ def test_cache_from_store_holds_every_payload(
     assert sum(map(len, cache.frames.values())) == m.full.size
     assert sum(map(len, cache.raw.values())) == m.deltas[0].size
     assert cache.manifest_wire == store.get_manifest("lockbox", "1.1.0")
-    older = PhoneCache.from_store(store, "lockbox", "1.0.0")
+    older = phone_cache(store, "lockbox", "1.0.0")
     assert older.manifest.version == "1.0.0" and not older.raw
     with pytest.raises(appmod.AppError, match="no release of other"):
-        PhoneCache.from_store(store, "other")
+        phone_cache(store, "other")
 
 
 def test_keep_pieces_shares_bytes(cache: PhoneCache) -> None:
@@ -468,8 +468,8 @@ def test_a_newer_release_overtakes_an_older_target(
 ) -> None:
     key = released[1]
     store = stage_releases(tmp_path, key, releases=3)  # 1.2.0 has a delta from 1.1.0 only
-    v2 = PhoneCache.from_store(store, "lockbox", "1.1.0")
-    v3 = PhoneCache.from_store(store, "lockbox", "1.2.0")
+    v2 = phone_cache(store, "lockbox", "1.1.0")
+    v3 = phone_cache(store, "lockbox", "1.2.0")
     box = new_box(key)
     r = pump_session(box, App(v2), 1000, NOW)
     assert box.status()["target_version"] == "1.1.0" and not r.complete
