@@ -498,8 +498,17 @@ def _decode_data(body: bytes) -> Data | None:
 
 def data_capacity(max_frame: int, tag: bytes, piece: int, offset: int) -> int:
     """How many data bytes fit in one :class:`Data` frame at this address (exact)."""
-    probe = len(encode(Data(tag, piece, offset, b"\x00"), MAX_FRAME)) - 1
-    room = max_frame - probe
+    return _capacity(max_frame, Data(tag, piece, offset, b"\x00"))
+
+
+def offer_capacity(max_frame: int, total: int, offset: int) -> int:
+    """How many manifest bytes fit in one :class:`Offer` frame at this offset (exact)."""
+    return _capacity(max_frame, Offer(total, offset, b"\x00"))
+
+
+def _capacity(max_frame: int, probe: Data | Offer) -> int:
+    """Bytes of ``data`` a frame like ``probe`` (one data byte) holds within ``max_frame``."""
+    room = max_frame - (len(encode(probe, MAX_FRAME)) - 1)
     # a bin's length header grows from 1 byte (< 256) to 2 bytes (< 65536)
     if room > 255:
         room -= 1

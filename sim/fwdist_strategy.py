@@ -41,7 +41,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist import keys
-from fwdist.app import App, PhoneCache
+from fwdist.app import App, FrameCache, PhoneCache
 from fwdist.errors import FwdistError
 from fwdist.flash import Flash
 from fwdist.lockbox import BoxConfig, Lockbox
@@ -142,6 +142,7 @@ class FwdistStrategy:
     target_sha256: bytes
     epoch: int
     spare: list[Flash] = field(default_factory=list)  # flashes of installed boxes, to reuse
+    frame_cache: FrameCache = field(default_factory=FrameCache)  # shared by this strategy's phones
 
     @classmethod
     def load(cls, release: ReleaseInfo, delta: bool, max_frame: int = 244) -> FwdistStrategy:
@@ -284,7 +285,8 @@ class FwdistSession:
         self.now = box.st.epoch + int(a.t)
         lb = box._box()
         self.ep = BoxEndpoint(lb, self.now)
-        self.app = App(box._cache(a), max_frame=box.st.config.max_frame)
+        self.app = App(box._cache(a), max_frame=box.st.config.max_frame,
+                       frame_cache=box.st.frame_cache)
         self.chunk = b""
         self.direction = PHONE
         self.air = 0
