@@ -4,7 +4,7 @@ The public surface is re-exported here; the modules behind it are the
 implementation (see DESIGN.md for what each owns).
 """
 
-from fwdist.app import App, PhoneCache, SessionReport
+from fwdist.app import App, FrameCache, PhoneCache, SessionEnd, SessionReport
 from fwdist.chunker import ChunkerParams, chunk_bytes, chunk_stream, piece_id
 from fwdist.errors import FwdistError, KeyFileError, ManifestError, StagingError, StoreError
 from fwdist.flash import FileFlash, Flash, FlashError, PowerCut
@@ -32,6 +32,7 @@ __all__ = [
     "FileFlash",
     "Flash",
     "FlashError",
+    "FrameCache",
     "FwdistError",
     "KeyFileError",
     "LocalProtocolError",
@@ -46,6 +47,7 @@ __all__ = [
     "PowerCut",
     "ProtocolError",
     "RemoteProtocolError",
+    "SessionEnd",
     "SessionReport",
     "StageOptions",
     "StageResult",

@@ -139,9 +139,14 @@ class FrameCache:
             if self._held + len(got) > self.max_frames:
                 self._frames.clear()
                 self._held = 0
-            self._frames[key] = got
-            self._held += len(got)
+            if len(got) <= self.max_frames:
+                self._frames[key] = got
+                self._held += len(got)
         return got
+
+    def __len__(self) -> int:
+        """How many encoded frames it holds (never more than ``max_frames``)."""
+        return self._held
 
 
 @dataclass(frozen=True)

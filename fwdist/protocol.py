@@ -43,8 +43,9 @@ import enum
 import hashlib
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import msgpack
@@ -290,14 +291,14 @@ def _pack(obj: Any) -> bytes:
     return _PACKER.pack(obj)  # type: ignore[no-any-return]
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+_FIELDS: Mapping[type, tuple[str, ...]] = MappingProxyType(
+    {cls: tuple(f.name for f in fields(cls)) for cls in EVENT_TYPES.values()})
+"""Each frame type's fields in wire order, read once at import (and never changed after)."""
 
 
 def _names(cls: type) -> tuple[str, ...]:
     names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
-    return names
+    return names if names is not None else tuple(f.name for f in fields(cls))
 
 
 def _to_wire(event: Event) -> list[Any]:
@@ -700,10 +701,7 @@ class FrameDecoder:
         del buf[:end]
         if zlib.crc32(body) != crc:
             raise _fail("frame CRC does not match its body", ErrorCode.BAD_CRC)
-        fast = _FAST_DECODERS.get(body[:4])
-        event = fast(body) if fast is not None else None
-        if event is None:
-            event = _decode_generic(body, self.max_frame)
+        event = decode_body(body, self.max_frame)
         self.frames_in += 1
         return event
 
