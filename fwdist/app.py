@@ -22,8 +22,11 @@ release or a newer one, or is receiving a newer release than the phone
 carries. A box working on an *older* release is offered the newer manifest;
 the box decides whether to switch.
 
-Like the lockbox, the App never touches a socket or a clock: the transport
-(:mod:`fwdist.transport`) feeds it bytes and sends what it returns. What it
+Like the lockbox, the App never touches a socket, a clock or a store: the
+transport (:mod:`fwdist.transport`) feeds it bytes and sends what it returns,
+and :func:`fwdist.releases.phone_cache` loads what it carries. It keeps no
+state between sessions but its own; work worth sharing across many phones
+(the simulator's) goes in a :class:`FrameCache` their owner passes in. What it
 does with each thing the box says is a table (:data:`TRANSITIONS`), as in h11.
 
 The phone streams without waiting for acknowledgements (the link paces it)
@@ -78,77 +81,6 @@ class AppError(FwdistError):
 # ================================================================================
 
 
-def data_frames(
-    tag: bytes, piece: int, data: bytes, offset: int, align: int, max_frame: int
-) -> Iterator[tuple[bytes, int]]:
-    """The Data frames that carry ``data`` from ``offset`` to its end, each with its content bytes.
-
-    The offset is rounded down to ``align`` (the box persisted whole write units
-    only), every frame is as full as ``max_frame`` allows, and every frame but
-    the last carries a multiple of ``align`` bytes, as the box requires.
-    """
-    offset -= offset % align
-    size = len(data)
-    while offset < size:
-        room = protocol.data_capacity(max_frame, tag, piece, offset)
-        end = size if offset + room >= size else offset + room - room % align
-        yield protocol.encode_data(tag, piece, offset, data[offset:end], max_frame), end - offset
-        offset = end
-
-
-_FrameKey = tuple[bytes, int, bytes, int, int, int]
-
-
-class FrameCache:
-    """Work the Apps of one owner would repeat: decoding piece tables, encoding Data frames.
-
-    A fleet's phones send the same release's frames again and again (the
-    simulator, thousands of times over), so the owner that runs many Apps (the
-    simulator, one per strategy) creates one and hands it to each; an App
-    without one computes everything itself. The bytes are the same either way
-    (``tests/unit/test_app.py`` holds them to that): a table is a pure function
-    of its bytes, and an object's frames of (its bytes, offset, tag, piece,
-    alignment, frame size), which is the key. Bounded: past ``max_frames``
-    frames it starts again empty.
-    """
-
-    def __init__(self, max_frames: int = 16_384) -> None:  # about 4 MB of 244-byte frames
-        self.max_frames = max_frames
-        self._tables: dict[tuple[bytes, bytes], PieceTable] = {}
-        self._frames: dict[_FrameKey, tuple[tuple[bytes, int], ...]] = {}
-        self._held = 0
-
-    def table(self, data: bytes, sha256: bytes) -> PieceTable:
-        """``decode_table(data, sha256)``, decoded once (a table that fails is never kept)."""
-        key = (sha256, data)
-        table = self._tables.get(key)
-        if table is None:
-            table = self._tables[key] = decode_table(data, sha256)
-        return table
-
-    def frames(
-        self, tag: bytes, piece: int, data: bytes, offset: int, align: int, max_frame: int
-    ) -> Iterable[tuple[bytes, int]]:
-        """``data_frames(...)`` of these arguments, encoded once."""
-        if type(data) is not bytes:  # only bytes are keys (their hash is cached, too)
-            return data_frames(tag, piece, data, offset, align, max_frame)
-        key = (data, offset - offset % align, tag, piece, align, max_frame)
-        got = self._frames.get(key)
-        if got is None:
-            got = tuple(data_frames(tag, piece, data, offset, align, max_frame))
-            if self._held + len(got) > self.max_frames:
-                self._frames.clear()
-                self._held = 0
-            if len(got) <= self.max_frames:
-                self._frames[key] = got
-                self._held += len(got)
-        return got
-
-    def __len__(self) -> int:
-        """How many encoded frames it holds (never more than ``max_frames``)."""
-        return self._held
-
-
 @dataclass(frozen=True)
 class PhoneCache:
     """One release as a phone carries it: signed manifest, piece tables, some or all pieces.
@@ -195,6 +127,82 @@ class PhoneCache:
             frames={k: v for k, v in self.frames.items() if keep(k)},
             raw={k: v for k, v in self.raw.items() if keep(k)},
         )
+
+
+# ================================================================================
+# Data frames, and a memo of them for an owner of many phones
+# ================================================================================
+
+
+def data_frames(
+    tag: bytes, piece: int, data: bytes, offset: int, align: int, max_frame: int
+) -> Iterator[tuple[bytes, int]]:
+    """The Data frames that carry ``data`` from ``offset`` to its end, each with its content bytes.
+
+    The offset is rounded down to ``align`` (the box persisted whole write units
+    only), every frame is as full as ``max_frame`` allows, and every frame but
+    the last carries a multiple of ``align`` bytes, as the box requires.
+    """
+    offset -= offset % align
+    size = len(data)
+    while offset < size:
+        room = protocol.data_capacity(max_frame, tag, piece, offset)
+        end = size if offset + room >= size else offset + room - room % align
+        yield protocol.encode_data(tag, piece, offset, data[offset:end], max_frame), end - offset
+        offset = end
+
+
+_FrameKey = tuple[bytes, int, bytes, int, int, int]
+
+
+class FrameCache:
+    """Work the Apps of one owner would repeat: decoding piece tables, encoding Data frames.
+
+    A fleet's phones send the same release's frames again and again (the
+    simulator, thousands of times over), so the owner that runs many Apps (the
+    simulator, one per strategy) creates one and hands it to each; an App
+    without one computes everything itself. The bytes are the same either way
+    (``tests/unit/test_app.py`` holds them to that): a table is a pure function
+    of its bytes, and an object's frames of (its bytes, offset, tag, piece,
+    alignment, frame size), which is the key. Bounded: past ``max_frames``
+    frames it starts again empty.
+    """
+
+    def __init__(self, max_frames: int = 16_384) -> None:  # about 4 MB of 244-byte frames
+        self.max_frames = max_frames
+        self._tables: dict[tuple[bytes, bytes], PieceTable] = {}  # a few per release
+        self._frames: dict[_FrameKey, tuple[tuple[bytes, int], ...]] = {}
+        self._held = 0
+
+    def table(self, data: bytes, sha256: bytes) -> PieceTable:
+        """``decode_table(data, sha256)``, decoded once (a table that fails is never kept)."""
+        key = (sha256, data)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = decode_table(data, sha256)
+        return table
+
+    def frames(
+        self, tag: bytes, piece: int, data: bytes, offset: int, align: int, max_frame: int
+    ) -> Iterable[tuple[bytes, int]]:
+        """``data_frames(...)`` of these arguments, encoded once."""
+        if type(data) is not bytes:  # only bytes are keys (their hash is cached, too)
+            return data_frames(tag, piece, data, offset, align, max_frame)
+        key = (data, offset - offset % align, tag, piece, align, max_frame)
+        got = self._frames.get(key)
+        if got is None:
+            got = tuple(data_frames(tag, piece, data, offset, align, max_frame))
+            if self._held + len(got) > self.max_frames:
+                self._frames.clear()
+                self._held = 0
+            if len(got) <= self.max_frames:
+                self._frames[key] = got
+                self._held += len(got)
+        return got
+
+    def __len__(self) -> int:
+        """How many encoded frames it holds (never more than ``max_frames``)."""
+        return self._held
 
 
 # ================================================================================
