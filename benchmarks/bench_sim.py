@@ -96,7 +96,7 @@ def _pump_sessions_per_second(release: Any, seconds: float) -> float:
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
         box = st.new_box(BoxDraw(n, False, "1.1.0", 1.0, 1.0, 1.0, None))
-        pump_session(box._box(), App(st.cache), 14_000, st.epoch)
+        pump_session(box._box(), App(st.cache, frame_cache=st.frame_cache), 14_000, st.epoch)
         n += 1
     return n / (time.perf_counter() - started)
 

@@ -1,4 +1,8 @@
-"""Reading releases back out of a store: load, reassemble, plan, verify, collect garbage."""
+"""Reading releases back out of a store: load, reassemble, plan, verify, collect garbage.
+
+This is the I/O side of a release: what the sans-I/O phone (:mod:`fwdist.app`)
+carries is loaded here (:func:`phone_cache`), so that the phone never reads a store.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist import delta
+from fwdist.app import AppError, PhoneCache
 from fwdist.errors import FwdistError, StoreError
 from fwdist.keys import load_public
 from fwdist.manifest import (
@@ -43,6 +48,26 @@ def wire_piece(store: Store, table: PieceTable, index: int) -> bytes:
     if table.compressed:
         return store.get_frame(entry.id)
     return store.get_content(entry.id, entry.size)
+
+
+def phone_cache(store: Store, product: str, version: str | None = None) -> PhoneCache:
+    """Everything of one release (default: the newest) a phone needs to serve every box."""
+    releases = store.releases(product)
+    if not releases:
+        raise AppError(f"the store holds no release of {product}")
+    if version is None:
+        version = releases[-1][1]
+    m = load_manifest(store, product, version)
+    tables: dict[bytes, bytes] = {}
+    frames: dict[bytes, bytes] = {}
+    raw: dict[bytes, bytes] = {}
+    for ref in (m.full, *m.deltas):
+        data = tables[ref.table_sha256] = table_bytes(store, ref)
+        table = decode_table(data, ref.table_sha256)
+        held = frames if table.compressed else raw
+        for i, entry in enumerate(table.pieces):
+            held[entry.id] = wire_piece(store, table, i)
+    return PhoneCache(store.get_manifest(product, version), tables, frames, raw)
 
 
 def read_image(store: Store, m: Manifest) -> Iterator[bytes]:

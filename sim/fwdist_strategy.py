@@ -41,12 +41,18 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist import keys
-from fwdist.app import App, PhoneCache
+from fwdist.app import App, FrameCache, PhoneCache
 from fwdist.errors import FwdistError
 from fwdist.flash import Flash
 from fwdist.lockbox import BoxConfig, Lockbox
 from fwdist.manifest import Manifest, PayloadRef, key_id
-from fwdist.releases import load_manifest, load_table, release_image, trusted_keys
+from fwdist.releases import (
+    load_manifest,
+    load_table,
+    phone_cache,
+    release_image,
+    trusted_keys,
+)
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
 from fwdist.transport import BoxEndpoint
@@ -136,6 +142,7 @@ class FwdistStrategy:
     target_sha256: bytes
     epoch: int
     spare: list[Flash] = field(default_factory=list)  # flashes of installed boxes, to reuse
+    frame_cache: FrameCache = field(default_factory=FrameCache)  # shared by this strategy's phones
 
     @classmethod
     def load(cls, release: ReleaseInfo, delta: bool, max_frame: int = 244) -> FwdistStrategy:
@@ -146,7 +153,7 @@ class FwdistStrategy:
             store_dir, trusted = full_only_store(release)
         store = Store.open(store_dir)
         m = load_manifest(store, release.product, release.target)
-        cache = PhoneCache.from_store(store, release.product, release.target)
+        cache = phone_cache(store, release.product, release.target)
         olds = {
             v: release_image(src, load_manifest(src, release.product, v)) for v in release.sources
         }
@@ -278,7 +285,8 @@ class FwdistSession:
         self.now = box.st.epoch + int(a.t)
         lb = box._box()
         self.ep = BoxEndpoint(lb, self.now)
-        self.app = App(box._cache(a), max_frame=box.st.config.max_frame)
+        self.app = App(box._cache(a), max_frame=box.st.config.max_frame,
+                       frame_cache=box.st.frame_cache)
         self.chunk = b""
         self.direction = PHONE
         self.air = 0

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from fwdist import keys
-from fwdist.app import App, PhoneCache
+from fwdist.app import App
 from fwdist.cli.output import emit_json
 from fwdist.lockbox import BoxConfig, Lockbox
 from fwdist.manifest import key_id
-from fwdist.releases import plan, verify_store
+from fwdist.releases import phone_cache, plan, verify_store
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
@@ -49,7 +49,7 @@ def carry_update(
     Lockbox.provision(flash, cfg, old, old_version)
     box = Lockbox(flash, cfg, {key_id(public): public})
     box.boot(0)
-    cache = PhoneCache.from_store(store, PRODUCT)
+    cache = phone_cache(store, PRODUCT)
     sessions = sent = overhead = 0
     events: list[str] = []
     now = 0

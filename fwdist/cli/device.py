@@ -40,6 +40,7 @@ from fwdist.errors import FwdistError
 from fwdist.flash import FileFlash, FlashError
 from fwdist.lockbox import BoxConfig, Lockbox, LockboxError
 from fwdist.manifest import Version, check_name, key_id
+from fwdist.releases import phone_cache
 from fwdist.store import Store
 
 STATE_FORMAT = "fwdist lockbox state v1"
@@ -339,7 +340,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         raise DeviceError(f"--max-bytes must be 0 or more, got {args.max_bytes}")
     _positive("--max-seconds", args.max_seconds)
     _positive("--rate", args.rate)
-    cache = PhoneCache.from_store(Store.open(args.store), args.product)
+    cache = phone_cache(Store.open(args.store), args.product)
     try:
         out = trio.run(lambda: push(cache, host, port, max_bytes=args.max_bytes,
                                     max_seconds=args.max_seconds, rate=args.rate,

@@ -651,12 +651,13 @@ def test_cli_turns_a_crashing_section_into_a_failed_record(
 def test_session_driver_walks_away_at_the_budget_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fwdist.app import App, PhoneCache
+    from fwdist.app import App
+    from fwdist.releases import phone_cache
     from fwdist.testing import box_config, make_releases, new_box
 
     releases = make_releases(tmp_path, count=2, size=32 * 1024, deltas=False)  # ~7 KB to send
     box = new_box(releases, box_config(releases))
-    cache = PhoneCache.from_store(releases.store, "lockbox", releases.releases[1].version)
+    cache = phone_cache(releases.store, "lockbox", releases.releases[1].version)
     monkeypatch.setattr(bench_lockbox, "SESSION_BUDGET", 1000)
     first = bench_lockbox.session(box, App(cache), 1)
     assert first.sent_bytes == 1000 and not first.complete  # cut exactly at the budget
