@@ -61,3 +61,9 @@ def uv(v: int) -> bytes:
 def zz(v: int) -> int:
     """Zigzag: signed to unsigned."""
     return v << 1 if v >= 0 else ((-v) << 1) - 1
+
+
+def bsdiff_layout(tag: int, new_size: int, coders: bytes, bodies: list[bytes]) -> bytes:
+    """A bsdiff back end's payload: tag, new_size, coders, four stream lengths, five streams."""
+    head = bytes([tag]) + uv(new_size) + coders
+    return head + b"".join(uv(len(b)) for b in bodies[:-1]) + b"".join(bodies)

@@ -23,15 +23,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from fwdist.delta import _lzma, _zstd
-from fwdist.delta._bsdiff import (
-    BUFFERS_RAM,
-    MAX_WINDOW_LOG,
-    STREAMS,
-    ZSTD_WINDOW_LOGS,
-    ColumnFormat,
-    columns,
-)
+from fwdist.delta import _bsdiff, _lzma, _zstd
 from fwdist.delta._core import Cursor, DeltaError, Encoder, ReadAt, Reader
 
 TAG: Final = 0x31
@@ -77,7 +69,7 @@ def _check_coder(name: str, coder: Coder) -> None:
     if coder == _EMPTY:
         return
     if method == _ZSTD_CODER:
-        if not 10 <= log <= MAX_WINDOW_LOG:
+        if not 10 <= log <= _bsdiff.MAX_WINDOW_LOG:
             raise DeltaError(f"bsdiff-lzma {name} stream: zstd window log {log} not in 10..20")
         return
     if method >= 225:
@@ -95,7 +87,7 @@ def _check_coder(name: str, coder: Coder) -> None:
 def _read_coders(cur: Cursor) -> list[Coder]:
     """Five (method, log) pairs, each checked as soon as it is read."""
     coders: list[Coder] = []
-    for name in STREAMS:
+    for name in _bsdiff.STREAMS:
         coder = (cur.byte(), cur.byte())
         _check_coder(name, coder)
         coders.append(coder)
@@ -115,8 +107,8 @@ def _open_stream(name: str, payload: ReadAt, start: int, end: int, coder: Coder)
     return _lzma.LzmaStream(name, payload, start, end, method, log)
 
 
-FORMAT: Final = ColumnFormat[Coder](
-    "bsdiff-lzma", TAG, 2 * len(STREAMS), _read_coders, _open_stream
+FORMAT: Final = _bsdiff.ColumnFormat[Coder](
+    "bsdiff-lzma", TAG, 2 * len(_bsdiff.STREAMS), _read_coders, _open_stream
 )
 
 
@@ -144,7 +136,7 @@ def encode(old: bytes, new: bytes) -> bytes:
     """bsdiff transform, five columns, each stored the smallest way found."""
     coded = [
         _smallest_coding(data, log)
-        for data, log in zip(columns(old, new), ZSTD_WINDOW_LOGS, strict=True)
+        for data, log in zip(_bsdiff.columns(old, new), _bsdiff.ZSTD_WINDOW_LOGS, strict=True)
     ]
     coders = bytes(b for coder, _ in coded for b in coder)
     return FORMAT.pack(len(new), coders, (body for _, body in coded))
@@ -166,7 +158,7 @@ def decode_ram(head: bytes) -> int:
     for what the payload declares -- and the decoder refuses a stream that
     would need more (bigger dictionary, other LZMA properties).
     """
-    return sum(_coder_ram(c) for c in FORMAT.header(head).coders) + BUFFERS_RAM
+    return sum(_coder_ram(c) for c in FORMAT.header(head).coders) + _bsdiff.BUFFERS_RAM
 
 
 ENCODER: Final = Encoder("bsdiff-lzma", TAG, encode, FORMAT.apply, decode_ram)

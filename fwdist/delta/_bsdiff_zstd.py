@@ -16,15 +16,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from fwdist.delta import _zstd
-from fwdist.delta._bsdiff import (
-    BUFFERS_RAM,
-    MAX_WINDOW_LOG,
-    STREAMS,
-    ZSTD_WINDOW_LOGS,
-    ColumnFormat,
-    columns,
-)
+from fwdist.delta import _bsdiff, _zstd
 from fwdist.delta._core import Cursor, DeltaError, Encoder
 
 TAG: Final = 0x21
@@ -33,22 +25,22 @@ TAG: Final = 0x21
 def _read_logs(cur: Cursor) -> list[int]:
     """Five window logs, one nibble each; the sixth nibble is reserved (zero)."""
     packed = [cur.byte() for _ in range(3)]
-    logs = [10 + ((packed[i // 2] >> (4 * (i % 2))) & 0x0F) for i in range(len(STREAMS))]
+    logs = [10 + ((packed[i // 2] >> (4 * (i % 2))) & 0x0F) for i in range(len(_bsdiff.STREAMS))]
     if packed[2] >> 4:
         raise DeltaError("bsdiff-zstd header has reserved bits set")
-    if max(logs) > MAX_WINDOW_LOG:
-        raise DeltaError(f"bsdiff-zstd window log {max(logs)} exceeds {MAX_WINDOW_LOG}")
+    if max(logs) > _bsdiff.MAX_WINDOW_LOG:
+        raise DeltaError(f"bsdiff-zstd window log {max(logs)} exceeds {_bsdiff.MAX_WINDOW_LOG}")
     return logs
 
 
-FORMAT: Final = ColumnFormat[int]("bsdiff-zstd", TAG, 3, _read_logs, _zstd.open_stream)
+FORMAT: Final = _bsdiff.ColumnFormat[int]("bsdiff-zstd", TAG, 3, _read_logs, _zstd.open_stream)
 
 
 def encode(old: bytes, new: bytes) -> bytes:
     """bsdiff transform, five columns, each a stripped zstd frame."""
     window_logs: list[int] = []
     bodies: list[bytes] = []
-    for data, log in zip(columns(old, new), ZSTD_WINDOW_LOGS, strict=True):
+    for data, log in zip(_bsdiff.columns(old, new), _bsdiff.ZSTD_WINDOW_LOGS, strict=True):
         if not data:
             window_logs.append(10)
             bodies.append(b"")
@@ -71,7 +63,7 @@ def decode_ram(head: bytes) -> int:
     present = [n > 0 for n in parsed.lengths] + [True]
     return (
         sum(_zstd.window_ram(log) for log, p in zip(parsed.coders, present, strict=True) if p)
-        + BUFFERS_RAM
+        + _bsdiff.BUFFERS_RAM
     )
 
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from fwdist import delta
 from fwdist.delta import PIECE, DeltaError, encode, encode_with
 from fwdist.delta._bsdiff_lzma import FORMAT as BSDIFF_LZMA
-from tests.delta_helpers import apply_into, run, uv
+from tests.delta_helpers import apply_into, bsdiff_layout, run
 
 ENCODER_NAMES = sorted(delta.ENCODERS)
 TAGS = sorted({encode_with(name, b"", b"")[0] for name in ENCODER_NAMES})
@@ -129,8 +129,8 @@ def framed_lzma_payloads(draw: st.DrawFn) -> bytes:
         else:
             coders.append((0, 0))
         bodies.append(b"".join(chunks))
-    head = b"\x31" + uv(draw(st.integers(0, 300))) + bytes(b for c in coders for b in c)
-    return head + b"".join(uv(len(b)) for b in bodies[:-1]) + b"".join(bodies)
+    new_size = draw(st.integers(0, 300))
+    return bsdiff_layout(0x31, new_size, bytes(b for c in coders for b in c), bodies)
 
 
 @SETTINGS

@@ -19,6 +19,7 @@ from fwdist.delta import (
     Delta,
     DeltaError,
     _bsdiff_lzma,
+    _bsdiff_zstd,
     _lzma,
     _zstd,
     decode_ram,
@@ -26,7 +27,7 @@ from fwdist.delta import (
     encode_with,
 )
 from fwdist.sample import SampleFirmware
-from tests.delta_helpers import apply_into, run, uv, zz
+from tests.delta_helpers import apply_into, bsdiff_layout, run, uv, zz
 
 ENCODER_NAMES = sorted(delta.ENCODERS)
 BASE = 0x0800_0000  # flash base address of a typical Cortex-M image
@@ -206,6 +207,21 @@ def test_encode_breaks_ties_on_decode_ram(monkeypatch: pytest.MonkeyPatch) -> No
     assert encode(b"old", b"new", encoders=["big", "mid"]).encoder == "mid"
 
 
+def test_registry_rows_name_themselves_and_lead_their_payloads() -> None:
+    """What adding an encoder must keep: key = name, a tag of its own first in every payload."""
+    rows = list(delta.ENCODERS.values())
+    assert [r.name for r in rows] == list(delta.ENCODERS)
+    assert [(r.name, r.tag) for r in rows] == [  # order breaks exact ties in encode
+        ("zstd-dict", 0x11),
+        ("bsdiff-zstd", 0x21),
+        ("bsdiff-lzma", 0x31),
+    ]
+    for row in rows:
+        assert encode_with(row.name, OLD, NEW)[0] == row.tag
+    # the longest headers the bsdiff back ends read: within decode_ram's 64 bytes
+    assert (_bsdiff_zstd.FORMAT.head_max, _bsdiff_lzma.FORMAT.head_max) == (54, 61)
+
+
 def test_unknown_encoder() -> None:
     with pytest.raises(DeltaError, match="unknown delta encoder"):
         run("lzma", b"", b"x", 0)
@@ -319,8 +335,8 @@ def bsdiff_payload(
     if window_logs is not None:
         logs = list(window_logs)
     nib = [w - 10 for w in logs] + [0]
-    head = b"\x21" + uv(new_size) + bytes(nib[i] | nib[i + 1] << 4 for i in range(0, 6, 2))
-    return head + b"".join(uv(len(b)) for b in bodies[:-1]) + b"".join(bodies)
+    coders = bytes(nib[i] | nib[i + 1] << 4 for i in range(0, 6, 2))
+    return bsdiff_layout(0x21, new_size, coders, bodies)
 
 
 def lzma_payload(
@@ -351,8 +367,7 @@ def lzma_payload(
         stored[i] = body
     if coders is not None:
         heads = coders
-    head = b"\x31" + uv(new_size) + bytes(b for c in heads for b in c)
-    return head + b"".join(uv(len(b)) for b in stored[:-1]) + b"".join(stored)
+    return bsdiff_layout(0x31, new_size, bytes(b for c in heads for b in c), stored)
 
 
 OLD16 = bytes(range(16))
