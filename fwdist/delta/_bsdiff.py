@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, NamedTuple, TypeVar
 
 import bsdiff4.core
 
@@ -189,8 +189,7 @@ C = TypeVar("C")
 """What a back end's header says about one stream (a window log, a (method, log) pair)."""
 
 
-@dataclass(frozen=True)
-class Header(Generic[C]):
+class Header(NamedTuple, Generic[C]):
     """A parsed bsdiff payload header."""
 
     new_size: int
@@ -251,12 +250,13 @@ class ColumnFormat(Generic[C]):
         new_size: int,
     ) -> None:
         """Stream the new image: the five decoders' RAM plus 3 x PIECE, whatever the image size."""
-        head = self.header(read_exact(payload, 0, min(payload_size, self.head_max), "payload"))
-        if head.new_size != new_size:
-            raise DeltaError(f"payload makes {head.new_size} bytes, not new_size {new_size}")
-        bounds = _stream_bounds(head.size, head.lengths, payload_size, self.name)
-        streams = [
-            self.open_stream(name, payload, start, end, coder)
-            for name, (start, end), coder in zip(STREAMS, bounds, head.coders, strict=True)
-        ]
+        got_new, coders, lengths, pos = self.header(
+            read_exact(payload, 0, min(payload_size, self.head_max), "payload")
+        )
+        if got_new != new_size:
+            raise DeltaError(f"payload makes {got_new} bytes, not new_size {new_size}")
+        bounds = _stream_bounds(pos, lengths, payload_size, self.name)
+        streams = []
+        for name, (start, end), coder in zip(STREAMS, bounds, coders, strict=True):
+            streams.append(self.open_stream(name, payload, start, end, coder))
         _replay(old, old_size, streams, sink, new_size)
