@@ -160,7 +160,8 @@ def _staging_code_digest() -> str:
 
     h = hashlib.sha256()
     pkg = Path(fwdist.__file__).parent
-    for name in ("sample.py", "staging.py", "delta.py", "chunker.py", "manifest.py", "store.py"):
+    delta = sorted(f"delta/{p.name}" for p in (pkg / "delta").glob("*.py"))  # a package
+    for name in ("sample.py", "staging.py", *delta, "chunker.py", "manifest.py", "store.py"):
         try:
             h.update((pkg / name).read_bytes())
         except OSError:
