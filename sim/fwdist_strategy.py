@@ -46,7 +46,7 @@ from fwdist.errors import FwdistError
 from fwdist.flash import Flash
 from fwdist.lockbox import BoxConfig, Lockbox
 from fwdist.manifest import Manifest, PayloadRef, key_id
-from fwdist.releases import load_manifest, load_table, release_image, trusted_keys
+from fwdist.releases import load_manifest, load_table, recorded_keys, release_image
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
 from fwdist.transport import BoxEndpoint
@@ -141,7 +141,7 @@ class FwdistStrategy:
     def load(cls, release: ReleaseInfo, delta: bool, max_frame: int = 244) -> FwdistStrategy:
         src = Store.open(release.store)
         if delta:
-            store_dir, trusted = release.store, dict(trusted_keys(src, None))
+            store_dir, trusted = release.store, recorded_keys(src)
         else:
             store_dir, trusted = full_only_store(release)
         store = Store.open(store_dir)

@@ -49,7 +49,7 @@ def test_orjson_delta_beats_every_peer_and_verifies(
     store = tmp_path / "store"
     fwdist("keygen", tmp_path / "k")
     common = ["--store", store, "--product", "orjson", "--key", tmp_path / "k"]
-    fwdist("stage", old, "--version", "3.10.6", *common)
+    fwdist("stage", old, "--version", "3.10.6", "--init-store", *common)
     fwdist("stage", new, "--version", "3.10.7", "--from", "3.10.6", *common)
     plan = json.loads(
         fwdist(
