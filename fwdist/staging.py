@@ -179,6 +179,19 @@ def _stage_delta(
     return d.encoder, PieceTable(False, tuple(entries)), delta.decode_ram(d.encoder, d.data[:64])
 
 
+def check_image(image: Path) -> int:
+    """The size of the image to stage; refused when it is missing, empty or not a file."""
+    try:
+        image_size = image.stat().st_size
+    except OSError as e:
+        raise StagingError(f"cannot read image {image}: {e.strerror}") from None
+    if not image.is_file():
+        raise StagingError(f"image {image} is not a regular file")
+    if image_size == 0:
+        raise StagingError(f"image {image} is empty")
+    return image_size
+
+
 def stage(
     store: Store,
     image: Path,
@@ -199,15 +212,7 @@ def stage(
     started = time.perf_counter()
     version = check_options(opts)
     hardware = opts.hardware or opts.product
-    try:
-        image_size = image.stat().st_size
-    except OSError as e:
-        raise StagingError(f"cannot read image {image}: {e.strerror}") from None
-    if not image.is_file():
-        raise StagingError(f"image {image} is not a regular file")
-    if image_size == 0:
-        raise StagingError(f"image {image} is empty")
-
+    image_size = check_image(image)
     trusted = [key.public_key(), *also_trust]
     now = int(time.time()) if opts.now is None else opts.now
     expires = None if opts.expires_days is None else now + math.ceil(opts.expires_days * 86400)

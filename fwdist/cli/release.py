@@ -13,7 +13,7 @@ from fwdist.cli.output import emit_json, human_bytes, progress_bar
 from fwdist.errors import FwdistError, StagingError, StoreError
 from fwdist.manifest import Manifest, PayloadRef, Version
 from fwdist.releases import gc, load_manifest, plan, verify_store
-from fwdist.staging import StageOptions, check_options, stage
+from fwdist.staging import StageOptions, check_image, check_options, stage
 from fwdist.store import Store
 
 
@@ -91,10 +91,10 @@ def cmd_stage(args: argparse.Namespace) -> int:
         chunker=chunker,
     )
     check_options(opts)  # before a store is made: bad input writes nothing
+    size = check_image(image)
     if not args.init_store and not Path(args.store).exists():
         raise StoreError(f"no store at {args.store} (stage --init-store creates one)")
     store = Store.open(args.store, create=args.init_store)
-    size = image.stat().st_size if image.is_file() else None
     with progress_bar(f"staging {image.name}", size, args.json) as advance:
         result = stage(store, image, key, opts, progress=advance, also_trust=also_trust)
     for ignored in result.ignored:

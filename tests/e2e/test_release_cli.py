@@ -443,6 +443,10 @@ def test_a_store_is_created_only_when_asked(released: Path, tmp_path: Path) -> N
         ok=False,
     )
     assert bad.returncode == 1 and not (tmp_path / "s2").exists()
+    missing = fwdist(
+        *stage_argv(released, tmp_path / "s3", "missing.bin", "1.0.0", "--init-store"), ok=False
+    )
+    assert missing.returncode == 1 and not (tmp_path / "s3").exists()
 
 
 @pytest.mark.parametrize(

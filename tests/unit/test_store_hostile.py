@@ -155,6 +155,19 @@ def test_stage_takes_version_and_counter_only_from_verified_releases(
     assert [m.security_counter for m in scan.verified] == [3, 3]
 
 
+def test_an_honest_manifest_copied_under_another_version_does_not_count(
+    store: Store, private_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    _stage(store, private_key, tmp_path, 0, security_counter=2)
+    replay = store.manifest_path("lockbox", "9.9.9")
+    replay.write_bytes(store.get_manifest("lockbox", "1.0.0"))
+    image = tmp_path / "fw-1.bin"
+    image.write_bytes(SAMPLE.image(1))
+    result = stage(store, image, private_key, StageOptions("lockbox", "1.1.0", now=NOW))
+    assert result.ignored == ("lockbox@9.9.9: lockbox@9.9.9 holds the manifest of lockbox@1.0.0",)
+    assert result.manifest.security_counter == 2
+
+
 def test_a_delta_source_must_verify(
     store: Store, private_key: Ed25519PrivateKey, tmp_path: Path
 ) -> None:
