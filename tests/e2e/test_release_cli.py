@@ -530,18 +530,8 @@ def test_a_read_only_store_is_one_line_for_stage_and_gc(released: Path, tmp_path
     ],
 )
 def test_plan_refuses_what_a_box_refuses(released: Path, frm: str, to: str, message: str) -> None:
-    proc = fwdist(
-        "plan",
-        "--store",
-        released / "store",
-        "--product",
-        "lockbox",
-        "--from",
-        frm,
-        "--to",
-        to,
-        ok=False,
-    )
+    where = ["--store", released / "store", "--product", "lockbox"]
+    proc = fwdist("plan", *where, "--from", frm, "--to", to, ok=False)
     assert (proc.returncode, proc.stderr) == (1, f"fwdist: error: {message}\n")
 
 
