@@ -98,7 +98,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     with progress_bar(f"staging {image.name}", size, args.json) as advance:
         result = stage(store, image, key, opts, progress=advance, also_trust=also_trust)
     for ignored in result.ignored:
-        warn(f"ignoring {ignored} (not signed by the staging key or a --trust key)")
+        warn(f"ignoring {ignored}; only releases the staging key or a --trust key signed count")
     m = result.manifest
     if args.json:
         out = manifest_json(m, result.manifest_bytes)
@@ -292,7 +292,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = command(
         "gc",
         cmd_gc,
-        "remove objects no release references and leftovers of killed writes "
-        "(never what fwdist did not write)",
+        "remove objects no release references and leftovers of killed writes (never what "
+        "fwdist did not write); while a release cannot be read it removes no objects and exits 1",
     )
     p.add_argument("--store", required=True)

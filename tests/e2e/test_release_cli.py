@@ -583,3 +583,29 @@ def test_verify_of_a_decompression_bomb_stays_small(released: Path, tmp_path: Pa
     assert problems == [
         f"fwdist: verify: object {name} declares no size or more than 1048576 bytes"
     ]
+
+
+def test_an_unreadable_manifest_stops_gc_from_removing_but_not_stage(
+    released: Path, tmp_path: Path
+) -> None:
+    copy = copy_store(released, tmp_path)
+    (copy / "releases" / "lockbox" / "1.5.0").write_bytes(b"")
+    orphan = copy / "objects" / "ff" / ("ff" * 32)
+    orphan.parent.mkdir(exist_ok=True)
+    orphan.write_bytes(b"junk")
+    proc = fwdist("gc", "--store", copy, ok=False)
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "fwdist: gc: cannot read lockbox@1.5.0: manifest is not valid msgpack: ValueError\n"
+        "fwdist: gc: removed no objects: an unreadable release may need any of them "
+        "(repair or remove it, then run gc again)\n"
+    )
+    assert orphan.read_bytes() == b"junk"
+    staged = fwdist(*stage_argv(released, copy, "fw0.bin", "1.6.0"))
+    assert staged.stderr == (
+        "fwdist: warning: ignoring lockbox@1.5.0: manifest is not valid msgpack: ValueError; "
+        "only releases the staging key or a --trust key signed count\n"
+    )
+    (copy / "releases" / "lockbox" / "1.5.0").unlink()
+    out = json.loads(fwdist("gc", "--store", copy, "--json").stdout)
+    assert (out["removed_objects"], out["removed_bytes"], out["skipped"]) == (1, 4, [])
