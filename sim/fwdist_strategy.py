@@ -50,8 +50,8 @@ from fwdist.releases import (
     load_manifest,
     load_table,
     phone_cache,
+    recorded_keys,
     release_image,
-    trusted_keys,
 )
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
@@ -148,7 +148,7 @@ class FwdistStrategy:
     def load(cls, release: ReleaseInfo, delta: bool, max_frame: int = 244) -> FwdistStrategy:
         src = Store.open(release.store)
         if delta:
-            store_dir, trusted = release.store, dict(trusted_keys(src, None))
+            store_dir, trusted = release.store, recorded_keys(src)
         else:
             store_dir, trusted = full_only_store(release)
         store = Store.open(store_dir)

@@ -55,7 +55,7 @@ def staged(
     store, key = tmp / "store", tmp / "k"
     fwdist("keygen", key)
     common = ["--store", store, "--product", "orjson", "--key", key]
-    fwdist("stage", old, "--version", "3.10.6", *common)
+    fwdist("stage", old, "--version", "3.10.6", "--init-store", *common)
     fwdist("stage", new, "--version", "3.10.7", "--from", "3.10.6", *common)
     plan = json.loads(
         fwdist(
