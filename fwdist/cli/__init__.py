@@ -99,7 +99,7 @@ def log_level(quiet: int, verbose: int) -> int:
 
 
 class _Formatter(logging.Formatter):
-    """``fwdist: message`` for information, ``fwdist: warning: message`` above and below it."""
+    """``fwdist: message`` for information; other levels say their name (``fwdist: warning: x``)."""
 
     def format(self, record: logging.LogRecord) -> str:
         text = record.getMessage()
