@@ -39,6 +39,7 @@ class SimResult:
 
     def as_json(self) -> dict[str, object]:
         return {
+            "schema": 1,  # the JSON layout version, fwdist.cli.output.JSON_SCHEMA: sim --json
             "scenario": self.scenario.name,
             "seed": self.scenario.run.seed,
             "runs": self.scenario.run.runs,

@@ -9,7 +9,7 @@ from typing import Any
 
 from fwdist import keys
 from fwdist.chunker import ChunkerParams
-from fwdist.cli.output import emit_json, human_bytes, progress_bar
+from fwdist.cli.output import emit_json, human_bytes, iso_time, progress_bar
 from fwdist.errors import FwdistError, StagingError, StoreError
 from fwdist.manifest import Manifest, PayloadRef, Version
 from fwdist.releases import gc, load_manifest, plan, verify_store
@@ -53,7 +53,9 @@ def manifest_json(m: Manifest, manifest_bytes: int) -> dict[str, Any]:
         "min_battery": m.min_battery,
         "min_app": m.min_app,
         "created": m.created,
+        "created_utc": iso_time(m.created),
         "expires": m.expires,
+        "expires_utc": iso_time(m.expires),
         "manifest_bytes": manifest_bytes,
         "full": payload_json(m.full),
         "deltas": [payload_json(d) for d in m.deltas],
@@ -134,8 +136,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  image     {m.image_size} bytes  sha256 {m.image_sha256.hex()}")
     print(
         f"  policy    {'required' if m.required else 'optional'}, min battery {m.min_battery}%, "
-        f"min app {m.min_app}, expires {m.expires or 'never'}"
+        f"min app {m.min_app}, expires {iso_time(m.expires) or 'never'}"
     )
+    print(f"  created   {iso_time(m.created)}")
     print(f"  manifest  {size} bytes")
     print(f"  full      {m.full.size} bytes in {m.full.pieces} pieces ({m.full.encoder})")
     for d in m.deltas:
