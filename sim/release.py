@@ -235,7 +235,8 @@ def load_release(
         if progress:
             progress(f"oracle delta {v} -> {target}")
         oracle[v] = _cached_peer_delta(release_image(store, old_m), new)
-        delta_air[v] = plan(store, product, v, target).air_bytes
+        if Version.parse(v) < Version.parse(target):  # a box refuses anything else: no plan
+            delta_air[v] = plan(store, product, v, target).air_bytes
     full_air = plan(store, product, "0.0.0", target).air_bytes
     return ReleaseInfo(
         store_dir, product, target, len(new), sources, oracle, full_air, delta_air, sample

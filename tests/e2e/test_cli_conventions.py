@@ -63,7 +63,7 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for r in (0, 1):
         (d / f"fw-{SAMPLE.version(r)}.bin").write_bytes(SAMPLE.image(r))
     assert fwdist("keygen", d / "release.key").returncode == 0
-    for version, extra in (("1.0.0", []), ("1.1.0", ["--from", "1.0.0", "--expires", "30"])):
+    for version, extra in (("1.0.0", ["--init-store"]), ("1.1.0", ["--from", "1.0.0", "--expires", "30"])):
         proc = fwdist("stage", d / f"fw-{version}.bin", "--store", d / "store", "--product",
                       "lockbox", "--version", version, "--key", d / "release.key", *extra)
         assert proc.returncode == 0, proc.stderr
@@ -263,7 +263,7 @@ def test_every_json_output_has_the_schema_and_exactly_the_documented_fields(
     outputs = {
         "keygen": ok_json("keygen", tmp_path / "k"),
         "stage": ok_json("stage", tmp_path / "fw2.bin", "--store", tmp_path / "s", "--product",
-                         "p", "--version", "2.0.0", "--key", tmp_path / "k"),
+                         "p", "--version", "2.0.0", "--key", tmp_path / "k", "--init-store"),
         "inspect": ok_json("inspect", "--store", store, "lockbox@1.1.0"),
         "verify": ok_json("verify", "--store", store, "--pubkey", released / "release.key.pub"),
         "plan": ok_json("plan", "--store", store, "--product", "lockbox", "--from", "1.0.0",
