@@ -23,8 +23,9 @@ carries. A box working on an *older* release is offered the newer manifest;
 the box decides whether to switch.
 
 Like the lockbox, the App never touches a socket or a clock: the transport
-(:mod:`fwdist.transport`) feeds it bytes and sends what it returns. What it
-does with each thing the box says is a table (:data:`TRANSITIONS`), as in h11.
+(:mod:`fwdist.pump` in memory, :mod:`fwdist.trio_link` over streams) feeds it
+bytes and sends what it returns. What it does with each thing the box says is
+a table (:data:`TRANSITIONS`), as in h11.
 
 The phone streams without waiting for acknowledgements (the link paces it)
 and never resends within a session: over the links fwdist runs on (TCP, the

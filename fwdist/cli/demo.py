@@ -22,11 +22,11 @@ from fwdist.app import App, PhoneCache
 from fwdist.cli.output import emit_json
 from fwdist.lockbox import BoxConfig, Lockbox
 from fwdist.manifest import key_id
+from fwdist.pump import pump_session
 from fwdist.releases import plan, verify_store
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
-from fwdist.transport import pump_session
 
 PRODUCT = "lockbox-demo"
 

@@ -33,13 +33,14 @@ from typing import Any
 
 import trio
 
-from fwdist import keys, transport
+from fwdist import keys, trio_link
 from fwdist.app import App, PhoneCache
 from fwdist.cli.output import emit_json, progress_bar
 from fwdist.errors import FwdistError
 from fwdist.flash import FileFlash, FlashError
 from fwdist.lockbox import BoxConfig, Lockbox, LockboxError
 from fwdist.manifest import Version, check_name, key_id
+from fwdist.pump import BoxEndpoint
 from fwdist.store import Store
 
 STATE_FORMAT = "fwdist lockbox state v1"
@@ -219,28 +220,29 @@ async def serve(state: Path, host: str, port: int, *, battery: int, session_time
         box.battery = battery
         box.boot(int(time.time()))
         steps = _idle(box, int(time.time()))
-        listener = await transport.open_listener(host, port)
-        bound = transport.listener_port(listener)
+        listener = await trio_link.open_listener(host, port)
+        bound = trio_link.listener_port(listener)
         _log({"event": "listening", "address": f"{host}:{bound}", "idle": steps,
               **_brief(box)}, as_json)
 
         async def handle(stream: trio.SocketStream) -> None:
             now = int(time.time())
             try:
-                endpoint = transport.BoxEndpoint(box, now)
-                stats = await transport.converse(stream, endpoint, max_seconds=session_timeout)
+                endpoint = BoxEndpoint(box, now)
+                stats = await trio_link.converse(stream, endpoint, max_seconds=session_timeout)
                 steps = _idle(box, int(time.time()))
             except Exception as e:  # a firmware bug: log it and reset, like a watchdog
                 await trio.aclose_forcefully(stream)
                 _log({"event": "reset", "error": f"{type(e).__name__}: {e}"}, as_json)
                 box.boot(int(time.time()))
                 return
+            end = stats.reason.value if stats.reason else None
             _log({"event": "session", "link_in": stats.received_bytes,
-                  "link_out": stats.sent_bytes, "link_end": stats.reason, "idle": steps,
+                  "link_out": stats.sent_bytes, "link_end": end, "idle": steps,
                   **_brief(box)}, as_json)
 
         async with listener:
-            await transport.serve_box(listener, handle, max_sessions)
+            await trio_link.serve_box(listener, handle, max_sessions)
         return 0
     finally:
         flash.close()
@@ -259,16 +261,12 @@ def _brief(box: Lockbox) -> dict[str, Any]:
 
 async def push(cache: PhoneCache, host: str, port: int, *, max_bytes: int | None,
                max_seconds: float | None, rate: float | None, quiet: bool) -> dict[str, Any]:
-    phone = App(cache)
     started = trio.current_time()
     with progress_bar(f"pushing {cache.manifest.product} {cache.manifest.version}", None,
                       quiet) as advance:
-        stream = await transport.connect(host, port)
-        stats = await transport.converse(stream, phone, max_send_bytes=max_bytes,
-                                         max_seconds=max_seconds, rate=rate, on_sent=advance)
-    budget = stats.reason if stats.reason in (transport.REASON_MAX_BYTES,
-                                              transport.REASON_MAX_SECONDS) else None
-    out = phone.report(sent_bytes=stats.sent_bytes, link_reason=budget).as_json()
+        report = await trio_link.push(App(cache), host, port, max_bytes=max_bytes,
+                                      max_seconds=max_seconds, rate=rate, on_sent=advance)
+    out = report.as_json()
     out["version"] = cache.manifest.version
     out["seconds"] = round(trio.current_time() - started, 3)
     return out
@@ -281,7 +279,7 @@ async def push(cache: PhoneCache, host: str, port: int, *, max_bytes: int | None
 
 def _hostport(text: str) -> tuple[str, int]:
     try:
-        return transport.parse_hostport(text)
+        return trio_link.parse_hostport(text)
     except ValueError as e:
         raise DeviceError(str(e)) from None
 

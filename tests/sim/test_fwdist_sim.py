@@ -6,7 +6,7 @@ import dataclasses
 import math
 
 from fwdist.app import App
-from fwdist.transport import pump_session
+from fwdist.pump import pump_session
 from sim.dists import Dist
 from sim.draws import Access, BoxDraw
 from sim.engine import simulate_shard
@@ -34,9 +34,9 @@ def test_one_long_access_installs_with_exact_bytes(small_release: ReleaseInfo) -
             pr = box.progress
             assert pr.done and pr.kept == pr.payload == st.payloads[version].size
             assert pr.wasted == 0 and pr.overhead == air - pr.kept
-            # the same conversation through the transport's own pump: same bytes both ways
+            # the same conversation through pump_session (the demo's turns): same bytes both ways
             other = st.new_box(_box(version))
-            report = pump_session(other._box(), App(st.cache), None, st.epoch)
+            report = pump_session(other.lockbox(), App(st.cache), None, st.epoch)
             assert report.sent_bytes + report.received_bytes == air
             assert report.complete
 
