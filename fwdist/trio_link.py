@@ -285,8 +285,8 @@ async def push(
 ) -> SessionReport:
     """One phone session with the box at ``host:port``, walking away at the budgets given.
 
-    The report counts what really left; a walk-away is its reason unless the
-    phone had already finished for a reason of its own.
+    The report counts what really left; when a budget ended the link (the
+    agent walked away) that is the report's reason, else the phone's own.
     """
     stream = await connect(host, port)
     stats = await converse(stream, phone, max_send_bytes=max_bytes, max_seconds=max_seconds,
