@@ -23,8 +23,9 @@ carries. A box working on an *older* release is offered the newer manifest;
 the box decides whether to switch.
 
 Like the lockbox, the App never touches a socket, a clock or a store: the
-transport (:mod:`fwdist.transport`) feeds it bytes and sends what it returns,
-and :func:`fwdist.releases.phone_cache` loads what it carries. It keeps no
+transport (:mod:`fwdist.pump` in memory, :mod:`fwdist.trio_link` over streams)
+feeds it bytes and sends what it returns, and :func:`fwdist.releases.phone_cache`
+loads what it carries. It keeps no
 state between sessions but its own; work worth sharing across many phones
 (the simulator's) goes in a :class:`FrameCache` their owner passes in. What it
 does with each thing the box says is a table (:data:`TRANSITIONS`), as in h11.

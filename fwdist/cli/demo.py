@@ -32,11 +32,11 @@ from fwdist.cli.output import emit_json
 from fwdist.errors import FwdistError
 from fwdist.lockbox import BoxConfig, Lockbox
 from fwdist.manifest import Manifest, key_id
+from fwdist.pump import pump_session
 from fwdist.releases import phone_cache, plan, verify_store
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
-from fwdist.transport import pump_session
 
 PRODUCT = "lockbox-demo"
 SAMPLE = SampleFirmware()  # versions only: the sizes come from --image-size

@@ -63,7 +63,7 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
     from sim.runner import simulate
     from sim.scenario import load as load_scenario
     from sim.store_prep import running_versions
-    from sim.strategies import ALL, available
+    from sim.strategies import ALL
 
     if args.report:  # before minutes of simulation, not after them
         check_output_dir(Path(args.report), "--report")
@@ -109,12 +109,10 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
     )
     release = load_release(store_dir, product, target, tuple(running), sample=sample)
 
-    wanted = tuple(args.strategies.split(",")) if args.strategies else ALL
-    for name in wanted:
+    names = tuple(args.strategies.split(",")) if args.strategies else ALL
+    for name in names:
         if name not in ALL:
             raise FwdistError(f"unknown strategy {name!r}; known: {', '.join(ALL)}")
-    names, left_out = available(wanted)
-    notes += left_out
 
     bar = _progress(quiet)
     total = scenario.run.boxes * scenario.run.runs

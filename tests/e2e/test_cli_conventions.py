@@ -63,7 +63,8 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for r in (0, 1):
         (d / f"fw-{SAMPLE.version(r)}.bin").write_bytes(SAMPLE.image(r))
     assert fwdist("keygen", d / "release.key").returncode == 0
-    for version, extra in (("1.0.0", ["--init-store"]), ("1.1.0", ["--from", "1.0.0", "--expires", "30"])):
+    stages = (("1.0.0", ["--init-store"]), ("1.1.0", ["--from", "1.0.0", "--expires", "30"]))
+    for version, extra in stages:
         proc = fwdist("stage", d / f"fw-{version}.bin", "--store", d / "store", "--product",
                       "lockbox", "--version", version, "--key", d / "release.key", *extra)
         assert proc.returncode == 0, proc.stderr

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fwdist import app as appmod
-from fwdist import protocol, transport
+from fwdist import protocol, pump, trio_link
 from fwdist.app import App, FrameCache, PhoneCache, Send, SessionEnd, SessionReport, send_order
 from fwdist.chunker import ChunkerParams
 from fwdist.errors import ManifestError
@@ -39,11 +39,11 @@ from fwdist.protocol import (
     Status,
     Target,
 )
+from fwdist.pump import BoxEndpoint, LinkEnd, pump_session
 from fwdist.releases import load_manifest, phone_cache, release_image
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
-from fwdist.transport import BoxEndpoint, pump_session
 
 CHUNKS = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384)
 SAMPLE = SampleFirmware(size=64 * 1024, seed=3)
@@ -617,24 +617,25 @@ def test_a_newer_release_overtakes_an_older_target(
 async def test_the_same_sessions_over_trio_memory_streams(
     cache: PhoneCache, released: tuple[Store, Ed25519PrivateKey]
 ) -> None:
-    """transport.converse on both ends reaches the same box state as the in-memory pump."""
+    """trio_link.converse on both ends reaches the same box state as the in-memory pump."""
     box = new_box(released[1])
     reports = []
     for _ in range(10):
         phone_end, box_end = trio.testing.memory_stream_pair()
         phone = App(cache)
         endpoint = BoxEndpoint(box, NOW)
-        stats: dict[str, transport.LinkStats] = {}
+        stats: dict[str, trio_link.LinkStats] = {}
 
-        async def run(name: str, stream: trio.abc.Stream, ep: transport.Endpoint,
-                      budget: int | None, stats: dict[str, transport.LinkStats] = stats) -> None:
-            stats[name] = await transport.converse(stream, ep, max_send_bytes=budget)
+        async def run(name: str, stream: trio.abc.Stream, ep: pump.Endpoint,
+                      budget: int | None, stats: dict[str, trio_link.LinkStats] = stats) -> None:
+            stats[name] = await trio_link.converse(stream, ep, max_send_bytes=budget)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run, "phone", phone_end, phone, 600)
             nursery.start_soon(run, "box", box_end, endpoint, None)
         ps = stats["phone"]
-        reports.append(phone.report(ps.sent_bytes, ps.reason if ps.reason == "max-bytes" else None))
+        walked = ps.reason.value if ps.reason is LinkEnd.MAX_BYTES else None
+        reports.append(phone.report(ps.sent_bytes, walked))
         idle(box)
         if reports[-1].installed:
             break
