@@ -107,9 +107,10 @@ def _deliver(old: bytes, new: bytes, work: Path, trace: bool) -> Delivery:
     """Stage the pair, carry it to a fresh box session by session, apply and verify on the box."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from fwdist.app import App, PhoneCache
+    from fwdist.app import App
     from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
     from fwdist.manifest import key_id
+    from fwdist.releases import phone_cache
     from fwdist.staging import StageOptions, stage
     from fwdist.store import Store
 
@@ -136,7 +137,7 @@ def _deliver(old: bytes, new: bytes, work: Path, trace: bool) -> Delivery:
     pub = key.public_key()
     box = Lockbox(flash, config, {key_id(pub): pub})
     box.boot(0)
-    cache = PhoneCache.from_store(store, product, "1.0.1")
+    cache = phone_cache(store, product, "1.0.1")
 
     sessions = sent = received = overhead = 0
     complete = False

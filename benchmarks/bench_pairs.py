@@ -164,7 +164,7 @@ def run_fwdist(pair: Pair, old: Path, new: Path, work: Path) -> FwdistResult:
     old_v, new_v = "1.0.0", "1.0.1"
     common: list[str | Path] = ["--store", store, "--product", pair.product, "--key", key, "--json"]
     tools.timed(tools.fwdist("keygen", key, "--json"))
-    tools.timed(tools.fwdist("stage", old, "--version", old_v, *common))
+    tools.timed(tools.fwdist("stage", old, "--version", old_v, "--init-store", *common))
     _, out = tools.timed(tools.fwdist("stage", new, "--version", new_v, "--from", old_v, *common))
     stage_seconds = float(json.loads(out)["seconds"])
     _, out = tools.timed(

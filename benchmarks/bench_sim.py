@@ -11,7 +11,7 @@
 - ``sim/trio_wakeups_per_second``: trio ``MockClock(autojump_threshold=0)`` wake-ups
   per second for the same 10,000-process load as the SimPy-style peer.
 - ``sim/fwdist_sessions_per_second``: real lockbox + app sessions per second inside
-  the simulator, next to :func:`fwdist.transport.pump_session` running sessions
+  the simulator, next to :func:`fwdist.pump.pump_session` running sessions
   of the same boxes and release with nothing around them.
 - ``sim/trio_steps_per_access``: trio task steps (wake-ups) per box access in the
   engine's coarse mode, next to the frame-by-frame link (``--fine``): the design
@@ -87,7 +87,7 @@ def _release(size: int) -> Any:
 def _pump_sessions_per_second(release: Any, seconds: float) -> float:
     """Bare sessions: a fresh box on 1.1.0 and a phone, budget 14 KB, no simulator around them."""
     from fwdist.app import App
-    from fwdist.transport import pump_session
+    from fwdist.pump import pump_session
     from sim.draws import BoxDraw
     from sim.fwdist_strategy import FwdistStrategy
 
@@ -96,7 +96,7 @@ def _pump_sessions_per_second(release: Any, seconds: float) -> float:
     started = time.perf_counter()
     while time.perf_counter() - started < seconds:
         box = st.new_box(BoxDraw(n, False, "1.1.0", 1.0, 1.0, 1.0, None))
-        pump_session(box._box(), App(st.cache), 14_000, st.epoch)
+        pump_session(box.lockbox(), App(st.cache, frame_cache=st.frame_cache), 14_000, st.epoch)
         n += 1
     return n / (time.perf_counter() - started)
 
@@ -189,7 +189,7 @@ def run(quick: bool) -> list[dict[str, Any]]:
             "name": "sim/fwdist_sessions_per_second",
             "value": round(sessions / full.seconds),
             "unit": "sessions/s",
-            "peer": "transport.pump_session, bare (1 process)",
+            "peer": "pump.pump_session, bare (1 process)",
             "peer_value": round(_pump_sessions_per_second(release, 2.0 if quick else 5.0)),
             "better": "higher",
             "note": "simulator: 2 processes, all strategies' work included",

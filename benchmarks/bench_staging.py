@@ -53,6 +53,7 @@ def run(quick: bool, peer_tools: tools.Tools, cache: Path | None = None) -> list
                     tmp / "key",
                     "--level",
                     "3",
+                    "--init-store",
                     "--json",
                 )
             )

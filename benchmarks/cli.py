@@ -3,6 +3,10 @@
 Exit status: 0 when every limit holds, 1 when a limit is broken or a figure
 could not be measured because something failed, 2 on a usage error. The
 markdown table always goes to stdout (the CI log); progress goes to stderr.
+
+``--update-limits`` lowers stored limits (and records new ones); it never
+raises one. ``--update-limits --allow-worse-limits`` raises them too and
+prints the ``Benchmark-limits-raised:`` line the commit message must carry.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 
 from benchmarks import bench_chunking, bench_lockbox, bench_pairs, bench_staging, tools
 from benchmarks.inputs import cache_dir
-from benchmarks.limits import LIMITS_FILE, Limits, check, updated
+from benchmarks.limits import LIMITS_FILE, Limits, Move, check, updated, worse_trailer
 from benchmarks.record import Machine, Record, failed, skipped
 from benchmarks.report import document, markdown
 
@@ -100,13 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--update-limits",
         action="store_true",
-        help="store this run's checked figures as the new limits, then check",
+        help="store this run's checked figures as the new limits where they are lower "
+        "(or new), then check; a figure above its limit is refused and fails the check",
+    )
+    p.add_argument(
+        "--allow-worse-limits",
+        action="store_true",
+        help="with --update-limits: raise limits too, and print the line the commit "
+        "message must carry",
     )
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.allow_worse_limits and not args.update_limits:
+        parser.error("--allow-worse-limits only makes sense with --update-limits")
     sections = args.only or list(SECTIONS)
     cache = args.cache or cache_dir()
     mode = "quick" if args.quick else "full"
@@ -147,9 +161,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"{section} done in {time.perf_counter() - t:.1f} s")
 
     if args.update_limits:
-        limits = updated(records, limits)
+        update = updated(records, limits, allow_worse=args.allow_worse_limits)
+        limits = update.limits
         limits.save(args.limits)
         log(f"stored limits updated in {args.limits}")
+        for change in update.moved(Move.WORSE, stored=False):
+            log(
+                f"refused to raise a limit, {change.describe()}; "
+                "pass --allow-worse-limits to make it worse on purpose"
+            )
+        raised = update.moved(Move.WORSE, stored=True)
+        if raised:
+            log("limits raised on purpose; put this line in the commit message:")
+            print(worse_trailer(raised), file=sys.stderr, flush=True)
     result = check(records, limits)
     seconds = time.perf_counter() - started
     table = markdown(records, machine, mode, result, seconds)

@@ -1,7 +1,7 @@
 """Benchmark inputs, fetched or generated on first use into an ignored cache.
 
 Real pairs are compiled binaries of consecutive releases, taken out of PyPI
-wheels (ANCHORS.md): code and address shifts between releases are what make
+wheels (docs/sources.md): code and address shifts between releases are what make
 firmware deltas hard, and no generator imitates that as well as a real linker.
 Each extracted file's SHA-256 is recorded here, so a re-uploaded or changed
 wheel is noticed instead of silently moving every figure.
@@ -169,7 +169,7 @@ def pip_command() -> list[str]:
 
 
 def _pip_download(release: Release, into: Path) -> Path:
-    """The release's manylinux CPython 3.11 wheel from PyPI, the way ANCHORS.md took it."""
+    """The release's manylinux CPython 3.11 wheel from PyPI, fetched as docs/sources.md says."""
     into.mkdir(parents=True, exist_ok=True)
     cmd = [
         *pip_command(),

@@ -6,6 +6,12 @@ timings are reported as ratios and never fail a run. Two kinds of rule:
 - ``max``: a stored value per record name; a run above it is a regression.
   When a change makes a figure smaller, ``python -m benchmarks --update-limits``
   lowers the stored value, and the commit that does it shows the improvement.
+  A stored limit only ever moves down on its own: ``--update-limits`` refuses
+  to raise one (the run then fails on it as a regression), because a limit
+  that follows the figure upwards holds nothing. Raising one on purpose takes
+  ``--allow-worse-limits`` as well, and the run prints a trailer
+  (:func:`worse_trailer`) to put in the commit message, so the history says
+  which figure got worse and by how much.
 - ``at_most_best_peer``: name patterns whose fwdist value must not exceed the
   smallest peer value measured in the same run (``air_bytes`` on every pair).
 
@@ -15,6 +21,7 @@ reported, never silently ignored.
 
 from __future__ import annotations
 
+import enum
 import fnmatch
 import json
 from collections import defaultdict
@@ -57,7 +64,8 @@ class Limits:
     def to_json(self) -> dict[str, Any]:
         return {
             "comment": "Checked by `python -m benchmarks`; see benchmarks/limits.py. "
-            "Lower a value with --update-limits when a change improves it.",
+            "Lower a value with --update-limits when a change improves it; "
+            "raising one takes --allow-worse-limits and a line in the commit message.",
             "at_most_best_peer": list(self.at_most_best_peer),
             "max": dict(sorted(self.max.items())),
         }
@@ -157,11 +165,72 @@ def check(records: Iterable[Record], limits: Limits) -> CheckResult:
     return result
 
 
-def updated(records: Iterable[Record], limits: Limits) -> Limits:
-    """``limits`` with every checked, measured figure of this run stored as its new maximum."""
+class Move(enum.Enum):
+    """How a run's figure stands against its stored limit (``max``: lower is better)."""
+
+    NEW = "new"  # no stored limit yet: the first value is stored as it is
+    BETTER = "better"  # below the stored limit: lowering it keeps the gain
+    WORSE = "worse"  # above the stored limit: raising it needs --allow-worse-limits
+
+
+@dataclass(frozen=True)
+class Change:
+    """One stored limit that this run's figure would move; ``stored`` says whether it did."""
+
+    name: str
+    old: Number | None
+    new: Number
+    move: Move
+    stored: bool
+
+    def describe(self) -> str:
+        if self.old is None:
+            return f"{self.name}: {_fmt(self.new)} (new)"
+        return f"{self.name}: {_fmt(self.old)} -> {_fmt(self.new)}"
+
+
+@dataclass(frozen=True)
+class Update:
+    """The limits to store after a run, and every change they make or were refused."""
+
+    limits: Limits
+    changes: tuple[Change, ...]
+
+    def moved(self, move: Move, *, stored: bool) -> list[Change]:
+        return [c for c in self.changes if c.move is move and c.stored is stored]
+
+
+def _move(old: Number | None, new: Number) -> Move | None:
+    if old is None:
+        return Move.NEW
+    if new < old:
+        return Move.BETTER
+    if new > old:
+        return Move.WORSE
+    return None
+
+
+def updated(records: Iterable[Record], limits: Limits, *, allow_worse: bool = False) -> Update:
+    """``limits`` with every checked, measured figure of this run stored as its new maximum,
+    where that moves the limit down (or sets a first one); a figure above its stored limit
+    replaces it only with ``allow_worse``, and is otherwise reported as refused."""
     maxes = dict(limits.max)
+    changes: list[Change] = []
     for name, group in _by_name(records).items():
         values = [r.value for r in group if r.checked and r.value is not None]
-        if values:
-            maxes[name] = max(values)
-    return Limits(maxes, limits.at_most_best_peer)
+        if not values:
+            continue
+        new, old = max(values), limits.max.get(name)
+        move = _move(old, new)
+        if move is None:
+            continue
+        stored = move is not Move.WORSE or allow_worse
+        if stored:
+            maxes[name] = new
+        changes.append(Change(name, old, new, move, stored))
+    return Update(Limits(maxes, limits.at_most_best_peer), tuple(changes))
+
+
+def worse_trailer(changes: Iterable[Change]) -> str:
+    """The commit-message line that records limits raised on purpose (a git trailer)."""
+    return "Benchmark-limits-raised: " + "; ".join(c.describe() for c in changes)

@@ -1,17 +1,25 @@
 """fwdist: passive firmware update distribution for Bluetooth lockboxes.
 
 The public surface is re-exported here; the modules behind it are the
-implementation (see DESIGN.md for what each owns).
+implementation (docs/architecture.md says what each owns and which may do I/O).
 """
 
-from fwdist.app import App, PhoneCache, SessionReport
+from fwdist.app import App, FrameCache, PhoneCache, SessionEnd, SessionReport
 from fwdist.chunker import ChunkerParams, chunk_bytes, chunk_stream, piece_id
 from fwdist.errors import FwdistError, KeyFileError, ManifestError, StagingError, StoreError
 from fwdist.flash import FileFlash, Flash, FlashError, PowerCut
 from fwdist.lockbox import BoxConfig, IdleStep, Lockbox, LockboxError
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version
 from fwdist.protocol import LocalProtocolError, ProtocolError, RemoteProtocolError
-from fwdist.releases import Plan, gc, load_manifest, plan, release_image, verify_store
+from fwdist.releases import (
+    Plan,
+    gc,
+    load_manifest,
+    phone_cache,
+    plan,
+    release_image,
+    verify_store,
+)
 from fwdist.staging import StageOptions, StageResult, stage
 from fwdist.store import Store
 
@@ -24,6 +32,7 @@ __all__ = [
     "FileFlash",
     "Flash",
     "FlashError",
+    "FrameCache",
     "FwdistError",
     "IdleStep",
     "KeyFileError",
@@ -39,6 +48,7 @@ __all__ = [
     "PowerCut",
     "ProtocolError",
     "RemoteProtocolError",
+    "SessionEnd",
     "SessionReport",
     "StageOptions",
     "StageResult",
@@ -50,6 +60,7 @@ __all__ = [
     "chunk_stream",
     "gc",
     "load_manifest",
+    "phone_cache",
     "piece_id",
     "plan",
     "release_image",

@@ -22,8 +22,12 @@ release or a newer one, or is receiving a newer release than the phone
 carries. A box working on an *older* release is offered the newer manifest;
 the box decides whether to switch.
 
-Like the lockbox, the App never touches a socket or a clock: the transport
-(:mod:`fwdist.transport`) feeds it bytes and sends what it returns. What it
+Like the lockbox, the App never touches a socket, a clock or a store: the
+transport (:mod:`fwdist.pump` in memory, :mod:`fwdist.trio_link` over streams)
+feeds it bytes and sends what it returns, and :func:`fwdist.releases.phone_cache`
+loads what it carries. It keeps no
+state between sessions but its own; work worth sharing across many phones
+(the simulator's) goes in a :class:`FrameCache` their owner passes in. What it
 does with each thing the box says is a table (:data:`TRANSITIONS`), as in h11.
 
 The phone streams without waiting for acknowledgements (the link paces it)
@@ -62,8 +66,6 @@ from fwdist.protocol import (
     Status,
     Target,
 )
-from fwdist.releases import load_manifest, load_table, table_bytes
-from fwdist.store import Store
 
 # How many bytes one ``data_to_send()`` call hands out at most. Not a window:
 # the phone never waits for acks to keep sending (the link paces it); this only
@@ -104,33 +106,15 @@ class PhoneCache:
     def tag(self) -> bytes:
         return protocol.release_tag(self.manifest_wire)
 
-    @classmethod
-    def from_store(cls, store: Store, product: str, version: str | None = None) -> PhoneCache:
-        """Everything of one release (default: the newest) for every box it can serve."""
-        releases = store.releases(product)
-        if not releases:
-            raise AppError(f"the store holds no release of {product}")
-        if version is None:
-            version = releases[-1][1]
-        m = load_manifest(store, product, version)
-        tables: dict[bytes, bytes] = {}
-        frames: dict[bytes, bytes] = {}
-        raw: dict[bytes, bytes] = {}
-        for ref in (m.full, *m.deltas):
-            tables[ref.table_sha256] = table_bytes(store, ref)
-            table = load_table(store, ref)
-            for entry in table.pieces:
-                if table.compressed:
-                    frames[entry.id] = store.get_frame(entry.id)
-                else:
-                    raw[entry.id] = store.get_content(entry.id, entry.size)
-        return cls(store.get_manifest(product, version), tables, frames, raw)
-
-    def table(self, ref: PayloadRef) -> tuple[bytes, PieceTable] | None:
+    def table(
+        self, ref: PayloadRef, frame_cache: FrameCache | None = None
+    ) -> tuple[bytes, PieceTable] | None:
+        """The bytes and decoded form of ``ref``'s piece table, if the phone holds it."""
         data = self.tables.get(ref.table_sha256)
         if data is None:
             return None
-        return data, _decoded_table(data, ref.table_sha256)
+        decode_ = decode_table if frame_cache is None else frame_cache.table
+        return data, decode_(data, ref.table_sha256)
 
     def wire_piece(self, table: PieceTable, index: int) -> bytes | None:
         """The bytes that travel for piece ``index`` of ``table``, if the phone holds them."""
@@ -144,6 +128,82 @@ class PhoneCache:
             frames={k: v for k, v in self.frames.items() if keep(k)},
             raw={k: v for k, v in self.raw.items() if keep(k)},
         )
+
+
+# ================================================================================
+# Data frames, and a memo of them for an owner of many phones
+# ================================================================================
+
+
+def data_frames(
+    tag: bytes, piece: int, data: bytes, offset: int, align: int, max_frame: int
+) -> Iterator[tuple[bytes, int]]:
+    """The Data frames that carry ``data`` from ``offset`` to its end, each with its content bytes.
+
+    The offset is rounded down to ``align`` (the box persisted whole write units
+    only), every frame is as full as ``max_frame`` allows, and every frame but
+    the last carries a multiple of ``align`` bytes, as the box requires.
+    """
+    offset -= offset % align
+    size = len(data)
+    while offset < size:
+        room = protocol.data_capacity(max_frame, tag, piece, offset)
+        end = size if offset + room >= size else offset + room - room % align
+        yield protocol.encode_data(tag, piece, offset, data[offset:end], max_frame), end - offset
+        offset = end
+
+
+_FrameKey = tuple[bytes, int, bytes, int, int, int]
+
+
+class FrameCache:
+    """Work the Apps of one owner would repeat: decoding piece tables, encoding Data frames.
+
+    A fleet's phones send the same release's frames again and again (the
+    simulator, thousands of times over), so the owner that runs many Apps (the
+    simulator, one per strategy) creates one and hands it to each; an App
+    without one computes everything itself. The bytes are the same either way
+    (``tests/unit/test_app.py`` holds them to that): a table is a pure function
+    of its bytes, and an object's frames of (its bytes, offset, tag, piece,
+    alignment, frame size), which is the key. Bounded: past ``max_frames``
+    frames it starts again empty.
+    """
+
+    def __init__(self, max_frames: int = 16_384) -> None:  # about 4 MB of 244-byte frames
+        self.max_frames = max_frames
+        self._tables: dict[tuple[bytes, bytes], PieceTable] = {}  # a few per release
+        self._frames: dict[_FrameKey, tuple[tuple[bytes, int], ...]] = {}
+        self._held = 0
+
+    def table(self, data: bytes, sha256: bytes) -> PieceTable:
+        """``decode_table(data, sha256)``, decoded once (a table that fails is never kept)."""
+        key = (sha256, data)
+        table = self._tables.get(key)
+        if table is None:
+            table = self._tables[key] = decode_table(data, sha256)
+        return table
+
+    def frames(
+        self, tag: bytes, piece: int, data: bytes, offset: int, align: int, max_frame: int
+    ) -> Iterable[tuple[bytes, int]]:
+        """``data_frames(...)`` of these arguments, encoded once."""
+        if type(data) is not bytes:  # only bytes are keys (their hash is cached, too)
+            return data_frames(tag, piece, data, offset, align, max_frame)
+        key = (data, offset - offset % align, tag, piece, align, max_frame)
+        got = self._frames.get(key)
+        if got is None:
+            got = tuple(data_frames(tag, piece, data, offset, align, max_frame))
+            if self._held + len(got) > self.max_frames:
+                self._frames.clear()
+                self._held = 0
+            if len(got) <= self.max_frames:
+                self._frames[key] = got
+                self._held += len(got)
+        return got
+
+    def __len__(self) -> int:
+        """How many encoded frames it holds (never more than ``max_frames``)."""
+        return self._held
 
 
 # ================================================================================
@@ -209,16 +269,31 @@ class Phase(enum.Enum):
     __hash__ = object.__hash__  # identity, as equality is: in C, not Enum's Python __hash__
 
 
-# Why a session ended, as the phone saw it (None: it did what it could and left).
-UP_TO_DATE = "box already runs this release"
-BOX_NEWER = "box runs a newer release"
-TARGET_NEWER = "box is receiving a newer release"
-TARGET_OTHER = "box is receiving another build of this version"
-WAITING_INSTALL = "box holds the whole release and installs it when idle"
-OTHER_PRODUCT = "box is another product or hardware"
-NO_TABLE = "phone lacks the piece table for this box"
-NOTHING_HELD = "phone holds none of the pieces the box lacks"
-LINK_DROPPED = "link dropped"
+class SessionEnd(enum.Enum):
+    """Why the phone ended a session (None where it did what it could and left).
+
+    Code compares members; the value is the :attr:`description` reports and the
+    CLI print (the last three are followed by the box's words: see
+    :attr:`SessionReport.reason`).
+    """
+
+    UP_TO_DATE = "box already runs this release"
+    BOX_NEWER = "box runs a newer release"
+    TARGET_NEWER = "box is receiving a newer release"
+    TARGET_OTHER = "box is receiving another build of this version"
+    WAITING_INSTALL = "box holds the whole release and installs it when idle"
+    OTHER_PRODUCT = "box is another product or hardware"
+    NO_TABLE = "phone lacks the piece table for this box"
+    NOTHING_HELD = "phone holds none of the pieces the box lacks"
+    LINK_DROPPED = "link dropped"
+    REJECTED = "box rejected the release"  # detail: the box's Reason
+    BOX_ENDED = "box ended the session"  # detail: the box's ErrorCode and message
+    BOX_BROKE = "box broke the protocol"  # detail: what the box got wrong
+
+    @property
+    def description(self) -> str:
+        """The human text for output."""
+        return str(self.value)
 
 
 @dataclass(frozen=True)
@@ -231,9 +306,22 @@ class SessionReport:
     payload_sent: int
     complete: bool
     installed: bool
-    reason: str | None
+    end: SessionEnd | None  # why the phone ended it (None: it did what it could and left)
+    detail: str | None  # the box's words after REJECTED, BOX_ENDED, BOX_BROKE
+    link_end: str | None  # the transport's reason, when its budget ended the session
     box_version: str | None
     target_version: str | None
+
+    @property
+    def reason(self) -> str | None:
+        """Why the session ended, in words (what JSON output and the CLI print)."""
+        if self.link_end is not None:
+            return self.link_end
+        if self.end is None:
+            return None
+        if self.detail is None:
+            return self.end.description
+        return f"{self.end.description}: {self.detail}"
 
     @property
     def overhead_bytes(self) -> int:
@@ -255,49 +343,11 @@ class SessionReport:
         }
 
 
-@functools.lru_cache(maxsize=64)
-def _decoded_table(data: bytes, sha256: bytes) -> PieceTable:
-    """Tables are immutable and shared by many phones (the simulator's): decode each once."""
-    return decode_table(data, sha256)
-
-
-_ROOMS: dict[tuple[int, int, int, int], int] = {}
-"""Data frame room by (frame size, tag, piece and offset widths): shared by every App."""
-
-
-_FRAMES: dict[tuple[bytes, int, int, bytes, int, int], bytes] = {}
-"""Encoded Data frames by (object bytes, offset, end, tag, piece, frame size): shared by every App.
-
-A frame is a pure function of these, and a fleet's phones send the same release's
-frames again and again (the simulator, a thousand times over): each is encoded once.
-The object's bytes are part of the key (their hash is cached by ``bytes``), so a
-phone holding other bytes under the same tag never gets another phone's frame.
-"""
-_FRAMES_MAX = 16_384  # about 4 MB of frames and keys at most; cleared when full
-
-
-def _wider_at(n: int) -> int:
-    """The least integer above ``n`` that msgpack encodes wider than ``n`` (see _int_width)."""
-    return 128 if n < 128 else 256 if n < 256 else 65536 if n < 65536 else 1 << 32 if n < 1 << 32 \
-        else 1 << 64
-
-
-def _int_width(n: int) -> int:
-    """Bytes msgpack spends on an integer >= -1 (fixint or -1, uint8, uint16, uint32, uint64)."""
-    return 1 if n < 128 else 2 if n < 256 else 3 if n < 65536 else 5 if n < 1 << 32 else 9
-
-
 def _name(kind: type[enum.IntEnum], value: int) -> str:
     try:
         return kind(value).name
     except ValueError:
         return str(value)
-
-
-def _offer_capacity(max_frame: int, total: int, offset: int) -> int:
-    probe = len(protocol.encode(Offer(total, offset, b"\x00"), protocol.MAX_FRAME)) - 1
-    room = max_frame - probe
-    return room - 1 if room > 255 else room
 
 
 _LIVE = (Phase.HELLO, Phase.OFFERING, Phase.SENDING)
@@ -333,14 +383,17 @@ class App:
         *,
         max_frame: int = protocol.DEFAULT_MAX_FRAME,
         batch_bytes: int = BATCH_BYTES,
+        frame_cache: FrameCache | None = None,
     ) -> None:
         self.cache = cache
+        self.frame_cache = frame_cache
         self.manifest = cache.manifest
         self.tag = cache.tag
         self.max_frame = max_frame
         self.batch_bytes = batch_bytes
         self.phase = Phase.HELLO
-        self.reason: str | None = None
+        self.end: SessionEnd | None = None
+        self.detail: str | None = None  # the box's words, for the ends that carry them
         self.status: Status | None = None
         self.complete = False
         self.installed = False
@@ -350,7 +403,7 @@ class App:
         self._session_max = max_frame
         self._align = 1
         self._queue: list[Send] = []
-        self._frames: Iterator[bytes] | None = None
+        self._stream: Iterator[bytes] | None = None  # the Data frames still to send
         self._outstanding: set[int] = set()  # pieces (and TABLE) sent whole, not yet verified
         self._acked: dict[int, int] = {}  # piece -> persisted offset the box acknowledged
         self._start: dict[int, int] = {}  # piece -> persisted offset when the session began
@@ -368,7 +421,7 @@ class App:
     def receive_data(self, data: bytes) -> None:
         if not data:
             if self.phase is not Phase.DONE:
-                self._finish(LINK_DROPPED)
+                self._finish(SessionEnd.LINK_DROPPED)
             self._deaf = True
             return
         self.received_bytes += len(data)
@@ -382,14 +435,14 @@ class App:
             if self.phase is not Phase.DONE:
                 self._send(Error(int(e.code), str(e)[:200]))
             self._deaf = True
-            self._finish(f"box broke the protocol: {e}")
+            self._finish(SessionEnd.BOX_BROKE, str(e))
 
     def data_to_send(self) -> bytes:
-        if self.phase is Phase.SENDING and self._frames is not None:
+        if self.phase is Phase.SENDING and self._stream is not None:
             while len(self._out) < self.batch_bytes:
-                frame = next(self._frames, None)
+                frame = next(self._stream, None)
                 if frame is None:
-                    self._frames = None
+                    self._stream = None
                     self._maybe_done()
                     break
                 self._out += frame
@@ -420,11 +473,11 @@ class App:
         """The session's outcome; ``sent_bytes`` is what really left (the transport knows).
 
         A frame cut by the end of the link carried no content: its bytes count
-        as sent, and as overhead.
+        as sent, and as overhead. ``link_reason`` is the transport's word for a
+        budget that ended the session; it is the report's ``reason`` when given.
         """
         sent = self.produced_bytes if sent_bytes is None else sent_bytes
         payload = self.payload_within(sent)
-        reason = link_reason if link_reason is not None else self.reason
         target = self.status.target.version if self.status and self.status.target else None
         return SessionReport(
             sent_bytes=sent,
@@ -433,7 +486,9 @@ class App:
             payload_sent=payload,
             complete=self.complete or self.installed,
             installed=self.installed,
-            reason=reason,
+            end=self.end,
+            detail=self.detail,
+            link_end=link_reason,
             box_version=self.status.running_version if self.status else None,
             target_version=target,
         )
@@ -449,11 +504,12 @@ class App:
         self._frame_ends.append((self.produced_bytes, self.payload_produced))
         return frame
 
-    def _finish(self, reason: str | None) -> None:
+    def _finish(self, end: SessionEnd | None, detail: str | None = None) -> None:
+        """Stop; the first reason given is the one the report keeps."""
         self.phase = Phase.DONE
-        self._frames = None
-        if self.reason is None:
-            self.reason = reason
+        self._stream = None
+        if self.end is None:
+            self.end, self.detail = end, detail
 
     def _on_event(self, ev: Event) -> None:
         """One step of :data:`TRANSITIONS`; a cell not in the table is the box's mistake."""
@@ -470,7 +526,7 @@ class App:
 
     def _on_error(self, ev: Error) -> None:
         self._deaf = True
-        self._finish(f"box ended the session: {_name(ErrorCode, ev.code)}: {ev.message}")
+        self._finish(SessionEnd.BOX_ENDED, f"{_name(ErrorCode, ev.code)}: {ev.message}")
 
     def _on_installed(self, ev: Installed) -> None:
         if ev.ok and ev.version == self.manifest.version:
@@ -488,13 +544,13 @@ class App:
         self._start_sending(Target(self.tag, self.manifest.version, 0, b"", ()))
 
     def _on_reject(self, ev: Reject) -> None:
-        self._finish(f"box rejected the release: {_name(Reason, ev.reason)}")
+        self._finish(SessionEnd.REJECTED, _name(Reason, ev.reason))
 
     def _box_broke(self, code: ErrorCode, message: str) -> None:
         """The box said something we cannot act on: tell it why, stop listening, end."""
         self._send(Error(int(code), message[:200]))
         self._deaf = True
-        self._finish(f"box broke the protocol: {message}")
+        self._finish(SessionEnd.BOX_BROKE, message)
 
     def _on_status(self, st: Status) -> None:
         m = self.manifest
@@ -507,24 +563,24 @@ class App:
                 f"{st.align}-byte alignment leaves no room in a {self._session_max}-byte frame")
         mine = m.parsed_version
         if st.product != m.product or st.hardware != m.hardware:
-            return self._finish(OTHER_PRODUCT)
+            return self._finish(SessionEnd.OTHER_PRODUCT)
         if st.running_sha256 == m.image_sha256:
             self.installed = True
-            return self._finish(UP_TO_DATE)
+            return self._finish(SessionEnd.UP_TO_DATE)
         if Version.parse(st.running_version) >= mine:
-            return self._finish(BOX_NEWER)
+            return self._finish(SessionEnd.BOX_NEWER)
         t = st.target
         if t is not None and t.tag == self.tag:
             if st.state >= BoxState.COMPLETE:
                 self.complete = True
-                return self._finish(WAITING_INSTALL)
+                return self._finish(SessionEnd.WAITING_INSTALL)
             return self._start_sending(t)
         if t is not None:
             theirs = Version.parse(t.version)
             if theirs > mine:
-                return self._finish(TARGET_NEWER)
+                return self._finish(SessionEnd.TARGET_NEWER)
             if theirs == mine:
-                return self._finish(TARGET_OTHER)
+                return self._finish(SessionEnd.TARGET_OTHER)
         self._offer()
 
     def _offer(self) -> None:
@@ -532,16 +588,16 @@ class App:
         self.phase = Phase.OFFERING
         offset = 0
         while offset < len(wire):
-            room = _offer_capacity(self._session_max, len(wire), offset)
+            room = protocol.offer_capacity(self._session_max, len(wire), offset)
             chunk = wire[offset : offset + room]
             self._send(Offer(len(wire), offset, chunk), len(chunk))
             offset += len(chunk)
 
     def _start_sending(self, target: Target) -> None:
         ref = self.manifest.payload_for(self.status.running_sha256 if self.status else None)
-        got = self.cache.table(ref)
+        got = self.cache.table(ref, self.frame_cache)
         if got is None:
-            return self._finish(NO_TABLE)
+            return self._finish(SessionEnd.NO_TABLE)
         data, table = got
         self._queue = send_order(table, data, target, lambda i: self.cache.wire_piece(table, i))
         self._sizes = {s.piece: len(s.data) for s in self._queue}
@@ -551,47 +607,17 @@ class App:
         if target.table_received < len(data):
             self._missing.add(protocol.TABLE)
         if not self._queue:
-            return self._finish(NOTHING_HELD)
+            return self._finish(SessionEnd.NOTHING_HELD)
         self.phase = Phase.SENDING
-        self._frames = self._data_frames(self._queue)
-
-    def _capacity(self, piece: int, offset: int) -> int:
-        """Data bytes that fit one frame here; it depends only on how wide the numbers encode."""
-        key = (self._session_max, len(self.tag), _int_width(piece), _int_width(offset))
-        room = _ROOMS.get(key)
-        if room is None:
-            room = _ROOMS[key] = protocol.data_capacity(self._session_max, self.tag, piece, offset)
-        return room
+        self._stream = self._data_frames(self._queue)
 
     def _data_frames(self, queue: Iterable[Send]) -> Iterator[bytes]:
         """Data frames for each object in order, aligned as the box requires."""
-        tag, align, limit = self.tag, self._align, self._session_max
-        encode_data, frames = protocol.encode_data, _FRAMES
+        cache = self.frame_cache
         for s in queue:
-            offset = s.offset - s.offset % align
-            size = len(s.data)
-            wider_at = offset
-            while offset < size:
-                # a frame's room depends on the offset's width only: look it up again
-                # when the offset reaches the next width
-                if offset >= wider_at:
-                    room_here = self._capacity(s.piece, offset)
-                    wider_at = _wider_at(offset)
-                room = room_here
-                end = size
-                if offset + room < end:
-                    room -= room % align
-                    end = offset + room
-                key = (s.data, offset, end, tag, s.piece, limit)
-                frame = frames.get(key) if type(s.data) is bytes else None  # bytes: hashable
-                if frame is None:
-                    frame = encode_data(tag, s.piece, offset, s.data[offset:end], limit)
-                    if type(s.data) is bytes:
-                        if len(frames) >= _FRAMES_MAX:
-                            frames.clear()
-                        frames[key] = frame
-                yield self._account(frame, end - offset)
-                offset = end
+            args = (self.tag, s.piece, s.data, s.offset, self._align, self._session_max)
+            for frame, payload in data_frames(*args) if cache is None else cache.frames(*args):
+                yield self._account(frame, payload)
             self._outstanding.add(s.piece)
 
     def _on_progress(self, ev: Ack | PieceComplete | ReleaseComplete) -> None:
@@ -613,5 +639,5 @@ class App:
         self._maybe_done()
 
     def _maybe_done(self) -> None:
-        if self.phase is Phase.SENDING and self._frames is None and not self._outstanding:
+        if self.phase is Phase.SENDING and self._stream is None and not self._outstanding:
             self._finish(None)

@@ -26,3 +26,7 @@ class StagingError(FwdistError):
 
 class KeyFileError(FwdistError):
     """A key file is missing, unreadable or not an Ed25519 key."""
+
+
+class PlanError(FwdistError):
+    """A plan asks for what no box does: a downgrade, or the version the box already runs."""

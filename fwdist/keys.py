@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -21,22 +22,34 @@ def public_pem(key: Ed25519PublicKey) -> bytes:
 
 
 def generate(path: Path) -> tuple[Path, Path]:
-    """Write a new keypair to ``path`` (private, 0600) and ``path.pub``; never overwrite."""
+    """Write a new keypair to ``path`` (private, 0600) and ``path.pub``; never overwrite.
+
+    Both files are made with O_EXCL (no overwrite, not through a planted link);
+    if the second cannot be written the first is removed: all or nothing.
+    """
+    path = Path(path)
+    if path.name in ("", ".", ".."):
+        raise KeyFileError(f"key file name {str(path)!r} names no file")
     pub_path = path.with_name(path.name + ".pub")
     for p in (path, pub_path):
-        if p.exists():
+        if os.path.lexists(p):
             raise KeyFileError(f"{p} already exists; refusing to overwrite a key")
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
+    written: list[Path] = []
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(pem)
-        pub_path.write_bytes(public_pem(key.public_key()))
+        for p, data, mode in ((path, pem, 0o600), (pub_path, public_pem(key.public_key()), 0o644)):
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+            written.append(p)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
     except OSError as e:
-        raise KeyFileError(f"cannot write key {path}: {e.strerror}") from None
+        for p in written:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        raise KeyFileError(f"cannot write key {e.filename or path}: {e.strerror}") from None
     return path, pub_path
 
 

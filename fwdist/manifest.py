@@ -56,6 +56,11 @@ class Version:
     @classmethod
     def parse(cls, text: str) -> Version:
         m = _VERSION_RE.match(text)
+        if not m and re.match(r"^\d+\.\d+\.\d+[-+]", text):
+            raise ManifestError(
+                f"pre-release and build versions such as {text!r} are not supported; "
+                "use X.Y.Z (docs/cli.md says why)"
+            )
         if not m:
             raise ManifestError(f"version must look like X.Y.Z (numbers), got {text!r}")
         return cls(int(m[1]), int(m[2]), int(m[3]))

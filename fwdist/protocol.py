@@ -43,8 +43,9 @@ import enum
 import hashlib
 import struct
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import msgpack
@@ -290,14 +291,14 @@ def _pack(obj: Any) -> bytes:
     return _PACKER.pack(obj)  # type: ignore[no-any-return]
 
 
-_FIELDS: dict[type, tuple[str, ...]] = {}
+_FIELDS: Mapping[type, tuple[str, ...]] = MappingProxyType(
+    {cls: tuple(f.name for f in fields(cls)) for cls in EVENT_TYPES.values()})
+"""Each frame type's fields in wire order, read once at import (and never changed after)."""
 
 
 def _names(cls: type) -> tuple[str, ...]:
     names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
-    return names
+    return names if names is not None else tuple(f.name for f in fields(cls))
 
 
 def _to_wire(event: Event) -> list[Any]:
@@ -498,8 +499,17 @@ def _decode_data(body: bytes) -> Data | None:
 
 def data_capacity(max_frame: int, tag: bytes, piece: int, offset: int) -> int:
     """How many data bytes fit in one :class:`Data` frame at this address (exact)."""
-    probe = len(encode(Data(tag, piece, offset, b"\x00"), MAX_FRAME)) - 1
-    room = max_frame - probe
+    return _capacity(max_frame, Data(tag, piece, offset, b"\x00"))
+
+
+def offer_capacity(max_frame: int, total: int, offset: int) -> int:
+    """How many manifest bytes fit in one :class:`Offer` frame at this offset (exact)."""
+    return _capacity(max_frame, Offer(total, offset, b"\x00"))
+
+
+def _capacity(max_frame: int, probe: Data | Offer) -> int:
+    """Bytes of ``data`` a frame like ``probe`` (one data byte) holds within ``max_frame``."""
+    room = max_frame - (len(encode(probe, MAX_FRAME)) - 1)
     # a bin's length header grows from 1 byte (< 256) to 2 bytes (< 65536)
     if room > 255:
         room -= 1
@@ -691,10 +701,7 @@ class FrameDecoder:
         del buf[:end]
         if zlib.crc32(body) != crc:
             raise _fail("frame CRC does not match its body", ErrorCode.BAD_CRC)
-        fast = _FAST_DECODERS.get(body[:4])
-        event = fast(body) if fast is not None else None
-        if event is None:
-            event = _decode_generic(body, self.max_frame)
+        event = decode_body(body, self.max_frame)
         self.frames_in += 1
         return event
 

@@ -1,27 +1,34 @@
-"""Reading releases back out of a store: load, reassemble, plan, verify, collect garbage."""
+"""Reading releases back out of a store: load, reassemble, plan, verify, collect garbage.
+
+This is the I/O side of a release: what the sans-I/O phone (:mod:`fwdist.app`)
+carries is loaded here (:func:`phone_cache`), so that the phone never reads a store.
+"""
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist import delta
-from fwdist.errors import FwdistError, StoreError
+from fwdist.app import AppError, PhoneCache
+from fwdist.errors import FwdistError, PlanError, StoreError
 from fwdist.keys import load_public
 from fwdist.manifest import (
+    MAX_TABLE_BYTES,
     Manifest,
     PayloadRef,
     PieceTable,
+    Version,
     decode,
     decode_table,
     key_id,
     verify,
 )
-from fwdist.store import Store, decompress
+from fwdist.store import MAX_OBJECT_BYTES, Store
 
 
 def load_manifest(store: Store, product: str, version: str) -> Manifest:
@@ -29,12 +36,47 @@ def load_manifest(store: Store, product: str, version: str) -> Manifest:
     return decode(store.get_manifest(product, version)).manifest
 
 
+def load_verified(
+    store: Store, product: str, version: str, trusted: Mapping[bytes, Ed25519PublicKey]
+) -> Manifest:
+    """The manifest, decoded and checked against ``trusted`` keys; it names itself."""
+    m = verify(store.get_manifest(product, version), trusted)
+    if (m.product, m.version) != (product, version):
+        raise StoreError(f"{product}@{version} holds the manifest of {m.product}@{m.version}")
+    return m
+
+
+@dataclass(frozen=True)
+class ReleaseScan:
+    """One product's releases split by trust: only ``verified`` ones may count for anything."""
+
+    verified: tuple[Manifest, ...]  # oldest version first
+    ignored: tuple[str, ...]  # "NAME@X.Y.Z: why", for manifests that do not verify
+
+
+def scan_releases(store: Store, product: str, trusted: Iterable[Ed25519PublicKey]) -> ReleaseScan:
+    """Which of ``product``'s staged manifests verify against ``trusted``.
+
+    Whoever can write the store can plant a manifest; the version floor and
+    security counter of the next release, and what a phone offers, must come from
+    releases the user's keys signed, never from whatever sits in the directory.
+    """
+    keys = {key_id(k): k for k in trusted}
+    verified, ignored = [], []
+    for _, version in store.releases(product):
+        try:
+            verified.append(load_verified(store, product, version, keys))
+        except FwdistError as e:
+            ignored.append(f"{product}@{version}: {e}")
+    return ReleaseScan(tuple(verified), tuple(ignored))
+
+
 def load_table(store: Store, ref: PayloadRef) -> PieceTable:
-    return decode_table(store.get_content(ref.table_sha256), ref.table_sha256)
+    return decode_table(table_bytes(store, ref), ref.table_sha256)
 
 
 def table_bytes(store: Store, ref: PayloadRef) -> bytes:
-    return store.get_content(ref.table_sha256)
+    return store.get_content(ref.table_sha256, MAX_TABLE_BYTES)
 
 
 def wire_piece(store: Store, table: PieceTable, index: int) -> bytes:
@@ -43,6 +85,26 @@ def wire_piece(store: Store, table: PieceTable, index: int) -> bytes:
     if table.compressed:
         return store.get_frame(entry.id)
     return store.get_content(entry.id, entry.size)
+
+
+def phone_cache(store: Store, product: str, version: str | None = None) -> PhoneCache:
+    """Everything of one release (default: the newest) a phone needs to serve every box."""
+    releases = store.releases(product)
+    if not releases:
+        raise AppError(f"the store holds no release of {product}")
+    if version is None:
+        version = releases[-1][1]
+    m = load_manifest(store, product, version)
+    tables: dict[bytes, bytes] = {}
+    frames: dict[bytes, bytes] = {}
+    raw: dict[bytes, bytes] = {}
+    for ref in (m.full, *m.deltas):
+        data = tables[ref.table_sha256] = table_bytes(store, ref)
+        table = decode_table(data, ref.table_sha256)
+        held = frames if table.compressed else raw
+        for i, entry in enumerate(table.pieces):
+            held[entry.id] = wire_piece(store, table, i)
+    return PhoneCache(store.get_manifest(product, version), tables, frames, raw)
 
 
 def read_image(store: Store, m: Manifest) -> Iterator[bytes]:
@@ -107,6 +169,11 @@ class Plan:
 
 
 def plan(store: Store, product: str, source: str, target: str) -> Plan:
+    """What a box running ``source`` receives to reach ``target``; refused if a box would refuse."""
+    if Version.parse(target) == Version.parse(source):
+        raise PlanError(f"a box on {source} already runs it")
+    if Version.parse(target) < Version.parse(source):
+        raise PlanError(f"a box on {source} refuses {target}: it is not newer")
     wire = store.get_manifest(product, target)
     m = decode(wire).manifest
     ref = m.delta_from(source) or m.full
@@ -134,8 +201,22 @@ class VerifyReport:
         return not self.problems
 
 
-def trusted_keys(store: Store, pubkey: Path | None) -> Mapping[bytes, Ed25519PublicKey]:
-    keys = [load_public(pubkey)] if pubkey else [load_public(p) for p in store.key_files()]
+def load_trusted(pubkeys: Path | Sequence[Path]) -> dict[bytes, Ed25519PublicKey]:
+    """The user's trusted keys, by key id, from public key files the user names."""
+    paths = [pubkeys] if isinstance(pubkeys, Path) else list(pubkeys)
+    if not paths:
+        raise FwdistError("name at least one trusted public key")
+    keys = [load_public(p) for p in paths]
+    return {key_id(k): k for k in keys}
+
+
+def recorded_keys(store: Store) -> dict[bytes, Ed25519PublicKey]:
+    """The keys stagers recorded in ``keys/``: a record, NOT a trust root.
+
+    Anyone who can write the store can add a key there; only a tool that made the
+    store itself moments ago (the simulator) may take these as trusted.
+    """
+    keys = [load_public(p) for p in store.key_files()]
     return {key_id(k): k for k in keys}
 
 
@@ -144,12 +225,10 @@ def _check_release(
 ) -> Iterator[str]:
     name = f"{product}@{version}"
     try:
-        m = verify(store.get_manifest(product, version), trusted)
+        m = load_verified(store, product, version, trusted)
     except FwdistError as e:
         yield f"{name}: {e}"
         return
-    if m.version != version or m.product != product:
-        yield f"{name}: manifest names {m.product}@{m.version}"
     whole, size = hashlib.sha256(), 0
     try:
         for piece in read_image(store, m):  # streamed: an image may be larger than RAM
@@ -164,7 +243,8 @@ def _check_release(
         yield f"{name}: full payload size differs from the manifest"
     for ref in m.deltas:
         try:
-            old = release_image(store, load_manifest(store, product, ref.source_version or ""))
+            source = load_verified(store, product, ref.source_version or "", trusted)
+            old = release_image(store, source)
             if hashlib.sha256(old).digest() != ref.source_sha256:
                 yield f"{name}: delta source {ref.source_version} is not the image it was made from"
                 continue
@@ -178,23 +258,26 @@ def _check_release(
 
 
 def verify_store(
-    store: Store, pubkey: Path | None = None, only: tuple[str, str] | None = None
+    store: Store, pubkey: Path | Sequence[Path], only: tuple[str, str] | None = None
 ) -> VerifyReport:
-    """Re-hash every object and check every release end to end (signature, image, deltas)."""
+    """Re-hash every object and check every release end to end (signature, image, deltas).
+
+    Trust comes from ``pubkey`` (one public key file or several), which the user
+    names: never from the keys recorded in the store, which anyone who can write the
+    store could have planted. Strays (entries fwdist did not write) are problems.
+    """
     report = VerifyReport()
-    trusted = trusted_keys(store, pubkey)
+    trusted = load_trusted(pubkey)
     if only is None:
+        report.problems.extend(
+            f"{stray}: not part of an fwdist store; left alone" for stray in store.strays()
+        )
         for oid in store.object_ids():
             report.objects += 1
             try:
-                content = decompress(store.get_frame(oid), 1 << 30, what=f"object {oid.hex()}")
+                store.get_content(oid, MAX_OBJECT_BYTES)
             except StoreError as e:
                 report.problems.append(str(e))
-                continue
-            if hashlib.sha256(content).digest() != oid:
-                report.problems.append(
-                    f"object {oid.hex()} is damaged: content does not match its name"
-                )
     releases = [only] if only else store.releases()
     for product, version in releases:
         report.releases += 1
@@ -208,28 +291,45 @@ class GcReport:
     removed_bytes: int
     removed_tmp: int
     kept_objects: int
+    strays: tuple[str, ...] = ()  # entries fwdist did not write: left alone
+    skipped: tuple[str, ...] = ()  # "NAME@X.Y.Z: why" for releases whose references are unknown
 
 
-def referenced_objects(store: Store) -> set[bytes]:
+def referenced_objects(store: Store) -> tuple[set[bytes], list[str]]:
+    """Objects some staged manifest references, and the releases that could not be read.
+
+    Any manifest that decodes counts, verified or not: keeping an object costs
+    space, removing one a release may need costs the release.
+    """
     live: set[bytes] = set()
+    skipped: list[str] = []
     for product, version in store.releases():
-        m = load_manifest(store, product, version)
-        for ref in (m.full, *m.deltas):
-            live.add(ref.table_sha256)
-            live.update(e.id for e in load_table(store, ref).pieces)
-    return live
+        try:
+            m = load_manifest(store, product, version)
+            for ref in (m.full, *m.deltas):
+                live.add(ref.table_sha256)
+                live.update(e.id for e in load_table(store, ref).pieces)
+        except FwdistError as e:
+            skipped.append(f"{product}@{version}: {e}")
+    return live, skipped
 
 
 def gc(store: Store) -> GcReport:
-    """Remove objects no manifest references, and leftovers of killed writes."""
+    """Remove objects no manifest references, and leftovers of killed writes.
+
+    While any release cannot be read, gc cannot tell which objects it needs, so it
+    removes no objects at all (it says which releases, in ``skipped``); strays are
+    never removed.
+    """
     with store.locked():
-        live = referenced_objects(store)
+        live, skipped = referenced_objects(store)
         removed = removed_bytes = kept = 0
         for oid in list(store.object_ids()):
-            if oid in live:
+            if oid in live or skipped:
                 kept += 1
             else:
                 removed_bytes += store.remove_object(oid)
                 removed += 1
         tmp = store.clean_tmp()
-    return GcReport(removed, removed_bytes, tmp, kept)
+        strays = tuple(store.strays())
+    return GcReport(removed, removed_bytes, tmp, kept, strays, tuple(skipped))

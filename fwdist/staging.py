@@ -10,21 +10,25 @@ refused, with a clear error, above ``MAX_DELTA_INPUT``.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+import zstandard
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fwdist import delta
 from fwdist.chunker import ChunkerParams, chunk_stream
 from fwdist.errors import StagingError
 from fwdist.keys import public_pem
 from fwdist.manifest import (
+    MAX_PIECE_SIZE,
+    MAX_TABLE_BYTES,
     Manifest,
     PayloadRef,
     PieceEntry,
@@ -34,12 +38,17 @@ from fwdist.manifest import (
     key_id,
     sign,
 )
-from fwdist.releases import load_manifest, read_image
+from fwdist.releases import ReleaseScan, read_image, scan_releases
 from fwdist.store import Store, compress
 
 FULL_ENCODER = "zstd-pieces"
 DELTA_PIECE_SIZE = 16 * 1024
 MAX_DELTA_INPUT = 1 << 30
+MIN_EXPIRES_DAYS = 1 / 24
+"""One hour: a manifest must outlive its trip to a box; a shorter expiry is a typo."""
+MAX_EXPIRES_DAYS = 3650
+"""Ten years: past a box's service life; a longer expiry is a typo (or "never": omit it)."""
+MAX_COUNTER = (1 << 32) - 1
 _IN_FLIGHT = 16
 
 Progress = Callable[[int], None]
@@ -72,6 +81,41 @@ class StageResult:
     new_objects: int
     new_object_bytes: int
     seconds: float
+    ignored: tuple[str, ...] = ()  # staged manifests that do not verify, and so did not count
+
+
+def check_options(opts: StageOptions) -> Version:
+    """Refuse options no box could use, before the store is touched; the release's version."""
+    check_name("product", opts.product)
+    check_name("hardware", opts.hardware or opts.product)
+    version = Version.parse(opts.version)
+    Version.parse(opts.min_app)
+    if not 0 <= opts.min_battery <= 100:
+        raise StagingError(f"--min-battery must be 0..100, got {opts.min_battery}")
+    if opts.security_counter is not None and not 0 <= opts.security_counter <= MAX_COUNTER:
+        raise StagingError(
+            f"--security-counter must be 0..{MAX_COUNTER}, got {opts.security_counter}"
+        )
+    days = opts.expires_days
+    if days is not None and not (MIN_EXPIRES_DAYS <= days <= MAX_EXPIRES_DAYS):  # NaN too
+        raise StagingError(
+            f"--expires must be from {MIN_EXPIRES_DAYS:.3f} (one hour) to {MAX_EXPIRES_DAYS} "
+            f"days (omit it for a release that never expires), got {days:g}"
+        )
+    top = zstandard.MAX_COMPRESSION_LEVEL
+    if not 1 <= opts.level <= top:
+        raise StagingError(f"--level must be 1..{top} (zstd levels), got {opts.level}")
+    if opts.chunker.max_size > MAX_PIECE_SIZE:
+        raise StagingError(
+            f"--max-piece must be at most {MAX_PIECE_SIZE} (the largest piece a box takes), "
+            f"got {opts.chunker.max_size}"
+        )
+    if not 256 <= opts.delta_piece_size <= MAX_PIECE_SIZE:
+        raise StagingError(f"delta piece size must be 256..{MAX_PIECE_SIZE} bytes")
+    for source in opts.sources:
+        if Version.parse(source) >= version:
+            raise StagingError(f"delta source {source} is not older than {version}")
+    return version
 
 
 def _store_pieces(
@@ -135,23 +179,8 @@ def _stage_delta(
     return d.encoder, PieceTable(False, tuple(entries)), delta.decode_ram(d.encoder, d.data[:64])
 
 
-def stage(
-    store: Store,
-    image: Path,
-    key: Ed25519PrivateKey,
-    opts: StageOptions,
-    progress: Progress | None = None,
-) -> StageResult:
-    """Stage ``image`` as ``opts.product@opts.version``; all or nothing."""
-    started = time.perf_counter()
-    check_name("product", opts.product)
-    hardware = check_name("hardware", opts.hardware or opts.product)
-    version = Version.parse(opts.version)
-    Version.parse(opts.min_app)
-    if not 0 <= opts.min_battery <= 100:
-        raise StagingError(f"--min-battery must be 0..100, got {opts.min_battery}")
-    if opts.delta_piece_size < 256:
-        raise StagingError("delta piece size must be at least 256 bytes")
+def check_image(image: Path) -> int:
+    """The size of the image to stage; refused when it is missing, empty or not a file."""
     try:
         image_size = image.stat().st_size
     except OSError as e:
@@ -160,43 +189,47 @@ def stage(
         raise StagingError(f"image {image} is not a regular file")
     if image_size == 0:
         raise StagingError(f"image {image} is empty")
+    return image_size
 
-    existing = store.releases(opts.product)
-    previous = load_manifest(store, *existing[-1]) if existing else None
-    if previous is not None:
-        if Version.parse(previous.version) >= version:
-            raise StagingError(
-                f"{opts.product}@{version} is not newer than the staged {previous.version}"
-            )
-        if previous.hardware != hardware:
-            raise StagingError(
-                f"hardware {hardware!r} differs from the staged releases' {previous.hardware!r}"
-            )
-    counter = opts.security_counter
-    floor = previous.security_counter if previous else 0
-    if counter is None:
-        counter = floor
-    if counter < floor:
-        raise StagingError(
-            f"security counter {counter} is lower than {floor}, the staged releases' counter"
-        )
-    sources = [load_manifest(store, opts.product, v) for v in dict.fromkeys(opts.sources)]
-    for src in sources:
-        if src.parsed_version >= version:
-            raise StagingError(f"delta source {src.version} is not older than {version}")
-        if image_size + src.image_size > MAX_DELTA_INPUT:
-            raise StagingError(
-                f"a delta needs both images in memory; {src.version} + {version} exceed "
-                f"{MAX_DELTA_INPUT >> 20} MiB"
-            )
 
+def stage(
+    store: Store,
+    image: Path,
+    key: Ed25519PrivateKey,
+    opts: StageOptions,
+    progress: Progress | None = None,
+    *,
+    also_trust: Sequence[Ed25519PublicKey] = (),
+) -> StageResult:
+    """Stage ``image`` as ``opts.product@opts.version``; all or nothing.
+
+    Only staged releases that verify against ``key`` (or a key in ``also_trust``,
+    for a key rotation) count: they set the version floor, the security counter's
+    floor and the delta sources. Whatever else sits in the store is listed in
+    ``StageResult.ignored``. The previous release is read under the store lock,
+    so two concurrent stages see each other's results.
+    """
+    started = time.perf_counter()
+    version = check_options(opts)
+    hardware = opts.hardware or opts.product
+    image_size = check_image(image)
+    trusted = [key.public_key(), *also_trust]
     now = int(time.time()) if opts.now is None else opts.now
-    expires = None if opts.expires_days is None else now + int(opts.expires_days * 86400)
+    expires = None if opts.expires_days is None else now + math.ceil(opts.expires_days * 86400)
     with store.transaction():
+        scan = scan_releases(store, opts.product, trusted)
+        counter, sources = _check_history(scan, opts, version, hardware, image_size)
+        if os.path.lexists(store.manifest_path(opts.product, str(version))):
+            raise StagingError(_in_the_way(opts.product, str(version), scan))
         table, image_sha, size = _stage_full(store, image, opts, progress)
         if size != image_size:
             raise StagingError(f"image {image} changed while it was being staged")
         table_bytes = table.encode()
+        if len(table_bytes) > MAX_TABLE_BYTES:
+            raise StagingError(
+                f"{len(table.pieces)} pieces make a {len(table_bytes)}-byte table, over the "
+                f"{MAX_TABLE_BYTES}-byte limit: use larger pieces (--avg-piece, --max-piece)"
+            )
         store.put_content(table_bytes, level=3)
         full = PayloadRef(
             FULL_ENCODER,
@@ -248,4 +281,66 @@ def stage(
         len(written),
         sum(p.stat().st_size for p in written),
         time.perf_counter() - started,
+        scan.ignored,
+    )
+
+
+def _check_history(
+    scan: ReleaseScan,
+    opts: StageOptions,
+    version: Version,
+    hardware: str,
+    image_size: int,
+) -> tuple[int, list[Manifest]]:
+    """The new release's security counter and delta sources, checked against the verified ones."""
+    previous = scan.verified[-1] if scan.verified else None
+    if previous is not None:
+        if previous.parsed_version >= version:
+            raise StagingError(
+                f"{opts.product}@{version} is not newer than the staged {previous.version}"
+            )
+        if previous.hardware != hardware:
+            raise StagingError(
+                f"hardware {hardware!r} differs from the staged releases' {previous.hardware!r}"
+            )
+    floor = previous.security_counter if previous else 0
+    counter = floor if opts.security_counter is None else opts.security_counter
+    if counter < floor:
+        raise StagingError(
+            f"security counter {counter} is lower than {floor}, the staged releases' counter"
+        )
+    sources = []
+    for v in dict.fromkeys(str(Version.parse(v)) for v in opts.sources):
+        found = next((m for m in scan.verified if m.version == v), None)
+        if found is None:
+            reason = _ignored(scan, opts.product, v)
+            raise StagingError(
+                f"delta source {opts.product}@{v}: {reason}"
+                if reason
+                else f"no release {opts.product}@{v} in the store"
+            )
+        if image_size + found.image_size > MAX_DELTA_INPUT:
+            raise StagingError(
+                f"a delta needs both images in memory; {found.version} + {version} exceed "
+                f"{MAX_DELTA_INPUT >> 20} MiB"
+            )
+        sources.append(found)
+    return counter, sources
+
+
+def _ignored(scan: ReleaseScan, product: str, version: str) -> str | None:
+    """Why ``product@version``'s manifest did not verify, if it is one of the ignored."""
+    prefix = f"{product}@{version}: "
+    return next((i[len(prefix) :] for i in scan.ignored if i.startswith(prefix)), None)
+
+
+def _in_the_way(product: str, version: str, scan: ReleaseScan) -> str:
+    """What to say when the new manifest's path is taken by something that does not verify."""
+    path = f"releases/{product}/{version}"
+    reason = _ignored(scan, product, version)
+    if reason is None:
+        return f"release {product}@{version} is already staged: {path} is not a manifest"
+    return (
+        f"release {product}@{version} is already staged, by a manifest that does not verify "
+        f"({reason}); remove {path} to stage it"
     )

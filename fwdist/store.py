@@ -1,11 +1,14 @@
 """A content-addressed release store in a plain directory.
 
-Layout (any static web server or CDN can serve it as is)::
+Layout::
 
+    DIR/fwdist-store              format marker ("fwdist store v1")
     DIR/objects/ab/abcdef...      zstd frame of a piece or piece table, named by its SHA-256
     DIR/releases/PRODUCT/X.Y.Z    signed manifest bytes
-    DIR/keys/KEYID.pub            public key of a signer seen at staging (verify checks against it)
-    DIR/tmp/                      writes in progress; never read
+    DIR/keys/KEYID.pub            public key of a signer seen at staging: a record, never a
+                                  trust root (whoever can write the store can write here too)
+    DIR/tmp/NAME.HEX16            writes in progress; never read
+    DIR/lock                      the writers' lock
 
 Every file is written to ``tmp/`` and renamed into place, so a reader sees a
 whole object or none. Manifests are fsynced one by one; piece objects, which
@@ -13,9 +16,16 @@ come by the thousand, are not (an fsync each made staging 15x slower): instead
 the store syncs the file system once before the manifest that references them
 lands. A release therefore becomes visible only after all its objects are
 durable; a crash can leave unreferenced, possibly truncated objects, which
-staging never trusts blindly (it re-checks an object it deduplicates against)
+staging never trusts blindly (it re-checks every object it deduplicates against)
 and ``gc`` removes.
 Writers hold an exclusive ``flock`` on ``DIR/lock`` so ``gc`` never races a stage.
+
+Other people may be able to write the store too (a shared directory, a synced
+bucket). So the store never follows a symbolic link inside it (it refuses to
+open, or to lock, a store that holds one), reads only regular files of bounded
+size (a FIFO or a terabyte file cannot stall or exhaust a reader), and treats
+anything its layout does not name as a *stray*: reported, never read, never
+deleted.
 """
 
 from __future__ import annotations
@@ -25,18 +35,32 @@ import errno
 import fcntl
 import hashlib
 import os
+import re
 import secrets
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
 
-from fwdist.errors import StoreError
-from fwdist.manifest import Version, check_name
+from fwdist.errors import ManifestError, StoreError
+from fwdist.manifest import MAX_MANIFEST_BYTES, MAX_PIECE_SIZE, MAX_TABLE_BYTES, Version, check_name
 
 _FORMAT_FILE = "fwdist-store"
 _FORMAT_LINE = b"fwdist store v1\n"
+_LAYOUT_DIRS = ("objects", "releases", "keys", "tmp")
+
+MAX_OBJECT_BYTES = max(MAX_TABLE_BYTES, MAX_PIECE_SIZE)
+"""No piece table or piece holds more: the most any stored object may decompress to."""
+MAX_FRAME_BYTES = MAX_OBJECT_BYTES + (MAX_OBJECT_BYTES >> 7)
+"""Above zstd's compression bound for MAX_OBJECT_BYTES: the largest object file fwdist writes."""
+
+_FANOUT = re.compile(r"[0-9a-f]{2}")
+_OBJECT = re.compile(r"[0-9a-f]{64}")
+_KEY = re.compile(r"[0-9a-f]{16}\.pub")
+_TMP = re.compile(r".+\.[0-9a-f]{16}")
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 def _fsync_dir(path: Path) -> None:
@@ -50,12 +74,62 @@ def _fsync_dir(path: Path) -> None:
 def _describe(e: OSError) -> str:
     if e.errno == errno.ENOSPC:
         return "no space left on device"
+    if e.errno == errno.ELOOP:
+        return "it is a symbolic link"
     return e.strerror or str(e)
+
+
+def _read_regular(path: Path, limit: int, what: str, kind: str) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` of them.
+
+    Raises FileNotFoundError when it is missing and StoreError when it is
+    anything else than a regular file of at most ``limit`` bytes. Never follows
+    a final symbolic link and never waits on a FIFO.
+    """
+    try:
+        fd = os.open(path, _READ)
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise StoreError(f"cannot read {what}: {_describe(e)}") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError(f"{what} is not a regular file")
+        if st.st_size > limit:
+            raise StoreError(f"{what} is {st.st_size} bytes, larger than any {kind} fwdist writes")
+        try:
+            data = f.read(limit + 1)
+        except OSError as e:
+            raise StoreError(f"cannot read {what}: {_describe(e)}") from None
+    if len(data) > limit:  # grew since fstat
+        raise StoreError(f"{what} is larger than any {kind} fwdist writes")
+    return data
+
+
+def _entries(path: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(path) as it:
+        return sorted(it, key=lambda e: e.name)
+
+
+def _is_version(name: str) -> bool:
+    try:
+        return str(Version.parse(name)) == name
+    except ManifestError:
+        return False
+
+
+def _is_name(name: str) -> bool:
+    try:
+        check_name("product", name)
+    except ManifestError:
+        return False
+    return True
 
 
 @dataclass
 class Store:
-    """A store directory. Create one with :meth:`create`, open one with :meth:`open`."""
+    """A store directory. Create one with ``open(..., create=True)``, open one with :meth:`open`."""
 
     root: Path
     _created: list[Path] = field(default_factory=list, repr=False)
@@ -65,42 +139,110 @@ class Store:
 
     @classmethod
     def open(cls, root: Path | str, *, create: bool = False) -> Store:
+        """Open the store at ``root``; with ``create``, make one there if there is none.
+
+        ``root`` itself may be a symbolic link (the user named it); nothing inside may.
+        """
         root = Path(root)
-        marker = root / _FORMAT_FILE
-        if not marker.exists():
-            if not create:
-                raise StoreError(f"{root} is not an fwdist store (no {_FORMAT_FILE} file)")
-            if root.exists() and any(root.iterdir()):
-                raise StoreError(f"{root} exists and is not empty; refusing to make it a store")
-            try:
-                for sub in ("objects", "releases", "keys", "tmp"):
-                    (root / sub).mkdir(parents=True, exist_ok=True)
-                marker.write_bytes(_FORMAT_LINE)
-            except OSError as e:
-                raise StoreError(f"cannot create store {root}: {_describe(e)}") from None
-        elif marker.read_bytes() != _FORMAT_LINE:
+        try:
+            if not root.exists():
+                if not create:
+                    raise StoreError(f"no store at {root}")
+                cls._create(root)
+            elif not root.is_dir():
+                raise StoreError(f"{root} is not a directory")
+            elif not os.path.lexists(root / _FORMAT_FILE):
+                if not create:
+                    raise StoreError(f"{root} is not an fwdist store (no {_FORMAT_FILE} file)")
+                if any(root.iterdir()):
+                    raise StoreError(f"{root} exists and is not empty; refusing to make it a store")
+                cls._create(root)
+        except OSError as e:
+            raise StoreError(f"cannot open store {root}: {_describe(e)}") from None
+        store = cls(root)
+        store._check_layout()
+        marker = _read_regular(root / _FORMAT_FILE, 64, f"{root}/{_FORMAT_FILE}", "marker")
+        if marker != _FORMAT_LINE:
             raise StoreError(f"{root} holds an unknown store format")
-        return cls(root)
+        return store
+
+    @staticmethod
+    def _create(root: Path) -> None:
+        """Make the layout, the marker last; on failure remove what this call made."""
+        made: list[Path] = []
+        try:
+            if not root.exists():
+                root.mkdir(parents=True)
+                made.append(root)
+            for sub in _LAYOUT_DIRS:
+                (root / sub).mkdir()
+                made.append(root / sub)
+            (root / _FORMAT_FILE).write_bytes(_FORMAT_LINE)
+        except OSError as e:
+            for path in reversed(made):
+                with contextlib.suppress(OSError):
+                    path.rmdir()
+            raise StoreError(f"cannot create store {root}: {_describe(e)}") from None
+
+    def _check_layout(self) -> None:
+        """Refuse a store that lacks a layout directory or holds a symbolic link anywhere in it."""
+        for name in (_FORMAT_FILE, "lock", *_LAYOUT_DIRS):
+            if (self.root / name).is_symlink():
+                self._refuse_link(name)
+        for sub in _LAYOUT_DIRS:
+            if not (self.root / sub).is_dir():
+                raise StoreError(
+                    f"store {self.root} is damaged: {sub} is missing or not a directory"
+                )
+        pending = [self.root / sub for sub in _LAYOUT_DIRS]
+        try:
+            while pending:
+                for entry in _entries(pending.pop()):
+                    if entry.is_symlink():
+                        self._refuse_link(str(Path(entry.path).relative_to(self.root)))
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(Path(entry.path))
+        except OSError as e:
+            raise StoreError(f"cannot read store {self.root}: {_describe(e)}") from None
+
+    def _refuse_link(self, rel: str) -> None:
+        raise StoreError(
+            f"store {self.root}: {rel} is a symbolic link; fwdist never follows links out of "
+            "a store (replace it with what it points to)"
+        )
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Exclusive writer lock (stage, gc)."""
-        with open(self.root / "lock", "a+b") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        """Exclusive writer lock (stage, gc), then a fresh check that no link was planted."""
+        try:
+            fd = os.open(
+                self.root / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644
+            )
+        except OSError as e:
+            raise StoreError(
+                f"cannot lock store {self.root}: {_describe(e)} "
+                "(stage and gc need a writable store)"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._check_layout()
+            yield
+        finally:
+            os.close(fd)  # releases the lock
 
     # -- atomic files ------------------------------------------------------------
 
     def _write_atomic(self, dest: Path, data: bytes, durable: bool = True) -> None:
         tmp = self.root / "tmp" / f"{dest.name}.{secrets.token_hex(8)}"
+        rel = dest.relative_to(self.root)
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.parent.mkdir(exist_ok=True)
+            if dest.parent.is_symlink():
+                self._refuse_link(str(rel.parent))
             if durable:
                 self.sync()
-            with open(tmp, "wb") as f:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 if durable:
                     f.flush()
@@ -113,9 +255,7 @@ class Store:
         except OSError as e:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            raise StoreError(
-                f"cannot write {dest.relative_to(self.root)}: {_describe(e)}"
-            ) from None
+            raise StoreError(f"cannot write {rel}: {_describe(e)}") from None
         self._created.append(dest)
 
     def sync(self) -> None:
@@ -151,53 +291,60 @@ class Store:
         return self.root / "objects" / h[:2] / h
 
     def has(self, object_id: bytes) -> bool:
-        return self.object_path(object_id).exists()
+        return os.path.lexists(self.object_path(object_id))
 
     def put_frame(self, object_id: bytes, frame: bytes, durable: bool = True) -> bool:
         """Store a zstd frame whose content hashes to ``object_id``; False if already there.
 
         ``durable=False`` skips the per-file fsync; the next durable write (the
         manifest) syncs first, so nothing references an object before it is on disk.
+        An object already there is not checked here: see :meth:`reuse_frame`.
         """
-        path = self.object_path(object_id)
-        if path.exists():
+        if self.has(object_id):
             return False
-        self._write_atomic(path, frame, durable)
+        self._write_atomic(self.object_path(object_id), frame, durable)
         return True
 
     def reuse_frame(self, object_id: bytes, fresh: bytes, max_size: int) -> bytes:
         """The stored frame for ``object_id`` when it is intact, else replace it by ``fresh``.
 
-        Deduplication must not trust an object a crash may have truncated.
+        Deduplication must not trust an object a crash (or a peer) may have damaged.
         """
-        path = self.object_path(object_id)
         stored = self.get_frame(object_id)
-        if stored == fresh:
+        if stored == fresh or self._holds(stored, object_id, max_size):
             return stored
-        try:
-            if hashlib.sha256(decompress(stored, max_size)).digest() == object_id:
-                return stored
-        except StoreError:
-            pass
-        self._write_atomic(path, fresh, durable=False)
-        self._created.remove(path)  # a repair, not a new object: an undo must keep it
+        self._repair(object_id, fresh)
         return fresh
 
     def put_content(self, content: bytes, level: int = 19) -> bytes:
+        """Store ``content`` unless an intact copy is there; repair a damaged one."""
         object_id = hashlib.sha256(content).digest()
         if not self.has(object_id):
             self.put_frame(object_id, compress(content, level))
+        elif not self._holds(self.get_frame(object_id), object_id, len(content)):
+            self._repair(object_id, compress(content, level))
         return object_id
 
-    def get_frame(self, object_id: bytes) -> bytes:
+    @staticmethod
+    def _holds(frame: bytes, object_id: bytes, max_size: int) -> bool:
         try:
-            return self.object_path(object_id).read_bytes()
-        except FileNotFoundError:
-            raise StoreError(f"object {object_id.hex()} is missing from the store") from None
-        except OSError as e:
-            raise StoreError(f"cannot read object {object_id.hex()}: {_describe(e)}") from None
+            return hashlib.sha256(decompress(frame, max_size)).digest() == object_id
+        except StoreError:
+            return False
 
-    def get_content(self, object_id: bytes, max_size: int = 1 << 24) -> bytes:
+    def _repair(self, object_id: bytes, frame: bytes) -> None:
+        path = self.object_path(object_id)
+        self._write_atomic(path, frame, durable=False)
+        self._created.remove(path)  # a repair, not a new object: an undo must keep it
+
+    def get_frame(self, object_id: bytes) -> bytes:
+        what = f"object {object_id.hex()}"
+        try:
+            return _read_regular(self.object_path(object_id), MAX_FRAME_BYTES, what, "object")
+        except FileNotFoundError:
+            raise StoreError(f"{what} is missing from the store") from None
+
+    def get_content(self, object_id: bytes, max_size: int = MAX_OBJECT_BYTES) -> bytes:
         """The object's content, checked against its name."""
         content = decompress(self.get_frame(object_id), max_size, what=f"object {object_id.hex()}")
         if hashlib.sha256(content).digest() != object_id:
@@ -207,15 +354,28 @@ class Store:
         return content
 
     def object_ids(self) -> Iterator[bytes]:
-        for sub in sorted((self.root / "objects").iterdir()):
-            for f in sorted(sub.iterdir()):
-                with contextlib.suppress(ValueError):
-                    yield bytes.fromhex(f.name)
+        """Every object, in name order; strays (see :meth:`strays`) are not objects."""
+        for sub in self._scan("objects"):
+            if sub.is_dir(follow_symlinks=False) and _FANOUT.fullmatch(sub.name):
+                for f in _entries(Path(sub.path)):
+                    if self._is_object(sub.name, f):
+                        yield bytes.fromhex(f.name)
+
+    @staticmethod
+    def _is_object(fanout: str, f: os.DirEntry[str]) -> bool:
+        return (
+            f.is_file(follow_symlinks=False)
+            and _OBJECT.fullmatch(f.name) is not None
+            and f.name.startswith(fanout)
+        )
 
     def remove_object(self, object_id: bytes) -> int:
         path = self.object_path(object_id)
-        size = path.stat().st_size
-        path.unlink()
+        try:
+            size = path.lstat().st_size
+            path.unlink()
+        except OSError as e:
+            raise StoreError(f"cannot remove object {object_id.hex()}: {_describe(e)}") from None
         return size
 
     # -- manifests -------------------------------------------------------------------
@@ -226,44 +386,96 @@ class Store:
 
     def put_manifest(self, product: str, version: str, wire: bytes) -> None:
         path = self.manifest_path(product, version)
-        if path.exists():
+        if os.path.lexists(path):
             raise StoreError(f"release {product}@{version} is already staged")
         self._write_atomic(path, wire)
 
     def get_manifest(self, product: str, version: str) -> bytes:
+        path = self.manifest_path(product, version)
+        what = str(path.relative_to(self.root))
         try:
-            return self.manifest_path(product, version).read_bytes()
+            return _read_regular(path, MAX_MANIFEST_BYTES, what, "manifest")
         except FileNotFoundError:
             raise StoreError(f"no release {product}@{version} in the store") from None
 
     def releases(self, product: str | None = None) -> list[tuple[str, str]]:
         """(product, version) of every staged release, oldest version first."""
         out = []
-        base = self.root / "releases"
-        for pdir in sorted(base.iterdir()) if base.exists() else []:
+        for pdir in self._scan("releases"):
             if product is not None and pdir.name != product:
                 continue
-            for v in pdir.iterdir():
-                with contextlib.suppress(Exception):
-                    out.append((pdir.name, Version.parse(v.name)))
+            if pdir.is_dir(follow_symlinks=False) and _is_name(pdir.name):
+                for v in _entries(Path(pdir.path)):
+                    if v.is_file(follow_symlinks=False) and _is_version(v.name):
+                        out.append((pdir.name, Version.parse(v.name)))
         return [(p, str(v)) for p, v in sorted(out)]
 
     # -- keys ------------------------------------------------------------------------
 
     def put_key(self, key_id: bytes, pem: bytes) -> None:
         path = self.root / "keys" / f"{key_id.hex()}.pub"
-        if not path.exists():
+        if not os.path.lexists(path):
             self._write_atomic(path, pem)
 
     def key_files(self) -> list[Path]:
-        return sorted((self.root / "keys").glob("*.pub"))
+        return [
+            Path(e.path)
+            for e in self._scan("keys")
+            if e.is_file(follow_symlinks=False) and _KEY.fullmatch(e.name)
+        ]
+
+    # -- what is not ours ------------------------------------------------------------
+
+    def strays(self) -> list[str]:
+        """Paths (relative to the root) in the layout's directories that fwdist did not write."""
+        out: list[str] = []
+
+        def stray(entry: os.DirEntry[str]) -> None:
+            out.append(str(Path(entry.path).relative_to(self.root)))
+
+        for sub in self._scan("objects"):
+            if not (sub.is_dir(follow_symlinks=False) and _FANOUT.fullmatch(sub.name)):
+                stray(sub)
+                continue
+            for f in _entries(Path(sub.path)):
+                if not self._is_object(sub.name, f):
+                    stray(f)
+        for pdir in self._scan("releases"):
+            if not (pdir.is_dir(follow_symlinks=False) and _is_name(pdir.name)):
+                stray(pdir)
+                continue
+            for v in _entries(Path(pdir.path)):
+                if not (v.is_file(follow_symlinks=False) and _is_version(v.name)):
+                    stray(v)
+        for e in self._scan("keys"):
+            if not (e.is_file(follow_symlinks=False) and _KEY.fullmatch(e.name)):
+                stray(e)
+        for e in self._scan("tmp"):
+            if not self._is_leftover(e):
+                stray(e)
+        return sorted(out)
+
+    @staticmethod
+    def _is_leftover(e: os.DirEntry[str]) -> bool:
+        return e.is_file(follow_symlinks=False) and _TMP.fullmatch(e.name) is not None
 
     def clean_tmp(self) -> int:
+        """Remove what killed writes left in ``tmp/`` (files named as fwdist names them)."""
         n = 0
-        for f in (self.root / "tmp").iterdir():
-            f.unlink()
-            n += 1
+        for e in self._scan("tmp"):
+            if self._is_leftover(e):
+                try:
+                    os.unlink(e.path)
+                except OSError as err:
+                    raise StoreError(f"cannot remove tmp/{e.name}: {_describe(err)}") from None
+                n += 1
         return n
+
+    def _scan(self, sub: str) -> list[os.DirEntry[str]]:
+        try:
+            return _entries(self.root / sub)
+        except OSError as e:
+            raise StoreError(f"cannot read {sub}/ of store {self.root}: {_describe(e)}") from None
 
 
 def compress(content: bytes, level: int) -> bytes:

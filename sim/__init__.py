@@ -18,7 +18,7 @@ from sim.release import ReleaseInfo, load_release
 from sim.runner import SimResult, simulate
 from sim.scenario import Scenario
 from sim.scenario import load as load_scenario
-from sim.strategies import ALL, available
+from sim.strategies import ALL
 
 __all__ = [
     "ALL",
@@ -27,7 +27,6 @@ __all__ = [
     "ReleaseInfo",
     "Scenario",
     "SimResult",
-    "available",
     "load_release",
     "load_scenario",
     "simulate",

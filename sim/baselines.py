@@ -24,6 +24,7 @@ strategies can send only up to the first block the phone lacks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from sim.draws import Access, BoxDraw
 from sim.scenario import BaselineSpec
@@ -152,19 +153,21 @@ class ObjectModel:
         self.next_obj = 0
         self.n_obj = -(-image // self.obj)
 
-    def _size(self, i: int) -> int:
+    def object_size(self, i: int) -> int:
+        """Bytes of object ``i`` (the last one may be short)."""
         return min(self.obj, self.image - i * self.obj)
 
     def _cost(self, size: int) -> int:
         return size + -(-size // self.pp) * self.ph + self.oh
 
-    def _held(self, a: Access, i: int) -> bool:
+    def holds_object(self, a: Access, i: int) -> bool:
+        """Whether the access's phone holds every byte of object ``i``."""
         start = i * self.obj
-        return _held_until(a, start, start + self._size(i)) == start + self._size(i)
+        return _held_until(a, start, start + self.object_size(i)) == start + self.object_size(i)
 
     def access(self, a: Access) -> int:
         pr = self.progress
-        if pr.done or not a.holds or not self._held(a, self.next_obj):
+        if pr.done or not a.holds or not self.holds_object(a, self.next_obj):
             return 0
         budget = a.budget
         if budget < self.session_bytes:
@@ -172,8 +175,8 @@ class ObjectModel:
             return budget
         used = self.session_bytes
         pr.overhead += self.session_bytes
-        while self.next_obj < self.n_obj and self._held(a, self.next_obj):
-            size = self._size(self.next_obj)
+        while self.next_obj < self.n_obj and self.holds_object(a, self.next_obj):
+            size = self.object_size(self.next_obj)
             cost = self._cost(size)
             if used + cost > budget:
                 pr.air += budget
@@ -187,7 +190,7 @@ class ObjectModel:
         return used
 
     def open_session(self, a: Access) -> FrameSession | None:
-        if self.progress.done or not a.holds or not self._held(a, self.next_obj):
+        if self.progress.done or not a.holds or not self.holds_object(a, self.next_obj):
             return None
         return _ObjectSession(self, a)
 
@@ -208,9 +211,9 @@ class _ObjectSession:
         if self.hello:
             self.kind, self.size = "hello", m.session_bytes
             return self.size
-        if m.next_obj >= m.n_obj or (self.in_obj == 0 and not m._held(self.a, m.next_obj)):
+        if m.next_obj >= m.n_obj or (self.in_obj == 0 and not m.holds_object(self.a, m.next_obj)):
             return None
-        osize = m._size(m.next_obj)
+        osize = m.object_size(m.next_obj)
         if self.in_obj < osize:
             data = min(m.pp, osize - self.in_obj)
             self.kind, self.size = "data", data + m.ph
@@ -228,7 +231,7 @@ class _ObjectSession:
             self.in_obj += self.size - m.ph
             self.pending_air += self.size
         else:
-            osize = m._size(m.next_obj)
+            osize = m.object_size(m.next_obj)
             pr.air += self.pending_air + self.size
             pr.kept += osize
             pr.overhead += self.pending_air + self.size - osize
@@ -282,8 +285,10 @@ class OracleModel:
 class Restart:
     image_bytes: int
     spec: BaselineSpec
-    name: str = "restart"
-    description: str = "raw image in order; the transfer restarts from zero at each access"
+    name: ClassVar[str] = "restart"
+    description: ClassVar[str] = (
+        "raw image in order; the transfer restarts from zero at each access"
+    )
 
     def new_box(self, box: BoxDraw) -> UploadModel:
         return UploadModel(self.image_bytes, self.spec, resume=False)
@@ -293,8 +298,10 @@ class Restart:
 class OffsetResume:
     image_bytes: int
     spec: BaselineSpec
-    name: str = "offset-resume"
-    description: str = "raw image in order, resumed from the last offset (the field today)"
+    name: ClassVar[str] = "offset-resume"
+    description: ClassVar[str] = (
+        "raw image in order, resumed from the last offset (the field today)"
+    )
 
     def new_box(self, box: BoxDraw) -> UploadModel:
         return UploadModel(self.image_bytes, self.spec, resume=True)
@@ -304,8 +311,10 @@ class OffsetResume:
 class Object4k:
     image_bytes: int
     spec: BaselineSpec
-    name: str = "object-4k"
-    description: str = "4 KiB objects; a partial object is lost on disconnect (Nordic DFU)"
+    name: ClassVar[str] = "object-4k"
+    description: ClassVar[str] = (
+        "4 KiB objects; a partial object is lost on disconnect (Nordic DFU)"
+    )
 
     def new_box(self, box: BoxDraw) -> ObjectModel:
         return ObjectModel(self.image_bytes, self.spec)
@@ -314,8 +323,10 @@ class Object4k:
 @dataclass(frozen=True)
 class Oracle:
     delta_bytes: dict[str, int]  # running version -> smallest peer delta to the target
-    name: str = "oracle"
-    description: str = "smallest peer delta, zero overhead, no byte wasted (the bound)"
+    name: ClassVar[str] = "oracle"
+    description: ClassVar[str] = (
+        "smallest peer delta, zero protocol overhead, no byte wasted (the bound)"
+    )
 
     def new_box(self, box: BoxDraw) -> OracleModel:
         return OracleModel(self.delta_bytes[box.running])

@@ -77,7 +77,7 @@ class Dist:
             return f"uniform {self.a:g}–{self.b:g}{u}"
         if self.kind == "lognormal":
             return f"lognormal median {self.a:g}{u}, σ {self.b:g}, clipped {self.lo:g}–{self.hi:g}"
-        return f"choice {list(self.values)}{u}"
+        return f"choice of {', '.join(f'{v:g}' for v in self.values)}{u}"
 
 
 def parse_dist(raw: Any, what: str, positive: bool = True) -> Dist:

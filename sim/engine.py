@@ -6,7 +6,8 @@ blocked. A box's task sleeps until its next access and then runs that access
 for every strategy still updating the box, synchronously, within the access's
 byte budget. The budget is the exact number of bytes that fit before the agent
 walks away, so the coarse mode is exact to the byte at the cost of one wake-up
-per access, not one per frame (a trio wake-up costs tens of µs; see ANCHORS.md).
+per access, not one per frame (a trio wake-up costs tens of µs: the benchmark
+``sim/trio_wakeups_per_second`` measures it).
 
 ``fine=True`` runs the same accesses frame by frame instead: each strategy's
 session is a child task inside ``move_on_after(connected_s)`` that sleeps for
@@ -20,13 +21,14 @@ into shards of boxes that any process can simulate; the results depend only on
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import trio
 import trio.testing
 
 from sim.draws import Access, BoxDice, BoxDraw
+from sim.link import run_session
 from sim.scenario import Scenario
 from sim.strategy import BoxModel, Progress, Strategy
 
@@ -141,17 +143,13 @@ class BoxRun:
 
     async def serve_fine(self, a: Access) -> None:
         """The same access, every strategy frame by frame on the trio link, in parallel."""
-        from sim.link import run_session
-
         async with trio.open_nursery() as nursery:
             for name, tr in self.tracks.items():
                 if not self.before(tr, a):
                     continue
-                nursery.start_soon(self._fine_one, name, tr, a, run_session)
+                nursery.start_soon(self._fine_one, name, tr, a)
 
-    async def _fine_one(
-        self, name: str, tr: Track, a: Access, run_session: Callable[..., object]
-    ) -> None:
+    async def _fine_one(self, name: str, tr: Track, a: Access) -> None:
         ran = not tr.model.progress.done
         air = 0
         if ran:
@@ -160,7 +158,7 @@ class BoxRun:
                 air = tr.model.access(a)  # nothing to send, or no frame-level mode
             else:
                 before = tr.model.progress.air
-                await run_session(session, a)  # type: ignore[misc]
+                await run_session(session, a)
                 air = tr.model.progress.air - before
         self.after(name, tr, a, air, ran)
 

@@ -6,12 +6,16 @@ its own in-memory NOR :class:`~fwdist.flash.Flash`, each access is a fresh
 of its pieces), and the bytes between them are the protocol's frames. The only
 thing the simulator decides is how many bytes cross before the walk-away.
 
-The link (:class:`FwdistSession`) carries one chunk at a time, in either
-direction, out of the *same* byte budget: BLE air time is shared by both
-directions, so the box's acknowledgements cost the transfer as they would on a
-real link (the field models charge their responses the same way). A chunk that
-does not fit is cut at the budget: the box (or phone) gets the prefix, then the
-link drops: whole frames inside it count, the frame in flight is lost.
+The link is fwdist's own in-memory pump (:class:`fwdist.pump.Pump`): one chunk
+at a time, in either direction, out of the *same* byte budget
+(:attr:`~fwdist.pump.Charge.AIR`): BLE air time is shared by both directions,
+so the box's acknowledgements cost the transfer as they would on a real link
+(the field models charge their responses the same way); the box speaks when
+the phone has nothing to say (:attr:`~fwdist.pump.Turns.PHONE_FIRST`). A chunk
+that does not fit is cut at the budget: the box (or phone) gets the prefix,
+then the link drops: whole frames inside it count, the frame in flight is lost.
+:class:`FwdistSession` is that pump seen frame by frame (for the trio link of
+``--fine``) and the byte accounting around it.
 
 - ``fwdist-delta``: the release as staged, with its deltas; each box takes the
   delta made from the image it runs (the box and the app both choose it by the
@@ -41,15 +45,21 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist import keys
-from fwdist.app import App, PhoneCache
+from fwdist.app import App, FrameCache, PhoneCache
 from fwdist.errors import FwdistError
 from fwdist.flash import Flash
 from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
 from fwdist.manifest import Manifest, PayloadRef, key_id
-from fwdist.releases import load_manifest, load_table, release_image, trusted_keys
+from fwdist.pump import BoxEndpoint, Charge, Pump, Turns
+from fwdist.releases import (
+    load_manifest,
+    load_table,
+    phone_cache,
+    recorded_keys,
+    release_image,
+)
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
-from fwdist.transport import BoxEndpoint
 from sim.draws import Access, BoxDraw
 from sim.release import ReleaseInfo, cache_base
 from sim.strategy import Progress
@@ -57,8 +67,12 @@ from sim.strategy import Progress
 RAM_BUDGET = (
     4 * 1024 * 1024
 )  # decoder RAM the simulated boxes allow (the sample's bsdiff-zstd needs ~0.9 MB)
-PHONE, BOX = 0, 1
 SPARE_FLASHES = 64  # flashes of finished boxes kept for new ones (fresh memory costs page faults)
+FULL, DELTA = "fwdist-full", "fwdist-delta"
+DESCRIPTIONS = {
+    FULL: "fwdist: compressed full-image pieces, real lockbox + app + protocol",
+    DELTA: "fwdist: delta pieces for the box's running version, real lockbox + app",
+}
 
 
 def whole_frames(chunk: bytes, sent: int) -> int:
@@ -124,8 +138,7 @@ def full_only_store(release: ReleaseInfo) -> tuple[Path, dict[bytes, Ed25519Publ
 class FwdistStrategy:
     """One of the two fwdist strategies, ready to make boxes (one per worker process)."""
 
-    name: str
-    description: str
+    name: str  # FULL or DELTA
     config: BoxConfig
     trusted: dict[bytes, Ed25519PublicKey]
     cache: PhoneCache
@@ -136,17 +149,18 @@ class FwdistStrategy:
     target_sha256: bytes
     epoch: int
     spare: list[Flash] = field(default_factory=list)  # flashes of installed boxes, to reuse
+    frame_cache: FrameCache = field(default_factory=FrameCache)  # shared by this strategy's phones
 
     @classmethod
     def load(cls, release: ReleaseInfo, delta: bool, max_frame: int = 244) -> FwdistStrategy:
         src = Store.open(release.store)
         if delta:
-            store_dir, trusted = release.store, dict(trusted_keys(src, None))
+            store_dir, trusted = release.store, recorded_keys(src)
         else:
             store_dir, trusted = full_only_store(release)
         store = Store.open(store_dir)
         m = load_manifest(store, release.product, release.target)
-        cache = PhoneCache.from_store(store, release.product, release.target)
+        cache = phone_cache(store, release.product, release.target)
         olds = {
             v: release_image(src, load_manifest(src, release.product, v)) for v in release.sources
         }
@@ -176,12 +190,8 @@ class FwdistStrategy:
         for ref in (m.full, *m.deltas):
             table = load_table(store, ref)
             index_of[ref.table_sha256] = {e.id: i for i, e in enumerate(table.pieces)}
-        name = "fwdist-delta" if delta else "fwdist-full"
-        from sim.strategies import DESCRIPTIONS
-
         return cls(
-            name,
-            DESCRIPTIONS[name],
+            DELTA if delta else FULL,
             config,
             trusted,
             cache,
@@ -192,6 +202,10 @@ class FwdistStrategy:
             m.image_sha256,
             m.created,
         )
+
+    @property
+    def description(self) -> str:
+        return DESCRIPTIONS[self.name]
 
     def new_box(self, box: BoxDraw) -> FwdistBox:
         return FwdistBox(self, box)
@@ -205,18 +219,24 @@ class FwdistBox:
         self.draw = box
         self.ref = strategy.payloads[box.running]
         self.progress = Progress(payload=self.ref.size)
-        self.lockbox: Lockbox | None = None
+        self._lockbox: Lockbox | None = None
         self.sessions = 0
 
-    def _box(self) -> Lockbox:
-        if self.lockbox is None:
+    def lockbox(self) -> Lockbox:
+        """The box's Lockbox, booted; made at the first call from the factory flash of its version.
+
+        An installed box lets go of it (its flash goes to the next new box), so
+        a later call would start a fresh box.
+        """
+        if self._lockbox is None:
             spare = self.st.spare.pop() if self.st.spare else None
             flash = self.st.templates[self.draw.running].clone(into=spare)
-            self.lockbox = Lockbox(flash, self.st.config, self.st.trusted)
-            self.lockbox.boot(self.st.epoch)
-        return self.lockbox
+            self._lockbox = Lockbox(flash, self.st.config, self.st.trusted)
+            self._lockbox.boot(self.st.epoch)
+        return self._lockbox
 
-    def _cache(self, a: Access) -> PhoneCache:
+    def phone_cache(self, a: Access) -> PhoneCache:
+        """What the access's phone holds: the whole release, or the pieces its draw keeps."""
         if a.partial >= 1.0:
             return self.st.cache
         index = self.st.index_of[self.ref.table_sha256]
@@ -231,21 +251,13 @@ class FwdistBox:
         session = self.open_session(a)
         if session is None:
             return 0
-        budget = a.budget
-        used = 0
-        while (size := session.next_frame()) is not None:
-            if used + size > budget:
-                session.lost(budget - used)
-                used = budget
-                break
-            session.delivered()
-            used += size
+        session.pump.run(a.budget, Charge.AIR)
         session.finish()
-        return used
+        return session.pump.air
 
     def after_session(self, now: int) -> None:
         """The box's idle step: build when complete, install, and check the result."""
-        lb = self._box()
+        lb = self.lockbox()
         pr = self.progress
         status = lb.status()
         if status["target_version"] == self.st.manifest.version:
@@ -266,62 +278,45 @@ class FwdistBox:
                 pr.done = True
                 if len(self.st.spare) < SPARE_FLASHES:  # the next new box reuses its memory
                     self.st.spare.append(lb.flash)
-                self.lockbox = None  # installed and checked: done with its flash
+                self._lockbox = None  # installed and checked: done with its flash
                 break
 
 
 class FwdistSession:
-    """One access's conversation, one chunk at a time (for the coarse pump and the trio link)."""
+    """One access's conversation on the pump: frame by frame for the trio link, or coarse.
+
+    The frame-by-frame surface is :class:`sim.strategy.FrameSession`'s; the
+    coarse mode (:meth:`FwdistBox.access`) runs ``pump`` under the access's
+    budget and then calls :meth:`finish`, the same accounting.
+    """
 
     def __init__(self, box: FwdistBox, a: Access) -> None:
         self.box = box
         self.now = box.st.epoch + int(a.t)
-        lb = box._box()
-        self.ep = BoxEndpoint(lb, self.now)
-        self.app = App(box._cache(a), max_frame=box.st.config.max_frame)
-        self.chunk = b""
-        self.direction = PHONE
-        self.air = 0
-        self.cut = 0
-        self.over = False
+        endpoint = BoxEndpoint(box.lockbox(), self.now)
+        phone = App(box.phone_cache(a), max_frame=box.st.config.max_frame,
+                    frame_cache=box.st.frame_cache)
+        self.pump = Pump(endpoint, phone, Turns.PHONE_FIRST)
 
     def next_frame(self) -> int | None:
-        if self.over:
-            return None
-        out = self.app.data_to_send()
-        if out:
-            self.chunk, self.direction = out, PHONE
-            return len(out)
-        reply = self.ep.data_to_send()
-        if reply:
-            self.chunk, self.direction = reply, BOX
-            return len(reply)
-        return None
+        chunk = self.pump.next_chunk()
+        return None if chunk is None else len(chunk)
 
     def delivered(self) -> None:
-        self.air += len(self.chunk)
-        if self.direction == PHONE:
-            self.ep.receive_data(self.chunk)
-        else:
-            self.app.receive_data(self.chunk)
+        self.pump.deliver()
 
     def lost(self, sent: int) -> None:
         """Walk-away: the peer gets the first ``sent`` bytes of the chunk, then the link drops."""
-        self.air += sent
-        self.cut = sent - whole_frames(self.chunk, sent)
-        if sent:
-            if self.direction == PHONE:
-                self.ep.receive_data(self.chunk[:sent])
-            else:
-                self.app.receive_data(self.chunk[:sent])
-        self.over = True
+        self.pump.cut(sent)
 
     def finish(self) -> None:
-        self.ep.receive_data(b"")  # end_session: what was persisted stays
-        self.app.receive_data(b"")
+        pump = self.pump
+        pump.close()  # the box's end_session: what was persisted stays
+        left = len(pump.cut_prefix)
+        cut = left - whole_frames(pump.cut_prefix, left)  # the frame in flight, lost
         pr = self.box.progress
         before = pr.kept
-        pr.air += self.air
+        pr.air += pump.air
         self.box.after_session(self.now)
         # every byte on the air that is neither kept payload nor the cut frame is protocol
-        pr.overhead += self.air - self.cut - (pr.kept - before)
+        pr.overhead += pump.air - cut - (pr.kept - before)

@@ -30,6 +30,7 @@ from fwdist.releases import load_manifest, plan, release_image
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
+from sim.units import kib_text
 
 SAMPLE_RELEASES = 3  # 1.0.0, 1.1.0, 1.2.0
 _CACHE_FORMAT = 1
@@ -60,16 +61,18 @@ class ReleaseInfo:
         return {v: d.size for v, d in self.oracle.items()}
 
     def describe(self) -> list[str]:
+        """The release's sizes for people, in the report's unit (:mod:`sim.units`)."""
         lines = [
-            f"release {self.product}@{self.target}: image {self.image_bytes} bytes"
+            f"release {self.product}@{self.target}: image {kib_text(self.image_bytes)}"
             f"{' (built-in sample)' if self.sample else ''}, store {self.store}",
-            f"  fwdist full payload on the air (manifest + table + pieces): {self.fwdist_full_air}",
+            "  fwdist full payload on the air (manifest + table + pieces): "
+            f"{kib_text(self.fwdist_full_air)}",
         ]
         for v in self.sources:
             o = self.oracle[v]
             lines.append(
-                f"  from {v}: fwdist delta {self.fwdist_delta_air.get(v, 0)} bytes; "
-                f"oracle {o.size} bytes ({o.tool})"
+                f"  from {v}: fwdist delta {kib_text(self.fwdist_delta_air.get(v, 0))}; "
+                f"oracle {kib_text(o.size)} ({o.tool})"
             )
         return lines
 
@@ -157,7 +160,8 @@ def _staging_code_digest() -> str:
 
     h = hashlib.sha256()
     pkg = Path(fwdist.__file__).parent
-    for name in ("sample.py", "staging.py", "delta.py", "chunker.py", "manifest.py", "store.py"):
+    delta = sorted(f"delta/{p.name}" for p in (pkg / "delta").glob("*.py"))  # a package
+    for name in ("sample.py", "staging.py", *delta, "chunker.py", "manifest.py", "store.py"):
         try:
             h.update((pkg / name).read_bytes())
         except OSError:
@@ -231,7 +235,8 @@ def load_release(
         if progress:
             progress(f"oracle delta {v} -> {target}")
         oracle[v] = _cached_peer_delta(release_image(store, old_m), new)
-        delta_air[v] = plan(store, product, v, target).air_bytes
+        if Version.parse(v) < Version.parse(target):  # a box refuses anything else: no plan
+            delta_air[v] = plan(store, product, v, target).air_bytes
     full_air = plan(store, product, "0.0.0", target).air_bytes
     return ReleaseInfo(
         store_dir, product, target, len(new), sources, oracle, full_air, delta_air, sample

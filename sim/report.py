@@ -1,23 +1,22 @@
-"""What a simulation tells a release engineer: a table, a markdown report, JSON and plots."""
+"""What a simulation tells a release engineer: a table, a markdown report, JSON and plots.
+
+Sizes are KiB wherever a person reads them (:mod:`sim.units`); ``result.json``
+keeps exact bytes. Every share is of the updatable boxes, and the report says
+how many legacy boxes that leaves out. A mean over the boxes that finished is
+marked wherever some did not: beside "99.8% unfinished" it describes the few
+lucky boxes, not the fleet.
+"""
 
 from __future__ import annotations
 
 import json
+import textwrap
 from pathlib import Path
 
+from sim.plots import PLOTS, write_plots
 from sim.runner import SimResult
-from sim.stats import StrategyStats, hist_edges
-
-
-def _num(v: float | None, digits: int = 1) -> str:
-    if v is None:
-        return "never"
-    return f"{v:.{digits}f}" if digits else f"{v:.0f}"
-
-
-def _kb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e7 else f"{n / 1e3:.1f} KB"
-
+from sim.stats import StrategyStats
+from sim.units import kib, plural, share
 
 COLUMNS = (
     "strategy",
@@ -28,10 +27,23 @@ COLUMNS = (
     "days 50%",
     "90%",
     "99%",
-    "KB/box sent",
-    "KB/box wasted",
+    "KiB/box sent",
+    "wasted",
     "unfinished",
+    "awaiting battery",
 )
+PARTIAL_MEAN = "†"  # marks a mean over finished boxes when some boxes did not finish
+
+
+def _num(v: float | None, digits: int) -> str:
+    return "never" if v is None else f"{v:.{digits}f}"
+
+
+def _mean(s: StrategyStats) -> str:
+    if s.accesses_mean is None:
+        return "–"  # no box finished: there is nothing to average
+    mark = PARTIAL_MEAN if s.finished < s.boxes else ""
+    return f"{s.accesses_mean:.1f}{mark}"
 
 
 def table_rows(result: SimResult) -> list[tuple[str, ...]]:
@@ -44,16 +56,32 @@ def table_rows(result: SimResult) -> list[tuple[str, ...]]:
                 _num(s.accesses_p50, 0),
                 _num(s.accesses_p90, 0),
                 _num(s.accesses_p99, 0),
-                _num(s.accesses_mean, 1),
-                _num(s.days_to_50),
-                _num(s.days_to_90),
-                _num(s.days_to_99),
-                f"{s.air_bytes / per_box / 1e3:.1f}",
-                f"{s.wasted_bytes / per_box / 1e3:.1f}",
-                f"{s.unfinished_share:.1%}",
+                _mean(s),
+                _num(s.days_to_50, 1),
+                _num(s.days_to_90, 1),
+                _num(s.days_to_99, 1),
+                kib(s.air_bytes / per_box),
+                kib(s.wasted_bytes / per_box),
+                share(s.unfinished_share),
+                share(s.awaiting_battery_share),
             )
         )
     return rows
+
+
+def mean_warning(result: SimResult) -> str | None:
+    """The footnote for every mean marked :data:`PARTIAL_MEAN`, or None if none is."""
+    partial = [s for s in result.strategies.values() if 0 < s.finished < s.boxes]
+    if not partial:
+        return None
+    who = "; ".join(
+        f"{s.name} {s.finished} of {s.boxes} ({share(s.unfinished_share)} unfinished)"
+        for s in partial
+    )
+    return (
+        f"{PARTIAL_MEAN} mean over the boxes that finished only: {who}. The boxes that did "
+        "not finish are not in it: do not compare it with a strategy whose boxes all finished."
+    )
 
 
 def text_table(result: SimResult) -> str:
@@ -67,6 +95,9 @@ def text_table(result: SimResult) -> str:
         lines.append("  ".join(cells))
         if k == 0:
             lines.append("  ".join("-" * w for w in widths))
+    warning = mean_warning(result)
+    if warning:
+        lines += textwrap.wrap(warning, width=100)
     return "\n".join(lines)
 
 
@@ -74,13 +105,41 @@ def headline(result: SimResult) -> list[str]:
     s = result.scenario
     upd = result.boxes - result.legacy
     return [
-        f"scenario {s.name} ({s.source}): {s.run.boxes} boxes × {s.run.runs} run(s) pooled "
-        f"= {result.boxes} box histories over {s.run.days:g} days, seed {s.run.seed}",
-        f"legacy boxes without Bluetooth (never updated passively, excluded below): "
-        f"{result.legacy} ({result.legacy / max(1, result.boxes):.1%}); updatable: {upd}",
+        f"scenario {s.name} ({s.source}): {plural(s.run.boxes, 'box', 'boxes')} × "
+        f"{plural(s.run.runs, 'run', 'runs')} pooled = {result.boxes} box histories over "
+        f"{plural(s.run.days, 'day', 'days')}, seed {s.run.seed}",
+        f"legacy boxes without Bluetooth (never updated passively, left out of every share): "
+        f"{result.legacy} ({share(result.legacy / max(1, result.boxes))}); updatable: {upd}",
         *result.release.describe(),
         f"{result.box_accesses} box accesses simulated in {result.seconds:.1f} s on "
-        f"{result.workers} process(es)",
+        f"{plural(result.workers, 'process', 'processes')}",
+    ]
+
+
+def _legend(result: SimResult) -> list[str]:
+    s = result.scenario
+    upd = result.boxes - result.legacy
+    return [
+        f"Every share and percentile is of the {upd} updatable boxes; the {result.legacy} "
+        "legacy boxes are left out (they never update passively). Sizes are in KiB "
+        "(1 KiB = 1,024 bytes) here and in the plots; `result.json` has exact bytes.",
+        "",
+        "- **acc p50, p90, p99**: accesses (showings and owner sessions) of a box until its "
+        "payload is complete; nearest-rank over all updatable boxes; *never*: that share of "
+        "the boxes had not completed when the simulation ended.",
+        f"- **mean**: over the boxes that completed only; marked {PARTIAL_MEAN} where some did "
+        "not, – where none did.",
+        "- **days 50%, 90%, 99%**: days until that share of the updatable boxes runs the new "
+        f"version; *never*: not within the {plural(s.run.days, 'day', 'days')} simulated.",
+        "- **KiB/box sent, wasted**: bytes on the air per updatable box, both directions; "
+        "wasted = neither protocol overhead nor payload the box kept (lost frames, discarded "
+        "objects, restarts).",
+        "- **unfinished**: boxes whose payload was not complete when the simulation ended.",
+        "- **awaiting battery**: boxes holding the whole payload that had not installed it when "
+        f"the simulation ended: installation waits until the battery holds "
+        f"{share(s.battery.min_install)}, and new batteries take days to arrive. Unfinished "
+        "plus awaiting battery is the share not on the new version, which is what a days "
+        "column's *never* counts.",
     ]
 
 
@@ -88,22 +147,14 @@ def markdown(result: SimResult) -> str:
     s = result.scenario
     out = [f"# fwdist sim: {s.name}", "", s.description, ""]
     out += [f"- {line.strip()}" for line in headline(result)]
-    out += [
-        "",
-        "## Results",
-        "",
-        "Accesses: showings (and owner sessions) of a box until its update is complete. "
-        "Percentiles are nearest-rank over all updatable boxes; *never* means that share of "
-        "boxes had not finished when the simulation ended. Days: until that share of the "
-        "updatable fleet runs the new version (installation waits for battery). "
-        "Sent/wasted: bytes on the air per box, both directions; wasted = neither protocol "
-        "overhead nor payload the box kept (lost frames, discarded objects, restarts).",
-        "",
-    ]
+    out += ["", "## Results", "", *_legend(result), ""]
     out.append("| " + " | ".join(COLUMNS) + " |")
     out.append("|" + "---|" * len(COLUMNS))
     for row in table_rows(result):
         out.append("| " + " | ".join(row) + " |")
+    warning = mean_warning(result)
+    if warning:
+        out += ["", warning]
     out += ["", "| strategy | what it is |", "|---|---|"]
     out += [f"| {n} | {st.description} |" for n, st in result.strategies.items()]
     if result.notes:
@@ -117,16 +168,10 @@ def markdown(result: SimResult) -> str:
             s.notes,
             "```",
         ]
+    out += ["", "## Plots", ""]
+    for plot in PLOTS:
+        out += [f"![{plot.file}]({plot.file})", "", plot.caption, ""]
     out += [
-        "",
-        "## Plots",
-        "",
-        "![accesses](accesses.png)",
-        "",
-        "![fleet](fleet.png)",
-        "",
-        "![bytes per access](bytes_per_access.png)",
-        "",
         "## Assumptions",
         "",
         "Every value the simulation used (scenario file first, documented defaults otherwise).",
@@ -138,73 +183,8 @@ def markdown(result: SimResult) -> str:
     return "\n".join(out) + "\n"
 
 
-def plots(result: SimResult, out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    written = []
-    stats: list[StrategyStats] = list(result.strategies.values())
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for st in stats:
-        if st.access_counts:
-            xs = sorted(st.access_counts)
-            cum, total, ys = 0, max(1, st.boxes), []
-            for x in xs:
-                cum += st.access_counts[x]
-                ys.append(cum / total)
-            ax.step(xs, ys, where="post", label=st.name)
-    ax.set_xscale("log")
-    ax.set_xlabel("accesses until the update is complete")
-    ax.set_ylabel("share of updatable boxes")
-    ax.set_title(f"{result.scenario.name}: accesses per box")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    written.append(out / "accesses.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for st in stats:
-        ax.plot([d for d, _ in st.curve], [v for _, v in st.curve], label=st.name)
-    ax.set_xlabel("days after the release")
-    ax.set_ylabel("share of updatable boxes on the new version")
-    ax.set_ylim(0, 1.01)
-    ax.set_title(f"{result.scenario.name}: fleet completion")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    written.append(out / "fleet.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
-
-    edges = hist_edges()
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for st in stats:
-        total = max(1, sum(st.hist))
-        ax.step(
-            [e / 1024 for e in edges[:-1]],
-            [h / total for h in st.hist],
-            where="post",
-            label=f"{st.name} (mean {st.bytes_per_session / 1024:.1f} KiB/session)",
-        )
-    ax.set_xlabel("bytes on the air in one access, KiB (last bin: 64 KiB and more)")
-    ax.set_ylabel("share of accesses")
-    ax.set_title(f"{result.scenario.name}: bytes per access while updating")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    written.append(out / "bytes_per_access.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
-    return written
-
-
 def write_report(result: SimResult, out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(markdown(result))
     (out / "result.json").write_text(json.dumps(result.as_json(), indent=2, sort_keys=True) + "\n")
-    return [out / "report.md", out / "result.json", *plots(result, out)]
+    return [out / "report.md", out / "result.json", *write_plots(result, out)]

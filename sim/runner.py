@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sim.engine import ShardResult, StrategyTally, simulate_shard
+from sim.fwdist_strategy import FULL, full_only_store
 from sim.release import ReleaseInfo
 from sim.scenario import Scenario
 from sim.stats import StrategyStats, summarise
@@ -39,6 +40,7 @@ class SimResult:
 
     def as_json(self) -> dict[str, object]:
         return {
+            "schema": 1,  # the JSON layout version, fwdist.cli.output.JSON_SCHEMA: sim --json
             "scenario": self.scenario.name,
             "seed": self.scenario.run.seed,
             "runs": self.scenario.run.runs,
@@ -121,9 +123,7 @@ def simulate(
         if progress:
             progress(r.boxes)
 
-    if any(n == "fwdist-full" for n in names):
-        from sim.fwdist_strategy import full_only_store
-
+    if FULL in names:
         full_only_store(release)  # once, here, before any worker needs it
     if n_workers == 1:
         _init_worker(scenario, release, names, fine)

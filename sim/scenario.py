@@ -27,6 +27,14 @@ def _m(unit: str, doc: str) -> dict[str, str]:
     return {"unit": unit, "doc": doc}
 
 
+_SINGULAR = {"boxes": "box", "runs": "run", "days": "day"}
+
+
+def _unit_of(value: object, unit: str) -> str:
+    """The unit as a report writes it after ``value``: "1 run", "2 runs"."""
+    return _SINGULAR.get(unit, unit) if value == 1 else unit
+
+
 def _uniform(lo: float, hi: float) -> Dist:
     return Dist("uniform", a=lo, b=hi)
 
@@ -260,7 +268,12 @@ class Scenario:
             for f in dataclasses.fields(spec):
                 v = getattr(spec, f.name)
                 unit = f.metadata["unit"]
-                text = v.describe(unit) if isinstance(v, Dist) else f"{v} {unit}".strip()
+                if isinstance(v, Dist):
+                    text = v.describe(_unit_of(v.a, unit) if v.kind == "fixed" else unit)
+                elif isinstance(v, dict):  # release.running, written as in the TOML file
+                    text = ", ".join(f"{k} = {x:g}" for k, x in v.items())
+                else:
+                    text = f"{v} {_unit_of(v, unit)}".strip()
                 rows.append((f"{section}.{f.name}", text, f.metadata["doc"]))
         return rows
 

@@ -4,6 +4,12 @@ Percentiles are nearest-rank over every updatable box, with boxes that never
 finished counted as infinitely slow: a percentile that lands among them is
 ``None`` ("more than the horizon"), never the percentile of the lucky boxes
 that did finish. Means are over finished boxes only, and say so.
+
+A box is *installed* when it runs the new version by the end of the simulated
+horizon. An install scheduled later (new batteries arrive after the horizon)
+does not count: the simulation did not see it happen. A box whose payload is
+complete but that is not installed is *awaiting battery*; together with the
+unfinished boxes it explains every "never" in the days columns.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sim.draws import DAY
-from sim.engine import HIST_BIN, StrategyTally
+from sim.engine import StrategyTally
 
 
 def nearest_rank(values: Sequence[float], q: float) -> float | None:
@@ -46,13 +52,18 @@ class StrategyStats:
     bytes_per_session: float
     install_errors: int
     sessions: int
-    hist: list[int] = field(repr=False)
     curve: list[tuple[float, float]] = field(repr=False)
     access_counts: dict[int, int] = field(repr=False)
 
     @property
     def unfinished_share(self) -> float:
+        """Boxes whose payload was not complete when the simulation ended."""
         return 1.0 - self.finished / self.boxes if self.boxes else 0.0
+
+    @property
+    def awaiting_battery_share(self) -> float:
+        """Boxes holding the whole payload that did not install (battery too low) by the end."""
+        return (self.finished - self.installed) / self.boxes if self.boxes else 0.0
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -70,6 +81,7 @@ class StrategyStats:
             "bytes_per_session": round(self.bytes_per_session, 1),
             "unfinished_share": round(self.unfinished_share, 6),
             "uninstalled_share": round(1.0 - self.installed / self.boxes, 6) if self.boxes else 0.0,
+            "awaiting_battery_share": round(self.awaiting_battery_share, 6),
             "boxes": self.boxes,
             "install_errors": self.install_errors,
             "sessions": self.sessions,
@@ -80,7 +92,7 @@ class StrategyStats:
 def summarise(name: str, description: str, t: StrategyTally, days: float) -> StrategyStats:
     acc = [math.inf if a is None else float(a) for a in t.accesses]
     done = [a for a in t.accesses if a is not None]
-    inst = [math.inf if x is None else x / DAY for x in t.installed_at]
+    inst = [math.inf if x is None or x / DAY > days else x / DAY for x in t.installed_at]
     counts: dict[int, int] = {}
     for a in done:
         counts[a] = counts.get(a, 0) + 1
@@ -114,7 +126,6 @@ def summarise(name: str, description: str, t: StrategyTally, days: float) -> Str
         bytes_per_session=t.air / sessions if sessions else 0.0,
         install_errors=t.errors,
         sessions=t.sessions,
-        hist=list(t.hist),
         curve=curve,
         access_counts=dict(sorted(counts.items())),
     )
@@ -123,6 +134,3 @@ def summarise(name: str, description: str, t: StrategyTally, days: float) -> Str
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 3)
 
-
-def hist_edges() -> list[int]:
-    return [i * HIST_BIN for i in range(len(StrategyTally().hist) + 1)]

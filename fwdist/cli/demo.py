@@ -6,11 +6,18 @@ the old release must receive, and then lets an emulated lockbox on the old
 release take the update the way it travels in the field: agents' phones that
 walk away after ``--session-bytes`` bytes each, until the box has every piece,
 builds the new image, installs it and confirms it.
+
+Without ``--dir`` everything happens in a temporary directory that is deleted
+at the end (it holds a private key). With ``--dir`` the demo works only in a
+directory it may call its own: a new one, an empty one, or one an earlier demo
+made (it leaves a marker file); it then replaces only the entries it writes.
+A directory holding anything else is refused, because it is the user's.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import shutil
 import tempfile
@@ -18,17 +25,72 @@ from pathlib import Path
 from typing import Any
 
 from fwdist import keys
-from fwdist.app import App, PhoneCache
+from fwdist.app import App
+from fwdist.cli import ExitCode
+from fwdist.cli.args import int_at_least, int_in
 from fwdist.cli.output import emit_json
+from fwdist.errors import FwdistError
 from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
-from fwdist.manifest import key_id
-from fwdist.releases import plan, verify_store
+from fwdist.manifest import Manifest, key_id
+from fwdist.pump import pump_session
+from fwdist.releases import phone_cache, plan, verify_store
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
-from fwdist.transport import pump_session
 
 PRODUCT = "lockbox-demo"
+SAMPLE = SampleFirmware()  # versions only: the sizes come from --image-size
+MARKER = ".fwdist-demo"
+# Every entry the demo writes into its directory; nothing else is ever removed.
+ENTRIES = frozenset(
+    {MARKER, "release.key", "release.key.pub", "store"}
+    | {f"fw-{SAMPLE.version(r)}.bin" for r in (0, 1)}
+)
+MIN_IMAGE, MAX_IMAGE = 4096, 4 << 20
+# A session must carry the Hello and the whole signed manifest (about 340 bytes) to progress.
+MIN_SESSION_BYTES = 512
+
+
+def claim_workdir(path: Path) -> Path:
+    """Make ``path`` the demo's own, or fail in one line without touching anything in it."""
+    if path.exists() and not path.is_dir():
+        raise FwdistError(f"--dir {path} exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        found = {entry.name for entry in path.iterdir()}
+    except OSError as e:
+        raise FwdistError(f"--dir {path}: {e.strerror}") from None
+    if found and MARKER not in found:
+        raise FwdistError(
+            f"--dir {path} is not empty and was not made by fwdist demo; "
+            "give a new or empty directory"
+        )
+    if found - ENTRIES:
+        raise FwdistError(
+            f"--dir {path} holds files fwdist demo did not make "
+            f"({', '.join(sorted(found - ENTRIES)[:3])}); give a new or empty directory"
+        )
+    try:
+        for name in found:
+            entry = path / name
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+        (path / MARKER).write_text("made by fwdist demo, which may replace what it wrote here\n")
+    except OSError as e:
+        raise FwdistError(f"--dir {path}: {e.strerror}") from None
+    return path
+
+
+def box_config(release: Manifest, old_size: int) -> BoxConfig:
+    """A box with room for ``release``: slots hold either image, staging its largest payload."""
+    base = BoxConfig(product=PRODUCT, hardware=PRODUCT, ram_budget=4 << 20)
+    ss = base.sector_size
+    slot = -(-max(old_size, release.image_size) // ss) * ss
+    payloads = (release.full, *release.deltas)
+    staging = max(base.staging_sectors_for(ref.size, ref.pieces) for ref in payloads) * ss
+    return dataclasses.replace(base, slot_size=slot, staging_size=staging)
 
 
 def carry_update(
@@ -41,15 +103,12 @@ def carry_update(
 ) -> dict[str, Any]:
     """An in-memory lockbox on ``old`` takes the newest release, one short session at a time."""
     public = keys.load_public(pubkey)
-    slot = -(-max(len(old), 2 * session_bytes) // 4096) * 4096 * 2
-    cfg = BoxConfig(
-        product=PRODUCT, hardware=PRODUCT, slot_size=slot, staging_size=slot, ram_budget=4 << 20
-    )
+    cache = phone_cache(store, PRODUCT)
+    cfg = box_config(cache.manifest, len(old))
     flash = cfg.make_flash()
     Lockbox.provision(flash, cfg, old, old_version)
     box = Lockbox(flash, cfg, {key_id(public): public})
     box.boot(0)
-    cache = PhoneCache.from_store(store, PRODUCT)
     sessions = sent = overhead = 0
     events: list[str] = []
     now = 0
@@ -84,7 +143,7 @@ def run_demo(workdir: Path, image_size: int, session_bytes: int) -> dict[str, An
     store = Store.open(workdir / "store", create=True)
     staged = []
     for release in (0, 1):
-        image = workdir / f"firmware-{sample.version(release)}.bin"
+        image = workdir / f"fw-{sample.version(release)}.bin"
         image.write_bytes(sample.image(release))
         sources = (sample.version(release - 1),) if release else ()
         result = stage(
@@ -111,22 +170,19 @@ def run_demo(workdir: Path, image_size: int, session_bytes: int) -> dict[str, An
 
 def cmd_demo(args: argparse.Namespace) -> int:
     if args.dir:
-        workdir = Path(args.dir)
-        if workdir.exists():
-            shutil.rmtree(workdir)
-        workdir.mkdir(parents=True)
+        out = _run_in(claim_workdir(Path(args.dir)), args)
     else:
-        workdir = Path(tempfile.mkdtemp(prefix="fwdist-demo-"))
-    out = run_demo(workdir, args.image_size, args.session_bytes)
+        with tempfile.TemporaryDirectory(prefix="fwdist-demo-") as tmp:
+            out = _run_in(Path(tmp), args)
+        out.update(workdir=None, store=None, pubkey=None)  # deleted with the private key
     ok = out["verified"] and out["installed"]
     if args.json:
         emit_json(out)
-        return 0 if ok else 1
+        return ExitCode.OK if ok else ExitCode.ERROR
     p = out["plan"]
-    print(
-        f"staged {PRODUCT} {' and '.join(out['releases'])} into {out['store']} "
-        f"(verified: {out['verified']})"
-    )
+    where = out["store"] or "a temporary store (deleted at the end; --dir DIR keeps one)"
+    print(f"staged {PRODUCT} {' and '.join(out['releases'])} into {where} "
+          f"(verified: {out['verified']})")
     print(f"a box on {p['from']} must receive {p['air_bytes']} bytes to reach {p['to']}:")
     print(
         f"  manifest {p['manifest_bytes']} + piece table {p['table_bytes']} + "
@@ -149,7 +205,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  now running {box['running_version']}, sha256 {box['running_sha256'][:16]}... "
         f"({'the new image' if out['installed'] else 'NOT the new image'})"
     )
-    return 0 if ok else 1
+    return ExitCode.OK if ok else ExitCode.ERROR
+
+
+def _run_in(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        return run_demo(workdir, args.image_size, args.session_bytes)
+    except OSError as e:
+        raise FwdistError(f"cannot write in {workdir}: {e.strerror}") from None
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -157,12 +220,25 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "demo", help="run the release pipeline end to end on a generated sample firmware"
     )
     p.set_defaults(handler=cmd_demo)
-    p.add_argument("--dir", help="work directory (replaced); default: a new temporary directory")
-    p.add_argument("--image-size", type=int, default=256 * 1024)
+    p.add_argument(
+        "--dir",
+        metavar="DIR",
+        help="keep everything in DIR: new, empty, or an earlier demo's (default: a temporary "
+        "directory, deleted at the end)",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int_in(MIN_IMAGE, MAX_IMAGE),
+        default=256 * 1024,
+        metavar="BYTES",
+        help=f"size of the sample firmware, {MIN_IMAGE}..{MAX_IMAGE} (default 262144)",
+    )
     p.add_argument(
         "--session-bytes",
-        type=int,
+        type=int_at_least(MIN_SESSION_BYTES),
         default=2000,
-        help="bytes an agent's phone gets across before walking away (default 2000)",
+        metavar="BYTES",
+        help="bytes an agent's phone gets across before walking away "
+        f"(default 2000, at least {MIN_SESSION_BYTES}: the Hello and the manifest)",
     )
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
 from fwdist import keys
 from fwdist.chunker import ChunkerParams
-from fwdist.cli.output import emit_json, human_bytes, progress_bar
-from fwdist.errors import FwdistError, StagingError
+from fwdist.cli.output import emit_json, human_bytes, iso_time, progress_bar
+from fwdist.errors import FwdistError, StagingError, StoreError
 from fwdist.manifest import Manifest, PayloadRef, Version
 from fwdist.releases import gc, load_manifest, plan, verify_store
-from fwdist.staging import StageOptions, stage
+from fwdist.staging import StageOptions, check_image, check_options, stage
 from fwdist.store import Store
+
+
+def warn(message: str) -> None:
+    print(f"fwdist: warning: {message}", file=sys.stderr)
 
 
 def parse_release(text: str) -> tuple[str, str]:
@@ -48,7 +53,9 @@ def manifest_json(m: Manifest, manifest_bytes: int) -> dict[str, Any]:
         "min_battery": m.min_battery,
         "min_app": m.min_app,
         "created": m.created,
+        "created_utc": iso_time(m.created),
         "expires": m.expires,
+        "expires_utc": iso_time(m.expires),
         "manifest_bytes": manifest_bytes,
         "full": payload_json(m.full),
         "deltas": [payload_json(d) for d in m.deltas],
@@ -67,6 +74,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def cmd_stage(args: argparse.Namespace) -> int:
     image = Path(args.image)
     key = keys.load_private(Path(args.key))
+    also_trust = [keys.load_public(Path(p)) for p in args.trust or ()]
     try:
         chunker = ChunkerParams(args.min_piece, args.avg_piece, args.max_piece)
     except ValueError as e:
@@ -84,10 +92,15 @@ def cmd_stage(args: argparse.Namespace) -> int:
         level=args.level,
         chunker=chunker,
     )
-    store = Store.open(args.store, create=True)
-    size = image.stat().st_size if image.is_file() else None
+    check_options(opts)  # before a store is made: bad input writes nothing
+    size = check_image(image)
+    if not args.init_store and not Path(args.store).exists():
+        raise StoreError(f"no store at {args.store} (stage --init-store creates one)")
+    store = Store.open(args.store, create=args.init_store)
     with progress_bar(f"staging {image.name}", size, args.json) as advance:
-        result = stage(store, image, key, opts, progress=advance)
+        result = stage(store, image, key, opts, progress=advance, also_trust=also_trust)
+    for ignored in result.ignored:
+        warn(f"ignoring {ignored}; only releases the staging key or a --trust key signed count")
     m = result.manifest
     if args.json:
         out = manifest_json(m, result.manifest_bytes)
@@ -123,8 +136,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     print(f"  image     {m.image_size} bytes  sha256 {m.image_sha256.hex()}")
     print(
         f"  policy    {'required' if m.required else 'optional'}, min battery {m.min_battery}%, "
-        f"min app {m.min_app}, expires {m.expires or 'never'}"
+        f"min app {m.min_app}, expires {iso_time(m.expires) or 'never'}"
     )
+    print(f"  created   {iso_time(m.created)}")
     print(f"  manifest  {size} bytes")
     print(f"  full      {m.full.size} bytes in {m.full.pieces} pieces ({m.full.encoder})")
     for d in m.deltas:
@@ -138,7 +152,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     store = Store.open(args.store)
     only = parse_release(args.release) if args.release else None
-    report = verify_store(store, Path(args.pubkey) if args.pubkey else None, only)
+    report = verify_store(store, [Path(p) for p in args.pubkey], only)
     if args.json:
         emit_json(
             {
@@ -179,14 +193,26 @@ def cmd_gc(args: argparse.Namespace) -> int:
                 "removed_bytes": r.removed_bytes,
                 "removed_tmp": r.removed_tmp,
                 "kept_objects": r.kept_objects,
+                "strays": list(r.strays),
+                "skipped": list(r.skipped),
             }
         )
     else:
+        for stray in r.strays:
+            warn(f"{stray}: not part of an fwdist store; left alone")
+        for skipped in r.skipped:
+            print(f"fwdist: gc: cannot read {skipped}", file=sys.stderr)
+        if r.skipped:
+            print(
+                "fwdist: gc: removed no objects: an unreadable release may need any of them "
+                "(repair or remove it, then run gc again)",
+                file=sys.stderr,
+            )
         print(
             f"removed {r.removed_objects} objects ({r.removed_bytes} bytes) and "
             f"{r.removed_tmp} temporary files; kept {r.kept_objects}"
         )
-    return 0
+    return 1 if r.skipped else 0
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -205,11 +231,22 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--product", required=True)
     p.add_argument("--version", required=True, help="X.Y.Z, newer than every staged release")
     p.add_argument("--key", required=True, help="private key file from keygen")
+    p.add_argument(
+        "--init-store", action="store_true", help="create the store if there is none yet"
+    )
+    p.add_argument(
+        "--trust",
+        action="append",
+        metavar="PUBKEY",
+        help="also count staged releases signed by this public key (after a key rotation; "
+        "repeatable): only releases the staging key or these keys signed set the version, "
+        "the security counter's floor and the delta sources",
+    )
     p.add_argument("--hardware", help="hardware id the image runs on (default: the product)")
     p.add_argument(
         "--security-counter",
         type=int,
-        help="anti-rollback counter (default: the previous release's)",
+        help="anti-rollback counter, 0..2^32-1 (default: the previous release's)",
     )
     p.add_argument("--required", action="store_true", help="mark the update as required")
     p.add_argument("--min-battery", type=int, default=0, metavar="PCT")
@@ -218,7 +255,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--expires",
         type=float,
         metavar="DAYS",
-        help="manifest expires this many days after staging",
+        help="manifest expires this many days after staging (more than 0, at most 3650)",
     )
     p.add_argument(
         "--from",
@@ -227,7 +264,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         metavar="X.Y.Z",
         help="also make a delta for boxes on this staged version (repeatable)",
     )
-    p.add_argument("--level", type=int, default=19, help="zstd level for pieces (default 19)")
+    p.add_argument(
+        "--level", type=int, default=19, help="zstd level for pieces, 1..22 (default 19)"
+    )
     p.add_argument("--min-piece", type=int, default=ChunkerParams().min_size)
     p.add_argument("--avg-piece", type=int, default=ChunkerParams().avg_size)
     p.add_argument("--max-piece", type=int, default=ChunkerParams().max_size)
@@ -239,7 +278,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = command("verify", cmd_verify, "re-hash every object and check every release end to end")
     p.add_argument("--store", required=True)
     p.add_argument(
-        "--pubkey", help="trust only this public key (default: keys recorded in the store)"
+        "--pubkey",
+        required=True,
+        action="append",
+        help="the public key releases must be signed by (repeatable); keys recorded in the "
+        "store are never trusted, since anyone who can write the store can add one",
     )
     p.add_argument("release", nargs="?", metavar="NAME@X.Y.Z")
 
@@ -249,5 +292,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--from", dest="source", required=True, metavar="X.Y.Z")
     p.add_argument("--to", dest="target", required=True, metavar="X.Y.Z")
 
-    p = command("gc", cmd_gc, "remove objects no release references")
+    p = command(
+        "gc",
+        cmd_gc,
+        "remove objects no release references and leftovers of killed writes (never what "
+        "fwdist did not write); while a release cannot be read it removes no objects and exits 1",
+    )
     p.add_argument("--store", required=True)

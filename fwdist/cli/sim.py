@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
+import logging
 from pathlib import Path
 from typing import Any
 
-from fwdist.cli.output import emit_json
+from fwdist.cli.args import int_at_least, positive_float
+from fwdist.cli.output import check_output_dir, emit_json, show_progress
 from fwdist.errors import FwdistError
 from fwdist.manifest import Version
+
+log = logging.getLogger(__name__)
 
 
 def _parse_release(text: str) -> tuple[str, str]:
@@ -28,7 +31,7 @@ def _parse_release(text: str) -> tuple[str, str]:
 
 def _progress(quiet: bool) -> Any:
     """A rich progress bar over boxes on a terminal, nothing otherwise."""
-    if quiet or not sys.stderr.isatty():
+    if not show_progress(quiet):
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
@@ -41,6 +44,18 @@ def _progress(quiet: bool) -> Any:
     )
 
 
+def not_newer(product: str, target: str, running: dict[str, float]) -> str | None:
+    """A warning when part of the fleet already runs ``target`` or something newer."""
+    stale = sorted(v for v in running if Version.parse(v) >= Version.parse(target))
+    if not stale:
+        return None
+    share = sum(running[v] for v in stale) / sum(running.values())
+    return (
+        f"{product}@{target} is not newer than what {share:.0%} of the fleet runs "
+        f"({', '.join(stale)}): those boxes will not take it"
+    )
+
+
 def run_sim(args: argparse.Namespace) -> dict[str, Any]:
     # submodules, not the package's re-exports: see sim.scenario.SCENARIO_DIR
     from sim.release import load_release, sample_store_dir, stage_sample
@@ -48,15 +63,17 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
     from sim.runner import simulate
     from sim.scenario import load as load_scenario
     from sim.store_prep import running_versions
-    from sim.strategies import ALL, available
+    from sim.strategies import ALL
 
+    if args.report:  # before minutes of simulation, not after them
+        check_output_dir(Path(args.report), "--report")
     scenario = load_scenario(args.scenario or "rmls-passive")
     scenario = scenario.with_run(boxes=args.boxes, days=args.days, runs=args.runs, seed=args.seed)
     quiet = args.json
 
     def say(msg: str) -> None:
         if not quiet:
-            print(msg, file=sys.stderr)
+            log.info(msg)
 
     notes: list[str] = []
     if args.store:
@@ -81,6 +98,9 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
         store_dir = stage_sample(cache, product, size, seed) / "store"
         running = dict(scenario.release.running)
         sample = True
+    if warning := not_newer(product, target, running):
+        log.warning(warning)
+        notes.append(warning)
     scenario = dataclasses.replace(
         scenario,
         release=dataclasses.replace(
@@ -89,12 +109,10 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
     )
     release = load_release(store_dir, product, target, tuple(running), sample=sample)
 
-    wanted = tuple(args.strategies.split(",")) if args.strategies else ALL
-    for name in wanted:
+    names = tuple(args.strategies.split(",")) if args.strategies else ALL
+    for name in names:
         if name not in ALL:
             raise FwdistError(f"unknown strategy {name!r}; known: {', '.join(ALL)}")
-    names, left_out = available(wanted)
-    notes += left_out
 
     bar = _progress(quiet)
     total = scenario.run.boxes * scenario.run.runs
@@ -114,7 +132,10 @@ def run_sim(args: argparse.Namespace) -> dict[str, Any]:
     result.notes += notes
     out = result.as_json()
     if args.report:
-        written = write_report(result, Path(args.report))
+        try:
+            written = write_report(result, Path(args.report))
+        except OSError as e:
+            raise FwdistError(f"cannot write the report into {args.report}: {e.strerror}") from None
         say(f"report written: {', '.join(str(p) for p in written)}")
     if not quiet:
         print("\n".join(headline(result)))
@@ -142,15 +163,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.set_defaults(handler=cmd_sim)
     p.add_argument("scenario", nargs="?", help="scenario TOML file or built-in name")
-    p.add_argument("--runs", type=int, help="Monte Carlo runs (pooled)")
+    p.add_argument("--runs", type=int_at_least(1), metavar="N", help="Monte Carlo runs (pooled)")
     p.add_argument("--seed", type=int, help="seed of every random draw")
-    p.add_argument("--boxes", type=int, help="boxes per run")
-    p.add_argument("--days", type=float, help="virtual days to simulate")
+    p.add_argument("--boxes", type=int_at_least(1), metavar="N", help="boxes per run")
+    p.add_argument("--days", type=positive_float, metavar="DAYS", help="virtual days to simulate")
     p.add_argument("--release", metavar="NAME@X.Y.Z", help="release to roll out (with --store)")
     p.add_argument("--store", metavar="DIR", help="store holding the release and the running ones")
     p.add_argument("--report", metavar="DIR", help="write report.md, result.json and PNG plots")
     p.add_argument("--json", action="store_true", help="print the result as JSON (quiet otherwise)")
-    p.add_argument("--workers", type=int, help="worker processes (default: one per core)")
+    p.add_argument(
+        "--workers",
+        type=int_at_least(1),
+        metavar="N",
+        help="worker processes (default: one per core)",
+    )
     p.add_argument(
         "--fine",
         action="store_true",

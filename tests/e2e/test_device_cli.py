@@ -94,7 +94,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for r in (0, 1):
         (d / f"fw{r}.bin").write_bytes(SAMPLE.image(r))
     fwdist("stage", d / "fw0.bin", "--store", d / "store", "--product", "lockbox",
-           "--version", "1.0.0", "--key", d / "release.key")
+           "--version", "1.0.0", "--key", d / "release.key", "--init-store")
     fwdist("stage", d / "fw1.bin", "--store", d / "store", "--product", "lockbox",
            "--version", "1.1.0", "--key", d / "release.key", "--from", "1.0.0")
     return d

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fwdist import delta
-from fwdist.delta import PIECE, DeltaError, apply, encode, encode_with
+from fwdist.delta import PIECE, DeltaError, encode, encode_with
+from fwdist.delta._bsdiff_lzma import FORMAT as BSDIFF_LZMA
+from tests.delta_helpers import apply_into, bsdiff_layout, run
 
 ENCODER_NAMES = sorted(delta.ENCODERS)
 TAGS = sorted({encode_with(name, b"", b"")[0] for name in ENCODER_NAMES})
@@ -19,14 +19,6 @@ SETTINGS = settings(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
-
-
-def reader(data: bytes) -> Callable[[int, int], bytes]:
-    def read(offset: int, size: int) -> bytes:
-        assert offset >= 0 and offset + size <= len(data), (offset, size, len(data))
-        return data[offset : offset + size]
-
-    return read
 
 
 @st.composite
@@ -52,28 +44,12 @@ pairs = st.one_of(
 )
 
 
-def apply_into(
-    pieces: list[bytes], encoder: str, old: bytes, payload: bytes, new_size: int
-) -> None:
-    """Decode ``payload`` against ``old``, appending the output pieces to ``pieces``."""
-    apply(
-        encoder,
-        reader(old),
-        len(old),
-        reader(payload),
-        len(payload),
-        pieces.append,
-        new_size=new_size,
-    )
-
-
 @SETTINGS
 @given(pair=pairs, encoder=st.sampled_from(ENCODER_NAMES))
 def test_round_trip(pair: tuple[bytes, bytes], encoder: str) -> None:
     old, new = pair
     payload = encode_with(encoder, old, new)
-    pieces: list[bytes] = []
-    apply_into(pieces, encoder, old, payload, len(new))
+    pieces = run(encoder, old, payload, len(new))
     assert b"".join(pieces) == new
     assert all(0 < len(p) <= PIECE for p in pieces)
 
@@ -117,15 +93,6 @@ def test_any_bytes_parse_or_raise_delta_error(
     _contract(encoder, old, payload, new_size)
 
 
-def _uv(v: int) -> bytes:
-    out = bytearray()
-    while True:
-        out.append((v & 0x7F) | (0x80 if v >> 7 else 0))
-        v >>= 7
-        if not v:
-            return bytes(out)
-
-
 LEGAL_PROPS = [(pb * 5 + lp) * 9 + lc for lc in range(5) for lp in range(5) for pb in range(5)]
 LEGAL_PROPS = [p for p in LEGAL_PROPS if p % 9 + p // 9 % 5 <= 4]
 
@@ -162,14 +129,14 @@ def framed_lzma_payloads(draw: st.DrawFn) -> bytes:
         else:
             coders.append((0, 0))
         bodies.append(b"".join(chunks))
-    head = b"\x31" + _uv(draw(st.integers(0, 300))) + bytes(b for c in coders for b in c)
-    return head + b"".join(_uv(len(b)) for b in bodies[:-1]) + b"".join(bodies)
+    new_size = draw(st.integers(0, 300))
+    return bsdiff_layout(0x31, new_size, bytes(b for c in coders for b in c), bodies)
 
 
 @SETTINGS
 @given(payload=framed_lzma_payloads(), old=st.binary(max_size=64))
 def test_framed_lzma_payloads_parse_or_raise_delta_error(payload: bytes, old: bytes) -> None:
-    new_size = delta._bsdiff_lzma_header(payload[:64])[0]
+    new_size = BSDIFF_LZMA.header(payload[:64]).new_size
     _contract("bsdiff-lzma", old, payload, new_size)
     _contract("bsdiff-lzma", old, payload, new_size + 1)
 

@@ -6,11 +6,11 @@ import dataclasses
 import math
 
 from fwdist.app import App
-from fwdist.transport import pump_session
+from fwdist.pump import pump_session
 from sim.dists import Dist
 from sim.draws import Access, BoxDraw
 from sim.engine import simulate_shard
-from sim.fwdist_strategy import FwdistStrategy, whole_frames
+from sim.fwdist_strategy import FwdistSession, FwdistStrategy, whole_frames
 from sim.release import ReleaseInfo
 from sim.strategies import make_strategies
 
@@ -34,11 +34,30 @@ def test_one_long_access_installs_with_exact_bytes(small_release: ReleaseInfo) -
             pr = box.progress
             assert pr.done and pr.kept == pr.payload == st.payloads[version].size
             assert pr.wasted == 0 and pr.overhead == air - pr.kept
-            # the same conversation through the transport's own pump: same bytes both ways
+            # the same conversation through pump_session (the demo's turns): same bytes both ways
             other = st.new_box(_box(version))
-            report = pump_session(other._box(), App(st.cache), None, st.epoch)
+            report = pump_session(other.lockbox(), App(st.cache), None, st.epoch)
             assert report.sent_bytes + report.received_bytes == air
             assert report.complete
+
+
+def _frame_by_frame(session: FwdistSession, budget: int) -> tuple[int, int]:
+    """Drive one session through its frame surface here: (bytes on the air, bytes of cut frames).
+
+    What a cut frame lost is counted from the bytes themselves: the part of the
+    chunk that left, less the whole frames at its start.
+    """
+    used = 0
+    while (size := session.next_frame()) is not None:
+        if used + size > budget:
+            chunk, sent = session.pump.chunk, budget - used
+            session.lost(sent)
+            session.finish()
+            return budget, sent - whole_frames(chunk, sent)
+        session.delivered()
+        used += size
+    session.finish()
+    return used, 0
 
 
 def test_small_budgets_resume_across_sessions(small_release: ReleaseInfo) -> None:
@@ -47,17 +66,29 @@ def test_small_budgets_resume_across_sessions(small_release: ReleaseInfo) -> Non
     need = st.payloads[version].size
     for budget in (600, 1500, 4000):
         box = st.new_box(_box(version))
-        sessions = 0
+        twin = st.new_box(_box(version))  # the same sessions, driven frame by frame here
+        sessions = air = lost = cut_sessions = 0
         while not box.progress.done:
             before = box.progress.kept
             box.access(_access(budget))
             sessions += 1
             assert box.progress.kept >= before  # persisted progress never goes backwards
             assert sessions < 200
+            session = twin.open_session(_access(budget))
+            assert session is not None
+            on_air, cut = _frame_by_frame(session, budget)
+            air, lost, cut_sessions = air + on_air, lost + cut, cut_sessions + (cut > 0)
         assert sessions >= math.ceil(need / budget)
         pr = box.progress
-        assert pr.air == pr.overhead + pr.kept + pr.wasted
-        assert pr.air <= sessions * budget
+        assert twin.progress == pr  # the coarse pump and the frame surface agree to the byte
+        # the bytes wasted are exactly the cut frames' bytes that left, counted on the wire
+        assert (pr.air, pr.wasted) == (air, lost)
+        # every session but the last ran out of budget in the middle of a frame, and a cut
+        # frame (at most max_frame bytes with its header) lost at least one byte, not all
+        assert air == (sessions - 1) * budget + on_air
+        assert cut_sessions == sessions - 1
+        assert cut_sessions <= lost <= cut_sessions * (st.config.max_frame - 1)
+        assert pr.kept == pr.payload == need
 
 
 def test_a_phone_without_the_piece_sends_nothing_of_it(small_release: ReleaseInfo) -> None:

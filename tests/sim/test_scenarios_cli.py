@@ -87,7 +87,7 @@ def test_cli_json_on_a_small_fleet(
         assert isinstance(st["wasted_bytes"], int)
         assert 0.0 <= st["unfinished_share"] <= 1.0
     assert out["strategies"]["oracle"]["wasted_bytes"] == 0
-    for f in ("report.md", "result.json", "accesses.png", "fleet.png", "bytes_per_access.png"):
+    for f in ("report.md", "result.json", "accesses.png", "fleet.png", "air_per_box.png"):
         assert (tmp_path / "rep" / f).stat().st_size > 0
     assert json.loads((tmp_path / "rep" / "result.json").read_text()) == out
 

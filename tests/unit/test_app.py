@@ -8,6 +8,7 @@ lockbox (in memory and over trio streams) is at the end of the file.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fwdist import app as appmod
-from fwdist import protocol, transport
-from fwdist.app import App, PhoneCache, Send, SessionReport, send_order
+from fwdist import protocol, pump, trio_link
+from fwdist.app import App, FrameCache, PhoneCache, Send, SessionEnd, SessionReport, send_order
 from fwdist.chunker import ChunkerParams
+from fwdist.errors import ManifestError
 from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
 from fwdist.manifest import PieceEntry, PieceTable, key_id
 from fwdist.protocol import (
@@ -37,11 +39,11 @@ from fwdist.protocol import (
     Status,
     Target,
 )
-from fwdist.releases import load_manifest, release_image
+from fwdist.pump import BoxEndpoint, LinkEnd, pump_session
+from fwdist.releases import load_manifest, phone_cache, release_image
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
-from fwdist.transport import BoxEndpoint, pump_session
 
 CHUNKS = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384)
 SAMPLE = SampleFirmware(size=64 * 1024, seed=3)
@@ -67,7 +69,7 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Ed25519Pr
 
 @pytest.fixture(scope="module")
 def cache(released: tuple[Store, Ed25519PrivateKey]) -> PhoneCache:
-    return PhoneCache.from_store(released[0], "lockbox")
+    return phone_cache(released[0], "lockbox")
 
 
 V1_SHA = hashlib.sha256(SAMPLE.image(0)).digest()
@@ -87,7 +89,7 @@ def events(data: bytes) -> list[protocol.Event]:
 # -- the cache ---------------------------------------------------------------------
 
 
-def test_cache_from_store_holds_every_payload(
+def test_phone_cache_holds_every_payload(
     cache: PhoneCache, released: tuple[Store, object]
 ) -> None:
     store = released[0]
@@ -98,10 +100,10 @@ def test_cache_from_store_holds_every_payload(
     assert sum(map(len, cache.frames.values())) == m.full.size
     assert sum(map(len, cache.raw.values())) == m.deltas[0].size
     assert cache.manifest_wire == store.get_manifest("lockbox", "1.1.0")
-    older = PhoneCache.from_store(store, "lockbox", "1.0.0")
+    older = phone_cache(store, "lockbox", "1.0.0")
     assert older.manifest.version == "1.0.0" and not older.raw
     with pytest.raises(appmod.AppError, match="no release of other"):
-        PhoneCache.from_store(store, "other")
+        phone_cache(store, "other")
 
 
 def test_keep_pieces_shares_bytes(cache: PhoneCache) -> None:
@@ -140,23 +142,28 @@ def test_opens_with_hello(cache: PhoneCache) -> None:
 
 
 @pytest.mark.parametrize(
-    ("box", "reason", "installed", "complete"),
+    ("box", "end", "reason", "installed", "complete"),
     [
-        (status(running="1.1.0", sha=V2_SHA), appmod.UP_TO_DATE, True, True),
-        (status(running="1.2.0", sha=b"\x01" * 32), appmod.BOX_NEWER, False, False),
-        (status(Target(b"abcd", "1.3.0", 0, b"")), appmod.TARGET_NEWER, False, False),
-        (status(Target(b"abcd", "1.1.0", 0, b"")), appmod.TARGET_OTHER, False, False),
+        (status(running="1.1.0", sha=V2_SHA), SessionEnd.UP_TO_DATE,
+         "box already runs this release", True, True),
+        (status(running="1.2.0", sha=b"\x01" * 32), SessionEnd.BOX_NEWER,
+         "box runs a newer release", False, False),
+        (status(Target(b"abcd", "1.3.0", 0, b"")), SessionEnd.TARGET_NEWER,
+         "box is receiving a newer release", False, False),
+        (status(Target(b"abcd", "1.1.0", 0, b"")), SessionEnd.TARGET_OTHER,
+         "box is receiving another build of this version", False, False),
     ],
 )
 def test_nothing_to_do_ends_politely(
-    cache: PhoneCache, box: bytes, reason: str, installed: bool, complete: bool
+    cache: PhoneCache, box: bytes, end: SessionEnd, reason: str, installed: bool, complete: bool
 ) -> None:
     a = App(cache)
     hello = a.data_to_send()
     a.receive_data(box)
     assert a.session_over and a.data_to_send() == b""
     r = a.report()
-    assert (r.reason, r.installed, r.complete) == (reason, installed, complete)
+    assert (r.end, r.reason, r.installed, r.complete) == (end, reason, installed, complete)
+    assert r.as_json()["reason"] == reason
     assert r.sent_bytes == len(hello) and r.acked_bytes == 0 and r.payload_sent == 0
 
 
@@ -165,7 +172,7 @@ def test_other_product_is_left_alone(cache: PhoneCache) -> None:
     a.data_to_send()
     a.receive_data(protocol.encode(Status(1, "doorbell", "doorbell", "1.0.0", 0, V1_SHA, 100,
                                           0, 8, 244, None)))
-    assert a.session_over and a.report().reason == appmod.OTHER_PRODUCT
+    assert a.session_over and a.report().end is SessionEnd.OTHER_PRODUCT
 
 
 def offered(a: App) -> bytes:
@@ -191,7 +198,9 @@ def test_reject_ends_with_the_reason(cache: PhoneCache) -> None:
     a.receive_data(status())
     a.data_to_send()
     a.receive_data(protocol.encode(Reject(int(protocol.Reason.COUNTER_LOWER))))
-    assert a.session_over and a.report().reason == "box rejected the release: COUNTER_LOWER"
+    r = a.report()
+    assert a.session_over and r.reason == "box rejected the release: COUNTER_LOWER"
+    assert (r.end, r.detail) == (SessionEnd.REJECTED, "COUNTER_LOWER")
 
 
 def _split(data: bytes) -> list[bytes]:
@@ -298,7 +307,7 @@ def test_box_holding_everything_waits_for_install(cache: PhoneCache) -> None:
     a.receive_data(status(Target(cache.tag, "1.1.0", 42, b"\xff"), state=BoxState.BUILT)
                    + protocol.encode(Installed("1.0.0", True)))
     r = a.report()
-    assert a.session_over and r.complete and not r.installed and r.reason == appmod.WAITING_INSTALL
+    assert a.session_over and r.complete and not r.installed and r.end is SessionEnd.WAITING_INSTALL
 
 
 def test_installed_event_counts(cache: PhoneCache) -> None:
@@ -312,7 +321,7 @@ def test_phone_without_the_pieces_says_so(cache: PhoneCache) -> None:
     a = App(cache.keep_pieces(lambda pid: False))
     a.data_to_send()
     a.receive_data(status(Target(cache.tag, "1.1.0", 10_000, b""), state=BoxState.RECEIVING))
-    assert a.session_over and a.report().reason == appmod.NOTHING_HELD
+    assert a.session_over and a.report().end is SessionEnd.NOTHING_HELD
 
 
 @pytest.mark.parametrize(
@@ -344,18 +353,137 @@ def test_link_drop_and_a_cut_frame(cache: PhoneCache) -> None:
     offer = a.data_to_send()
     first = len(_split(offer)[0])
     a.receive_data(b"")
-    assert a.session_over and a.report().reason == appmod.LINK_DROPPED
+    assert a.session_over and a.report().end is SessionEnd.LINK_DROPPED
+    assert a.report().reason == "link dropped"
     # the link ended 3 bytes into the second Offer frame: only the first frame's content counts
     r = a.report(sent_bytes=len(hello) + first + 3)
     offer_room = len(events(_split(offer)[0])[0].data)  # type: ignore[attr-defined]
+    assert (len(hello), first, offer_room) == (11, 244, 230)
     assert r.payload_sent == offer_room
-    assert r.overhead_bytes == r.sent_bytes - offer_room + r.received_bytes
+    # overhead: the Hello (11), the first Offer's framing (244 - 230), the 3 cut bytes, and
+    # the box's 72-byte Status
+    assert (r.sent_bytes, r.received_bytes, r.overhead_bytes) == (258, 72, 11 + 14 + 3 + 72)
 
 
 def test_v1_image_round_trip(released: tuple[Store, object]) -> None:
     """The fixture's releases are what the hashes above assume."""
     store = released[0]
     assert release_image(store, load_manifest(store, "lockbox", "1.0.0")) == SAMPLE.image(0)
+
+
+# -- a frame cache is a memo: it changes no byte -------------------------------------------
+
+
+def whole_session(phone: PhoneCache, box: bytes, frame_cache: FrameCache | None,
+                  max_frame: int = 244) -> tuple[bytes, SessionReport]:
+    """Everything the phone sends to a box that says ``box`` (and accepts any offer)."""
+    a = App(phone, max_frame=max_frame, frame_cache=frame_cache)
+    out = a.data_to_send()
+    a.receive_data(box)
+    out += a.data_to_send()
+    if a.phase is appmod.Phase.OFFERING:
+        a.receive_data(protocol.encode(Accept(phone.tag)))
+    while chunk := a.data_to_send():
+        out += chunk
+    return out, a.report()
+
+
+def test_data_frames_fill_each_frame() -> None:
+    """The one Data-frame path: full frames, aligned cuts, the offset's width growing midway."""
+    data = bytes(range(256)) * 3
+    # unaligned: every frame but the last is the whole 128 bytes; the room shrinks by one as
+    # the offset grows from a fixint (< 128) to a uint8 (< 256) and a uint16
+    frames = list(appmod.data_frames(b"abcd", 3, data, 0, 1, 128))
+    assert [(len(f), n) for f, n in frames] == [(128, 110)] * 2 + [(128, 109)] + [(128, 108)] * 4 \
+        + [(27, 7)]
+    # 8-byte alignment: a resume at 13 restarts at 8, and every cut but the last is a multiple of 8
+    frames = list(appmod.data_frames(b"abcd", 3, data, 13, 8, 128))
+    assert [(len(f), n) for f, n in frames] == [(122, 104)] * 2 + [(123, 104)] + [(124, 104)] * 4 \
+        + [(52, 32)]
+    decoded = [e for f, _ in frames for e in events(f) if isinstance(e, Data)]
+    assert [d.offset for d in decoded] == [8, 112, 216, 320, 424, 528, 632, 736]
+    assert b"".join(d.data for d in decoded) == data[8:]
+
+
+def _forged(cache: PhoneCache) -> PhoneCache:
+    """A phone holding other bytes (zeros) under the same piece ids."""
+    return replace(cache, frames={k: bytes(len(v)) for k, v in cache.frames.items()},
+                   raw={k: bytes(len(v)) for k, v in cache.raw.items()})
+
+
+def _same_with_and_without(phone: PhoneCache, box: bytes, shared: FrameCache,
+                           phone_frame: int) -> SessionReport:
+    out, report = whole_session(phone, box, None, phone_frame)
+    assert whole_session(phone, box, shared, phone_frame) == (out, report)
+    # not vacuous: frames went out, unless the alignment leaves no room or the box has it all
+    assert report.payload_sent > 0 or report.end in (SessionEnd.BOX_BROKE, SessionEnd.NOTHING_HELD)
+    return report
+
+
+@pytest.mark.parametrize("max_frames", [40, 16_384])
+def test_a_frame_cache_changes_no_byte(cache: PhoneCache, max_frames: int) -> None:
+    """One cache shared by sessions of every alignment, frame size and payload, and by a phone
+    holding other bytes under the same ids: each sends exactly what it sends without one."""
+    shared = FrameCache(max_frames)
+    forged = _forged(cache)
+    ends = []
+    for align in (1, 2, 8, 16, 256):
+        for box_frame in (128, 244, 1000, 4096):
+            for phone_frame in (128, 244, 4096):
+                for sha in (V1_SHA, bytes(32)):  # the delta, the full image
+                    box = status(sha=sha, align=align, max_frame=box_frame)
+                    for phone in (cache, forged, cache):
+                        ends.append(_same_with_and_without(phone, box, shared, phone_frame).end)
+    # 256-byte alignment leaves no room in the 10 sessions of 128 or 244 bytes (each 3 phones x
+    # 2 payloads); every other session streams
+    assert (len(ends), ends.count(SessionEnd.BOX_BROKE)) == (360, 10 * 3 * 2)
+
+
+_resumes = st.tuples(st.integers(0, 3000), st.binary(max_size=2),
+                     st.lists(st.tuples(st.integers(0, 40), st.integers(0, 20_000)), max_size=4))
+
+
+@settings(max_examples=60, deadline=None)
+@given(resumes=st.lists(st.tuples(_resumes, st.sampled_from([1, 8, 16]), st.booleans(),
+                                  st.booleans()), min_size=1, max_size=6))
+def test_a_frame_cache_changes_no_byte_on_resume(
+    released: tuple[Store, object], resumes: list[tuple[tuple[int, bytes, list[tuple[int, int]]],
+                                                        int, bool, bool]],
+) -> None:
+    """Resumed at any offsets the box reports, with and without the cache: the same bytes."""
+    cache = phone_cache(released[0], "lockbox")  # loaded here: a fixture's repr fills a screen
+    phones = {True: cache, False: _forged(cache)}
+    shared = FrameCache()
+    for (table_at, bitmap, partials), align, on_v1, real in resumes:
+        target = Target(cache.tag, "1.1.0", table_at, bitmap, tuple(partials))
+        box = status(target, sha=V1_SHA if on_v1 else bytes(32), align=align,
+                     state=BoxState.RECEIVING)
+        _same_with_and_without(phones[real], box, shared, 244)
+
+
+def test_a_frame_cache_decodes_each_table_once_and_never_vouches_for_other_bytes(
+    cache: PhoneCache,
+) -> None:
+    shared = FrameCache()
+    ref = cache.manifest.deltas[0]
+    data = cache.tables[ref.table_sha256]
+    first = shared.table(data, ref.table_sha256)
+    assert shared.table(bytes(data), ref.table_sha256) is first and len(first.pieces) == 4
+    with pytest.raises(ManifestError, match="does not match the hash"):
+        shared.table(data[:-1] + b"\x00", ref.table_sha256)
+
+
+def test_a_frame_cache_keeps_no_more_than_its_bound(cache: PhoneCache) -> None:
+    sizes = []
+    for bound in (16_384, 40, 5):
+        shared = FrameCache(max_frames=bound)
+        out, _ = whole_session(cache, status(sha=bytes(32)), shared)
+        assert len(_split(out)) == 71  # Hello, 2 Offers, 68 Data frames of the full payload
+        sizes.append(len(shared))
+    # objects in send order hold 2 (the table), 1, 4, 5, 5, 6, 6, 8, 15 and 16 frames: a bound
+    # of 40 starts over at the 15-frame piece and keeps 15 + 16; a bound of 5 keeps nothing
+    # once the 6-frame pieces come (each start-over empties it, and they do not fit)
+    assert sizes == [68, 31, 0]
 
 
 # -- with a real lockbox ------------------------------------------------------------------
@@ -403,12 +531,14 @@ def test_small_budget_sessions_until_installed(
     assert [r.complete for r in reports] == [False] * 4 + [True, True]
     assert [r.reason for r in reports[:4]] == ["max-bytes"] * 4
     assert all(r.sent_bytes == 600 for r in reports[:4])
-    assert reports[-1].installed and reports[-1].reason == appmod.UP_TO_DATE
+    assert reports[-1].installed and reports[-1].end is SessionEnd.UP_TO_DATE
     assert box.running_image() == SAMPLE.image(1)
     # overhead: everything on the air that was not manifest, table or piece content
     assert sum(r.payload_sent for r in reports) >= air
-    assert [r.overhead_bytes for r in reports] == [
-        r.sent_bytes - r.payload_sent + r.received_bytes for r in reports]
+    assert [(r.sent_bytes, r.payload_sent, r.received_bytes) for r in reports] == [
+        (600, 476, 86), (600, 462, 90), (600, 512, 90), (600, 512, 90), (580, 512, 119),
+        (11, 0, 87)]
+    assert [r.overhead_bytes for r in reports] == [210, 228, 178, 178, 187, 98]
 
 
 def test_unbounded_session_delivers_everything_at_once(
@@ -423,7 +553,8 @@ def test_unbounded_session_delivers_everything_at_once(
     assert idle(box) == [IdleStep.BUILT, IdleStep.INSTALLED]
     r2 = pump_session(box, App(cache), None, NOW)
     assert r2.installed and r2.sent_bytes == 11  # a Hello, and the box says it runs it
-    assert r.overhead_bytes == r.sent_bytes - r.payload_sent + r.received_bytes
+    assert (r.sent_bytes, r.payload_sent, r.received_bytes) == (2760, 2474, 175)
+    assert r.overhead_bytes == 461  # 286 bytes of framing out, 175 of the box's answers back
 
 
 def test_a_box_on_an_unknown_image_takes_the_full_pieces(
@@ -457,7 +588,7 @@ def test_partial_phones_finish_together(
     assert not a.complete and a.reason is None  # it gave what it had and left
     assert idle(box) == []
     b = pump_session(box, App(first), None, NOW)
-    assert b.reason == appmod.NOTHING_HELD and b.payload_sent == 0
+    assert b.end is SessionEnd.NOTHING_HELD and b.payload_sent == 0
     c = pump_session(box, App(second), None, NOW)
     assert c.complete and idle(box) == [IdleStep.BUILT, IdleStep.INSTALLED]
     assert box.running_image() == SAMPLE.image(1)
@@ -468,8 +599,8 @@ def test_a_newer_release_overtakes_an_older_target(
 ) -> None:
     key = released[1]
     store = stage_releases(tmp_path, key, releases=3)  # 1.2.0 has a delta from 1.1.0 only
-    v2 = PhoneCache.from_store(store, "lockbox", "1.1.0")
-    v3 = PhoneCache.from_store(store, "lockbox", "1.2.0")
+    v2 = phone_cache(store, "lockbox", "1.1.0")
+    v3 = phone_cache(store, "lockbox", "1.2.0")
     box = new_box(key)
     r = pump_session(box, App(v2), 1000, NOW)
     assert box.status()["target_version"] == "1.1.0" and not r.complete
@@ -480,30 +611,31 @@ def test_a_newer_release_overtakes_an_older_target(
     assert idle(box) == [IdleStep.BUILT, IdleStep.INSTALLED]
     assert box.running_image() == SAMPLE.image(2)
     late = pump_session(box, App(v2), None, NOW)  # the old phone has nothing to do
-    assert late.reason == appmod.BOX_NEWER and late.sent_bytes == 11
+    assert late.end is SessionEnd.BOX_NEWER and late.sent_bytes == 11
 
 
 async def test_the_same_sessions_over_trio_memory_streams(
     cache: PhoneCache, released: tuple[Store, Ed25519PrivateKey]
 ) -> None:
-    """transport.converse on both ends reaches the same box state as the in-memory pump."""
+    """trio_link.converse on both ends reaches the same box state as the in-memory pump."""
     box = new_box(released[1])
     reports = []
     for _ in range(10):
         phone_end, box_end = trio.testing.memory_stream_pair()
         phone = App(cache)
         endpoint = BoxEndpoint(box, NOW)
-        stats: dict[str, transport.LinkStats] = {}
+        stats: dict[str, trio_link.LinkStats] = {}
 
-        async def run(name: str, stream: trio.abc.Stream, ep: transport.Endpoint,
-                      budget: int | None, stats: dict[str, transport.LinkStats] = stats) -> None:
-            stats[name] = await transport.converse(stream, ep, max_send_bytes=budget)
+        async def run(name: str, stream: trio.abc.Stream, ep: pump.Endpoint,
+                      budget: int | None, stats: dict[str, trio_link.LinkStats] = stats) -> None:
+            stats[name] = await trio_link.converse(stream, ep, max_send_bytes=budget)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(run, "phone", phone_end, phone, 600)
             nursery.start_soon(run, "box", box_end, endpoint, None)
         ps = stats["phone"]
-        reports.append(phone.report(ps.sent_bytes, ps.reason if ps.reason == "max-bytes" else None))
+        walked = ps.reason.value if ps.reason is LinkEnd.MAX_BYTES else None
+        reports.append(phone.report(ps.sent_bytes, walked))
         idle(box)
         if reports[-1].installed:
             break

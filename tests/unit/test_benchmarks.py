@@ -18,9 +18,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from benchmarks import bench_lockbox, cli, inputs, tools
-from benchmarks.limits import Limits, check, updated
+from benchmarks.limits import Change, Limits, Move, check, updated, worse_trailer
 from benchmarks.record import Machine, Record, failed, skipped, without_peer
 from benchmarks.report import document, markdown
 
@@ -190,14 +192,68 @@ def test_timings_are_never_checked() -> None:
     limits = Limits({}, ("pairs/*/air_bytes",))
     slow = Record("pairs/demo-1-2/stage_seconds", 99.0, "s", peer="bsdiff", peer_value=0.1)
     assert check([slow], limits).failures == []
-    assert updated([slow], limits).max == {}
+    assert updated([slow], limits).limits.max == {}
 
 
 def test_update_stores_checked_figures_and_keeps_the_rest() -> None:
     limits = Limits({"pairs/other/air_bytes": 5, AIR: 1000}, ("pairs/*/air_bytes",))
-    new = updated([air(800, "bsdiff", 900), Record("chunking/pieces", 3, "pieces")], limits)
-    assert new.max == {"pairs/other/air_bytes": 5, AIR: 800}
-    assert new.at_most_best_peer == limits.at_most_best_peer
+    update = updated([air(800, "bsdiff", 900), Record("chunking/pieces", 3, "pieces")], limits)
+    assert update.limits.max == {"pairs/other/air_bytes": 5, AIR: 800}
+    assert update.limits.at_most_best_peer == limits.at_most_best_peer
+    assert update.changes == (Change(AIR, 1000, 800, Move.BETTER, stored=True),)
+
+
+def test_update_records_a_first_limit_and_leaves_an_equal_one_alone() -> None:
+    limits = Limits({AIR: 1000}, ())
+    first = Record("sim/x/accesses_p50", 17, "accesses", checked=True)
+    update = updated([air(1000, "bsdiff", 900), first], limits)
+    assert update.limits.max == {AIR: 1000, "sim/x/accesses_p50": 17}
+    assert update.changes == (Change("sim/x/accesses_p50", None, 17, Move.NEW, stored=True),)
+
+
+def test_update_refuses_to_raise_a_limit() -> None:
+    limits = Limits({AIR: 1000, "sim/x/accesses_p50": 20}, ())
+    worse = [air(1001, "bsdiff", 900), Record("sim/x/accesses_p50", 19, "accesses", checked=True)]
+    update = updated(worse, limits)
+    assert update.limits.max == {AIR: 1000, "sim/x/accesses_p50": 19}
+    assert update.moved(Move.WORSE, stored=False) == [
+        Change(AIR, 1000, 1001, Move.WORSE, stored=False)
+    ]
+    assert update.moved(Move.WORSE, stored=True) == []
+    # the refused figure still fails the check against the limit that was kept
+    assert check(worse, update.limits).failures == [
+        f"{AIR}: 1,001 is above the stored limit 1,000 (regression)"
+    ]
+
+
+def test_update_raises_a_limit_only_when_allowed_and_names_it_for_the_commit() -> None:
+    limits = Limits({AIR: 1000, "sim/x/accesses_p50": 20}, ())
+    worse = [air(1001, "bsdiff", 900), Record("sim/x/accesses_p50", 21.5, "accesses", checked=True)]
+    update = updated(worse, limits, allow_worse=True)
+    assert update.limits.max == {AIR: 1001, "sim/x/accesses_p50": 21.5}
+    raised = update.moved(Move.WORSE, stored=True)
+    assert [c.name for c in raised] == [AIR, "sim/x/accesses_p50"]
+    assert worse_trailer(raised) == (
+        f"Benchmark-limits-raised: {AIR}: 1,000 -> 1,001; sim/x/accesses_p50: 20 -> 21.5"
+    )
+
+
+@settings(max_examples=200, derandomize=True)
+@given(
+    stored=st.dictionaries(st.sampled_from("abcd"), st.integers(0, 50), max_size=4),
+    run=st.dictionaries(st.sampled_from("abcde"), st.integers(0, 50), max_size=5),
+)
+def test_without_the_flag_no_stored_limit_ever_rises(
+    stored: dict[str, int], run: dict[str, int]
+) -> None:
+    records = [Record(name, value, "bytes", checked=True) for name, value in run.items()]
+    after = updated(records, Limits(stored, ())).limits.max
+    assert set(after) == set(stored) | set(run)
+    for name, value in after.items():
+        if name in stored:
+            assert value == min(stored[name], run.get(name, stored[name]))
+        else:
+            assert value == run[name]
 
 
 def test_limits_round_trip_and_validation(tmp_path: Path) -> None:
@@ -488,37 +544,93 @@ def test_cli_reports_unavailable_sections_as_skipped(
     assert out_md.read_text() + "\n" == printed
 
 
-def test_cli_takes_the_simulator_records_and_fails_on_their_limits(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+P50 = "sim/rmls-passive/accesses_p50"
+
+
+def _fake_sim(monkeypatch: pytest.MonkeyPatch, value: int) -> None:
+    """``--quick --only sim`` then measures one checked figure, accesses_p50 = ``value``
+    (0 without ``--quick``, so a test sees that the flag reached the section)."""
     fake = types.ModuleType("benchmarks.fake_sim")
     fake.__spec__ = importlib.machinery.ModuleSpec("benchmarks.fake_sim", None)
 
     def run(quick: bool) -> list[dict[str, object]]:
-        return [
-            {
-                "name": "sim/rmls-passive/accesses_p50",
-                "value": 21 if quick else 0,
-                "unit": "accesses",
-                "checked": True,
-            }
-        ]
+        return [{"name": P50, "value": value if quick else 0, "unit": "accesses", "checked": True}]
 
     fake.run = run  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "benchmarks.fake_sim", fake)
     monkeypatch.setattr(cli, "SIM_MODULE", "benchmarks.fake_sim")
+
+
+def _run_with_stored_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, measured: int, *flags: str
+) -> tuple[int, Path]:
+    """``--quick --only sim`` measuring ``measured`` against a stored limit of 20."""
+    _fake_sim(monkeypatch, measured)
     limits = tmp_path / "limits.json"
-    Limits({"sim/rmls-passive/accesses_p50": 20}, ()).save(limits)
-    code, printed = _run_cli(["--quick", "--only", "sim", "--limits", str(limits)], capsys)
+    Limits({P50: 20}, ()).save(limits)
+    return cli.main(["--quick", "--only", "sim", "--limits", str(limits), *flags]), limits
+
+
+def test_cli_takes_the_simulator_records_and_fails_on_their_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, _ = _run_with_stored_limit(tmp_path, monkeypatch, 21)
     assert code == 1
-    assert (
-        "- **FAIL** sim/rmls-passive/accesses_p50: 21 is above the stored limit 20 (regression)"
-    ) in printed
-    code, printed = _run_cli(
-        ["--quick", "--only", "sim", "--limits", str(limits), "--update-limits"], capsys
+    assert f"- **FAIL** {P50}: 21 is above the stored limit 20 (regression)" in (
+        capsys.readouterr().out
     )
+
+
+def test_cli_update_limits_refuses_to_raise_a_limit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, limits = _run_with_stored_limit(tmp_path, monkeypatch, 21, "--update-limits")
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert Limits.load(limits).max == {P50: 20}
+    assert f"- **FAIL** {P50}: 21 is above the stored limit 20 (regression)" in out
+    assert (
+        f"benchmarks: refused to raise a limit, {P50}: 20 -> 21; "
+        "pass --allow-worse-limits to make it worse on purpose\n"
+    ) in err
+    assert "Benchmark-limits-raised" not in err
+
+
+def test_cli_allow_worse_limits_raises_it_and_prints_the_commit_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    flags = ("--update-limits", "--allow-worse-limits")
+    code, limits = _run_with_stored_limit(tmp_path, monkeypatch, 21, *flags)
     assert code == 0
-    assert Limits.load(limits).max == {"sim/rmls-passive/accesses_p50": 21}
+    assert Limits.load(limits).max == {P50: 21}
+    assert capsys.readouterr().err.endswith(
+        "benchmarks: limits raised on purpose; put this line in the commit message:\n"
+        f"Benchmark-limits-raised: {P50}: 20 -> 21\n"
+    )
+
+
+def test_cli_update_limits_lowers_a_limit_without_asking(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, limits = _run_with_stored_limit(tmp_path, monkeypatch, 19, "--update-limits")
+    err = capsys.readouterr().err
+    assert code == 0
+    assert Limits.load(limits).max == {P50: 19}
+    assert "refused" not in err and "Benchmark-limits-raised" not in err
+
+
+def test_cli_allow_worse_limits_alone_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    limits = tmp_path / "limits.json"
+    Limits({P50: 20}, ()).save(limits)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--only", "sim", "--limits", str(limits), "--allow-worse-limits"])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "error: --allow-worse-limits only makes sense with --update-limits\n"
+    )
+    assert Limits.load(limits).max == {P50: 20}
 
 
 def test_cli_turns_a_crashing_section_into_a_failed_record(
@@ -539,22 +651,26 @@ def test_cli_turns_a_crashing_section_into_a_failed_record(
 def test_session_driver_walks_away_at_the_budget_and_resumes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fwdist.app import App, PhoneCache
+    from fwdist.app import App
     from fwdist.lockbox import IdleStep
+    from fwdist.releases import phone_cache
     from fwdist.testing import box_config, make_releases, new_box
 
     releases = make_releases(tmp_path, count=2, size=32 * 1024, deltas=False)  # ~7 KB to send
     box = new_box(releases, box_config(releases))
-    cache = PhoneCache.from_store(releases.store, "lockbox", releases.releases[1].version)
+    cache = phone_cache(releases.store, "lockbox", releases.releases[1].version)
     monkeypatch.setattr(bench_lockbox, "SESSION_BUDGET", 1000)
     first = bench_lockbox.session(box, App(cache), 1)
     assert first.sent_bytes == 1000 and not first.complete  # cut exactly at the budget
-    assert first.overhead_bytes == first.sent_bytes + first.received_bytes - first.payload_sent
+    # measured once (seeded releases): 682 B of manifest and table content went out, the
+    # box answered with 114 B, so 1000 - 682 + 114 = 432 B of the session were overhead
+    assert (first.payload_sent, first.received_bytes, first.overhead_bytes) == (682, 114, 432)
     reports = [first]
     while not reports[-1].complete:
         assert len(reports) < 40
         reports.append(bench_lockbox.session(box, App(cache), len(reports) + 1))
-    assert len(reports) >= 3 and all(r.sent_bytes <= 1000 for r in reports)
+    assert [r.sent_bytes for r in reports] == [1000] * 10 + [648]
+    assert sum(r.overhead_bytes for r in reports) == 3393  # of 10,648 + 1,212 B on the air
     assert box.idle(100) is IdleStep.BUILT and box.idle(101) is IdleStep.INSTALLED
     assert box.running_image() == releases.releases[1].image
 

@@ -65,6 +65,21 @@ def test_data_capacity_is_exact() -> None:
     assert p.data_capacity(244, TAG, 3, 100) == 226
 
 
+def test_offer_capacity_is_exact() -> None:
+    rooms = []
+    total = 1 << 20
+    for max_frame in (128, 244, 512, 4096):
+        for offset in (0, 200, 70_000):
+            n = p.offer_capacity(max_frame, total, offset)
+            assert len(p.encode(p.Offer(total, offset, b"m" * n), max_frame)) == max_frame
+            with pytest.raises(p.LocalProtocolError, match="over the"):
+                p.encode(p.Offer(total, offset, b"m" * (n + 1)), max_frame)
+            rooms.append(n)
+    # 16 bytes of frame around the data at offset 0 (2 length, 4 CRC, 10 of body), one more for
+    # a uint8 offset, four more for a uint32 one; one more again for a bin16 header past 255
+    assert rooms == [112, 111, 108, 228, 227, 224, 495, 494, 491, 4079, 4078, 4075]
+
+
 def _frame(body: bytes) -> bytes:
     return struct.pack(">H", len(body) + 4) + body + struct.pack(">I", zlib.crc32(body))
 

@@ -50,7 +50,7 @@ def test_stage_two_releases_and_plan(
     full = plan(store, "lockbox", "0.9.0", "1.1.0")
     assert full.encoder == "zstd-pieces" and full.payload_bytes == m.full.size
     assert p.air_bytes * 2 < full.air_bytes < len(new)
-    assert verify_store(store).ok
+    assert verify_store(store, tmp_path / "release.key.pub").ok
 
 
 def test_second_release_reuses_unchanged_pieces(
@@ -93,7 +93,15 @@ def _image(tmp_path: Path, data: bytes, name: str = "img.bin") -> Path:
     [
         (StageOptions("lockbox", "1.0.0"), "not newer"),
         (StageOptions("lockbox", "0.9.0"), "not newer"),
-        (StageOptions("lockbox", "2.0.0", security_counter=-1), "lower than"),
+        (StageOptions("lockbox", "2.0.0", security_counter=-1), "must be 0..4294967295"),
+        (StageOptions("lockbox", "2.0.0", security_counter=1 << 32), "must be 0..4294967295"),
+        (StageOptions("lockbox", "2.0.0", expires_days=0), "--expires must be from 0.042"),
+        (StageOptions("lockbox", "2.0.0", expires_days=1e-9), "--expires must be from 0.042"),
+        (StageOptions("lockbox", "2.0.0", expires_days=3651), "to 3650 days"),
+        (StageOptions("lockbox", "2.0.0", expires_days=float("inf")), "to 3650 days"),
+        (StageOptions("lockbox", "2.0.0", expires_days=float("nan")), "got nan"),
+        (StageOptions("lockbox", "2.0.0", level=23), "--level must be 1..22"),
+        (StageOptions("lockbox", "2.0.0", delta_piece_size=2 << 20), "delta piece size"),
         (StageOptions("lockbox", "2.0.0", sources=("0.5.0",)), "no release lockbox@0.5.0"),
         (StageOptions("lockbox", "2.0.0", hardware="other-board"), "hardware"),
         (StageOptions("lockbox", "2.0.0", min_battery=120), "min-battery"),
@@ -107,6 +115,23 @@ def test_user_errors_leave_the_store_as_it_was(
     with pytest.raises((StagingError, StoreError), match=message):
         stage(store, _image(tmp_path, b"v2" * 5000, "new.bin"), private_key, opts)
     assert sorted(p for p in store.root.rglob("*") if p.name != "lock") == before
+
+
+def test_the_security_counter_never_goes_down(
+    store: Store, private_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    opts = StageOptions("lockbox", "1.0.0", security_counter=5)
+    stage(store, _image(tmp_path, b"v1" * 5000), private_key, opts)
+    with pytest.raises(StagingError, match="security counter 4 is lower than 5"):
+        stage(
+            store,
+            _image(tmp_path, b"v2" * 5000, "new.bin"),
+            private_key,
+            StageOptions("lockbox", "1.1.0", security_counter=4),
+        )
+    image = _image(tmp_path, b"v3" * 5000, "v3.bin")
+    result = stage(store, image, private_key, StageOptions("lockbox", "1.2.0"))
+    assert result.manifest.security_counter == 5
 
 
 def test_empty_and_missing_images_are_refused(
@@ -153,13 +178,13 @@ def test_verify_names_a_damaged_piece_and_gc_keeps_live_objects(
     orphan = store.put_content(b"orphan")
     report = gc(store)
     assert report.removed_objects == 1 and not store.has(orphan)
-    assert verify_store(store).ok
+    assert verify_store(store, tmp_path / "release.key.pub").ok
     victim = load_table(store, load_manifest(store, "lockbox", "1.1.0").full).pieces[2].id
     path = store.object_path(victim)
     frame = bytearray(path.read_bytes())
     frame[-1] ^= 0xFF
     path.write_bytes(bytes(frame))
-    report_bad = verify_store(store)
+    report_bad = verify_store(store, tmp_path / "release.key.pub")
     assert not report_bad.ok
     assert any(victim.hex() in p for p in report_bad.problems)
 

@@ -1,17 +1,13 @@
-"""Moving a session's bytes: over trio streams (TCP, memory) and over an in-memory pump.
+"""Moving a session's bytes over trio streams: TCP between processes, memory streams in tests.
 
-Both sides of the conversation are sans-I/O objects with one small surface
-(:class:`Endpoint`, the h11/wsproto shape): ``receive_data(bytes)`` takes what
-the peer sent (``b""`` = the link dropped), ``data_to_send()`` hands out what
-should go on the air now, ``session_over`` says there is nothing more to say.
-This module owns only the moving of bytes, never a decision about them, so the
-same box and phone code runs
+The endpoints are the sans-I/O ones of :mod:`fwdist.pump` (the lockbox behind
+:class:`~fwdist.pump.BoxEndpoint`, or :class:`fwdist.app.App`); this module owns
+only the moving of bytes over a stream, never a decision about them, so the
+same box and phone code runs here as in the in-memory pump:
 
 - in real processes over TCP (:func:`converse`, :func:`serve_box`,
-  :func:`connect`),
-- in tests over ``trio.testing.memory_stream_pair`` (:func:`converse` again),
-- in the simulator, many thousand times, without trio at all
-  (:func:`run_session_sync`, a plain loop).
+  :func:`connect`, :func:`push`),
+- in tests over ``trio.testing.memory_stream_pair`` (:func:`converse` again).
 
 An agent walking away is cancellation: ``--max-seconds`` is a
 ``move_on_after`` around the conversation, ``--max-bytes`` cuts the outgoing
@@ -26,9 +22,11 @@ import errno
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 import trio
+
+from fwdist.pump import Endpoint, LinkEnd
 
 if TYPE_CHECKING:
     from fwdist.app import App, SessionReport
@@ -42,27 +40,6 @@ MIN_SLICE = 16
 CLOSE_GRACE_SECONDS = 2.0
 
 
-class Endpoint(Protocol):
-    """One side of a session, sans-I/O (the lockbox session, or :class:`fwdist.app.App`)."""
-
-    def receive_data(self, data: bytes) -> None:
-        """Bytes from the peer; ``b""`` means the link is gone (EOF, walk-away, reset)."""
-
-    def data_to_send(self) -> bytes:
-        """Bytes to put on the air now; ``b""`` when there is nothing to send yet."""
-
-    @property
-    def session_over(self) -> bool:
-        """True once this side has nothing more to say in this session."""
-
-
-# -- reasons a session ended, as reported by the transport -----------------------
-REASON_MAX_BYTES = "max-bytes"
-REASON_MAX_SECONDS = "max-seconds"
-REASON_PEER_CLOSED = "peer closed the link"
-REASON_STALLED = "stalled: neither side has anything to send"
-
-
 @dataclass
 class LinkStats:
     """What crossed one side's link in one session.
@@ -74,137 +51,7 @@ class LinkStats:
 
     sent_bytes: int = 0
     received_bytes: int = 0
-    reason: str | None = None
-
-
-# ================================================================================
-# Synchronous pump (the simulator's link)
-# ================================================================================
-
-
-@dataclass(frozen=True)
-class PumpResult:
-    """Bytes moved by :func:`run_session_sync`, each direction, and why it stopped."""
-
-    phone_sent: int
-    box_sent: int
-    cut_bytes: int
-    reason: str | None
-
-
-def run_session_sync(
-    box: Endpoint,
-    phone: Endpoint,
-    budget_bytes: int | None = None,
-    max_rounds: int = 1_000_000,
-) -> PumpResult:
-    """Move bytes between two endpoints until both are done or the phone's budget is spent.
-
-    ``budget_bytes`` bounds what the phone sends (the agent walks away after
-    that many bytes): the frame that crosses the budget is delivered only up
-    to the budget and then the link drops, so the box sees a cut frame and
-    EOF, exactly as over TCP. ``cut_bytes`` counts what the phone had queued
-    that never left (the rest of the cut frame and any frames after it).
-    Both endpoints always get ``receive_data(b"")`` at the end.
-    The box must already have been opened by the caller (its opening frame
-    queued); nothing here knows about time.
-    """
-    sent = back = cut = 0
-    reason: str | None = None
-    for _ in range(max_rounds):
-        moved = False
-        out = phone.data_to_send()
-        if out:
-            if budget_bytes is not None and sent + len(out) > budget_bytes:
-                room = max(0, budget_bytes - sent)
-                if room:
-                    box.receive_data(out[:room])
-                sent += room
-                cut = len(out) - room
-                reason = REASON_MAX_BYTES
-                break
-            box.receive_data(out)
-            sent += len(out)
-            moved = True
-        reply = box.data_to_send()
-        if reply:
-            phone.receive_data(reply)
-            back += len(reply)
-            moved = True
-        if not moved:
-            if not (phone.session_over or box.session_over):
-                reason = REASON_STALLED
-            break
-    else:
-        reason = REASON_STALLED
-    box.receive_data(b"")
-    phone.receive_data(b"")
-    return PumpResult(sent, back, cut, reason)
-
-
-class SessionBox(Protocol):
-    """What a lockbox offers a link (:class:`fwdist.lockbox.Lockbox` has exactly this)."""
-
-    session: Any
-
-    def open_session(self, now: int = 0) -> bytes: ...
-
-    def receive_data(self, data: bytes, now: int = 0) -> bytes: ...
-
-    def end_session(self, now: int = 0) -> None: ...
-
-
-class BoxEndpoint:
-    """Adapts a lockbox (bytes in, bytes out per call) to the :class:`Endpoint` surface.
-
-    Constructing it opens the session (``open_session``); ``receive_data(b"")``
-    ends it (``end_session``): the box forgets the frame it was in the middle
-    of, keeps what it persisted, and is ready for its idle step.
-    """
-
-    def __init__(self, box: SessionBox, now: int = 0) -> None:
-        self.box = box
-        self.now = now
-        self._out = bytearray(box.open_session(now))
-        self.ended = False
-
-    def receive_data(self, data: bytes) -> None:
-        if self.ended:
-            return
-        if not data:
-            self.ended = True
-            self.box.end_session(self.now)
-            return
-        self._out += self.box.receive_data(data, self.now)
-
-    def data_to_send(self) -> bytes:
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    @property
-    def session_over(self) -> bool:
-        return self.ended or getattr(self.box.session, "name", None) == "DONE"
-
-
-def pump_session(
-    box: SessionBox, phone: App, budget_bytes: int | None = None, now: int = 0
-) -> SessionReport:
-    """One whole session between a lockbox and a phone, in memory, no trio: the simulator's unit.
-
-    The box's session is opened and ended here; its idle step (build, install)
-    is the caller's, as in a real box. The report counts what really crossed:
-    ``sent_bytes`` stops at the budget, and the frame the budget cut counts as
-    sent and as overhead, never as payload.
-    """
-    result = run_session_sync(BoxEndpoint(box, now), phone, budget_bytes)
-    link = result.reason if result.reason in (REASON_MAX_BYTES, REASON_STALLED) else None
-    return phone.report(sent_bytes=result.phone_sent, link_reason=link)
-
-
-# ================================================================================
-# trio streams
-# ================================================================================
+    reason: LinkEnd | None = None
 
 
 class RateLimiter:
@@ -294,7 +141,7 @@ async def converse(
             stats.received_bytes += len(data)
             if not data:
                 if not endpoint.session_over:
-                    stats.reason = stats.reason or REASON_PEER_CLOSED
+                    stats.reason = stats.reason or LinkEnd.PEER_CLOSED
                 peer_gone = eof_fed = True
                 endpoint.receive_data(b"")
                 wakeup.set()
@@ -309,11 +156,11 @@ async def converse(
                 try:
                     within = await send(out)
                 except _LINK_ERRORS:
-                    stats.reason = stats.reason or REASON_PEER_CLOSED
+                    stats.reason = stats.reason or LinkEnd.PEER_CLOSED
                     cancel.cancel()
                     return
                 if not within:
-                    stats.reason = REASON_MAX_BYTES
+                    stats.reason = LinkEnd.MAX_BYTES
                     cancel.cancel()
                     return
                 continue
@@ -339,8 +186,8 @@ async def converse(
                 nursery.start_soon(receiver, nursery.cancel_scope)
                 nursery.start_soon(sender, nursery.cancel_scope)
         if timer.cancelled_caught:
-            stats.reason = REASON_MAX_SECONDS
-        if stats.reason in (REASON_MAX_BYTES, REASON_MAX_SECONDS) and not peer_gone:
+            stats.reason = LinkEnd.MAX_SECONDS
+        if stats.reason is not None and stats.reason.walk_away and not peer_gone:
             eof_fed = True
             endpoint.receive_data(b"")  # the agent is gone: nothing after this reaches the phone
             await _walk_away(stream)
@@ -424,3 +271,25 @@ async def serve_box(
         await handle(stream)
         served += 1
     return served
+
+
+async def push(
+    phone: App,
+    host: str,
+    port: int,
+    *,
+    max_bytes: int | None = None,
+    max_seconds: float | None = None,
+    rate: float | None = None,
+    on_sent: Callable[[int], None] | None = None,
+) -> SessionReport:
+    """One phone session with the box at ``host:port``, walking away at the budgets given.
+
+    The report counts what really left; when a budget ended the link (the
+    agent walked away) that is the report's reason, else the phone's own.
+    """
+    stream = await connect(host, port)
+    stats = await converse(stream, phone, max_send_bytes=max_bytes, max_seconds=max_seconds,
+                           rate=rate, on_sent=on_sent)
+    walked = stats.reason.value if stats.reason and stats.reason.walk_away else None
+    return phone.report(sent_bytes=stats.sent_bytes, link_reason=walked)

@@ -1,0 +1,166 @@
+"""Byte-level deltas between firmware images: encode, choose the smallest, apply.
+
+Between releases of compiled code nearly every byte window changes (shifted
+addresses touch everything), so content-defined chunking reuses almost nothing
+and the bytes over the air are decided here.  Three encoders are offered and
+:func:`encode` keeps whichever produces fewer bytes for the pair at hand:
+
+``zstd-dict`` (:mod:`._zstd_dict`)
+    The whole new image as one zstd frame with the old image as a raw-content
+    dictionary; its decoder addresses old + new in place (XIP flash).
+``bsdiff-zstd`` (:mod:`._bsdiff_zstd`)
+    bsdiff's transform as five column streams, each a stripped zstd frame
+    with a small, capped window; a streaming decoder in bounded RAM.
+``bsdiff-lzma`` (:mod:`._bsdiff_lzma`)
+    The same columns, each stored as raw LZMA2 or zstd, whichever is
+    smaller; the smallest payloads and the least decoder RAM.
+
+Everything here is sans-I/O: images come in as bytes (encode) or as
+``ReadAt`` callables (apply), and the new image leaves through ``sink`` in
+pieces of at most :data:`PIECE` bytes.  Payloads are untrusted until the
+image hash checks, so :func:`apply` validates every field and raises
+:class:`DeltaError` -- and only that -- on anything malformed.
+
+The first byte of every payload is the format/version tag, so formats can
+evolve.  Stored streams drop what the decoder can rebuild: zstd frames have
+no magic, frame header or checksum (:mod:`._zstd`), raw LZMA2 streams no end
+marker (:mod:`._lzma`).  What the bsdiff back ends share -- the transform,
+header layout, control replay and its checks -- is :mod:`._bsdiff`; the
+error, varints and stream readers every format uses are :mod:`._core`.
+
+Adding an encoder is a module that defines an :class:`Encoder` row (with a
+tag no other row uses) and one entry in :data:`ENCODERS`; a bsdiff variant
+is a :class:`~._bsdiff.ColumnFormat` plus its encode and RAM functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from fwdist.delta import _bsdiff_lzma, _bsdiff_zstd, _zstd_dict
+from fwdist.delta._bsdiff import MAX_WINDOW_LOG
+from fwdist.delta._bsdiff_lzma import LZMA_DICT_LOG, MAX_LZMA_DICT_LOG
+from fwdist.delta._core import PIECE, DeltaError, Encoder, ReadAt, Sink
+from fwdist.delta._zstd import LEVEL
+
+__all__ = [
+    "ENCODERS",
+    "LEVEL",
+    "LZMA_DICT_LOG",
+    "MAX_LZMA_DICT_LOG",
+    "MAX_WINDOW_LOG",
+    "PIECE",
+    "Delta",
+    "DeltaError",
+    "Encoder",
+    "ReadAt",
+    "Sink",
+    "apply",
+    "decode_ram",
+    "encode",
+    "encode_with",
+]
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A payload plus the name of the encoder (a key of :data:`ENCODERS`) that made it."""
+
+    encoder: str
+    data: bytes
+
+
+ENCODERS: Mapping[str, Encoder] = MappingProxyType(
+    {row.name: row for row in (_zstd_dict.ENCODER, _bsdiff_zstd.ENCODER, _bsdiff_lzma.ENCODER)}
+)
+"""Encoder name -> row.  The name is what a manifest records; the order breaks exact ties."""
+
+
+def _encoder(name: str) -> Encoder:
+    try:
+        return ENCODERS[name]
+    except KeyError:
+        raise DeltaError(f"unknown delta encoder {name!r}") from None
+
+
+def encode_with(encoder: str, old: bytes, new: bytes) -> bytes:
+    """The payload ``encoder`` makes for (old, new), checked by decoding it.
+
+    The check costs one decode (well under the encode time) and means a
+    payload that would brick nothing but waste a whole fleet's transfer --
+    because of an encoder bug -- never leaves the build machine.
+    """
+    row = _encoder(encoder)
+    payload = row.encode(old, new)
+    out: list[bytes] = []
+    row.apply(
+        lambda off, n: old[off : off + n],
+        len(old),
+        lambda off, n: payload[off : off + n],
+        len(payload),
+        out.append,
+        len(new),
+    )
+    if b"".join(out) != new:
+        raise AssertionError(f"{encoder} payload does not reproduce the new image")
+    return payload
+
+
+def encode(old: bytes, new: bytes, *, encoders: Iterable[str] | None = None) -> Delta:
+    """Run every encoder (or the ones named) and keep the fewest bytes.
+
+    Ties go to the encoder whose decoder needs less RAM, so a box with a small
+    budget is never excluded for nothing.
+    """
+    names = list(ENCODERS) if encoders is None else list(encoders)
+    if not names:
+        raise ValueError("no encoders to choose from")
+    best: tuple[int, int, Delta] | None = None
+    for name in names:
+        data = encode_with(name, old, new)
+        key = (len(data), decode_ram(name, data))
+        if best is None or key < best[:2]:
+            best = (*key, Delta(name, data))
+    assert best is not None
+    return best[2]
+
+
+def apply(
+    encoder: str,
+    old: ReadAt,
+    old_size: int,
+    payload: ReadAt,
+    payload_size: int,
+    sink: Sink,
+    *,
+    new_size: int,
+) -> None:
+    """Decode ``payload`` against ``old`` and stream the new image into ``sink``.
+
+    Pieces are at most :data:`PIECE` bytes, never more than ``new_size`` in
+    total.  Any malformed, truncated or oversized payload raises
+    :class:`DeltaError`; exceptions raised by ``old``, ``payload`` or ``sink``
+    themselves propagate unchanged (they are the caller's, not the payload's).
+    Bytes already given to the sink before an error are not taken back: the
+    caller writes into an inactive slot and only trusts it after the image hash.
+    """
+    row = _encoder(encoder)
+    if old_size < 0 or payload_size < 0 or new_size < 0:
+        raise DeltaError("negative size")
+    if payload_size == 0:
+        raise DeltaError("empty payload")
+    row.apply(old, old_size, payload, payload_size, sink, new_size)
+
+
+def decode_ram(encoder: str, payload_head: bytes) -> int:
+    """Bytes of memory the decoder needs, read from the payload's header.
+
+    ``payload_head`` must hold the header (the first 64 bytes always do).  For
+    ``zstd-dict`` this is old + new image size: the window a device addresses
+    in place from XIP flash.  For ``bsdiff-zstd`` and ``bsdiff-lzma`` it is
+    RAM proper: every stream decoder (they are all open at once) plus three
+    :data:`PIECE` buffers.
+    """
+    return _encoder(encoder).decode_ram(payload_head)

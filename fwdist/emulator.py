@@ -1,0 +1,238 @@
+"""The emulated lockbox: a real :class:`~fwdist.lockbox.Lockbox` kept in a state directory.
+
+This is what ``fwdist lockbox init|serve|status`` run; the CLI only parses
+arguments and prints. A box lives in a state directory::
+
+    STATE/box.json          what the box is: product, hardware, flash geometry (written last)
+    STATE/trusted/ID.pub    the release key(s) the box trusts, as provisioned
+    STATE/flash.bin         the whole NOR flash, every operation written and fsynced
+    STATE/lock              held by ``serve``: one process drives a box at a time
+
+Persistence is the box's own (journal and slots inside ``flash.bin``), so
+``kill -9`` of ``serve`` at any instant is a power cut, and the next ``serve``
+boots the box the way the firmware would. :func:`load_status` reads a copy of
+the flash, so it is safe while ``serve`` runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from fwdist import keys, trio_link
+from fwdist.errors import FwdistError
+from fwdist.flash import FileFlash, FlashError
+from fwdist.lockbox import BoxConfig, IdleStep, Lockbox, LockboxError
+from fwdist.manifest import Version, check_name, key_id
+from fwdist.pump import BoxEndpoint
+
+STATE_FORMAT = "fwdist lockbox state v1"
+DEFAULT_RAM = 4 << 20
+DEFAULT_ACK_EVERY = 512
+
+
+class DeviceError(FwdistError):
+    """A lockbox state directory, or a device command's arguments, cannot be used as asked."""
+
+
+def _round_up(n: int, unit: int) -> int:
+    return max(unit, math.ceil(n / unit) * unit)
+
+
+def init_state(
+    state: Path,
+    product: str,
+    pubkey: Path,
+    image: Path,
+    version: str,
+    *,
+    counter: int = 0,
+    hardware: str | None = None,
+    slot_size: int | None = None,
+    staging_size: int | None = None,
+    ram: int = DEFAULT_RAM,
+    ack_every: int = DEFAULT_ACK_EVERY,
+) -> dict[str, Any]:
+    """Provision a box as it leaves the factory: ``image`` running in slot 0, ``pubkey`` trusted."""
+    check_name("product", product)
+    check_name("hardware", hardware or product)
+    version = str(Version.parse(version))
+    if counter < 0:
+        raise DeviceError(f"--security-counter must be 0 or more, got {counter}")
+    public = keys.load_public(pubkey)
+    try:
+        firmware = image.read_bytes()
+    except OSError as e:
+        raise DeviceError(f"cannot read image {image}: {e.strerror}") from None
+    if not firmware:
+        raise DeviceError(f"image {image} is empty")
+    if state.exists() and (not state.is_dir() or any(state.iterdir())):
+        raise DeviceError(f"{state} exists and is not empty; refusing to overwrite a box")
+    # Room for releases to grow (a quarter more), and a staging area as big as a slot.
+    slot = slot_size or _round_up(len(firmware) * 5 // 4, 64 * 1024)
+    try:
+        config = BoxConfig(product, hardware or product, slot_size=slot,
+                           staging_size=staging_size or slot, ram_budget=ram, ack_every=ack_every)
+    except LockboxError as e:
+        raise DeviceError(str(e)) from None
+    try:
+        (state / "trusted").mkdir(parents=True, exist_ok=True)
+        (state / "trusted" / f"{key_id(public).hex()}.pub").write_bytes(keys.public_pem(public))
+        flash = FileFlash(state / "flash.bin", config.flash_size(), config.sector_size,
+                          config.align)
+        try:
+            Lockbox.provision(flash, config, firmware, version, counter)
+        finally:
+            flash.close()
+        _write_json(state / "box.json", {"format": STATE_FORMAT, "config": config.as_json()})
+    except OSError as e:
+        raise DeviceError(f"cannot write {state}: {e.strerror}") from None
+    except (LockboxError, FlashError) as e:
+        raise DeviceError(str(e)) from None
+    return load_status(state)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_config(state: Path) -> BoxConfig:
+    meta = state / "box.json"
+    if not state.is_dir():
+        raise DeviceError(f"{state} does not exist; make a box with `fwdist lockbox init`")
+    try:
+        raw = json.loads(meta.read_text())
+    except FileNotFoundError:
+        raise DeviceError(f"{state} is not a lockbox state directory (no box.json)") from None
+    except (OSError, ValueError) as e:
+        raise DeviceError(f"{meta} is unreadable: {e}") from None
+    if not (isinstance(raw, dict) and raw.get("format") == STATE_FORMAT
+            and isinstance(raw.get("config"), dict)):
+        raise DeviceError(f"{meta} is not a {STATE_FORMAT} file")
+    try:
+        return BoxConfig(**raw["config"])
+    except (TypeError, LockboxError) as e:
+        raise DeviceError(f"{meta} holds a bad box configuration: {e}") from None
+
+
+def trusted_keys(state: Path) -> dict[bytes, Any]:
+    found = {}
+    for path in sorted((state / "trusted").glob("*.pub")):
+        k = keys.load_public(path)
+        found[key_id(k)] = k
+    if not found:
+        raise DeviceError(f"{state} trusts no release key (trusted/ is empty)")
+    return found
+
+
+def open_box(state: Path, flash_path: Path | None = None) -> tuple[Lockbox, FileFlash]:
+    """The box on its flash file (or a copy of it), not yet booted."""
+    config = read_config(state)
+    try:
+        flash = FileFlash(flash_path or state / "flash.bin", config.flash_size(),
+                          config.sector_size, config.align)
+    except FlashError as e:
+        raise DeviceError(str(e)) from None
+    except OSError as e:
+        raise DeviceError(f"cannot open the box's flash: {e.strerror}") from None
+    return Lockbox(flash, config, trusted_keys(state)), flash
+
+
+def load_status(state: Path) -> dict[str, Any]:
+    """The box's status, read from a private copy of its flash (safe while ``serve`` runs)."""
+    read_config(state)
+    with tempfile.TemporaryDirectory(prefix="fwdist-status-") as tmp:
+        copy = Path(tmp) / "flash.bin"
+        try:
+            shutil.copyfile(state / "flash.bin", copy)
+        except OSError as e:
+            raise DeviceError(f"cannot read {state / 'flash.bin'}: {e.strerror}") from None
+        box, flash = open_box(state, copy)
+        try:
+            box.boot(int(time.time()))
+            return box.status()
+        finally:
+            flash.close()
+
+
+@contextlib.contextmanager
+def locked(state: Path) -> Iterator[None]:
+    """Hold the state directory's lock (one ``serve`` per box), or fail with one line."""
+    with open(state / "lock", "a+b") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DeviceError(f"another process is serving the box in {state}") from None
+        yield
+
+
+def _idle(box: Lockbox, now: int) -> list[str]:
+    """Run the box's idle step until it has nothing more to do right now."""
+    done: list[IdleStep] = []
+    while (step := box.idle(now)) is not None and step not in done:
+        done.append(step)
+    return [step.value for step in done]
+
+
+async def serve(state: Path, host: str, port: int, *, battery: int, session_timeout: float,
+                max_sessions: int | None, on_event: Callable[[dict[str, Any]], None]) -> int:
+    """Boot the box and serve phones on ``host:port``, one session at a time; return 0.
+
+    ``on_event`` hears what happened, one dict per event: ``listening`` (once,
+    with the bound address), ``session`` (after each one, with the bytes and
+    how the link ended) and ``reset`` (the box raised: logged, rebooted, like a
+    watchdog).
+    """
+    box, flash = open_box(state)
+    try:
+        box.battery = battery
+        box.boot(int(time.time()))
+        steps = _idle(box, int(time.time()))
+        listener = await trio_link.open_listener(host, port)
+        bound = trio_link.listener_port(listener)
+        on_event({"event": "listening", "address": f"{host}:{bound}", "idle": steps,
+                  **_brief(box)})
+
+        async def handle(stream: trio.SocketStream) -> None:
+            now = int(time.time())
+            try:
+                endpoint = BoxEndpoint(box, now)
+                stats = await trio_link.converse(stream, endpoint, max_seconds=session_timeout)
+                steps = _idle(box, int(time.time()))
+            except Exception as e:  # a firmware bug: log it and reset, like a watchdog
+                await trio.aclose_forcefully(stream)
+                on_event({"event": "reset", "error": f"{type(e).__name__}: {e}"})
+                box.boot(int(time.time()))
+                return
+            end = stats.reason.value if stats.reason else None
+            on_event({"event": "session", "link_in": stats.received_bytes,
+                      "link_out": stats.sent_bytes, "link_end": end, "idle": steps,
+                      **_brief(box)})
+
+        async with listener:
+            await trio_link.serve_box(listener, handle, max_sessions)
+        return 0
+    finally:
+        flash.close()
+
+
+def _brief(box: Lockbox) -> dict[str, Any]:
+    s = box.status()
+    return {k: s[k] for k in ("state", "running_version", "target_version", "received_bytes",
+                              "needed_bytes")}

@@ -1,0 +1,124 @@
+"""``fwdist demo`` as a user runs it: it never touches what it did not write, leaves no key behind,
+refuses nonsense in one line, and installs at every image size it accepts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fwdist.cli.demo import ENTRIES, MARKER, run_demo
+from fwdist.sample import SampleFirmware
+
+
+def fwdist(*args: str | Path, cwd: Path | None = None,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fwdist", *map(str, args)], capture_output=True,
+                          text=True, timeout=300, cwd=cwd, env={**os.environ, **(env or {})})
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def one_error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    return proc.stderr
+
+
+def test_a_directory_with_user_files_is_refused_and_left_alone(tmp_path: Path) -> None:
+    user = tmp_path / "mine"
+    (user / "src").mkdir(parents=True)
+    (user / "notes.txt").write_text("my notes\n")
+    (user / "src" / "main.c").write_text("int main(void) { return 0; }\n")
+    (user / "store").mkdir()  # a name the demo uses, but not the demo's
+    before = tree(user)
+    proc = fwdist("demo", "--dir", user)
+    assert proc.returncode == 1
+    assert "not made by fwdist demo" in one_error_line(proc)
+    assert tree(user) == before and sorted(p.name for p in user.iterdir()) == [
+        "notes.txt", "src", "store"]
+
+
+def test_dir_dot_does_not_empty_the_working_directory(tmp_path: Path) -> None:
+    (tmp_path / "thesis.tex").write_text("\\documentclass{article}\n")
+    proc = fwdist("demo", "--dir", ".", cwd=tmp_path)
+    assert proc.returncode == 1
+    one_error_line(proc)
+    assert tree(tmp_path) == {"thesis.tex": b"\\documentclass{article}\n"}
+
+
+def test_a_file_given_as_dir_is_one_line_and_untouched(tmp_path: Path) -> None:
+    f = tmp_path / "firmware.bin"
+    f.write_bytes(b"\x01\x02")
+    proc = fwdist("demo", "--dir", f)
+    assert proc.returncode == 1
+    assert "is not a directory" in one_error_line(proc)
+    assert f.read_bytes() == b"\x01\x02"
+
+
+def test_the_demo_reuses_its_own_directory_but_not_one_a_user_added_to(tmp_path: Path) -> None:
+    d = tmp_path / "demo"
+    first = fwdist("demo", "--dir", d, "--image-size", "8192", "--json")
+    assert first.returncode == 0, first.stderr
+    assert {p.name for p in d.iterdir()} == ENTRIES
+    assert json.loads(first.stdout)["workdir"] == str(d)
+    again = fwdist("demo", "--dir", d, "--image-size", "8192", "--json")
+    assert again.returncode == 0, again.stderr
+    assert {p.name for p in d.iterdir()} == ENTRIES
+    (d / "my-results.csv").write_text("1,2\n")
+    before = tree(d)
+    proc = fwdist("demo", "--dir", d, "--image-size", "8192")
+    assert proc.returncode == 1 and "my-results.csv" in one_error_line(proc)
+    assert tree(d) == before
+
+
+def test_an_empty_directory_is_used_and_marked(tmp_path: Path) -> None:
+    d = tmp_path / "empty"
+    d.mkdir()
+    proc = fwdist("demo", "--dir", d, "--image-size", "8192")
+    assert proc.returncode == 0, proc.stderr
+    assert (d / MARKER).is_file() and (d / "store" / "fwdist-store").exists()
+
+
+def test_no_temporary_directory_and_no_private_key_are_left_behind(tmp_path: Path) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = fwdist("demo", "--image-size", "8192", "--json", env={"TMPDIR": str(tmp)})
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["installed"] is True
+    assert (out["workdir"], out["store"], out["pubkey"]) == (None, None, None)
+    assert list(tmp.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "option,value",
+    [("--session-bytes", "0"), ("--session-bytes", "-5"), ("--session-bytes", "511"),
+     ("--image-size", "-1"), ("--image-size", "0"), ("--image-size", "4095"),
+     ("--image-size", str((4 << 20) + 1)), ("--image-size", "lots")],
+)
+def test_nonsense_numbers_are_usage_errors(tmp_path: Path, option: str, value: str) -> None:
+    proc = fwdist("demo", "--dir", tmp_path / "d", option, value)
+    assert proc.returncode == 2
+    assert f"argument {option}" in one_error_line(proc)
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("size,session_bytes", [(4096, 512), (8192, 2000), (100_000, 700)])
+def test_every_accepted_image_size_installs(tmp_path: Path, size: int, session_bytes: int) -> None:
+    """8192 used to end "NOT the new image": the demo's box had no room for the piece table."""
+    out = run_demo(tmp_path, size, session_bytes)
+    new = SampleFirmware(size=size).image(1)
+    assert out["installed"] is True and out["verified"] is True
+    assert out["lockbox"]["running_version"] == "1.1.0"
+    assert out["lockbox"]["running_sha256"] == hashlib.sha256(new).hexdigest()
+    assert out["lockbox"]["sessions"] >= -(-out["plan"]["air_bytes"] // session_bytes)
+    assert (tmp_path / "fw-1.1.0.bin").read_bytes() == new
