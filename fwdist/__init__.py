@@ -1,7 +1,13 @@
 """fwdist: passive firmware update distribution for Bluetooth lockboxes.
 
-The public surface is re-exported here; the modules behind it are the
-implementation (docs/architecture.md says what each owns and which may do I/O).
+The public surface is re-exported here, as trio does: ``from fwdist import
+Lockbox, App, pump_session, stage, Store, ...``. A few modules are public
+namespaces of their own (``fwdist.protocol``, ``fwdist.manifest``,
+``fwdist.lockbox``, ``fwdist.delta``, ``fwdist.pump``, ``fwdist.trio_link``,
+``fwdist.keys``, ``fwdist.sample``, ``fwdist.testing``, ``fwdist.errors``); the
+others are internal and may move, and ``_name`` modules are private to their
+package. docs/architecture.md ("The public surface") lists each module, what
+it owns and which may do I/O.
 """
 
 from fwdist.app import App, FrameCache, PhoneCache, SessionEnd, SessionReport
@@ -11,6 +17,7 @@ from fwdist.flash import FileFlash, Flash, FlashError, PowerCut
 from fwdist.lockbox import BoxConfig, IdleStep, Lockbox, LockboxError
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version
 from fwdist.protocol import LocalProtocolError, ProtocolError, RemoteProtocolError
+from fwdist.pump import BoxEndpoint, Pump, pump_session
 from fwdist.releases import (
     Plan,
     gc,
@@ -28,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "App",
     "BoxConfig",
+    "BoxEndpoint",
     "ChunkerParams",
     "FileFlash",
     "Flash",
@@ -47,6 +55,7 @@ __all__ = [
     "Plan",
     "PowerCut",
     "ProtocolError",
+    "Pump",
     "RemoteProtocolError",
     "SessionEnd",
     "SessionReport",
@@ -63,6 +72,7 @@ __all__ = [
     "phone_cache",
     "piece_id",
     "plan",
+    "pump_session",
     "release_image",
     "stage",
     "verify_store",

@@ -260,6 +260,39 @@ def test_every_io_claim_in_the_architecture_tables_holds() -> None:
     assert wrong == []
 
 
+def test_every_module_is_public_internal_or_private_and_private_means_underscore() -> None:
+    """The surface column: *private* exactly for a ``_name`` module (not ``__main__``)."""
+    wrong = []
+    for name, cells in layout_rows().items():
+        if name.startswith("benchmarks"):
+            continue  # a tool, not an API: its table has no surface column
+        underscore = any(p.startswith("_") and not p.startswith("__") for p in name.split("."))
+        surface = cells[-2]
+        if surface not in ("public", "internal", "private") or (surface == "private") != underscore:
+            wrong.append(f"{name}: surface {surface!r}")
+    assert wrong == []
+
+
+def test_the_package_exports_exactly_the_public_names_it_imports() -> None:
+    """``fwdist.__all__`` is what ``fwdist/__init__.py`` imports (no more, none forgotten),
+    and holds the names the README and docs/architecture.md give as ``fwdist``'s."""
+    import fwdist
+
+    tree = ast.parse((REPO / "fwdist" / "__init__.py").read_text())
+    imported = {
+        alias.asname or alias.name
+        for stmt in tree.body
+        if isinstance(stmt, ast.ImportFrom)
+        for alias in stmt.names
+    }
+    assert sorted(fwdist.__all__) == sorted(imported)
+    assert all(hasattr(fwdist, name) for name in fwdist.__all__)
+    named = {"Lockbox", "BoxConfig", "IdleStep", "App", "FrameCache", "PhoneCache", "SessionEnd",
+             "SessionReport", "phone_cache", "Pump", "pump_session", "BoxEndpoint", "Store",
+             "StageOptions", "stage", "plan", "load_manifest", "verify_store", "gc"}  # fmt: skip
+    assert sorted(named - set(fwdist.__all__)) == []
+
+
 EDGE = re.compile(r"^\s*(\w+)\s*-->\s*(\w+)\s*$", re.M)
 NODE = re.compile(r"^\s*(\w+)\s*$", re.M)
 SUBGRAPH = re.compile(r'^\s*subgraph (\w+)\[?"?[^\n]*\n(.*?)^\s*end\s*$', re.M | re.S)
