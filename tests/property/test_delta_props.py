@@ -7,7 +7,6 @@ from hypothesis import strategies as st
 
 from fwdist import delta
 from fwdist.delta import PIECE, DeltaError, encode, encode_with
-from fwdist.delta._bsdiff_lzma import FORMAT as BSDIFF_LZMA
 from tests.delta_helpers import apply_into, bsdiff_layout, run
 
 ENCODER_NAMES = sorted(delta.ENCODERS)
@@ -113,8 +112,9 @@ def lzma2_chunk(draw: st.DrawFn, props: int) -> bytes:
 
 
 @st.composite
-def framed_lzma_payloads(draw: st.DrawFn) -> bytes:
-    """bsdiff-lzma payloads with a valid header and framing around arbitrary LZMA data.
+def framed_lzma_payloads(draw: st.DrawFn) -> tuple[bytes, int]:
+    """(payload, its new size): bsdiff-lzma payloads with a valid header and framing around
+    arbitrary LZMA data.
 
     Random bytes rarely get past the header and the chunk walk; these reach
     liblzma itself, whose every complaint must come out as DeltaError.
@@ -130,13 +130,15 @@ def framed_lzma_payloads(draw: st.DrawFn) -> bytes:
             coders.append((0, 0))
         bodies.append(b"".join(chunks))
     new_size = draw(st.integers(0, 300))
-    return bsdiff_layout(0x31, new_size, bytes(b for c in coders for b in c), bodies)
+    return bsdiff_layout(0x31, new_size, bytes(b for c in coders for b in c), bodies), new_size
 
 
 @SETTINGS
-@given(payload=framed_lzma_payloads(), old=st.binary(max_size=64))
-def test_framed_lzma_payloads_parse_or_raise_delta_error(payload: bytes, old: bytes) -> None:
-    new_size = BSDIFF_LZMA.header(payload[:64]).new_size
+@given(framed=framed_lzma_payloads(), old=st.binary(max_size=64))
+def test_framed_lzma_payloads_parse_or_raise_delta_error(
+    framed: tuple[bytes, int], old: bytes
+) -> None:
+    payload, new_size = framed
     _contract("bsdiff-lzma", old, payload, new_size)
     _contract("bsdiff-lzma", old, payload, new_size + 1)
 

@@ -18,6 +18,8 @@ from fwdist.delta import (
     PIECE,
     Delta,
     DeltaError,
+    # four private codec modules, on purpose: the stored stream forms (stripped zstd frames,
+    # raw LZMA2, the bsdiff headers) are checked here, which encode/apply cannot show apart
     _bsdiff_lzma,
     _bsdiff_zstd,
     _lzma,

@@ -620,7 +620,7 @@ def test_input_after_the_session_ended_is_not_buffered(rel: Releases) -> None:
     hello(box)
     box.receive_data(b"\x00\x01", NOW)  # a frame too short to be one: the session ends
     assert box.session is Session.DONE
-    pending = box._decoder.pending
+    pending = box._decoder.pending  # the frame buffer is internal: read on purpose, no API has it
     assert box.receive_data(b"x" * 100_000, NOW) == b""
     assert box._decoder.pending == pending <= 2
 
