@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fwdist import protocol as p
 from fwdist.flash import AlignedWriter, Flash
 from fwdist.journal import Journal, JournalFull
-from fwdist.lockbox import _accept, _build
+from fwdist.lockbox import _accept, _build, _images
 from fwdist.lockbox._config import BoxConfig, Layout, LockboxError
 from fwdist.lockbox._receive import Receiver
 from fwdist.lockbox._session import TRANSITIONS, Action, End, Open, Session
@@ -59,6 +59,7 @@ class IdleStep(enum.Enum):
     REVERTED = "reverted"  # the new image failed its self-test: the old one runs
     FAILED = "failed"  # the pieces did not build the signed image: the release is dropped
     WAIT_BATTERY = "wait_battery"  # built, but the battery is below the manifest's minimum
+    DAMAGED = "damaged"  # the running image does not match its hash: target dropped, no blame
 
 
 def _always_ok(m: Manifest, read: Callable[[int, int], bytes]) -> bool:
@@ -109,12 +110,15 @@ class Lockbox:
         s = PState.from_wire(unpack(replay.snapshot))
         for raw in replay.records:
             apply_record(s, record_from_wire(unpack(raw)))
-        self.s = s
         self.session = Session.CLOSED
         self.staging.torn.clear()
         self._verified = None  # keys may have changed since: verify the stored manifest again
         self.builder.forget()
-        if replay.dirty:
+        fresh = _images.reconcile(s, self.layout.slots, self.layout.manifests, self._verify)
+        if fresh is not None:  # the journal disagrees with the images: trust what flash proves
+            s = fresh
+        self.s = s
+        if replay.dirty or fresh is not None:
             self.journal.compact(self._pack(s.to_wire()))
         self.rx.load(self._state)
         t = s.target
@@ -397,6 +401,13 @@ class Lockbox:
             if not self.rx.all_done(t):
                 return None
             if not self._build_image():
+                fresh = _images.reconcile(s, self.layout.slots, self.layout.manifests,
+                                          self._verify)
+                if fresh is not None:  # the running image rotted since boot: not the release's
+                    self.s = fresh  # fault; report the image truthfully, fetch the full payload
+                    self.journal.compact(self._pack(fresh.to_wire()))
+                    self.rx.forget()
+                    return IdleStep.DAMAGED
                 self._commit(Fail())
                 self.rx.forget()
                 self._news = (self._state.last or ("", False))[0], False

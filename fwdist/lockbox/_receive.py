@@ -93,6 +93,11 @@ class Receiver:
         if sid == TABLE:
             size = cfg.max_table
         elif table is None:
+            # the phone believes the table is whole, so what is staged is not it: discard it
+            # (a hostile prefix must not wedge the target) and let the next session resend it
+            tbl = t.streams.get(TABLE)
+            if tbl is not None and tbl.received:
+                self._reset_table()
             raise p.RemoteProtocolError("piece data before the piece table", p.ErrorCode.UNEXPECTED)
         elif sid >= len(table.pieces):
             raise p.RemoteProtocolError(f"piece {sid} is not in the table", p.ErrorCode.BAD_OFFSET)
@@ -106,14 +111,21 @@ class Receiver:
             raise p.RemoteProtocolError(f"data offset {ev.offset} is not {align}-aligned",
                                         p.ErrorCode.BAD_OFFSET)
         received = 0 if st is None else st.received
+        if sid == TABLE and ev.offset < received and not self._table_agrees(st, ev):
+            self._reset_table()  # a re-sent prefix differs from what is staged: start again
+            received = 0
         if ev.offset > received:
             send(p.Ack(t.tag, sid, received))  # a gap: rewind the phone
             return
         data = ev.data if received == ev.offset else ev.data[received - ev.offset :]
         if not data:
             return
+        if sid == TABLE:
+            data = self._table_end(t, received, data)
         end = received + len(data)
         if end > size:
+            if sid == TABLE:
+                self._reset_table()  # no table is this long: what was staged is junk too
             raise p.RemoteProtocolError(f"data runs past the end of piece {sid}",
                                         p.ErrorCode.BAD_OFFSET)
         if len(data) % align and sid != TABLE and end != size:
@@ -136,6 +148,35 @@ class Receiver:
             return
         if t.streams[sid].done and self.all_done(t):
             send(p.ReleaseComplete(t.tag))
+
+    def _reset_table(self) -> None:
+        self._commit(Reset(TABLE))
+        self._table_hash = None
+
+    def _table_agrees(self, st: Stream | None, ev: p.Data) -> bool:
+        """Whether a table frame that overlaps the staged prefix repeats it byte for byte."""
+        assert st is not None
+        n = min(st.received - ev.offset, len(ev.data))
+        return self.staging.read(st, ev.offset, n) == bytes(ev.data[:n])
+
+    def _table_end(self, t: TargetRec, received: int, data: bytes) -> bytes:
+        """``data`` cut where the staged prefix and it first hash to the signed table.
+
+        The box does not know the table's length, only its SHA-256: checking the hash at
+        every byte of the frame (not only at its end) means bytes a phone sends past the
+        real table are never staged, so they cannot hide the table's end.
+        """
+        st = t.streams.get(TABLE)
+        if self._table_hash is None or received == 0:
+            self._table_hash = hashlib.sha256(
+                b"" if st is None else self.staging.read(st, 0, received))
+        h = self._table_hash.copy()
+        want = t.table_sha256
+        for i in range(len(data) - 1):
+            h.update(data[i : i + 1])
+            if h.copy().digest() == want:
+                return data[: i + 1]
+        return data
 
     def _table_progress(self, s: PState, t: TargetRec, received: int, data: bytes, end: int,
                         send: Send) -> None:
