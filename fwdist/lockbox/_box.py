@@ -362,7 +362,7 @@ class Lockbox:
     def judge(self, wire: bytes, now: int) -> p.Reason | None:
         """Why the box would reject these manifest bytes now, or None to accept."""
         return _accept.judge(wire, now, self._state, self.config, self.layout.staging.sectors,
-                             self.trusted, self._verify)
+                             self.trusted, self._verify, self.journal.snapshot_room())
 
     def _take_target(self, wire: bytes, tag: bytes) -> None:
         s = self._state

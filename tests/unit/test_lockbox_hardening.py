@@ -187,3 +187,24 @@ def test_a_table_stream_past_max_table_leaves_nothing_staged(rel: Releases) -> N
     assert isinstance(evs[-1], p.Error) and evs[-1].code == p.ErrorCode.BAD_OFFSET
     assert table_staged(box) == 0
     install(box, rel, 1)
+
+
+# --------------------------------------------------------------------------- item 8
+
+
+@pytest.fixture(scope="module")
+def many(release_history: Callable[..., Releases]) -> Releases:
+    return release_history(2, 384 * 1024, 7, deltas=False)
+
+
+def test_a_release_whose_state_outgrows_the_journal_is_refused_up_front(many: Releases) -> None:
+    """Item 8: a journal half of 1 KiB cannot hold the snapshot of this 112-piece release:
+    the box says TOO_LARGE at the offer instead of failing mid-transfer (JournalError)."""
+    target = many.releases[1]
+    assert target.manifest.full.pieces == 112
+    box = new_box(many, box_config(many, sector_size=1024))
+    log = Phone([target]).session(box, NOW)
+    assert log.rejected is p.Reason.TOO_LARGE
+    assert box.status()["target_tag"] is None
+    roomy = new_box(many, box_config(many, sector_size=1024, journal_sectors=3))
+    install(roomy, many, 1)
