@@ -45,12 +45,9 @@ def judge(wire: bytes, now: int, state: PState, config: BoxConfig, staging_secto
         return p.Reason.WRONG_PRODUCT
     if m.hardware != config.hardware:
         return p.Reason.WRONG_HARDWARE
-    if m.expires is not None and now > m.expires:
-        return p.Reason.EXPIRED
-    if m.security_counter < s.running_counter:
-        return p.Reason.COUNTER_LOWER
-    if m.parsed_version <= Version.parse(s.running_version):
-        return p.Reason.NOT_NEWER
+    reason = still_valid(m, now, s)
+    if reason is not None:
+        return reason
     tag = p.release_tag(wire)
     if tag in s.failed:
         return p.Reason.FAILED_BEFORE
@@ -67,6 +64,20 @@ def judge(wire: bytes, now: int, state: PState, config: BoxConfig, staging_secto
             or (ref.is_delta and ref.encoder not in delta.ENCODERS)
             or worst_snapshot(s, config, staging_sectors, m, ref, tag) > snapshot_room):
         return p.Reason.TOO_LARGE
+    return None
+
+
+def still_valid(m: Manifest, now: int, s: PState) -> p.Reason | None:
+    """The rules time and installs can break, checked at the offer and again just before
+    the install: expiry against the latest time the box can prove (``now``, or for a box
+    without a clock the newest signed ``created`` it has seen), counter and version against
+    what runs."""
+    if m.expires is not None and max(now, s.clock) > m.expires:
+        return p.Reason.EXPIRED
+    if m.security_counter < s.running_counter:
+        return p.Reason.COUNTER_LOWER
+    if m.parsed_version <= Version.parse(s.running_version):
+        return p.Reason.NOT_NEWER
     return None
 
 

@@ -33,6 +33,7 @@ from fwdist.lockbox._state import PState, Stream, TargetRec, unpack
 from fwdist.lockbox._update import (
     TABLE,
     Built,
+    Clock,
     Confirm,
     Fail,
     Record,
@@ -59,6 +60,7 @@ class IdleStep(enum.Enum):
     REVERTED = "reverted"  # the new image failed its self-test: the old one runs
     FAILED = "failed"  # the pieces did not build the signed image: the release is dropped
     WAIT_BATTERY = "wait_battery"  # built, but the battery is below the manifest's minimum
+    REFUSED = "refused"  # built, but no longer passes the offer's rules (expired): dropped
     DAMAGED = "damaged"  # the running image does not match its hash: target dropped, no blame
 
 
@@ -100,9 +102,13 @@ class Lockbox:
 
     @classmethod
     def provision(cls, flash: Flash, config: BoxConfig, image: bytes, version: str,
-                  counter: int = 0) -> None:
-        """Factory programming: the image into slot 0 and a first journal snapshot."""
-        _build.provision(flash, config, image, version, counter)
+                  counter: int = 0, clock: int = 0) -> None:
+        """Factory programming: the image into slot 0 and a first journal snapshot.
+
+        ``clock`` is the time of programming, if known: the box, which may have no clock of
+        its own, then refuses manifests that expired before it was made.
+        """
+        _build.provision(flash, config, image, version, counter, clock)
 
     def boot(self, now: int = 0) -> None:
         """Power on: replay the journal, finish what a power cut interrupted, be ready."""
@@ -266,6 +272,7 @@ class Lockbox:
         self._decoder = p.FrameDecoder(self.config.max_frame)
         self._out_max = self.config.max_frame
         self._offer.clear()
+        self.rx.new_session()
         return S.WAIT_HELLO
 
     def _on_end(self, ev: End, now: int, out: list[bytes]) -> Session:
@@ -354,6 +361,9 @@ class Lockbox:
             return S.DONE
         tag = p.release_tag(wire)
         t = self._state.target
+        created = self._verify(wire).created
+        if created > max(now, self._state.clock):  # signed proof that it is later than we knew
+            self._commit(Clock(created))  # (before the target: a cut between keeps the proof)
         if t is None or t.tag != tag:
             self._take_target(wire, tag)
         self._send(out, p.Accept(tag))
@@ -418,6 +428,11 @@ class Lockbox:
             if self.battery < self.manifest.min_battery:
                 return IdleStep.WAIT_BATTERY
             m = self.manifest
+            if _accept.still_valid(m, now, s) is not None:  # expired while it waited, say
+                self._commit(Fail())
+                self._news = (m.version, False)
+                self.rx.forget()
+                return IdleStep.REFUSED
             self._commit(Trial())
             slot = self.layout.slots[1 - s.active]
             ok = False

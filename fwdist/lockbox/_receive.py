@@ -21,7 +21,17 @@ from fwdist.lockbox._build import Builder
 from fwdist.lockbox._config import BoxConfig, Layout
 from fwdist.lockbox._staging import Staging
 from fwdist.lockbox._state import PState, Stream, TargetRec
-from fwdist.lockbox._update import TABLE, Done, DropPrev, Fail, Keep, Progress, Record, Reset
+from fwdist.lockbox._update import (
+    TABLE,
+    Done,
+    DropPrev,
+    Fail,
+    Keep,
+    Progress,
+    Record,
+    Reset,
+    Rollback,
+)
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, decode_table
 
 Send = Callable[[p.Event], None]
@@ -43,6 +53,10 @@ class Receiver:
         self.table: PieceTable | None = None
         self.starts: list[int] = []  # where each piece's content starts in the payload
         self._table_hash: Any = None  # the table's SHA-256 so far (a hashlib object)
+        self._began: dict[int, int] = {}  # stream -> bytes it held when this session began it
+
+    def new_session(self) -> None:
+        self._began.clear()
 
     def forget(self) -> None:
         self.manifest = self.ref = self.table = None
@@ -131,6 +145,7 @@ class Receiver:
         if len(data) % align and sid != TABLE and end != size:
             raise p.RemoteProtocolError("only the last chunk of a piece may be unaligned",
                                         p.ErrorCode.BAD_OFFSET)
+        self._began.setdefault(sid, received)
         self.staging.write(s, sid, received, data)
         self._commit(Progress(sid, end))
         if sid == TABLE:
@@ -138,7 +153,7 @@ class Receiver:
         elif end == size:
             assert table is not None  # (sid is a piece of the table)
             if not self.builder.piece_ok(table, sid, t.streams[sid]):
-                self._commit(Reset(sid))
+                self._bad_piece(t, sid)
                 raise p.RemoteProtocolError(f"piece {sid} does not match its SHA-256",
                                             p.ErrorCode.BAD_PIECE)
             self._commit(Done(sid))
@@ -148,6 +163,23 @@ class Receiver:
             return
         if t.streams[sid].done and self.all_done(t):
             send(p.ReleaseComplete(t.tag))
+
+    def _bad_piece(self, t: TargetRec, sid: int) -> None:
+        """Discard what this session wrote of a piece that failed its hash, or all of it.
+
+        The bytes staged before this session came from another phone: keep them once
+        (a hostile phone finishing an honest prefix with junk destroys only its own
+        bytes); a piece that fails again after a rollback is reset whole, so a prefix
+        poisoned earlier costs honest phones at most one more failed session.
+        """
+        start = self._began.get(sid, 0)
+        if start and not t.streams[sid].strikes:
+            keep = -(-start // self.staging.sector_size)
+            self._commit(Rollback(sid, start, keep))
+            if start % self.staging.sector_size:
+                self.staging.torn[sid] = keep - 1  # junk follows the prefix in that sector
+        else:
+            self._commit(Reset(sid))
 
     def _reset_table(self) -> None:
         self._commit(Reset(TABLE))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
 from fwdist import protocol as p
 from fwdist.journal import Journal
 from fwdist.lockbox import IdleStep, Lockbox
-from fwdist.testing import Phone, Releases, box_config, new_box
+from fwdist.manifest import sign
+from fwdist.testing import Phone, Release, Releases, box_config, new_box
 
 NOW = 1_700_000_100
 
@@ -208,3 +210,124 @@ def test_a_release_whose_state_outgrows_the_journal_is_refused_up_front(many: Re
     assert box.status()["target_tag"] is None
     roomy = new_box(many, box_config(many, sector_size=1024, journal_sectors=3))
     install(roomy, many, 1)
+
+
+# --------------------------------------------------------------------------- item 18
+
+Y2001 = 978_307_200
+
+
+def resigned(rel: Releases, i: int, **fields: int) -> Release:
+    """Release ``i`` signed again with other times (same key, same payloads)."""
+    r = rel.releases[i]
+    m = replace(r.manifest, **fields)  # type: ignore[arg-type]
+    wire = sign(m, rel.key)
+    return Release(wire, m, r.image, r.payloads)
+
+
+def test_a_box_without_a_clock_refuses_what_expired_before_a_time_it_has_seen(
+        rel: Releases) -> None:
+    """Item 18: ``now`` is 0 throughout (no clock). Having installed a release created in
+    2023, the box refuses a newer-numbered one that expired in 2001."""
+    box = new_box(rel, box_config(rel))
+    Phone([rel.releases[1]]).session(box, 0)
+    assert box.idle(0) is IdleStep.BUILT and box.idle(0) is IdleStep.INSTALLED
+    assert box.s is not None and box.s.clock == rel.releases[1].manifest.created
+    stale = resigned(rel, 2, created=Y2001, expires=Y2001 + 86_400)
+    log = Phone([stale]).session(reboot(box, rel), 0)
+    assert log.rejected is p.Reason.EXPIRED
+
+
+def test_a_box_provisioned_with_the_time_refuses_a_long_expired_release(rel: Releases) -> None:
+    cfg = box_config(rel)
+    flash = cfg.make_flash()
+    r0 = rel.releases[0]
+    Lockbox.provision(flash, cfg, r0.image, r0.version, clock=NOW)
+    box = Lockbox(flash, cfg, rel.trusted)
+    box.boot(0)
+    stale = resigned(rel, 1, created=Y2001, expires=Y2001 + 86_400)
+    assert Phone([stale]).session(box, 0).rejected is p.Reason.EXPIRED
+
+
+def test_expiry_is_checked_again_just_before_the_install(rel: Releases) -> None:
+    box = new_box(rel, box_config(rel))
+    short = resigned(rel, 1, expires=NOW + 100)
+    Phone([short]).session(box, NOW)
+    assert box.idle(NOW) is IdleStep.BUILT
+    assert box.idle(NOW + 101) is IdleStep.REFUSED
+    assert box.running_image() == rel.releases[0].image
+    assert box.status()["last_result"] == {"version": "1.1.0", "ok": False}
+
+
+# --------------------------------------------------------------------------- item 2
+
+
+@pytest.fixture(scope="module")
+def rel_full(release_history: Callable[..., Releases]) -> Releases:
+    return release_history(2, 32 * 1024, 6, deltas=False)
+
+
+I_BIG, LEN_BIG = 7, 1642  # the largest piece of the full payload, and its wire bytes
+
+
+def piece_session(box: Lockbox, tag: bytes, piece: int, data: bytes, start: int,
+                  end: int) -> list[p.Event]:
+    """One session that sends bytes [start, end) of ``data`` as ``piece``, 160 a frame."""
+    box.open_session(NOW)
+    out = box.receive_data(p.encode(p.Hello(1, 244)), NOW)
+    for off in range(start, end, 160):
+        chunk = data[off : min(off + 160, end)]
+        out += box.receive_data(p.encode(p.Data(tag, piece, off, chunk)), NOW)
+    box.end_session(NOW)
+    return p.decode_frames(out, p.MAX_FRAME)[1:]
+
+
+def partial(box: Lockbox, piece: int) -> int:
+    t = box.s.target if box.s else None
+    assert t is not None
+    st = t.streams.get(piece)
+    return 0 if st is None else st.received
+
+
+def test_junk_finishing_an_honest_prefix_destroys_only_the_junk(rel_full: Releases) -> None:
+    """Item 2: an honest phone stages 320 bytes of piece 0; a hostile one finishes it with
+    junk: BAD_PIECE, and the 320 honest bytes stay (the phone resumes at 320)."""
+    box = new_box(rel_full, box_config(rel_full))
+    target = rel_full.releases[1]
+    pieces = target.payloads[target.manifest.full.table_sha256].pieces
+    Phone([target], holds=set()).session(box, NOW)  # the table only
+    i = max(range(len(pieces)), key=lambda k: len(pieces[k]))
+    piece = pieces[i]
+    assert (i, len(piece)) == (I_BIG, LEN_BIG)
+    piece_session(box, target.tag, i, piece, 0, 320)
+    junk = piece[:320] + bytes(len(piece) - 320)
+    evs = piece_session(box, target.tag, i, junk, 320, len(piece))
+    assert isinstance(evs[-1], p.Error) and evs[-1].code == p.ErrorCode.BAD_PIECE
+    assert partial(box, i) == 320
+    box = reboot(box, rel_full)  # the rollback is persisted, and the junk tail relocated
+    assert partial(box, i) == 320
+    evs = piece_session(box, target.tag, i, piece, 320, len(piece))
+    assert p.PieceComplete(target.tag, i) in evs
+    Phone([target]).session(box, NOW)
+    assert box.idle(NOW) is IdleStep.BUILT and box.idle(NOW) is IdleStep.INSTALLED
+    assert box.running_image() == target.image
+
+
+def test_a_poisoned_prefix_costs_honest_phones_at_most_two_failed_sessions(
+        rel_full: Releases) -> None:
+    """The hostile phone stages junk first; an honest one finishing it fails once (rolled
+    back to the junk, one strike), then again (reset whole), then succeeds."""
+    box = new_box(rel_full, box_config(rel_full))
+    target = rel_full.releases[1]
+    piece = target.payloads[target.manifest.full.table_sha256].pieces[I_BIG]
+    Phone([target], holds=set()).session(box, NOW)
+    piece_session(box, target.tag, I_BIG, bytes(len(piece)), 0, 320)
+    failed = 0
+    for _ in range(4):
+        log = Phone([target]).session(box, NOW)
+        if log.error is None:
+            break
+        assert log.error.code == p.ErrorCode.BAD_PIECE
+        failed += 1
+    assert failed == 2
+    assert box.idle(NOW) is IdleStep.BUILT and box.idle(NOW) is IdleStep.INSTALLED
