@@ -36,6 +36,14 @@ def rel(release_history: Callable[..., Releases]) -> Releases:
     return release_history(3, 24 * 1024, 3)
 
 
+def provisioned(config: BoxConfig, rel: Releases) -> Flash:
+    """A flash programmed with the first release."""
+    flash = config.make_flash()
+    first = rel.releases[0]
+    Lockbox.provision(flash, config, first.image, first.version)
+    return flash
+
+
 def boot(flash: Flash, config: BoxConfig, rel: Releases, now: int = NOW) -> Lockbox:
     box = Lockbox(flash, config, rel.trusted)
     box.boot(now)
@@ -91,9 +99,7 @@ def test_cut_at_every_operation_of_a_rollback(rel_full: Releases) -> None:
     config = box_config(rel_full, sector_size=1024)  # the piece spans sectors
 
     def setup() -> tuple[Flash, BoxConfig]:
-        flash = config.make_flash()
-        first = rel_full.releases[0]
-        Lockbox.provision(flash, config, first.image, first.version)
+        flash = provisioned(config, rel_full)
         box = boot(flash, config, rel_full)
         Phone([target], holds=set()).session(box, NOW)
         hostile_finish(box, target.tag, i, pieces[i][:1200], 0)  # an honest prefix
@@ -115,14 +121,12 @@ def test_cut_at_every_operation_of_a_boot_that_repairs_the_journal(rel: Releases
     config = box_config(rel)
 
     def setup() -> tuple[Flash, BoxConfig]:
-        flash = config.make_flash()
-        first = rel.releases[0]
-        Lockbox.provision(flash, config, first.image, first.version)
+        flash = provisioned(config, rel)
         box = boot(flash, config, rel)
-        provisioned = box.state_bytes()
+        first = box.state_bytes()
         finish(box, rel, 1)
         finish(box, rel, 2)
-        Journal(box.layout.journal).format(provisioned)  # the journal forgot both installs
+        Journal(box.layout.journal).format(first)  # the journal forgot both installs
         return flash, config
 
     def check(box: Lockbox) -> None:
@@ -137,9 +141,7 @@ def test_cut_at_every_operation_of_an_update_without_a_clock(rel_full: Releases)
     config = box_config(rel_full)
 
     def setup() -> tuple[Flash, BoxConfig]:
-        flash = config.make_flash()
-        first = rel_full.releases[0]
-        Lockbox.provision(flash, config, first.image, first.version)
+        flash = provisioned(config, rel_full)
         return flash, config
 
     def act(flash: Flash) -> Lockbox:
