@@ -15,6 +15,8 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
+
 from fwdist import protocol as p
 from fwdist.errors import ManifestError
 from fwdist.lockbox._build import Builder
@@ -32,7 +34,7 @@ from fwdist.lockbox._update import (
     Reset,
     Rollback,
 )
-from fwdist.manifest import Manifest, PayloadRef, PieceTable, decode_table
+from fwdist.manifest import MAX_TABLE_BYTES, Manifest, PayloadRef, PieceTable, decode_table
 
 Send = Callable[[p.Event], None]
 
@@ -134,8 +136,9 @@ class Receiver:
         data = ev.data if received == ev.offset else ev.data[received - ev.offset :]
         if not data:
             return
+        whole = False
         if sid == TABLE:
-            data = self._table_end(t, received, data)
+            data, whole = self._table_end(t, received, data)
         end = received + len(data)
         if end > size:
             if sid == TABLE:
@@ -149,7 +152,7 @@ class Receiver:
         self.staging.write(s, sid, received, data)
         self._commit(Progress(sid, end))
         if sid == TABLE:
-            self._table_progress(s, t, received, data, end, send)
+            self._table_progress(s, t, received, data, end, whole, send)
         elif end == size:
             assert table is not None  # (sid is a piece of the table)
             if not self.builder.piece_ok(table, sid, t.streams[sid]):
@@ -191,35 +194,40 @@ class Receiver:
         n = min(st.received - ev.offset, len(ev.data))
         return self.staging.read(st, ev.offset, n) == bytes(ev.data[:n])
 
-    def _table_end(self, t: TargetRec, received: int, data: bytes) -> bytes:
-        """``data`` cut where the staged prefix and it first hash to the signed table.
+    def _table_end(self, t: TargetRec, received: int, data: bytes) -> tuple[bytes, bool]:
+        """``data`` cut where the table's msgpack object ends, and whether it ended.
 
-        The box does not know the table's length, only its SHA-256: checking the hash at
-        every byte of the frame (not only at its end) means bytes a phone sends past the
-        real table are never staged, so they cannot hide the table's end.
+        The box knows the table only by its SHA-256, not its length; but a table is one
+        msgpack object, so its end is where that object ends. Bytes a phone sends past it
+        are never staged (they cannot hide the table's end), and a staged prefix that ends
+        an object without matching the hash, or that is no table at all, is junk, found
+        out at once. Decoding is bounded as :func:`~fwdist.manifest.decode_table` is.
         """
         st = t.streams.get(TABLE)
-        if self._table_hash is None or received == 0:
-            self._table_hash = hashlib.sha256(
-                b"" if st is None else self.staging.read(st, 0, received))
-        h = self._table_hash.copy()
-        want = t.table_sha256
-        for i in range(len(data) - 1):
-            h.update(data[i : i + 1])
-            if h.copy().digest() == want:
-                return data[: i + 1]
-        return data
+        prefix = b"" if st is None or not received else self.staging.read(st, 0, received)
+        scan = msgpack.Unpacker(max_buffer_size=len(prefix) + len(data), max_bin_len=64,
+                                max_str_len=0, max_array_len=MAX_TABLE_BYTES // 32,
+                                max_map_len=0, max_ext_len=0)
+        scan.feed(prefix)
+        scan.feed(data)
+        try:
+            scan.skip()
+        except msgpack.OutOfData:
+            return data, False
+        except (ValueError, msgpack.FormatError, msgpack.StackError):
+            return data, True  # not msgpack a table could be: junk
+        k = scan.tell() - received
+        return (data[:k] if k > 0 else data), True
 
     def _table_progress(self, s: PState, t: TargetRec, received: int, data: bytes, end: int,
-                        send: Send) -> None:
+                        whole: bool, send: Send) -> None:
         st = t.streams[TABLE]
         if self._table_hash is None or received == 0:
             self._table_hash = hashlib.sha256(self.staging.read(st, 0, received))
         self._table_hash.update(data)
         if self._table_hash.copy().digest() != t.table_sha256:
-            if end % self.config.align or end >= self.config.max_table:
-                self._commit(Reset(TABLE))
-                self._table_hash = None
+            if whole or end % self.config.align or end >= self.config.max_table:
+                self._reset_table()
                 raise p.RemoteProtocolError("piece table does not match the manifest",
                                             p.ErrorCode.BAD_PIECE)
             if end // self.config.ack_every > received // self.config.ack_every:

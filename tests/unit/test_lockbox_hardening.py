@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import replace
 
+import msgpack
 import pytest
 
 from fwdist import protocol as p
@@ -159,8 +160,12 @@ def test_a_junk_table_longer_than_the_real_one_is_replaced_in_one_session(
     target = rel.releases[1]
     table = table_of(box, 1, rel)
     offer_only(box, target.wire)
-    junk = bytes(len(table) + 64 - len(table) % 8)
-    assert hostile_table(box, target.tag, junk) == []  # aligned, no hash yet: all staged
+    assert hostile_table(box, target.tag, bytes(64))[-1].code == p.ErrorCode.BAD_PIECE
+    assert table_staged(box) == 0  # (a 0 is a whole msgpack object: junk, found at once)
+    fmt, compressed, rows = msgpack.unpackb(table)
+    longer = msgpack.packb([fmt, compressed, rows * 8], use_bin_type=True)
+    junk = longer[: len(table) + 64 - len(table) % 8]  # a table-shaped object, unfinished
+    assert hostile_table(box, target.tag, junk) == []
     assert table_staged(box) == len(junk)
     box = reboot(box, rel)  # the junk survives a restart; it must not wedge the target
     install(box, rel, 1)  # one honest session: it resends the table from 0, the box resets
@@ -171,8 +176,11 @@ def test_a_junk_table_prefix_costs_an_honest_phone_at_most_one_session(rel: Rele
     target = rel.releases[1]
     table = table_of(box, 1, rel)
     offer_only(box, target.wire)
-    junk = bytes(len(table) - len(table) % 8)  # as long as the table's aligned part
-    hostile_table(box, target.tag, junk)
+    forged = bytearray(table)
+    forged[12] ^= 0x01  # inside the first id: the same shape, another hash
+    junk = bytes(forged[: len(table) - len(table) % 8 - 8])  # unfinished: staged
+    assert hostile_table(box, target.tag, junk) == []
+    assert table_staged(box) == len(junk)
     first = Phone([target]).session(box, NOW)
     assert first.error is not None  # the staged table cannot verify: it is discarded
     assert table_staged(box) == 0
@@ -184,7 +192,9 @@ def test_a_table_stream_past_max_table_leaves_nothing_staged(rel: Releases) -> N
     box = new_box(rel, box_config(rel))
     target = rel.releases[1]
     offer_only(box, target.wire)
-    junk = bytes(box.config.max_table + 160)
+    fmt, compressed, rows = msgpack.unpackb(table_of(box, 1, rel))
+    huge = msgpack.packb([fmt, compressed, rows * 400], use_bin_type=True)
+    junk = huge[: box.config.max_table + 160]  # table-shaped, unfinished at max_table
     evs = hostile_table(box, target.tag, junk)
     assert isinstance(evs[-1], p.Error) and evs[-1].code == p.ErrorCode.BAD_OFFSET
     assert table_staged(box) == 0
