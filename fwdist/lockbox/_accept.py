@@ -88,23 +88,25 @@ def worst_snapshot(s: PState, config: BoxConfig, staging_sectors: int, m: Manife
     A release whose state would not fit a journal half is refused here, up front, rather
     than accepted and then failing mid-transfer when the journal compacts. The bound
     packs a real worst case: a stream per piece and the table, each with the largest
-    ``received``, the replaced target's pieces kept beside them, as many staging sectors as
-    the payload and the replaced target can hold named (the highest numbers, the longest).
+    ``received`` and a strike; a clock; the replaced target's pieces kept beside them; as
+    many staging sectors as the payload and the replaced target can hold, named with the
+    highest (longest) numbers.
     """
     old = s.target
     held = 0 if old is None else sum(len(st.sectors) for st in old.streams.values())
     used = min(staging_sectors, config.staging_sectors_for(ref.size, ref.pieces) + held)
     sectors = list(range(staging_sectors - 1, staging_sectors - 1 - used, -1))
-    streams = {sid: Stream(ref.size, False, []) for sid in range(-1, ref.pieces)}
+    streams = {sid: Stream(ref.size, False, [], 1) for sid in range(-1, ref.pieces)}
     prev_ids = [] if old is None else [i for i in old.streams if i >= 0]
     owners: list[list[int]] = [st.sectors for st in streams.values()]
     prev_pieces: dict[int, list[int]] = {i: [] for i in prev_ids}
     owners += prev_pieces.values()
     for k, sector in enumerate(sectors):
         owners[k % len(owners)].append(sector)
+    # (failed and last grow only as the target goes: FAIL and CONFIRM drop it)
     worst = PState(s.running_version, s.running_counter, s.running_sha256, s.running_size,
-                   s.active, failed=list(s.failed), last=s.last)  # (these grow only as the
-    # target goes: FAIL and CONFIRM drop it)
+                   s.active, failed=list(s.failed), last=s.last,
+                   clock=max(s.clock, m.created, (1 << 32) - 1))
     worst.target = TargetRec(tag, m.version, m.security_counter, 1,
                              config.manifest_sectors * config.sector_size, ref.table_sha256,
                              p.BoxState.TESTING, config.max_trials, streams)
