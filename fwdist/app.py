@@ -238,8 +238,11 @@ def send_order(
     go to the lower index so the order is deterministic.
     """
     out: list[Send] = []
-    if target.table_received < len(table_data):
-        out.append(Send(protocol.TABLE, target.table_received, table_data))
+    if target.table_received != len(table_data):
+        # more staged than the table holds is a hostile phone's junk: resend from the start,
+        # which makes the box discard it (its staged prefix differs from the table's)
+        start = target.table_received if target.table_received < len(table_data) else 0
+        out.append(Send(protocol.TABLE, start, table_data))
     partial = dict(target.partials)
     begun: list[Send] = []
     fresh: list[Send] = []
@@ -604,7 +607,7 @@ class App:
         self._start = {s.piece: s.offset for s in self._queue}
         self._acked = dict(self._start)
         self._missing = {i for i in range(len(table.pieces)) if not target.has(i)}
-        if target.table_received < len(data):
+        if target.table_received != len(data):
             self._missing.add(protocol.TABLE)
         if not self._queue:
             return self._finish(SessionEnd.NOTHING_HELD)

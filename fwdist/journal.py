@@ -120,6 +120,12 @@ class Journal:
         self.dirty = tail.count(0xFF) != len(tail)
         return Replay(snapshot, records, self.dirty)
 
+    def snapshot_room(self, spare: int = 256) -> int:
+        """The largest snapshot payload a half holds with ``spare`` bytes left for records
+        after it (a half that holds only its snapshot would compact at every record)."""
+        room = self.capacity - spare - HEAD_BYTES - CRC_BYTES
+        return room - room % self.align
+
     def fits(self, payload: bytes) -> bool:
         return self.pos + len(self._frame(RECORD, 0, payload)) <= self.capacity
 

@@ -270,8 +270,9 @@ class Phone:
                         return
                 off += room
 
-        if table_received < len(payload.table_bytes):
-            stream(p.TABLE, payload.table_bytes, table_received - table_received % align)
+        if table_received != len(payload.table_bytes):  # (more is junk: resend it all)
+            start = table_received if table_received < len(payload.table_bytes) else 0
+            stream(p.TABLE, payload.table_bytes, start - start % align)
             if log.error:
                 return
         order = list(range(len(payload.pieces)))

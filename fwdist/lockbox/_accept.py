@@ -11,22 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
+import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist import delta
 from fwdist import protocol as p
 from fwdist.errors import ManifestError
 from fwdist.lockbox._config import BoxConfig
-from fwdist.lockbox._state import PState
-from fwdist.manifest import Manifest, Version, decode
+from fwdist.lockbox._state import Prev, PState, Stream, TargetRec
+from fwdist.manifest import Manifest, PayloadRef, Version, decode
 
 
 def judge(wire: bytes, now: int, state: PState, config: BoxConfig, staging_sectors: int,
           trusted: Mapping[bytes, Ed25519PublicKey],
-          verify: Callable[[bytes], Manifest]) -> p.Reason | None:
+          verify: Callable[[bytes], Manifest], snapshot_room: int) -> p.Reason | None:
     """Why a box in ``state`` would reject these manifest bytes at ``now``, or None to accept.
 
-    ``verify`` checks the signature against ``trusted`` (the box remembers its last answer).
+    ``verify`` checks the signature against ``trusted`` (the box remembers its last answer);
+    ``snapshot_room`` is the largest state snapshot the journal can hold.
     """
     s = state
     try:
@@ -43,12 +45,9 @@ def judge(wire: bytes, now: int, state: PState, config: BoxConfig, staging_secto
         return p.Reason.WRONG_PRODUCT
     if m.hardware != config.hardware:
         return p.Reason.WRONG_HARDWARE
-    if m.expires is not None and now > m.expires:
-        return p.Reason.EXPIRED
-    if m.security_counter < s.running_counter:
-        return p.Reason.COUNTER_LOWER
-    if m.parsed_version <= Version.parse(s.running_version):
-        return p.Reason.NOT_NEWER
+    reason = still_valid(m, now, s)
+    if reason is not None:
+        return reason
     tag = p.release_tag(wire)
     if tag in s.failed:
         return p.Reason.FAILED_BEFORE
@@ -62,6 +61,55 @@ def judge(wire: bytes, now: int, state: PState, config: BoxConfig, staging_secto
     need = config.staging_sectors_for(ref.size, ref.pieces)
     if (m.image_size > config.slot_size or ref.pieces > config.max_pieces
             or ref.decode_ram > config.ram_budget or need > staging_sectors
-            or (ref.is_delta and ref.encoder not in delta.ENCODERS)):
+            or (ref.is_delta and ref.encoder not in delta.ENCODERS)
+            or worst_snapshot(s, config, staging_sectors, m, ref, tag) > snapshot_room):
         return p.Reason.TOO_LARGE
     return None
+
+
+def still_valid(m: Manifest, now: int, s: PState) -> p.Reason | None:
+    """The rules time and installs can break, checked at the offer and again just before
+    the install: expiry against the latest time the box can prove (``now``, or for a box
+    without a clock the newest signed ``created`` it has seen), counter and version against
+    what runs."""
+    if m.expires is not None and max(now, s.clock) > m.expires:
+        return p.Reason.EXPIRED
+    if m.security_counter < s.running_counter:
+        return p.Reason.COUNTER_LOWER
+    if m.parsed_version <= Version.parse(s.running_version):
+        return p.Reason.NOT_NEWER
+    return None
+
+
+def worst_snapshot(s: PState, config: BoxConfig, staging_sectors: int, m: Manifest,
+                   ref: PayloadRef, tag: bytes) -> int:
+    """The largest snapshot (bytes) the state can need while this release is the target.
+
+    A release whose state would not fit a journal half is refused here, up front, rather
+    than accepted and then failing mid-transfer when the journal compacts. The bound
+    packs a real worst case: a stream per piece and the table, each with the largest
+    ``received`` and a strike; a clock; the replaced target's pieces kept beside them; as
+    many staging sectors as the payload and the replaced target can hold, named with the
+    highest (longest) numbers.
+    """
+    old = s.target
+    held = 0 if old is None else sum(len(st.sectors) for st in old.streams.values())
+    used = min(staging_sectors, config.staging_sectors_for(ref.size, ref.pieces) + held)
+    sectors = list(range(staging_sectors - 1, staging_sectors - 1 - used, -1))
+    streams = {sid: Stream(ref.size, False, [], 1) for sid in range(-1, ref.pieces)}
+    prev_ids = [] if old is None else [i for i in old.streams if i >= 0]
+    owners: list[list[int]] = [st.sectors for st in streams.values()]
+    prev_pieces: dict[int, list[int]] = {i: [] for i in prev_ids}
+    owners += prev_pieces.values()
+    for k, sector in enumerate(sectors):
+        owners[k % len(owners)].append(sector)
+    # (failed and last grow only as the target goes: FAIL and CONFIRM drop it)
+    worst = PState(s.running_version, s.running_counter, s.running_sha256, s.running_size,
+                   s.active, failed=list(s.failed), last=s.last,
+                   clock=max(s.clock, m.created, (1 << 32) - 1))
+    worst.target = TargetRec(tag, m.version, m.security_counter, 1,
+                             config.manifest_sectors * config.sector_size, ref.table_sha256,
+                             p.BoxState.TESTING, config.max_trials, streams)
+    if old is not None:
+        worst.prev = Prev(old.table_sha256, config.max_table, [], prev_pieces)
+    return len(msgpack.packb(worst.to_wire(), use_bin_type=True))

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fwdist import protocol as p
 from fwdist.flash import AlignedWriter, Flash
 from fwdist.journal import Journal, JournalFull
-from fwdist.lockbox import _accept, _build
+from fwdist.lockbox import _accept, _build, _images
 from fwdist.lockbox._config import BoxConfig, Layout, LockboxError
 from fwdist.lockbox._receive import Receiver
 from fwdist.lockbox._session import TRANSITIONS, Action, End, Open, Session
@@ -33,6 +33,7 @@ from fwdist.lockbox._state import PState, Stream, TargetRec, unpack
 from fwdist.lockbox._update import (
     TABLE,
     Built,
+    Clock,
     Confirm,
     Fail,
     Record,
@@ -59,6 +60,8 @@ class IdleStep(enum.Enum):
     REVERTED = "reverted"  # the new image failed its self-test: the old one runs
     FAILED = "failed"  # the pieces did not build the signed image: the release is dropped
     WAIT_BATTERY = "wait_battery"  # built, but the battery is below the manifest's minimum
+    REFUSED = "refused"  # built, but no longer passes the offer's rules (expired): dropped
+    DAMAGED = "damaged"  # the running image does not match its hash: target dropped, no blame
 
 
 def _always_ok(m: Manifest, read: Callable[[int, int], bytes]) -> bool:
@@ -99,9 +102,13 @@ class Lockbox:
 
     @classmethod
     def provision(cls, flash: Flash, config: BoxConfig, image: bytes, version: str,
-                  counter: int = 0) -> None:
-        """Factory programming: the image into slot 0 and a first journal snapshot."""
-        _build.provision(flash, config, image, version, counter)
+                  counter: int = 0, clock: int = 0) -> None:
+        """Factory programming: the image into slot 0 and a first journal snapshot.
+
+        ``clock`` is the time of programming, if known: the box, which may have no clock of
+        its own, then refuses manifests that expired before it was made.
+        """
+        _build.provision(flash, config, image, version, counter, clock)
 
     def boot(self, now: int = 0) -> None:
         """Power on: replay the journal, finish what a power cut interrupted, be ready."""
@@ -109,12 +116,15 @@ class Lockbox:
         s = PState.from_wire(unpack(replay.snapshot))
         for raw in replay.records:
             apply_record(s, record_from_wire(unpack(raw)))
-        self.s = s
         self.session = Session.CLOSED
         self.staging.torn.clear()
         self._verified = None  # keys may have changed since: verify the stored manifest again
         self.builder.forget()
-        if replay.dirty:
+        fresh = _images.reconcile(s, self.layout.slots, self.layout.manifests, self._verify)
+        if fresh is not None:  # the journal disagrees with the images: trust what flash proves
+            s = fresh
+        self.s = s
+        if replay.dirty or fresh is not None:
             self.journal.compact(self._pack(s.to_wire()))
         self.rx.load(self._state)
         t = s.target
@@ -262,6 +272,7 @@ class Lockbox:
         self._decoder = p.FrameDecoder(self.config.max_frame)
         self._out_max = self.config.max_frame
         self._offer.clear()
+        self.rx.new_session()
         return S.WAIT_HELLO
 
     def _on_end(self, ev: End, now: int, out: list[bytes]) -> Session:
@@ -350,6 +361,9 @@ class Lockbox:
             return S.DONE
         tag = p.release_tag(wire)
         t = self._state.target
+        created = self._verify(wire).created
+        if created > max(now, self._state.clock):  # signed proof that it is later than we knew
+            self._commit(Clock(created))  # (before the target: a cut between keeps the proof)
         if t is None or t.tag != tag:
             self._take_target(wire, tag)
         self._send(out, p.Accept(tag))
@@ -358,7 +372,7 @@ class Lockbox:
     def judge(self, wire: bytes, now: int) -> p.Reason | None:
         """Why the box would reject these manifest bytes now, or None to accept."""
         return _accept.judge(wire, now, self._state, self.config, self.layout.staging.sectors,
-                             self.trusted, self._verify)
+                             self.trusted, self._verify, self.journal.snapshot_room())
 
     def _take_target(self, wire: bytes, tag: bytes) -> None:
         s = self._state
@@ -397,6 +411,13 @@ class Lockbox:
             if not self.rx.all_done(t):
                 return None
             if not self._build_image():
+                fresh = _images.reconcile(s, self.layout.slots, self.layout.manifests,
+                                          self._verify)
+                if fresh is not None:  # the running image rotted since boot: not the release's
+                    self.s = fresh  # fault; report the image truthfully, fetch the full payload
+                    self.journal.compact(self._pack(fresh.to_wire()))
+                    self.rx.forget()
+                    return IdleStep.DAMAGED
                 self._commit(Fail())
                 self.rx.forget()
                 self._news = (self._state.last or ("", False))[0], False
@@ -407,6 +428,11 @@ class Lockbox:
             if self.battery < self.manifest.min_battery:
                 return IdleStep.WAIT_BATTERY
             m = self.manifest
+            if _accept.still_valid(m, now, s) is not None:  # expired while it waited, say
+                self._commit(Fail())
+                self._news = (m.version, False)
+                self.rx.forget()
+                return IdleStep.REFUSED
             self._commit(Trial())
             slot = self.layout.slots[1 - s.active]
             ok = False

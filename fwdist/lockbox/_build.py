@@ -115,7 +115,8 @@ class Builder:
         return bytes(out)
 
 
-def provision(flash: Flash, config: BoxConfig, image: bytes, version: str, counter: int) -> None:
+def provision(flash: Flash, config: BoxConfig, image: bytes, version: str, counter: int,
+              clock: int = 0) -> None:
     """Factory programming: the image into slot 0 and a first journal snapshot."""
     Version.parse(version)
     if not 0 < len(image) <= config.slot_size:
@@ -127,5 +128,5 @@ def provision(flash: Flash, config: BoxConfig, image: bytes, version: str, count
     w = AlignedWriter(slot)
     w.write(image)
     w.close()
-    state = PState(version, counter, hashlib.sha256(image).digest(), len(image))
+    state = PState(version, counter, hashlib.sha256(image).digest(), len(image), clock=clock)
     Journal(layout.journal).format(msgpack.packb(state.to_wire(), use_bin_type=True))

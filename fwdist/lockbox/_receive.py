@@ -15,14 +15,26 @@ import hashlib
 from collections.abc import Callable
 from typing import Any
 
+import msgpack
+
 from fwdist import protocol as p
 from fwdist.errors import ManifestError
 from fwdist.lockbox._build import Builder
 from fwdist.lockbox._config import BoxConfig, Layout
 from fwdist.lockbox._staging import Staging
 from fwdist.lockbox._state import PState, Stream, TargetRec
-from fwdist.lockbox._update import TABLE, Done, DropPrev, Fail, Keep, Progress, Record, Reset
-from fwdist.manifest import Manifest, PayloadRef, PieceTable, decode_table
+from fwdist.lockbox._update import (
+    TABLE,
+    Done,
+    DropPrev,
+    Fail,
+    Keep,
+    Progress,
+    Record,
+    Reset,
+    Rollback,
+)
+from fwdist.manifest import MAX_TABLE_BYTES, Manifest, PayloadRef, PieceTable, decode_table
 
 Send = Callable[[p.Event], None]
 
@@ -43,6 +55,10 @@ class Receiver:
         self.table: PieceTable | None = None
         self.starts: list[int] = []  # where each piece's content starts in the payload
         self._table_hash: Any = None  # the table's SHA-256 so far (a hashlib object)
+        self._began: dict[int, int] = {}  # stream -> bytes it held when this session began it
+
+    def new_session(self) -> None:
+        self._began.clear()
 
     def forget(self) -> None:
         self.manifest = self.ref = self.table = None
@@ -93,6 +109,11 @@ class Receiver:
         if sid == TABLE:
             size = cfg.max_table
         elif table is None:
+            # the phone believes the table is whole, so what is staged is not it: discard it
+            # (a hostile prefix must not wedge the target) and let the next session resend it
+            tbl = t.streams.get(TABLE)
+            if tbl is not None and tbl.received:
+                self._reset_table()
             raise p.RemoteProtocolError("piece data before the piece table", p.ErrorCode.UNEXPECTED)
         elif sid >= len(table.pieces):
             raise p.RemoteProtocolError(f"piece {sid} is not in the table", p.ErrorCode.BAD_OFFSET)
@@ -106,27 +127,36 @@ class Receiver:
             raise p.RemoteProtocolError(f"data offset {ev.offset} is not {align}-aligned",
                                         p.ErrorCode.BAD_OFFSET)
         received = 0 if st is None else st.received
+        if sid == TABLE and ev.offset < received and not self._table_agrees(st, ev):
+            self._reset_table()  # a re-sent prefix differs from what is staged: start again
+            received = 0
         if ev.offset > received:
             send(p.Ack(t.tag, sid, received))  # a gap: rewind the phone
             return
         data = ev.data if received == ev.offset else ev.data[received - ev.offset :]
         if not data:
             return
+        whole = False
+        if sid == TABLE:
+            data, whole = self._table_end(t, received, data)
         end = received + len(data)
         if end > size:
+            if sid == TABLE:
+                self._reset_table()  # no table is this long: what was staged is junk too
             raise p.RemoteProtocolError(f"data runs past the end of piece {sid}",
                                         p.ErrorCode.BAD_OFFSET)
         if len(data) % align and sid != TABLE and end != size:
             raise p.RemoteProtocolError("only the last chunk of a piece may be unaligned",
                                         p.ErrorCode.BAD_OFFSET)
+        self._began.setdefault(sid, received)
         self.staging.write(s, sid, received, data)
         self._commit(Progress(sid, end))
         if sid == TABLE:
-            self._table_progress(s, t, received, data, end, send)
+            self._table_progress(s, t, received, data, end, whole, send)
         elif end == size:
             assert table is not None  # (sid is a piece of the table)
             if not self.builder.piece_ok(table, sid, t.streams[sid]):
-                self._commit(Reset(sid))
+                self._bad_piece(t, sid)
                 raise p.RemoteProtocolError(f"piece {sid} does not match its SHA-256",
                                             p.ErrorCode.BAD_PIECE)
             self._commit(Done(sid))
@@ -137,16 +167,67 @@ class Receiver:
         if t.streams[sid].done and self.all_done(t):
             send(p.ReleaseComplete(t.tag))
 
+    def _bad_piece(self, t: TargetRec, sid: int) -> None:
+        """Discard what this session wrote of a piece that failed its hash, or all of it.
+
+        The bytes staged before this session came from another phone: keep them once
+        (a hostile phone finishing an honest prefix with junk destroys only its own
+        bytes); a piece that fails again after a rollback is reset whole, so a prefix
+        poisoned earlier costs honest phones at most one more failed session.
+        """
+        start = self._began.get(sid, 0)
+        if start and not t.streams[sid].strikes:
+            keep = -(-start // self.staging.sector_size)
+            self._commit(Rollback(sid, start, keep))
+            if start % self.staging.sector_size:
+                self.staging.torn[sid] = keep - 1  # junk follows the prefix in that sector
+        else:
+            self._commit(Reset(sid))
+
+    def _reset_table(self) -> None:
+        self._commit(Reset(TABLE))
+        self._table_hash = None
+
+    def _table_agrees(self, st: Stream | None, ev: p.Data) -> bool:
+        """Whether a table frame that overlaps the staged prefix repeats it byte for byte."""
+        assert st is not None
+        n = min(st.received - ev.offset, len(ev.data))
+        return self.staging.read(st, ev.offset, n) == bytes(ev.data[:n])
+
+    def _table_end(self, t: TargetRec, received: int, data: bytes) -> tuple[bytes, bool]:
+        """``data`` cut where the table's msgpack object ends, and whether it ended.
+
+        The box knows the table only by its SHA-256, not its length; but a table is one
+        msgpack object, so its end is where that object ends. Bytes a phone sends past it
+        are never staged (they cannot hide the table's end), and a staged prefix that ends
+        an object without matching the hash, or that is no table at all, is junk, found
+        out at once. Decoding is bounded as :func:`~fwdist.manifest.decode_table` is.
+        """
+        st = t.streams.get(TABLE)
+        prefix = b"" if st is None or not received else self.staging.read(st, 0, received)
+        scan = msgpack.Unpacker(max_buffer_size=len(prefix) + len(data), max_bin_len=64,
+                                max_str_len=0, max_array_len=MAX_TABLE_BYTES // 32,
+                                max_map_len=0, max_ext_len=0)
+        scan.feed(prefix)
+        scan.feed(data)
+        try:
+            scan.skip()
+        except msgpack.OutOfData:
+            return data, False
+        except (ValueError, msgpack.FormatError, msgpack.StackError):
+            return data, True  # not msgpack a table could be: junk
+        k = scan.tell() - received
+        return (data[:k] if k > 0 else data), True
+
     def _table_progress(self, s: PState, t: TargetRec, received: int, data: bytes, end: int,
-                        send: Send) -> None:
+                        whole: bool, send: Send) -> None:
         st = t.streams[TABLE]
         if self._table_hash is None or received == 0:
             self._table_hash = hashlib.sha256(self.staging.read(st, 0, received))
         self._table_hash.update(data)
         if self._table_hash.copy().digest() != t.table_sha256:
-            if end % self.config.align or end >= self.config.max_table:
-                self._commit(Reset(TABLE))
-                self._table_hash = None
+            if whole or end % self.config.align or end >= self.config.max_table:
+                self._reset_table()
                 raise p.RemoteProtocolError("piece table does not match the manifest",
                                             p.ErrorCode.BAD_PIECE)
             if end // self.config.ack_every > received // self.config.ack_every:

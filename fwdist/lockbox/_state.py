@@ -27,6 +27,7 @@ class StreamWire(NamedTuple):
     received: int
     done: bool
     sectors: list[int]
+    strikes: int = 0  # (written only when not 0, as the snapshot's clock)
 
 
 class TargetWire(NamedTuple):
@@ -38,7 +39,7 @@ class TargetWire(NamedTuple):
     table_sha256: bytes
     phase: int
     trials: int
-    streams: list[StreamWire]
+    streams: list[tuple[Any, ...]]  # StreamWire, without strikes when there are none
 
 
 class PrevPieceWire(NamedTuple):
@@ -59,7 +60,8 @@ class LastWire(NamedTuple):
 
 
 class StateWire(NamedTuple):
-    """The snapshot: one msgpack array of these nine fields, in this order."""
+    """The snapshot: one msgpack array of these fields, in this order (``clock`` only when
+    the box has seen a time: a box that never did writes the nine-field array it always did)."""
 
     running_version: str
     running_counter: int
@@ -70,6 +72,7 @@ class StateWire(NamedTuple):
     prev: PrevWire | None
     failed: list[bytes]
     last: LastWire | None
+    clock: int = 0
 
 
 @dataclass
@@ -79,6 +82,13 @@ class Stream:
     received: int = 0
     done: bool = False
     sectors: list[int] = field(default_factory=list)
+    strikes: int = 0
+    """How often the piece was rolled back to a prefix staged before a failing session."""
+
+
+def _stream_wire(sid: int, st: Stream) -> tuple[Any, ...]:
+    w = StreamWire(sid, st.received, st.done, st.sectors, st.strikes)
+    return w if st.strikes else w[:-1]
 
 
 @dataclass
@@ -128,6 +138,9 @@ class PState:
     prev: Prev | None = None
     failed: list[bytes] = field(default_factory=list)
     last: tuple[str, bool] | None = None
+    clock: int = 0
+    """The latest time the box has proof of (a signed manifest's ``created``): a lower bound
+    on the time now, which a box without a clock checks expiry against."""
 
     def used_sectors(self) -> set[int]:
         used: set[int] = set()
@@ -140,12 +153,11 @@ class PState:
                 used.update(secs)
         return used
 
-    def to_wire(self) -> StateWire:
+    def to_wire(self) -> tuple[Any, ...]:
         t = self.target
         tw = None if t is None else TargetWire(
             t.tag, t.version, t.counter, t.mslot, t.mlen, t.table_sha256, t.phase, t.trials,
-            [StreamWire(sid, st.received, st.done, st.sectors)
-             for sid, st in sorted(t.streams.items())],
+            [_stream_wire(sid, st) for sid, st in sorted(t.streams.items())],
         )
         pv = self.prev
         pw = None if pv is None else PrevWire(
@@ -153,8 +165,9 @@ class PState:
             [PrevPieceWire(i, s) for i, s in sorted(pv.pieces.items())],
         )
         last = None if self.last is None else LastWire(*self.last)
-        return StateWire(self.running_version, self.running_counter, self.running_sha256,
-                         self.running_size, self.active, tw, pw, self.failed, last)
+        w = StateWire(self.running_version, self.running_counter, self.running_sha256,
+                      self.running_size, self.active, tw, pw, self.failed, last, self.clock)
+        return w if self.clock else w[:-1]
 
     @classmethod
     def from_wire(cls, raw: list[Any]) -> PState:
@@ -162,7 +175,7 @@ class PState:
         s = cls(w.running_version, w.running_counter, w.running_sha256, w.running_size, w.active)
         if w.target is not None:
             t = TargetWire(*w.target)
-            streams = {sw.sid: Stream(sw.received, sw.done, list(sw.sectors))
+            streams = {sw.sid: Stream(sw.received, sw.done, list(sw.sectors), sw.strikes)
                        for sw in (StreamWire(*x) for x in t.streams)}
             s.target = TargetRec(t.tag, t.version, t.counter, t.mslot, t.mlen, t.table_sha256,
                                  p.BoxState(t.phase), t.trials, streams)
@@ -172,4 +185,5 @@ class PState:
             s.prev = Prev(pv.table_sha256, pv.table_len, list(pv.table_sectors), pieces)
         s.failed = list(w.failed)
         s.last = None if w.last is None else (w.last[0], w.last[1])
+        s.clock = w.clock
         return s

@@ -39,6 +39,8 @@ class Rec(enum.IntEnum):
     REVERT = 12
     CONFIRM = 13
     FAIL = 14
+    CLOCK = 15
+    ROLLBACK = 16
 
 
 class Target(NamedTuple):
@@ -105,6 +107,15 @@ class Reset(NamedTuple):
     sid: int
 
 
+class Rollback(NamedTuple):
+    """Piece ``sid`` failed its hash: go back to the ``received`` bytes staged before the
+    session that finished it (its first ``keep`` sectors), one strike more."""
+
+    sid: int
+    received: int
+    keep: int
+
+
 class Built(NamedTuple):
     """Every piece verified, and the new image built and checked in the other slot."""
 
@@ -130,14 +141,21 @@ class Fail(NamedTuple):
     """The target is given up (bad build, failed self-test, manifest no longer valid)."""
 
 
+class Clock(NamedTuple):
+    """The box has proof that the time is at least ``time`` (a verified manifest's ``created``)."""
+
+    time: int
+
+
 Record = (Target | Alloc | Replace | Trim | Progress | Done | Keep | DropPrev | Reset | Built
-          | Trial | Revert | Confirm | Fail)
+          | Trial | Revert | Confirm | Fail | Clock | Rollback)
 
 RECORD_TYPES: dict[Rec, type[Record]] = {
     Rec.TARGET: Target, Rec.ALLOC: Alloc, Rec.REPLACE: Replace, Rec.TRIM: Trim,
     Rec.PROGRESS: Progress, Rec.DONE: Done, Rec.KEEP: Keep, Rec.DROP_PREV: DropPrev,
     Rec.RESET: Reset, Rec.BUILT: Built, Rec.TRIAL: Trial, Rec.REVERT: Revert,
-    Rec.CONFIRM: Confirm, Rec.FAIL: Fail,
+    Rec.CONFIRM: Confirm, Rec.FAIL: Fail, Rec.CLOCK: Clock,
+    Rec.ROLLBACK: Rollback,
 }
 KIND: dict[type[Record], Rec] = {cls: kind for kind, cls in RECORD_TYPES.items()}
 
@@ -158,7 +176,8 @@ def record_from_wire(w: list[Any]) -> Record:
 # --------------------------------------------------------------------------- the table
 
 _B = p.BoxState
-_TRANSFER = (Rec.ALLOC, Rec.REPLACE, Rec.TRIM, Rec.PROGRESS, Rec.DONE, Rec.KEEP, Rec.RESET)
+_TRANSFER = (Rec.ALLOC, Rec.REPLACE, Rec.TRIM, Rec.PROGRESS, Rec.DONE, Rec.KEEP, Rec.RESET,
+             Rec.ROLLBACK)
 
 UPDATE_PHASES = (_B.IDLE, _B.RECEIVING, _B.BUILT, _B.TESTING)
 """The phases the journal can hold (the others in :class:`~fwdist.protocol.BoxState` are
@@ -178,6 +197,7 @@ PHASES: dict[tuple[p.BoxState, Rec], p.BoxState] = {
     (_B.TESTING, Rec.CONFIRM): _B.IDLE,  # self-test passed: the new image runs
     (_B.TESTING, Rec.FAIL): _B.IDLE,  # self-test failed (or too many trials): old image
     (_B.TESTING, Rec.REVERT): _B.BUILT,  # reset during the trial: old image, try again later
+    **{(ph, Rec.CLOCK): ph for ph in UPDATE_PHASES},  # time moves on in every phase
 }
 """The update machine: (phase, journal record) -> phase after it. Other records are refused."""
 
@@ -225,8 +245,12 @@ def _drop_prev(s: PState, rec: DropPrev) -> None:
     s.prev = None
 
 
+def _clock(s: PState, rec: Clock) -> None:
+    s.clock = max(s.clock, rec.time)
+
+
 _STATE_EFFECTS: dict[Rec, Callable[[PState, Any], None]] = {
-    Rec.TARGET: _new_target, Rec.DROP_PREV: _drop_prev,
+    Rec.TARGET: _new_target, Rec.DROP_PREV: _drop_prev, Rec.CLOCK: _clock,
 }
 
 
@@ -263,6 +287,12 @@ def _reset(s: PState, t: TargetRec, rec: Reset) -> None:
     t.streams.pop(rec.sid, None)
 
 
+def _rollback(s: PState, t: TargetRec, rec: Rollback) -> None:
+    st = t.stream(rec.sid)
+    st.received, st.sectors = rec.received, st.sectors[: rec.keep]
+    st.strikes += 1
+
+
 def _built(s: PState, t: TargetRec, rec: Built | Revert) -> None:
     t.phase = _B.BUILT
 
@@ -289,5 +319,5 @@ def _fail(s: PState, t: TargetRec, rec: Fail) -> None:
 _TARGET_EFFECTS: dict[Rec, Callable[[PState, TargetRec, Any], None]] = {
     Rec.ALLOC: _alloc, Rec.REPLACE: _replace, Rec.TRIM: _trim, Rec.PROGRESS: _progress,
     Rec.DONE: _done, Rec.KEEP: _keep, Rec.RESET: _reset, Rec.BUILT: _built, Rec.TRIAL: _trial,
-    Rec.REVERT: _built, Rec.CONFIRM: _confirm, Rec.FAIL: _fail,
+    Rec.REVERT: _built, Rec.CONFIRM: _confirm, Rec.FAIL: _fail, Rec.ROLLBACK: _rollback,
 }

@@ -227,6 +227,37 @@ class LockboxMachine(RuleBasedStateMachine):
             assert any(isinstance(e, p.Error) and e.code == p.ErrorCode.WRONG_RELEASE for e in evs)
         assert before <= self._verified()
 
+    @rule(seed=st.integers(0, 1000), length=st.integers(1, 40))
+    def junk_table(self, seed: int, length: int) -> None:
+        """A phone that knows the tag sends junk as the piece table (from the staged offset,
+        from 0, or past the real table's end): it must never wedge the target (issue 9.1)."""
+        status = self.box.status_frame()
+        t = status.target
+        if t is None or self.box.table is not None:
+            return
+        rel = self._by_tag(t.tag)
+        table = rel.payloads[rel.manifest.payload_for(status.running_sha256).table_sha256]
+        rng = random.Random(seed)
+        junk = rng.randbytes(8 * length)
+        start = rng.choice([t.table_received, 0, len(table.table_bytes)])
+        blob = table.table_bytes[:start] + junk
+        start -= start % 8
+        self.box.open_session(self.now)
+        self.box.receive_data(p.encode(p.Hello(p.PROTOCOL_VERSION, 244)), self.now)
+        for off in range(start, len(blob), 160):
+            self.box.receive_data(p.encode(p.Data(t.tag, p.TABLE, off, blob[off : off + 160])),
+                                  self.now)
+        self.box.end_session(self.now)
+        # the bound: honest phones need at most one failed session to get the table in
+        errors = 0
+        while self.box.table is None:
+            log = Phone([rel]).session(self.box, self.now)
+            self._observe(log)
+            if log.error is not None:
+                assert log.error.code in (p.ErrorCode.BAD_PIECE, p.ErrorCode.UNEXPECTED)
+                errors += 1
+            assert errors <= 1 and (log.error or self.box.table is not None), log
+
     @rule(which=st.integers(0, 2))
     def replay_manifest(self, which: int) -> None:
         """Offer a manifest outright, as a replaying attacker would: old ones change nothing."""
