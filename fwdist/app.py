@@ -279,6 +279,7 @@ class SessionEnd(enum.Enum):
 
     UP_TO_DATE = "box already runs this release"
     BOX_NEWER = "box runs a newer release"
+    BOX_OTHER_BUILD = "box runs another build of this version"
     TARGET_NEWER = "box is receiving a newer release"
     TARGET_OTHER = "box is receiving another build of this version"
     WAITING_INSTALL = "box holds the whole release and installs it when idle"
@@ -564,11 +565,16 @@ class App:
         mine = m.parsed_version
         if st.product != m.product or st.hardware != m.hardware:
             return self._finish(SessionEnd.OTHER_PRODUCT)
-        if st.running_sha256 == m.image_sha256:
+        theirs = Version.parse(st.running_version)
+        # Up to date means this version AND these bytes: the same image staged again as a
+        # newer version is still a release the box has to take (its version moves).
+        if st.running_sha256 == m.image_sha256 and theirs == mine:
             self.installed = True
             return self._finish(SessionEnd.UP_TO_DATE)
-        if Version.parse(st.running_version) >= mine:
+        if theirs > mine:
             return self._finish(SessionEnd.BOX_NEWER)
+        if theirs == mine:
+            return self._finish(SessionEnd.BOX_OTHER_BUILD)
         t = st.target
         if t is not None and t.tag == self.tag:
             if st.state >= BoxState.COMPLETE:

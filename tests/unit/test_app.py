@@ -726,3 +726,16 @@ def test_every_cell_of_the_table(cache: PhoneCache, phase: appmod.Phase) -> None
             assert Error not in answer, (phase, ev)
             if action is None:
                 assert answer == [] and a.session_over
+
+
+def test_same_image_under_an_older_version_is_offered_not_called_installed(
+    cache: PhoneCache,
+) -> None:
+    """Issue 9 item 22: the box runs the phone's image bytes, but as an older version."""
+    a = App(cache)
+    a.data_to_send()
+    a.receive_data(status(running="1.0.0", sha=V2_SHA))  # the phone carries 1.1.0 = V2 bytes
+    assert a.phase is appmod.Phase.OFFERING
+    assert b"".join(e.data for e in events(a.data_to_send())) == cache.manifest_wire  # type: ignore[attr-defined]
+    r = a.report()
+    assert (r.installed, r.end, r.box_version) == (False, None, "1.0.0")
