@@ -188,9 +188,13 @@ async def converse(
         if timer.cancelled_caught:
             stats.reason = LinkEnd.MAX_SECONDS
         if stats.reason is not None and stats.reason.walk_away and not peer_gone:
+            # A spent byte budget stops the sending only: what the box still says about
+            # the bytes that left (its acks) is heard. Out of time, the agent is gone.
+            listen = endpoint if stats.reason is LinkEnd.MAX_BYTES else None
             eof_fed = True
-            endpoint.receive_data(b"")  # the agent is gone: nothing after this reaches the phone
-            await _walk_away(stream)
+            if listen is None:
+                endpoint.receive_data(b"")
+            stats.received_bytes += await _walk_away(stream, listen)
     finally:
         await trio.aclose_forcefully(stream)
         if not eof_fed:
@@ -198,22 +202,30 @@ async def converse(
     return stats
 
 
-async def _walk_away(stream: trio.abc.Stream) -> None:
+async def _walk_away(stream: trio.abc.Stream, listen: Endpoint | None) -> int:
     """End the link after a walk-away so the peer gets every byte that left, then EOF.
 
     Closing a TCP socket with unread input makes the kernel send a reset, and
     a reset can make the peer's kernel drop bytes it received but its process
     had not read yet: how much of the last frames survived would then depend
     on scheduling. So: half-close (the peer reads up to the cut, then EOF) and
-    discard what the peer still says until it closes too, for a short while.
+    read what the peer still says until it closes too, for a short while:
+    handed to ``listen`` if given (then it gets ``b""`` at the end), else
+    discarded. Returns how many bytes were read.
     """
+    heard = 0
     with trio.move_on_after(CLOSE_GRACE_SECONDS):
         try:
             await stream.send_eof()  # type: ignore[attr-defined]
-            while await stream.receive_some(RECEIVE_SIZE):
-                pass
+            while data := await stream.receive_some(RECEIVE_SIZE):
+                heard += len(data)
+                if listen is not None:
+                    listen.receive_data(bytes(data))
         except (AttributeError, *_LINK_ERRORS, OSError):
             pass
+    if listen is not None:
+        listen.receive_data(b"")
+    return heard
 
 
 def parse_hostport(text: str) -> tuple[str, int]:

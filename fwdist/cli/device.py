@@ -30,7 +30,8 @@ from fwdist.emulator import (
     read_config,
     serve,
 )
-from fwdist.releases import phone_cache
+from fwdist.manifest import Version
+from fwdist.releases import load_trusted, phone_cache
 from fwdist.store import Store
 
 
@@ -115,7 +116,9 @@ def cmd_push(args: argparse.Namespace) -> int:
         raise DeviceError(f"--max-bytes must be 0 or more, got {args.max_bytes}")
     _positive("--max-seconds", args.max_seconds)
     _positive("--rate", args.rate)
-    cache = phone_cache(Store.open(args.store), args.product)
+    trusted = load_trusted([Path(k) for k in args.pubkey]).values()
+    version = str(Version.parse(args.version)) if args.version else None
+    cache = phone_cache(Store.open(args.store), args.product, version, trusted)
     try:
         out = trio.run(lambda: push(cache, host, port, max_bytes=args.max_bytes,
                                     max_seconds=args.max_seconds, rate=args.rate,
@@ -172,9 +175,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     app = sub.add_parser("app", help="the phone side: push a release to a box",
                          description="The phone side of the update.")
     app_sub = app.add_subparsers(dest="app_command", required=True, metavar="COMMAND")
-    p = command(app_sub, "push", cmd_push, "one session: push the newest release to a box")
+    p = command(app_sub, "push", cmd_push,
+                "one session: push the newest verified release (or --version) to a box")
     p.add_argument("--store", required=True, metavar="DIR")
     p.add_argument("--product", required=True)
+    p.add_argument("--pubkey", required=True, action="append", metavar="KEYFILE.pub",
+                   help="the public key releases must be signed by (repeatable); only a "
+                   "release it verifies is pushed")
+    p.add_argument("--version", metavar="X.Y.Z",
+                   help="push this release (default: the newest that verifies)")
     p.add_argument("--to", required=True, metavar="HOST:PORT")
     p.add_argument("--max-bytes", type=int, metavar="N", help="walk away after sending N bytes")
     p.add_argument("--max-seconds", type=float, metavar="S", help="walk away after S seconds")

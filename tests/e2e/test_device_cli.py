@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -122,7 +123,8 @@ def box(box_state: Path) -> Iterator[Box]:
 
 def push(release: Path, box: Box, *extra: str) -> dict[str, Any]:
     out: dict[str, Any] = fwdist_json("app", "push", "--store", release / "store", "--product",
-                                      "lockbox", "--to", box.address, *extra)
+                                      "lockbox", "--pubkey", release / "release.key.pub",
+                                      "--to", box.address, *extra)
     return out
 
 
@@ -160,7 +162,8 @@ def test_pushes_and_power_cuts_until_installed(release: Path, box: Box) -> None:
             before = fwdist_json("lockbox", "status", "--state", box.state)
             phone = subprocess.Popen(
                 [sys.executable, "-m", "fwdist", "app", "push", "--store", str(release / "store"),
-                 "--product", "lockbox", "--to", box.address, "--rate", "50", "--json"],
+                 "--product", "lockbox", "--pubkey", str(release / "release.key.pub"),
+                 "--to", box.address, "--rate", "50", "--json"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 deadline = time.monotonic() + TIMEOUT
@@ -232,12 +235,14 @@ def test_one_line_errors(release: Path, box_state: Path, tmp_path: Path) -> None
         port = s.getsockname()[1]
         assert "port is in use" in error("lockbox", "serve", "--state", box_state,
                                          "--listen", f"127.0.0.1:{port}")
+    trust = ("--pubkey", key)
     assert "cannot reach a box" in error("app", "push", "--store", release / "store", "--product",
-                                         "lockbox", "--to", f"127.0.0.1:{port}")
+                                         "lockbox", *trust, "--to", f"127.0.0.1:{port}")
     assert "HOST:PORT" in error("app", "push", "--store", release / "store", "--product",
-                                "lockbox", "--to", "nowhere")
+                                "lockbox", *trust, "--to", "nowhere")
     assert "no release of doorbell" in error("app", "push", "--store", release / "store",
-                                             "--product", "doorbell", "--to", "127.0.0.1:1")
+                                             "--product", "doorbell", *trust, "--to",
+                                             "127.0.0.1:1")
 
 
 def test_a_silent_phone_is_dropped_and_max_sessions_ends_serve(box_state: Path) -> None:
@@ -255,3 +260,45 @@ def test_a_silent_phone_is_dropped_and_max_sessions_ends_serve(box_state: Path) 
             "session", 0, "max-seconds")
     finally:
         b.kill()
+
+
+def test_push_offers_only_verified_releases_and_a_chosen_version(
+    release: Path, box: Box, tmp_path: Path
+) -> None:
+    """Issue 9 items 12 and 24: a planted release is never offered; --version picks one."""
+    store = tmp_path / "store"
+    shutil.copytree(release / "store", store)
+    fwdist("keygen", tmp_path / "planted.key")
+    (tmp_path / "fw9.bin").write_bytes(SAMPLE.image(2))
+    fwdist("stage", tmp_path / "fw9.bin", "--store", store, "--product", "lockbox",
+           "--version", "9.9.9", "--key", tmp_path / "planted.key")
+    trust = ("--pubkey", release / "release.key.pub")
+    box.start()
+
+    def push_to(*extra: str | Path) -> dict[str, Any]:
+        out: dict[str, Any] = fwdist_json("app", "push", "--store", store, "--product",
+                                          "lockbox", *trust, "--to", box.address, *extra)
+        return out
+
+    first = push_to("--max-bytes", "2000")
+    assert (first["version"], first["reason"], first["target_version"]) == (
+        "1.1.0", "max-bytes", None)
+    assert fwdist_json("lockbox", "status", "--state", box.state)["target_version"] == "1.1.0"
+    again = push_to("--version", "1.0.0")
+    assert (again["version"], again["installed"], again["reason"]) == (
+        "1.0.0", True, "box already runs this release")
+    proc = fwdist("app", "push", "--store", store, "--product", "lockbox", *trust, "--to",
+                  box.address, "--version", "9.9.9", ok=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().endswith("lockbox@9.9.9 does not verify against the given keys")
+    # acknowledged bytes: what the box acknowledged of what it persisted, resumed sessions too
+    acked = []
+    for _ in range(3):
+        before = fwdist_json("lockbox", "status", "--state", box.state)["received_bytes"]
+        r = push_to("--max-bytes", "2000")
+        grown = fwdist_json("lockbox", "status", "--state", box.state)["received_bytes"] - before
+        assert (r["reason"], r["payload_sent"], grown) == ("max-bytes", 1792, 1792)
+        acked.append(r["acked_bytes"])
+    # acks heard after the walk-away count too: the box acknowledges each frame that ends
+    # past a multiple of 512 bytes of its piece, so at most the last frame's 224 are unheard
+    assert acked == [1792, 1568, 1792]
