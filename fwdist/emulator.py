@@ -70,6 +70,10 @@ def init_state(
     version = str(Version.parse(version))
     if counter < 0:
         raise DeviceError(f"--security-counter must be 0 or more, got {counter}")
+    for flag, value in (("--ram", ram), ("--ack-every", ack_every), ("--slot-size", slot_size),
+                        ("--staging-size", staging_size)):
+        if value is not None and value <= 0:
+            raise DeviceError(f"{flag} must be positive, got {value}")
     public = keys.load_public(pubkey)
     try:
         firmware = image.read_bytes()
@@ -86,20 +90,32 @@ def init_state(
                            staging_size=staging_size or slot, ram_budget=ram, ack_every=ack_every)
     except LockboxError as e:
         raise DeviceError(str(e)) from None
+    # All or nothing: the box is made in a fresh sibling directory and renamed into place
+    # once whole, so a failure leaves no half-made state (and an empty STATE as it was).
     try:
-        (state / "trusted").mkdir(parents=True, exist_ok=True)
-        (state / "trusted" / f"{key_id(public).hex()}.pub").write_bytes(keys.public_pem(public))
-        flash = FileFlash(state / "flash.bin", config.flash_size(), config.sector_size,
+        state.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{state.name}.init-", dir=state.parent))
+    except OSError as e:
+        raise DeviceError(f"cannot write {state}: {e.strerror}") from None
+    try:
+        (work / "trusted").mkdir()
+        (work / "trusted" / f"{key_id(public).hex()}.pub").write_bytes(keys.public_pem(public))
+        flash = FileFlash(work / "flash.bin", config.flash_size(), config.sector_size,
                           config.align)
         try:
             Lockbox.provision(flash, config, firmware, version, counter)
         finally:
             flash.close()
-        _write_json(state / "box.json", {"format": STATE_FORMAT, "config": config.as_json()})
+        _write_json(work / "box.json", {"format": STATE_FORMAT, "config": config.as_json()})
+        if state.is_dir():
+            state.rmdir()  # empty, checked above
+        os.replace(work, state)
     except OSError as e:
         raise DeviceError(f"cannot write {state}: {e.strerror}") from None
     except (LockboxError, FlashError) as e:
         raise DeviceError(str(e)) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return load_status(state)
 
 

@@ -302,3 +302,31 @@ def test_push_offers_only_verified_releases_and_a_chosen_version(
     # acks heard after the walk-away count too: the box acknowledges each frame that ends
     # past a multiple of 512 bytes of its piece, so at most the last frame's 224 are unheard
     assert acked == [1792, 1568, 1792]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--ack-every", "0"), "--ack-every must be positive, got 0"),
+        (("--ack-every", "-1"), "--ack-every must be positive, got -1"),
+        (("--ram", "-5"), "--ram must be positive, got -5"),
+        (("--slot-size", "-4096"), "--slot-size must be positive, got -4096"),
+        # a slot too small for the image: provisioning fails after the key was written
+        (("--slot-size", "65536"), "does not fit"),
+    ],
+)
+def test_init_refuses_nonsense_and_leaves_nothing_behind(
+    release: Path, tmp_path: Path, extra: tuple[str, ...], message: str
+) -> None:
+    """Issue 9 item 21: one line, exit 1, and no half-made state directory."""
+    for state in (tmp_path / "new", tmp_path / "empty"):
+        if state.name == "empty":
+            state.mkdir()
+        proc = fwdist("lockbox", "init", "--state", state, "--product", "lockbox", "--pubkey",
+                      release / "release.key.pub", "--image", release / "fw0.bin",
+                      "--version", "1.0.0", *extra, ok=False)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == (
+            ["empty"] if state.name == "empty" else [])
+        assert not state.exists() or not any(state.iterdir())
