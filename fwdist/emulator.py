@@ -40,6 +40,7 @@ from fwdist.pump import BoxEndpoint
 STATE_FORMAT = "fwdist lockbox state v1"
 DEFAULT_RAM = 4 << 20
 DEFAULT_ACK_EVERY = 512
+DEFAULT_IDLE_TIMEOUT = 5.0  # seconds without a byte either way before a phone is dropped
 
 
 class DeviceError(FwdistError):
@@ -206,14 +207,31 @@ def _idle(box: Lockbox, now: int) -> list[str]:
     return [step.value for step in done]
 
 
+def error_line(e: BaseException) -> str:
+    """``Type: message`` of what really went wrong, out of trio's exception groups.
+
+    A task that raises inside a nursery reaches us wrapped ("Exceptions from Trio
+    nursery"), which says nothing; the log names each leaf instead.
+    """
+    if isinstance(e, BaseExceptionGroup):
+        return "; ".join(error_line(leaf) for leaf in e.exceptions)
+    return f"{type(e).__name__}: {e}"
+
+
 async def serve(state: Path, host: str, port: int, *, battery: int, session_timeout: float,
-                max_sessions: int | None, on_event: Callable[[dict[str, Any]], None]) -> int:
+                max_sessions: int | None, on_event: Callable[[dict[str, Any]], None],
+                idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> int:
     """Boot the box and serve phones on ``host:port``, one session at a time; return 0.
+
+    Phones that wait meanwhile sit in :func:`fwdist.trio_link.serve_box`'s
+    waiting room; one silent for ``idle_timeout`` (well under the session
+    timeout) is dropped, waiting or in session, so idle connections cannot hold
+    the box from an honest phone.
 
     ``on_event`` hears what happened, one dict per event: ``listening`` (once,
     with the bound address), ``session`` (after each one, with the bytes and
-    how the link ended) and ``reset`` (the box raised: logged, rebooted, like a
-    watchdog).
+    how the link ended), ``dropped`` (a waiting connection hung up on, and why)
+    and ``reset`` (the box raised: logged, rebooted, like a watchdog).
     """
     box, flash = open_box(state)
     try:
@@ -225,15 +243,16 @@ async def serve(state: Path, host: str, port: int, *, battery: int, session_time
         on_event({"event": "listening", "address": f"{host}:{bound}", "idle": steps,
                   **_brief(box)})
 
-        async def handle(stream: trio.SocketStream) -> None:
+        async def handle(stream: trio.SocketStream, first: bytes) -> None:
             now = int(time.time())
             try:
                 endpoint = BoxEndpoint(box, now)
-                stats = await trio_link.converse(stream, endpoint, max_seconds=session_timeout)
+                stats = await trio_link.converse(stream, endpoint, max_seconds=session_timeout,
+                                                 idle_seconds=idle_timeout, first=first)
                 steps = _idle(box, int(time.time()))
             except Exception as e:  # a firmware bug: log it and reset, like a watchdog
                 await trio.aclose_forcefully(stream)
-                on_event({"event": "reset", "error": f"{type(e).__name__}: {e}"})
+                on_event({"event": "reset", "error": error_line(e)})
                 box.boot(int(time.time()))
                 return
             end = stats.reason.value if stats.reason else None
@@ -242,7 +261,9 @@ async def serve(state: Path, host: str, port: int, *, battery: int, session_time
                       **_brief(box)})
 
         async with listener:
-            await trio_link.serve_box(listener, handle, max_sessions)
+            await trio_link.serve_box(
+                listener, handle, max_sessions, greet_seconds=idle_timeout,
+                on_drop=lambda why: on_event({"event": "dropped", "why": why}))
         return 0
     finally:
         flash.close()

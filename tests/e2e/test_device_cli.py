@@ -29,6 +29,14 @@ from typing import Any
 
 import pytest
 
+from fwdist.protocol import (
+    DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
+    Hello,
+    Status,
+    decode_frames,
+    encode,
+)
 from fwdist.sample import SampleFirmware
 
 TIMEOUT = 60
@@ -245,19 +253,31 @@ def test_one_line_errors(release: Path, box_state: Path, tmp_path: Path) -> None
                                              "127.0.0.1:1")
 
 
-def test_a_silent_phone_is_dropped_and_max_sessions_ends_serve(box_state: Path) -> None:
-    b = Box(box_state, 0, "--session-timeout", "0.5", "--max-sessions", "1")
+def test_silent_phones_are_dropped_and_max_sessions_ends_serve(box_state: Path) -> None:
+    """A caller that never speaks is hung up on while it waits; one that says Hello and then
+    nothing is dropped after the idle timeout, well before the session timeout."""
+    b = Box(box_state, 0, "--idle-timeout", "0.5", "--session-timeout", "30",
+            "--max-sessions", "1")
     try:
         b.start()
         with socket.create_connection(("127.0.0.1", b.port), timeout=TIMEOUT) as s:
             started = time.monotonic()
             assert s.recv(100) == b""  # the box hangs up on a phone that never says Hello
             assert 0.4 < time.monotonic() - started < TIMEOUT
+        with socket.create_connection(("127.0.0.1", b.port), timeout=TIMEOUT) as s:
+            s.sendall(encode(Hello(PROTOCOL_VERSION, DEFAULT_MAX_FRAME)))
+            started = time.monotonic()
+            status = b""
+            while chunk := s.recv(4096):
+                status += chunk
+            assert 0.4 < time.monotonic() - started < 10  # not the 30 s session timeout
+            assert isinstance(decode_frames(status)[0], Status)
         assert b.proc is not None and b.proc.wait(timeout=TIMEOUT) == 0
         assert b.proc.stdout is not None
-        session = json.loads(b.proc.stdout.readline())
+        dropped, session = (json.loads(line) for line in b.proc.stdout.read().splitlines())
+        assert dropped == {"event": "dropped", "why": "silent: said nothing"}
         assert (session["event"], session["link_in"], session["link_end"]) == (
-            "session", 0, "max-seconds")
+            "session", 11, "idle: no byte moved for the idle timeout")
     finally:
         b.kill()
 
@@ -330,3 +350,37 @@ def test_init_refuses_nonsense_and_leaves_nothing_behind(
         assert sorted(p.name for p in tmp_path.iterdir()) == (
             ["empty"] if state.name == "empty" else [])
         assert not state.exists() or not any(state.iterdir())
+
+
+def test_silent_connections_do_not_starve_an_honest_phone(release: Path, box: Box) -> None:
+    """Issue 9 item 4: twelve connections that never speak (more than the waiting room's
+    eight seats) and an honest phone is served at once, not after the session timeout."""
+    box.start()
+    silent = [socket.create_connection(("127.0.0.1", box.port), timeout=TIMEOUT)
+              for _ in range(12)]
+    try:
+        time.sleep(0.5)  # all accepted and seated (or evicted) before the phone calls
+        started = time.monotonic()
+        r = push(release, box, "--max-bytes", "2000")
+        assert time.monotonic() - started < 5.0  # under the 5 s idle timeout, let alone 60 s
+        assert (r["reason"], r["payload_sent"], r["target_version"]) == ("max-bytes", 1708, None)
+    finally:
+        for s in silent:
+            s.close()
+
+
+def test_push_gives_up_on_a_box_that_never_answers(release: Path) -> None:
+    """Issue 9 item 5: no --max-seconds, and a listener that never answers: a default
+    deadline (no byte either way for 10 s) ends the push with one clear reason."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()  # the kernel completes connections; nobody ever reads or writes
+        started = time.monotonic()
+        proc = fwdist("app", "push", "--store", release / "store", "--product", "lockbox",
+                      "--pubkey", release / "release.key.pub", "--to",
+                      f"127.0.0.1:{s.getsockname()[1]}", "--json", ok=False)
+        took = time.monotonic() - started
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 1 and 10.0 <= took < 10.0 + TIMEOUT / 2, proc.stderr
+    assert (out["reason"], out["sent_bytes"], out["received_bytes"], out["box_version"]) == (
+        "idle: no byte moved for the idle timeout", 11, 0, None)
