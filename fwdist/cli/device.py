@@ -140,7 +140,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         print(f"sent {out['sent_bytes']} bytes, {out['acked_bytes']} acknowledged; "
               f"{out['version']} {state}" + (f" ({out['reason']})" if out["reason"] else ""))
     # a box that never answered, or that refused the release, is a failed push
-    return 1 if out["box_version"] is None else 0
+    return 1 if out["box_version"] is None or out["rejected"] else 0
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -18,7 +18,7 @@ from fwdist import protocol as p
 from fwdist.errors import ManifestError
 from fwdist.lockbox._config import BoxConfig
 from fwdist.lockbox._state import PState
-from fwdist.manifest import Manifest, Version, decode
+from fwdist.manifest import Manifest, PayloadRef, Version, decode
 
 
 def judge(wire: bytes, now: int, state: PState, config: BoxConfig, staging_sectors: int,
@@ -58,10 +58,50 @@ def judge(wire: bytes, now: int, state: PState, config: BoxConfig, staging_secto
             return p.Reason.OLDER_THAN_TARGET
         if m.security_counter < t.counter:
             return p.Reason.COUNTER_LOWER
-    ref = m.payload_for(s.running_sha256)
-    need = config.staging_sectors_for(ref.size, ref.pieces)
-    if (m.image_size > config.slot_size or ref.pieces > config.max_pieces
-            or ref.decode_ram > config.ram_budget or need > staging_sectors
-            or (ref.is_delta and ref.encoder not in delta.ENCODERS)):
+    if m.image_size > config.slot_size:
         return p.Reason.TOO_LARGE
+    chosen = choose_payload(m, s.running_sha256, config, staging_sectors)
+    return chosen if isinstance(chosen, p.Reason) else None
+
+
+# --- issue 9 item 9 (helper w2): the payload the box takes, a rule the phone need not know ---
+
+
+def payloads(m: Manifest) -> tuple[PayloadRef, ...]:
+    """The manifest's payloads as :class:`~fwdist.protocol.Accept` numbers them: full, deltas."""
+    return (m.full, *m.deltas)
+
+
+def _misfit(ref: PayloadRef, config: BoxConfig, staging_sectors: int) -> p.Reason | None:
+    """Which of the box's limits ``ref`` breaks (the first, in a fixed order), or None."""
+    if ref.is_delta and ref.encoder not in delta.ENCODERS:
+        return p.Reason.UNKNOWN_ENCODER
+    if ref.pieces > config.max_pieces:
+        return p.Reason.TOO_MANY_PIECES
+    if ref.decode_ram > config.ram_budget:
+        return p.Reason.NOT_ENOUGH_RAM
+    if config.staging_sectors_for(ref.size, ref.pieces) > staging_sectors:
+        return p.Reason.NO_STAGING_ROOM
     return None
+
+
+def choose_payload(m: Manifest, running_sha256: bytes, config: BoxConfig,
+                   staging_sectors: int) -> PayloadRef | p.Reason:
+    """The smallest payload this box can apply and hold, or the limit that rules them all out.
+
+    The candidates are the deltas made from exactly the running image and the
+    full image; a delta that needs more RAM (or pieces, or staging) than the box
+    has is passed over for the next smallest, so a box is never stuck while some
+    payload fits. When none does, the reason is the limit the smallest broke.
+    """
+    candidates = sorted((r for r in payloads(m)
+                         if not r.is_delta or r.source_sha256 == running_sha256),
+                        key=lambda r: (r.size, r.is_delta is False))
+    first: p.Reason | None = None
+    for ref in candidates:
+        why = _misfit(ref, config, staging_sectors)
+        if why is None:
+            return ref
+        first = first or why
+    assert first is not None  # the full payload is always a candidate
+    return first

@@ -384,3 +384,46 @@ def test_push_gives_up_on_a_box_that_never_answers(release: Path) -> None:
     assert proc.returncode == 1 and 10.0 <= took < 10.0 + TIMEOUT / 2, proc.stderr
     assert (out["reason"], out["sent_bytes"], out["received_bytes"], out["box_version"]) == (
         "idle: no byte moved for the idle timeout", 11, 0, None)
+
+
+def test_a_box_short_of_ram_for_the_delta_takes_the_full_image(
+    release: Path, tmp_path: Path
+) -> None:
+    """Issue 9 item 9: `lockbox init --ram 262144` is too little for the bsdiff-lzma delta;
+    the box takes the full image instead and installs; a box that no payload fits refuses
+    with the limit's name, and `app push` says so and fails."""
+    inspect = fwdist_json("inspect", "--store", release / "store", "lockbox@1.1.0")
+    (delta,) = inspect["deltas"]
+    assert delta["decode_ram"] > 262144 >= inspect["full"]["decode_ram"]
+    plan = fwdist_json("plan", "--store", release / "store", "--product", "lockbox",
+                       "--from", "1.0.0", "--to", "1.1.0")
+    for ram, rejected in ((262144, None), (1024, "NOT_ENOUGH_RAM")):
+        state = tmp_path / f"box-{ram}"
+        fwdist_json("lockbox", "init", "--state", state, "--product", "lockbox", "--pubkey",
+                    release / "release.key.pub", "--image", release / "fw0.bin", "--version",
+                    "1.0.0", "--ram", str(ram))
+        b = Box(state)
+        try:
+            b.start()
+            proc = fwdist("app", "push", "--store", release / "store", "--product", "lockbox",
+                          "--pubkey", release / "release.key.pub", "--to", b.address, "--json",
+                          ok=False)
+            r = json.loads(proc.stdout)
+            assert r["rejected"] == rejected, r
+            if rejected:
+                assert proc.returncode == 1
+                assert r["reason"] == "box rejected the release: NOT_ENOUGH_RAM"
+                continue
+            assert proc.returncode == 0 and r["complete"] and r["reason"] is None
+            # the full image's pieces, not the delta: more than the delta's air bytes
+            assert r["payload_sent"] > plan["air_bytes"]
+            deadline = time.monotonic() + TIMEOUT
+            while not r["installed"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+                r = push(release, b)
+            assert r["reason"] == "box already runs this release"
+            status = fwdist_json("lockbox", "status", "--state", state)
+            assert status["running_sha256"] == hashlib.sha256(SAMPLE.image(1)).hexdigest()
+        finally:
+            b.kill()
