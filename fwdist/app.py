@@ -5,9 +5,10 @@ A phone is a courier. It carries one release of a product (its newest) in a
 pieces in the form they travel — and the box tells it, when a session opens,
 what it runs and what it already holds. From that the :class:`App` decides:
 
-- **which payload**: ``Manifest.payload_for(box running SHA-256)``: the delta
-  made from exactly the image the box runs when the release has one, else the
-  full image's pieces. The box makes the same choice; the phone follows it.
+- **which payload**: the one the box names (in its Accept, and in its Status
+  for a target it is receiving): the smallest it can hold and apply, the delta
+  made from exactly the image it runs or the full image's pieces. The phone
+  never needs to know the box's RAM or staging limits; it follows.
 - **which pieces, in what order**: only the pieces the box lacks and the phone
   holds; first the piece in progress, resumed at the box's offset (the bytes
   before it are already in the box's flash), then the others fewest remaining
@@ -282,6 +283,7 @@ class SessionEnd(enum.Enum):
 
     UP_TO_DATE = "box already runs this release"
     BOX_NEWER = "box runs a newer release"
+    BOX_OTHER_BUILD = "box runs another build of this version"
     TARGET_NEWER = "box is receiving a newer release"
     TARGET_OTHER = "box is receiving another build of this version"
     WAITING_INSTALL = "box holds the whole release and installs it when idle"
@@ -327,6 +329,11 @@ class SessionReport:
         return f"{self.end.description}: {self.detail}"
 
     @property
+    def rejected(self) -> str | None:
+        """The box's :class:`~fwdist.protocol.Reason` name when it refused the release."""
+        return self.detail if self.end is SessionEnd.REJECTED else None
+
+    @property
     def overhead_bytes(self) -> int:
         """Bytes on the air, both ways, that carried no manifest, table or piece content."""
         return self.sent_bytes - self.payload_sent + self.received_bytes
@@ -341,6 +348,7 @@ class SessionReport:
             "complete": self.complete,
             "installed": self.installed,
             "reason": self.reason,
+            "rejected": self.rejected,
             "box_version": self.box_version,
             "target_version": self.target_version,
         }
@@ -544,7 +552,7 @@ class App:
 
     def _on_accept(self, ev: Accept) -> None:
         self._manifest_acked = len(self.cache.manifest_wire)
-        self._start_sending(Target(self.tag, self.manifest.version, 0, b"", ()))
+        self._start_sending(Target(self.tag, self.manifest.version, 0, b"", (), ev.payload))
 
     def _on_reject(self, ev: Reject) -> None:
         self._finish(SessionEnd.REJECTED, _name(Reason, ev.reason))
@@ -567,11 +575,16 @@ class App:
         mine = m.parsed_version
         if st.product != m.product or st.hardware != m.hardware:
             return self._finish(SessionEnd.OTHER_PRODUCT)
-        if st.running_sha256 == m.image_sha256:
+        theirs = Version.parse(st.running_version)
+        # Up to date means this version AND these bytes: the same image staged again as a
+        # newer version is still a release the box has to take (its version moves).
+        if st.running_sha256 == m.image_sha256 and theirs == mine:
             self.installed = True
             return self._finish(SessionEnd.UP_TO_DATE)
-        if Version.parse(st.running_version) >= mine:
+        if theirs > mine:
             return self._finish(SessionEnd.BOX_NEWER)
+        if theirs == mine:
+            return self._finish(SessionEnd.BOX_OTHER_BUILD)
         t = st.target
         if t is not None and t.tag == self.tag:
             if st.state >= BoxState.COMPLETE:
@@ -597,7 +610,11 @@ class App:
             offset += len(chunk)
 
     def _start_sending(self, target: Target) -> None:
-        ref = self.manifest.payload_for(self.status.running_sha256 if self.status else None)
+        payloads = (self.manifest.full, *self.manifest.deltas)
+        if not 0 <= target.payload < len(payloads):
+            return self._box_broke(ErrorCode.MALFORMED,
+                                   f"payload {target.payload} is not in the manifest")
+        ref = payloads[target.payload]  # the box names the payload it takes; the phone follows
         got = self.cache.table(ref, self.frame_cache)
         if got is None:
             return self._finish(SessionEnd.NO_TABLE)

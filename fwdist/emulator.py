@@ -40,6 +40,7 @@ from fwdist.pump import BoxEndpoint
 STATE_FORMAT = "fwdist lockbox state v1"
 DEFAULT_RAM = 4 << 20
 DEFAULT_ACK_EVERY = 512
+DEFAULT_IDLE_TIMEOUT = 5.0  # seconds without a byte either way before a phone is dropped
 
 
 class DeviceError(FwdistError):
@@ -70,6 +71,10 @@ def init_state(
     version = str(Version.parse(version))
     if counter < 0:
         raise DeviceError(f"--security-counter must be 0 or more, got {counter}")
+    for flag, value in (("--ram", ram), ("--ack-every", ack_every), ("--slot-size", slot_size),
+                        ("--staging-size", staging_size)):
+        if value is not None and value <= 0:
+            raise DeviceError(f"{flag} must be positive, got {value}")
     public = keys.load_public(pubkey)
     try:
         firmware = image.read_bytes()
@@ -86,20 +91,32 @@ def init_state(
                            staging_size=staging_size or slot, ram_budget=ram, ack_every=ack_every)
     except LockboxError as e:
         raise DeviceError(str(e)) from None
+    # All or nothing: the box is made in a fresh sibling directory and renamed into place
+    # once whole, so a failure leaves no half-made state (and an empty STATE as it was).
     try:
-        (state / "trusted").mkdir(parents=True, exist_ok=True)
-        (state / "trusted" / f"{key_id(public).hex()}.pub").write_bytes(keys.public_pem(public))
-        flash = FileFlash(state / "flash.bin", config.flash_size(), config.sector_size,
+        state.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{state.name}.init-", dir=state.parent))
+    except OSError as e:
+        raise DeviceError(f"cannot write {state}: {e.strerror}") from None
+    try:
+        (work / "trusted").mkdir()
+        (work / "trusted" / f"{key_id(public).hex()}.pub").write_bytes(keys.public_pem(public))
+        flash = FileFlash(work / "flash.bin", config.flash_size(), config.sector_size,
                           config.align)
         try:
             Lockbox.provision(flash, config, firmware, version, counter)
         finally:
             flash.close()
-        _write_json(state / "box.json", {"format": STATE_FORMAT, "config": config.as_json()})
+        _write_json(work / "box.json", {"format": STATE_FORMAT, "config": config.as_json()})
+        if state.is_dir():
+            state.rmdir()  # empty, checked above
+        os.replace(work, state)
     except OSError as e:
         raise DeviceError(f"cannot write {state}: {e.strerror}") from None
     except (LockboxError, FlashError) as e:
         raise DeviceError(str(e)) from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return load_status(state)
 
 
@@ -190,14 +207,31 @@ def _idle(box: Lockbox, now: int) -> list[str]:
     return [step.value for step in done]
 
 
+def error_line(e: BaseException) -> str:
+    """``Type: message`` of what really went wrong, out of trio's exception groups.
+
+    A task that raises inside a nursery reaches us wrapped ("Exceptions from Trio
+    nursery"), which says nothing; the log names each leaf instead.
+    """
+    if isinstance(e, BaseExceptionGroup):
+        return "; ".join(error_line(leaf) for leaf in e.exceptions)
+    return f"{type(e).__name__}: {e}"
+
+
 async def serve(state: Path, host: str, port: int, *, battery: int, session_timeout: float,
-                max_sessions: int | None, on_event: Callable[[dict[str, Any]], None]) -> int:
+                max_sessions: int | None, on_event: Callable[[dict[str, Any]], None],
+                idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> int:
     """Boot the box and serve phones on ``host:port``, one session at a time; return 0.
+
+    Phones that wait meanwhile sit in :func:`fwdist.trio_link.serve_box`'s
+    waiting room; one silent for ``idle_timeout`` (well under the session
+    timeout) is dropped, waiting or in session, so idle connections cannot hold
+    the box from an honest phone.
 
     ``on_event`` hears what happened, one dict per event: ``listening`` (once,
     with the bound address), ``session`` (after each one, with the bytes and
-    how the link ended) and ``reset`` (the box raised: logged, rebooted, like a
-    watchdog).
+    how the link ended), ``dropped`` (a waiting connection hung up on, and why)
+    and ``reset`` (the box raised: logged, rebooted, like a watchdog).
     """
     box, flash = open_box(state)
     try:
@@ -209,15 +243,16 @@ async def serve(state: Path, host: str, port: int, *, battery: int, session_time
         on_event({"event": "listening", "address": f"{host}:{bound}", "idle": steps,
                   **_brief(box)})
 
-        async def handle(stream: trio.SocketStream) -> None:
+        async def handle(stream: trio.SocketStream, first: bytes) -> None:
             now = int(time.time())
             try:
                 endpoint = BoxEndpoint(box, now)
-                stats = await trio_link.converse(stream, endpoint, max_seconds=session_timeout)
+                stats = await trio_link.converse(stream, endpoint, max_seconds=session_timeout,
+                                                 idle_seconds=idle_timeout, first=first)
                 steps = _idle(box, int(time.time()))
             except Exception as e:  # a firmware bug: log it and reset, like a watchdog
                 await trio.aclose_forcefully(stream)
-                on_event({"event": "reset", "error": f"{type(e).__name__}: {e}"})
+                on_event({"event": "reset", "error": error_line(e)})
                 box.boot(int(time.time()))
                 return
             end = stats.reason.value if stats.reason else None
@@ -226,7 +261,9 @@ async def serve(state: Path, host: str, port: int, *, battery: int, session_time
                       **_brief(box)})
 
         async with listener:
-            await trio_link.serve_box(listener, handle, max_sessions)
+            await trio_link.serve_box(
+                listener, handle, max_sessions, greet_seconds=idle_timeout,
+                on_drop=lambda why: on_event({"event": "dropped", "why": why}))
         return 0
     finally:
         flash.close()

@@ -95,8 +95,13 @@ class Reason(enum.IntEnum):
     COUNTER_LOWER = 7
     NOT_NEWER = 8
     OLDER_THAN_TARGET = 9
-    TOO_LARGE = 10
+    TOO_LARGE = 10  # the image is larger than a slot (or the manifest than its region)
     FAILED_BEFORE = 11
+    # No payload fits the box; which limit the smallest candidate broke:
+    TOO_MANY_PIECES = 12  # more pieces than the box tracks
+    NOT_ENOUGH_RAM = 13  # its decoder needs more RAM than the box gives
+    NO_STAGING_ROOM = 14  # its bytes do not fit the staging area
+    UNKNOWN_ENCODER = 15  # the box cannot apply that delta encoder
 
 
 class BoxState(enum.IntEnum):
@@ -157,7 +162,8 @@ class Target:
     ``table_received`` is how many bytes of the payload's piece table are
     persisted; ``bitmap`` has bit ``i % 8`` of byte ``i // 8`` set when piece
     ``i`` is verified; ``partials`` lists ``(piece, persisted offset)`` of pieces
-    begun but not complete (at most :data:`MAX_PARTIALS`).
+    begun but not complete (at most :data:`MAX_PARTIALS`). ``payload`` says
+    which of the manifest's payloads the box receives (as in :class:`Accept`).
     """
 
     tag: bytes
@@ -165,6 +171,7 @@ class Target:
     table_received: int
     bitmap: bytes
     partials: tuple[tuple[int, int], ...] = ()
+    payload: int = 0
 
     def has(self, piece: int) -> bool:
         byte = piece // 8
@@ -205,10 +212,17 @@ class Offer(Event):
 
 @dataclass(frozen=True)
 class Accept(Event):
-    """Box → phone: the offered manifest is now the box's target."""
+    """Box → phone: the offered manifest is now the box's target, and which payload it takes.
+
+    ``payload`` indexes the manifest's payloads: 0 the full image, ``k`` its
+    ``k``-th delta. The box picks the one it can hold and apply (the smallest
+    that fits its RAM, piece and staging limits), so the phone never has to
+    know those limits; it sends what the box names.
+    """
 
     TYPE: ClassVar[int] = 4
     tag: bytes
+    payload: int = 0
 
 
 @dataclass(frozen=True)
@@ -307,7 +321,7 @@ def _to_wire(event: Event) -> list[Any]:
         value = getattr(event, name)
         if isinstance(value, Target):
             value = [value.tag, value.version, value.table_received, value.bitmap,
-                     [list(p) for p in value.partials]]
+                     [list(p) for p in value.partials], value.payload]
         body.append(value)
     return body
 
@@ -564,6 +578,7 @@ def _check(event: Event) -> None:
             for p in t.partials:
                 _need(type(p) is tuple and len(p) == 2 and _is_int(p[0]) and _is_int(p[1]),
                       "status partial malformed")
+            _need(_is_int(t.payload, 0, 255), "status target payload out of range")
     elif isinstance(event, Offer):
         _need(_is_int(event.total, 1, MAX_OBJECT) and _is_int(event.offset, 0, MAX_OBJECT - 1),
               "offer total/offset out of range")
@@ -571,6 +586,8 @@ def _check(event: Event) -> None:
         _need(event.offset + len(event.data) <= event.total, "offer chunk runs past the manifest")
     elif isinstance(event, Accept | PieceComplete | ReleaseComplete | Ack | Data):
         _need(type(event.tag) is bytes and len(event.tag) == TAG_BYTES, "release tag malformed")
+        if isinstance(event, Accept):
+            _need(_is_int(event.payload, 0, 255), "accept payload out of range")
         if isinstance(event, PieceComplete | Ack | Data):
             _need(_is_int(event.piece, TABLE, 0xFFFF), "piece index out of range")
         if isinstance(event, Ack | Data):
@@ -600,10 +617,10 @@ def _from_wire(raw: Any) -> Event:
     kwargs = dict(zip(names, values, strict=True))
     if cls is Status and kwargs["target"] is not None:
         t = kwargs["target"]
-        _need(isinstance(t, list) and len(t) == 5 and isinstance(t[4], list),
+        _need(isinstance(t, list) and len(t) == 6 and isinstance(t[4], list),
               "status target malformed")
         _need(all(isinstance(p, list) for p in t[4]), "status partial malformed")
-        kwargs["target"] = Target(t[0], t[1], t[2], t[3], tuple(tuple(p) for p in t[4]))
+        kwargs["target"] = Target(t[0], t[1], t[2], t[3], tuple(tuple(p) for p in t[4]), t[5])
     try:
         event = cls(**kwargs)
     except TypeError:  # pragma: no cover - field names come from the class itself

@@ -54,6 +54,7 @@ class LinkEnd(enum.Enum):
     MAX_BYTES = "max-bytes"  # the byte budget ran out: the agent walked away
     MAX_SECONDS = "max-seconds"  # the time budget ran out: the agent walked away
     PEER_CLOSED = "peer closed the link"
+    IDLE = "idle: no byte moved for the idle timeout"  # a silent peer, or one that never reads
     STALLED = "stalled: neither side has anything to send"
 
     @property

@@ -87,12 +87,36 @@ def wire_piece(store: Store, table: PieceTable, index: int) -> bytes:
     return store.get_content(entry.id, entry.size)
 
 
-def phone_cache(store: Store, product: str, version: str | None = None) -> PhoneCache:
-    """Everything of one release (default: the newest) a phone needs to serve every box."""
+def phone_cache(
+    store: Store,
+    product: str,
+    version: str | None = None,
+    trusted: Iterable[Ed25519PublicKey] | None = None,
+) -> PhoneCache:
+    """Everything of one release a phone needs to serve every box.
+
+    With ``trusted`` keys (what a user's phone has: ``app push --pubkey``) only a
+    release they verify is carried, by default the newest verified one: a manifest
+    planted in the store is never offered. Without them the newest staged release
+    is taken as it is, for callers that staged the store themselves moments ago
+    (the demo, the simulator, the benchmarks).
+    """
     releases = store.releases(product)
     if not releases:
         raise AppError(f"the store holds no release of {product}")
-    if version is None:
+    if trusted is not None:
+        scan = scan_releases(store, product, trusted)
+        good = [v.version for v in scan.verified]
+        if not good:
+            raise AppError(f"no release of {product} verifies against the given keys")
+        if version is None:
+            version = good[-1]
+        elif version not in good:
+            known = version in (v for _, v in releases)
+            raise AppError(f"{product}@{version} "
+                           + ("does not verify against the given keys" if known
+                              else "is not in the store"))
+    elif version is None:
         version = releases[-1][1]
     m = load_manifest(store, product, version)
     tables: dict[bytes, bytes] = {}

@@ -242,16 +242,19 @@ class Phone:
                 return
             for off in range(0, len(rel.wire), 180):
                 evs = send(p.Offer(len(rel.wire), off, rel.wire[off : off + 180]))
-            if not any(isinstance(e, p.Accept) for e in evs):
+            accept = next((e for e in evs if isinstance(e, p.Accept)), None)
+            if accept is None:
                 for e in evs:
                     if isinstance(e, p.Reject):
                         log.rejected = p.Reason(e.reason)
                 return
-            table_received, bitmap, partials = 0, b"", {}
+            table_received, bitmap, partials, index = 0, b"", {}, accept.payload
         else:
             table_received, bitmap = target.table_received, target.bitmap
-            partials = dict(target.partials)
-        payload = rel.payloads[rel.manifest.payload_for(status.running_sha256).table_sha256]
+            partials, index = dict(target.partials), target.payload
+        # the payload the box named (it picks the smallest it can hold and apply)
+        ref = (rel.manifest.full, *rel.manifest.deltas)[index]
+        payload = rel.payloads[ref.table_sha256]
         align = status.align
         tag = rel.tag
         done: set[int] = {i for i in range(len(payload.pieces)) if bitmap and

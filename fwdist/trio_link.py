@@ -18,6 +18,7 @@ so a cancellation really can land mid-frame, as on a Bluetooth link.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 from collections.abc import Awaitable, Callable
@@ -38,6 +39,14 @@ SLICES_PER_SECOND = 50
 MIN_SLICE = 16
 # After our side said its last word, how long we wait for the peer's last bytes.
 CLOSE_GRACE_SECONDS = 2.0
+# How many bytes we read from the peer while our own bytes wait to leave before we stop
+# reading: what an endpoint says grows with what it hears, so a peer that sends but never
+# reads gets backpressure, not a growing buffer (then the idle timeout drops it: no byte
+# moves either way). An honest peer reads while it sends and never comes near this.
+MAX_READ_AHEAD = 16 * 1024
+# A phone gives up on a box that moved no byte either way for this long (a box answers
+# Hello at once and acknowledges as it persists; one that says nothing is gone or busy).
+PHONE_IDLE_SECONDS = 10.0
 
 
 @dataclass
@@ -96,8 +105,10 @@ async def converse(
     *,
     max_send_bytes: int | None = None,
     max_seconds: float | None = None,
+    idle_seconds: float | None = None,
     rate: float | None = None,
     on_sent: Callable[[int], None] | None = None,
+    first: bytes = b"",
 ) -> LinkStats:
     """Run one side of a session over ``stream`` until it ends; always close the stream.
 
@@ -106,13 +117,21 @@ async def converse(
     ends when the endpoint is over and flushed (we half-close and give the
     peer :data:`CLOSE_GRACE_SECONDS` to finish), when the peer closes, or when
     a budget runs out: ``max_seconds`` (a ``move_on_after``) or
-    ``max_send_bytes`` (the stream is cut at exactly that many bytes). The
-    endpoint always receives ``b""`` at the end.
+    ``max_send_bytes`` (the stream is cut at exactly that many bytes), or when
+    no byte moved either way for ``idle_seconds`` (a silent peer, or one that
+    does not read what we send: past :data:`MAX_READ_AHEAD` we stop reading
+    it). ``first`` is what was already read off the stream (the
+    greeting :func:`serve_box` waited for). The endpoint always receives
+    ``b""`` at the end.
     """
     stats = LinkStats()
     limiter = RateLimiter(rate) if rate else None
     wakeup = _Wakeup()
+    drained = _Wakeup()
     peer_gone = eof_fed = False
+    sending = False  # the sender is in the middle of sending what the endpoint said
+    read_ahead = 0  # bytes received since the sender began, while it is sending
+    last_moved = trio.current_time()
 
     async def send(data: bytes) -> bool:
         """Send ``data`` within the budgets; False if the byte budget cut it."""
@@ -126,19 +145,36 @@ async def converse(
             if limiter:
                 await limiter.wait_for(len(part))
             await stream.send_all(part)
+            moved()
             stats.sent_bytes += len(part)
             if on_sent:
                 on_sent(len(part))
         return not budget_cut
 
-    async def receiver(cancel: trio.CancelScope) -> None:
-        nonlocal peer_gone, eof_fed
+    def moved() -> None:
+        nonlocal last_moved
+        last_moved = trio.current_time()
+
+    async def watchdog(cancel: trio.CancelScope, idle: float) -> None:
         while True:
+            await trio.sleep_until(last_moved + idle)
+            if trio.current_time() >= last_moved + idle:
+                stats.reason = stats.reason or LinkEnd.IDLE
+                cancel.cancel()
+                return
+
+    async def receiver(cancel: trio.CancelScope) -> None:
+        nonlocal peer_gone, eof_fed, read_ahead
+        while True:
+            while sending and read_ahead > MAX_READ_AHEAD:  # the peer does not read: nor do we
+                await drained.wait()
             try:
                 data = await stream.receive_some(RECEIVE_SIZE)
             except _LINK_ERRORS:
                 data = b""
+            moved()
             stats.received_bytes += len(data)
+            read_ahead += len(data)
             if not data:
                 if not endpoint.session_over:
                     stats.reason = stats.reason or LinkEnd.PEER_CLOSED
@@ -150,11 +186,15 @@ async def converse(
             wakeup.set()
 
     async def sender(cancel: trio.CancelScope) -> None:
+        nonlocal sending, read_ahead
         while True:
             out = endpoint.data_to_send()
             if out:
+                sending, read_ahead = True, 0
                 try:
                     within = await send(out)
+                    sending = False
+                    drained.set()
                 except _LINK_ERRORS:
                     stats.reason = stats.reason or LinkEnd.PEER_CLOSED
                     cancel.cancel()
@@ -182,15 +222,24 @@ async def converse(
 
     try:
         with trio.move_on_after(math.inf if max_seconds is None else max_seconds) as timer:
+            if first:
+                stats.received_bytes += len(first)
+                endpoint.receive_data(first)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(receiver, nursery.cancel_scope)
                 nursery.start_soon(sender, nursery.cancel_scope)
+                if idle_seconds is not None:
+                    nursery.start_soon(watchdog, nursery.cancel_scope, idle_seconds)
         if timer.cancelled_caught:
             stats.reason = LinkEnd.MAX_SECONDS
         if stats.reason is not None and stats.reason.walk_away and not peer_gone:
+            # A spent byte budget stops the sending only: what the box still says about
+            # the bytes that left (its acks) is heard. Out of time, the agent is gone.
+            listen = endpoint if stats.reason is LinkEnd.MAX_BYTES else None
             eof_fed = True
-            endpoint.receive_data(b"")  # the agent is gone: nothing after this reaches the phone
-            await _walk_away(stream)
+            if listen is None:
+                endpoint.receive_data(b"")
+            stats.received_bytes += await _walk_away(stream, listen)
     finally:
         await trio.aclose_forcefully(stream)
         if not eof_fed:
@@ -198,22 +247,30 @@ async def converse(
     return stats
 
 
-async def _walk_away(stream: trio.abc.Stream) -> None:
+async def _walk_away(stream: trio.abc.Stream, listen: Endpoint | None) -> int:
     """End the link after a walk-away so the peer gets every byte that left, then EOF.
 
     Closing a TCP socket with unread input makes the kernel send a reset, and
     a reset can make the peer's kernel drop bytes it received but its process
     had not read yet: how much of the last frames survived would then depend
     on scheduling. So: half-close (the peer reads up to the cut, then EOF) and
-    discard what the peer still says until it closes too, for a short while.
+    read what the peer still says until it closes too, for a short while:
+    handed to ``listen`` if given (then it gets ``b""`` at the end), else
+    discarded. Returns how many bytes were read.
     """
+    heard = 0
     with trio.move_on_after(CLOSE_GRACE_SECONDS):
         try:
             await stream.send_eof()  # type: ignore[attr-defined]
-            while await stream.receive_some(RECEIVE_SIZE):
-                pass
+            while data := await stream.receive_some(RECEIVE_SIZE):
+                heard += len(data)
+                if listen is not None:
+                    listen.receive_data(bytes(data))
         except (AttributeError, *_LINK_ERRORS, OSError):
             pass
+    if listen is not None:
+        listen.receive_data(b"")
+    return heard
 
 
 def parse_hostport(text: str) -> tuple[str, int]:
@@ -254,22 +311,116 @@ def listener_port(listener: trio.SocketListener) -> int:
     return port
 
 
+class _Caller:
+    """A connection waiting for the box: its stream and, once it spoke, its first bytes."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.first = b""
+        self.scope = trio.CancelScope()  # cancelled when a fresher caller takes its seat
+
+
+class _WaitingRoom:
+    """The connections waiting for the one conversation a box holds at a time.
+
+    A caller counts only once it has spoken (a phone opens with Hello): one that
+    says nothing within ``greet_seconds`` is hung up on, so silent connections
+    never reach the box. At most ``seats`` callers wait; a new one takes the seat
+    of the oldest, so the freshest connection is never starved. Callers that
+    spoke are served in the order they spoke.
+    """
+
+    def __init__(self, seats: int, greet_seconds: float) -> None:
+        if seats < 1 or not greet_seconds > 0:
+            raise ValueError("a waiting room needs a seat and a positive greeting time")
+        self.seats = seats
+        self.greet_seconds = greet_seconds
+        self._waiting: list[_Caller] = []  # oldest first
+        self._ready: list[_Caller] = []  # spoke, in the order they spoke
+        self._arrived = _Wakeup()
+
+    async def greet(self, stream: trio.SocketStream, on_drop: Callable[[str], None]) -> None:
+        """Seat the caller and wait for its first bytes (a task per caller)."""
+        caller = _Caller(stream)
+        if len(self._waiting) >= self.seats:
+            # the oldest caller still silent gives up its seat, else the oldest of all
+            old = next((c for c in self._waiting if not c.first), self._waiting[0])
+            self._leave(old)
+            old.scope.cancel()
+            await trio.aclose_forcefully(old.stream)
+            on_drop("evicted: a fresher connection took its seat")
+        self._waiting.append(caller)
+        with caller.scope:
+            with trio.move_on_after(self.greet_seconds), contextlib.suppress(*_LINK_ERRORS):
+                caller.first = bytes(await stream.receive_some(RECEIVE_SIZE))
+            if caller.first:
+                self._ready.append(caller)
+                self._arrived.set()
+                return
+            self._leave(caller)
+            await trio.aclose_forcefully(stream)
+            on_drop("silent: said nothing")
+
+    async def close(self) -> None:
+        """Hang up on everyone still waiting."""
+        for caller in list(self._waiting):
+            self._leave(caller)
+            caller.scope.cancel()
+            await trio.aclose_forcefully(caller.stream)
+
+    def _leave(self, caller: _Caller) -> None:
+        if caller in self._waiting:
+            self._waiting.remove(caller)
+        if caller in self._ready:
+            self._ready.remove(caller)
+
+    async def next(self) -> _Caller:
+        """The caller that spoke first among those waiting (it leaves the room)."""
+        while not self._ready:
+            await self._arrived.wait()
+        caller = self._ready[0]
+        self._leave(caller)
+        return caller
+
+
 async def serve_box(
     listener: trio.SocketListener,
-    handle: Callable[[trio.SocketStream], Awaitable[None]],
+    handle: Callable[[trio.SocketStream, bytes], Awaitable[None]],
     max_sessions: int | None = None,
+    *,
+    seats: int = 8,
+    greet_seconds: float = 5.0,
+    on_drop: Callable[[str], None] | None = None,
 ) -> int:
-    """Accept connections one at a time and hand each to ``handle``; return how many ran.
+    """Accept connections all the time and hand them to ``handle`` one at a time.
 
-    A lockbox has one radio and one conversation at a time: while a session
-    runs, the next phone waits in the listen backlog. ``handle`` owns the
-    stream (it must close it).
+    A lockbox has one radio and one conversation at a time, so ``handle`` runs
+    once per session, with the stream and the first bytes the phone sent; it
+    owns the stream (it must close it). Meanwhile others wait in a
+    :class:`_WaitingRoom` of ``seats`` seats, where a caller that stays silent
+    for ``greet_seconds`` is dropped and the oldest gives its seat to a new one
+    (``on_drop`` hears why). Returns how many sessions ran.
     """
+    room = _WaitingRoom(seats, greet_seconds)
+    drop = on_drop or (lambda why: None)
     served = 0
-    while max_sessions is None or served < max_sessions:
-        stream = await listener.accept()
-        await handle(stream)
-        served += 1
+    async with trio.open_nursery() as nursery:
+
+        async def accept() -> None:
+            while True:
+                stream = await listener.accept()
+                nursery.start_soon(room.greet, stream, drop)
+
+        nursery.start_soon(accept)
+        try:
+            while max_sessions is None or served < max_sessions:
+                caller = await room.next()
+                await handle(caller.stream, caller.first)
+                served += 1
+        finally:
+            nursery.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):
+                await room.close()
     return served
 
 
@@ -280,16 +431,19 @@ async def push(
     *,
     max_bytes: int | None = None,
     max_seconds: float | None = None,
+    idle_seconds: float | None = PHONE_IDLE_SECONDS,
     rate: float | None = None,
     on_sent: Callable[[int], None] | None = None,
 ) -> SessionReport:
     """One phone session with the box at ``host:port``, walking away at the budgets given.
 
     The report counts what really left; when a budget ended the link (the
-    agent walked away) that is the report's reason, else the phone's own.
+    agent walked away) or the box fell silent for ``idle_seconds``, that is the
+    report's reason, else the phone's own.
     """
     stream = await connect(host, port)
     stats = await converse(stream, phone, max_send_bytes=max_bytes, max_seconds=max_seconds,
-                           rate=rate, on_sent=on_sent)
-    walked = stats.reason.value if stats.reason and stats.reason.walk_away else None
-    return phone.report(sent_bytes=stats.sent_bytes, link_reason=walked)
+                           idle_seconds=idle_seconds, rate=rate, on_sent=on_sent)
+    r = stats.reason
+    link = r.value if r is not None and (r.walk_away or r is LinkEnd.IDLE) else None
+    return phone.report(sent_bytes=stats.sent_bytes, link_reason=link)

@@ -22,6 +22,7 @@ from fwdist.app import App, PhoneCache
 from fwdist.cli.output import emit_json, progress_bar
 from fwdist.emulator import (
     DEFAULT_ACK_EVERY,
+    DEFAULT_IDLE_TIMEOUT,
     DEFAULT_RAM,
     DeviceError,
     init_state,
@@ -30,7 +31,8 @@ from fwdist.emulator import (
     read_config,
     serve,
 )
-from fwdist.releases import phone_cache
+from fwdist.manifest import Version
+from fwdist.releases import load_trusted, phone_cache
 from fwdist.store import Store
 
 
@@ -42,12 +44,14 @@ def _log(event: dict[str, Any], as_json: bool) -> None:
 
 
 async def push(cache: PhoneCache, host: str, port: int, *, max_bytes: int | None,
-               max_seconds: float | None, rate: float | None, quiet: bool) -> dict[str, Any]:
+               max_seconds: float | None, idle_seconds: float, rate: float | None,
+               quiet: bool) -> dict[str, Any]:
     started = trio.current_time()
     with progress_bar(f"pushing {cache.manifest.product} {cache.manifest.version}", None,
                       quiet) as advance:
         report = await trio_link.push(App(cache), host, port, max_bytes=max_bytes,
-                                      max_seconds=max_seconds, rate=rate, on_sent=advance)
+                                      max_seconds=max_seconds, idle_seconds=idle_seconds,
+                                      rate=rate, on_sent=advance)
     out = report.as_json()
     out["version"] = cache.manifest.version
     out["seconds"] = round(trio.current_time() - started, 3)
@@ -84,12 +88,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if not 0 <= args.battery <= 100:
         raise DeviceError(f"--battery must be 0..100, got {args.battery}")
     _positive("--session-timeout", args.session_timeout)
+    _positive("--idle-timeout", args.idle_timeout)
     read_config(state)
     with locked(state):
         try:
             return trio.run(lambda: serve(state, host, port, battery=args.battery,
                                           session_timeout=args.session_timeout,
                                           max_sessions=args.max_sessions,
+                                          idle_timeout=args.idle_timeout,
                                           on_event=partial(_log, as_json=args.json)))
         except ConnectionError as e:
             raise DeviceError(str(e)) from None
@@ -114,11 +120,15 @@ def cmd_push(args: argparse.Namespace) -> int:
     if args.max_bytes is not None and args.max_bytes < 0:
         raise DeviceError(f"--max-bytes must be 0 or more, got {args.max_bytes}")
     _positive("--max-seconds", args.max_seconds)
+    _positive("--idle-seconds", args.idle_seconds)
     _positive("--rate", args.rate)
-    cache = phone_cache(Store.open(args.store), args.product)
+    trusted = load_trusted([Path(k) for k in args.pubkey]).values()
+    version = str(Version.parse(args.version)) if args.version else None
+    cache = phone_cache(Store.open(args.store), args.product, version, trusted)
     try:
         out = trio.run(lambda: push(cache, host, port, max_bytes=args.max_bytes,
-                                    max_seconds=args.max_seconds, rate=args.rate,
+                                    max_seconds=args.max_seconds,
+                                    idle_seconds=args.idle_seconds, rate=args.rate,
                                     quiet=args.json))
     except ConnectionError as e:
         raise DeviceError(str(e)) from None
@@ -129,7 +139,8 @@ def cmd_push(args: argparse.Namespace) -> int:
                  else "in progress")
         print(f"sent {out['sent_bytes']} bytes, {out['acked_bytes']} acknowledged; "
               f"{out['version']} {state}" + (f" ({out['reason']})" if out["reason"] else ""))
-    return 0
+    # a box that never answered, or that refused the release, is a failed push
+    return 1 if out["box_version"] is None or out["rejected"] else 0
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -164,6 +175,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--battery", type=int, default=100, metavar="PCT")
     p.add_argument("--session-timeout", type=float, default=60.0, metavar="S",
                    help="drop a phone that keeps a session open longer than this")
+    p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="S",
+                   help="drop a phone (waiting or in session) when no byte moved for S seconds")
     p.add_argument("--max-sessions", type=int, metavar="N", help="exit after N sessions")
 
     p = command(box_sub, "status", cmd_status, "what the box runs and what it has received")
@@ -172,11 +185,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     app = sub.add_parser("app", help="the phone side: push a release to a box",
                          description="The phone side of the update.")
     app_sub = app.add_subparsers(dest="app_command", required=True, metavar="COMMAND")
-    p = command(app_sub, "push", cmd_push, "one session: push the newest release to a box")
+    p = command(app_sub, "push", cmd_push,
+                "one session: push the newest verified release (or --version) to a box")
     p.add_argument("--store", required=True, metavar="DIR")
     p.add_argument("--product", required=True)
+    p.add_argument("--pubkey", required=True, action="append", metavar="KEYFILE.pub",
+                   help="the public key releases must be signed by (repeatable); only a "
+                   "release it verifies is pushed")
+    p.add_argument("--version", metavar="X.Y.Z",
+                   help="push this release (default: the newest that verifies)")
     p.add_argument("--to", required=True, metavar="HOST:PORT")
     p.add_argument("--max-bytes", type=int, metavar="N", help="walk away after sending N bytes")
     p.add_argument("--max-seconds", type=float, metavar="S", help="walk away after S seconds")
+    p.add_argument("--idle-seconds", type=float, default=trio_link.PHONE_IDLE_SECONDS,
+                   metavar="S", help="give up on a box that moved no byte for S seconds "
+                   "(default: %(default)s)")
     p.add_argument("--rate", type=float, metavar="BYTES_PER_S", help="pace the link")
 

@@ -57,13 +57,30 @@ def judge(wire: bytes, now: int, state: PState, config: BoxConfig, staging_secto
             return p.Reason.OLDER_THAN_TARGET
         if m.security_counter < t.counter:
             return p.Reason.COUNTER_LOWER
-    ref = m.payload_for(s.running_sha256)
-    need = config.staging_sectors_for(ref.size, ref.pieces)
-    if (m.image_size > config.slot_size or ref.pieces > config.max_pieces
-            or ref.decode_ram > config.ram_budget or need > staging_sectors
-            or (ref.is_delta and ref.encoder not in delta.ENCODERS)
-            or worst_snapshot(s, config, staging_sectors, m, ref, tag) > snapshot_room):
+    if m.image_size > config.slot_size:
         return p.Reason.TOO_LARGE
+    chosen = choose_payload(m, s, config, staging_sectors, tag, snapshot_room)
+    return chosen if isinstance(chosen, p.Reason) else None
+
+
+# --- issue 9 item 9 (helper w2): the payload the box takes, a rule the phone need not know ---
+
+
+def payloads(m: Manifest) -> tuple[PayloadRef, ...]:
+    """The manifest's payloads as :class:`~fwdist.protocol.Accept` numbers them: full, deltas."""
+    return (m.full, *m.deltas)
+
+
+def _misfit(ref: PayloadRef, config: BoxConfig, staging_sectors: int) -> p.Reason | None:
+    """Which of the box's limits ``ref`` breaks (the first, in a fixed order), or None."""
+    if ref.is_delta and ref.encoder not in delta.ENCODERS:
+        return p.Reason.UNKNOWN_ENCODER
+    if ref.pieces > config.max_pieces:
+        return p.Reason.TOO_MANY_PIECES
+    if ref.decode_ram > config.ram_budget:
+        return p.Reason.NOT_ENOUGH_RAM
+    if config.staging_sectors_for(ref.size, ref.pieces) > staging_sectors:
+        return p.Reason.NO_STAGING_ROOM
     return None
 
 
@@ -113,3 +130,29 @@ def worst_snapshot(s: PState, config: BoxConfig, staging_sectors: int, m: Manife
     if old is not None:
         worst.prev = Prev(old.table_sha256, config.max_table, [], prev_pieces)
     return len(msgpack.packb(worst.to_wire(), use_bin_type=True))
+
+
+def choose_payload(m: Manifest, s: PState, config: BoxConfig, staging_sectors: int,
+                   tag: bytes, snapshot_room: int) -> PayloadRef | p.Reason:
+    """The smallest payload this box can apply and hold, or the limit that rules them all out.
+
+    The candidates are the deltas made from exactly the running image and the
+    full image; a delta that needs more RAM (or pieces, or staging) than the box
+    has is passed over for the next smallest, so a box is never stuck while some
+    payload fits. A payload whose worst-case state snapshot would not fit a journal
+    half (:func:`worst_snapshot` against ``snapshot_room``) counts as too many pieces.
+    When none fits, the reason is the limit the smallest broke.
+    """
+    candidates = sorted((r for r in payloads(m)
+                         if not r.is_delta or r.source_sha256 == s.running_sha256),
+                        key=lambda r: (r.size, r.is_delta is False))
+    first: p.Reason | None = None
+    for ref in candidates:
+        why = _misfit(ref, config, staging_sectors)
+        if why is None and worst_snapshot(s, config, staging_sectors, m, ref, tag) > snapshot_room:
+            why = p.Reason.TOO_MANY_PIECES
+        if why is None:
+            return ref
+        first = first or why
+    assert first is not None  # the full payload is always a candidate
+    return first

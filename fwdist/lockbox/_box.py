@@ -316,6 +316,12 @@ class Lockbox:
             return p.BoxState.WAIT_BATTERY
         return t.phase
 
+    def _payload_index(self) -> int:
+        """Which of the target's payloads the box receives (0 when it has none loaded)."""
+        if self.manifest is None or self.ref is None:
+            return 0
+        return _accept.payloads(self.manifest).index(self.ref)
+
     def status_frame(self) -> p.Status:
         s = self._state
         target = None
@@ -330,7 +336,8 @@ class Lockbox:
                 elif sid >= 0 and st.received and len(partials) < p.MAX_PARTIALS:
                     partials.append((sid, st.received))
             tbl = t.streams.get(TABLE, Stream())
-            target = p.Target(t.tag, t.version, tbl.received, bytes(bits), tuple(partials))
+            target = p.Target(t.tag, t.version, tbl.received, bytes(bits), tuple(partials),
+                              self._payload_index())
         return p.Status(p.PROTOCOL_VERSION, self.config.product, self.config.hardware,
                         s.running_version, s.running_counter, s.running_sha256,
                         max(0, min(100, self.battery)), int(self.box_state()), self.config.align,
@@ -366,7 +373,7 @@ class Lockbox:
             self._commit(Clock(created))  # (before the target: a cut between keeps the proof)
         if t is None or t.tag != tag:
             self._take_target(wire, tag)
-        self._send(out, p.Accept(tag))
+        self._send(out, p.Accept(tag, self._payload_index()))
         return S.READY
 
     def judge(self, wire: bytes, now: int) -> p.Reason | None:
@@ -383,7 +390,10 @@ class Lockbox:
         w.write(wire)
         w.close()
         m = self._verify(wire)
-        ref = m.payload_for(s.running_sha256)
+        chosen = _accept.choose_payload(m, s, self.config, self.layout.staging.sectors, tag,
+                                        self.journal.snapshot_room())
+        # judge() accepted it, so some payload fits (unless a test overrode judge())
+        ref = m.payload_for(s.running_sha256) if isinstance(chosen, p.Reason) else chosen
         self._commit(Target(tag, m.version, m.security_counter, mslot, len(wire),
                             ref.table_sha256))
         self.staging.torn.clear()

@@ -84,7 +84,13 @@ class Receiver:
             self._commit(Fail())
             return
         self.manifest = m
-        self.ref = m.payload_for(s.running_sha256)
+        # the payload the box chose when it took the target (its table is on record)
+        self.ref = next((r for r in (m.full, *m.deltas) if r.table_sha256 == t.table_sha256),
+                        None)
+        if self.ref is None:  # a record that names no payload of its manifest: give it up
+            self._commit(Fail())
+            self.forget()
+            return
         tbl = t.streams.get(TABLE)
         if tbl is not None and tbl.done:
             self._set_table(decode_table(self.staging.read(tbl, 0, tbl.received),

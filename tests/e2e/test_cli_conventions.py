@@ -275,7 +275,8 @@ def test_every_json_output_has_the_schema_and_exactly_the_documented_fields(
                                 "--pubkey", released / "release.key.pub", "--image",
                                 tmp_path / "fw0.bin", "--version", "1.0.0"),
         "lockbox status": ok_json("lockbox", "status", "--state", box),
-        "app push": ok_json("app", "push", "--store", store, "--product", "lockbox", "--to",
+        "app push": ok_json("app", "push", "--store", store, "--product", "lockbox", "--pubkey",
+                            released / "release.key.pub", "--to",
                             serving, "--max-bytes", "600"),
         "sim": ok_json("sim", "--boxes", "3", "--runs", "1", "--days", "2", "--workers", "1"),
     }

@@ -18,6 +18,7 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +29,14 @@ from typing import Any
 
 import pytest
 
+from fwdist.protocol import (
+    DEFAULT_MAX_FRAME,
+    PROTOCOL_VERSION,
+    Hello,
+    Status,
+    decode_frames,
+    encode,
+)
 from fwdist.sample import SampleFirmware
 
 TIMEOUT = 60
@@ -122,7 +131,8 @@ def box(box_state: Path) -> Iterator[Box]:
 
 def push(release: Path, box: Box, *extra: str) -> dict[str, Any]:
     out: dict[str, Any] = fwdist_json("app", "push", "--store", release / "store", "--product",
-                                      "lockbox", "--to", box.address, *extra)
+                                      "lockbox", "--pubkey", release / "release.key.pub",
+                                      "--to", box.address, *extra)
     return out
 
 
@@ -160,7 +170,8 @@ def test_pushes_and_power_cuts_until_installed(release: Path, box: Box) -> None:
             before = fwdist_json("lockbox", "status", "--state", box.state)
             phone = subprocess.Popen(
                 [sys.executable, "-m", "fwdist", "app", "push", "--store", str(release / "store"),
-                 "--product", "lockbox", "--to", box.address, "--rate", "50", "--json"],
+                 "--product", "lockbox", "--pubkey", str(release / "release.key.pub"),
+                 "--to", box.address, "--rate", "50", "--json"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             try:
                 deadline = time.monotonic() + TIMEOUT
@@ -232,26 +243,187 @@ def test_one_line_errors(release: Path, box_state: Path, tmp_path: Path) -> None
         port = s.getsockname()[1]
         assert "port is in use" in error("lockbox", "serve", "--state", box_state,
                                          "--listen", f"127.0.0.1:{port}")
+    trust = ("--pubkey", key)
     assert "cannot reach a box" in error("app", "push", "--store", release / "store", "--product",
-                                         "lockbox", "--to", f"127.0.0.1:{port}")
+                                         "lockbox", *trust, "--to", f"127.0.0.1:{port}")
     assert "HOST:PORT" in error("app", "push", "--store", release / "store", "--product",
-                                "lockbox", "--to", "nowhere")
+                                "lockbox", *trust, "--to", "nowhere")
     assert "no release of doorbell" in error("app", "push", "--store", release / "store",
-                                             "--product", "doorbell", "--to", "127.0.0.1:1")
+                                             "--product", "doorbell", *trust, "--to",
+                                             "127.0.0.1:1")
 
 
-def test_a_silent_phone_is_dropped_and_max_sessions_ends_serve(box_state: Path) -> None:
-    b = Box(box_state, 0, "--session-timeout", "0.5", "--max-sessions", "1")
+def test_silent_phones_are_dropped_and_max_sessions_ends_serve(box_state: Path) -> None:
+    """A caller that never speaks is hung up on while it waits; one that says Hello and then
+    nothing is dropped after the idle timeout, well before the session timeout."""
+    b = Box(box_state, 0, "--idle-timeout", "0.5", "--session-timeout", "30",
+            "--max-sessions", "1")
     try:
         b.start()
         with socket.create_connection(("127.0.0.1", b.port), timeout=TIMEOUT) as s:
             started = time.monotonic()
             assert s.recv(100) == b""  # the box hangs up on a phone that never says Hello
             assert 0.4 < time.monotonic() - started < TIMEOUT
+        with socket.create_connection(("127.0.0.1", b.port), timeout=TIMEOUT) as s:
+            s.sendall(encode(Hello(PROTOCOL_VERSION, DEFAULT_MAX_FRAME)))
+            started = time.monotonic()
+            status = b""
+            while chunk := s.recv(4096):
+                status += chunk
+            assert 0.4 < time.monotonic() - started < 10  # not the 30 s session timeout
+            assert isinstance(decode_frames(status)[0], Status)
         assert b.proc is not None and b.proc.wait(timeout=TIMEOUT) == 0
         assert b.proc.stdout is not None
-        session = json.loads(b.proc.stdout.readline())
+        dropped, session = (json.loads(line) for line in b.proc.stdout.read().splitlines())
+        assert dropped == {"event": "dropped", "why": "silent: said nothing"}
         assert (session["event"], session["link_in"], session["link_end"]) == (
-            "session", 0, "max-seconds")
+            "session", 11, "idle: no byte moved for the idle timeout")
     finally:
         b.kill()
+
+
+def test_push_offers_only_verified_releases_and_a_chosen_version(
+    release: Path, box: Box, tmp_path: Path
+) -> None:
+    """Issue 9 items 12 and 24: a planted release is never offered; --version picks one."""
+    store = tmp_path / "store"
+    shutil.copytree(release / "store", store)
+    fwdist("keygen", tmp_path / "planted.key")
+    (tmp_path / "fw9.bin").write_bytes(SAMPLE.image(2))
+    fwdist("stage", tmp_path / "fw9.bin", "--store", store, "--product", "lockbox",
+           "--version", "9.9.9", "--key", tmp_path / "planted.key")
+    trust = ("--pubkey", release / "release.key.pub")
+    box.start()
+
+    def push_to(*extra: str | Path) -> dict[str, Any]:
+        out: dict[str, Any] = fwdist_json("app", "push", "--store", store, "--product",
+                                          "lockbox", *trust, "--to", box.address, *extra)
+        return out
+
+    first = push_to("--max-bytes", "2000")
+    assert (first["version"], first["reason"], first["target_version"]) == (
+        "1.1.0", "max-bytes", None)
+    assert fwdist_json("lockbox", "status", "--state", box.state)["target_version"] == "1.1.0"
+    again = push_to("--version", "1.0.0")
+    assert (again["version"], again["installed"], again["reason"]) == (
+        "1.0.0", True, "box already runs this release")
+    proc = fwdist("app", "push", "--store", store, "--product", "lockbox", *trust, "--to",
+                  box.address, "--version", "9.9.9", ok=False)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().endswith("lockbox@9.9.9 does not verify against the given keys")
+    # acknowledged bytes: what the box acknowledged of what it persisted, resumed sessions too
+    acked = []
+    for _ in range(3):
+        before = fwdist_json("lockbox", "status", "--state", box.state)["received_bytes"]
+        r = push_to("--max-bytes", "2000")
+        grown = fwdist_json("lockbox", "status", "--state", box.state)["received_bytes"] - before
+        assert (r["reason"], r["payload_sent"], grown) == ("max-bytes", 1792, 1792)
+        acked.append(r["acked_bytes"])
+    # acks heard after the walk-away count too: the box acknowledges each frame that ends
+    # past a multiple of 512 bytes of its piece, so at most the last frame's 224 are unheard
+    assert acked == [1792, 1568, 1792]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--ack-every", "0"), "--ack-every must be positive, got 0"),
+        (("--ack-every", "-1"), "--ack-every must be positive, got -1"),
+        (("--ram", "-5"), "--ram must be positive, got -5"),
+        (("--slot-size", "-4096"), "--slot-size must be positive, got -4096"),
+        # a slot too small for the image: provisioning fails after the key was written
+        (("--slot-size", "65536"), "does not fit"),
+    ],
+)
+def test_init_refuses_nonsense_and_leaves_nothing_behind(
+    release: Path, tmp_path: Path, extra: tuple[str, ...], message: str
+) -> None:
+    """Issue 9 item 21: one line, exit 1, and no half-made state directory."""
+    for state in (tmp_path / "new", tmp_path / "empty"):
+        if state.name == "empty":
+            state.mkdir()
+        proc = fwdist("lockbox", "init", "--state", state, "--product", "lockbox", "--pubkey",
+                      release / "release.key.pub", "--image", release / "fw0.bin",
+                      "--version", "1.0.0", *extra, ok=False)
+        assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+        assert message in proc.stderr and "Traceback" not in proc.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == (
+            ["empty"] if state.name == "empty" else [])
+        assert not state.exists() or not any(state.iterdir())
+
+
+def test_silent_connections_do_not_starve_an_honest_phone(release: Path, box: Box) -> None:
+    """Issue 9 item 4: twelve connections that never speak (more than the waiting room's
+    eight seats) and an honest phone is served at once, not after the session timeout."""
+    box.start()
+    silent = [socket.create_connection(("127.0.0.1", box.port), timeout=TIMEOUT)
+              for _ in range(12)]
+    try:
+        time.sleep(0.5)  # all accepted and seated (or evicted) before the phone calls
+        started = time.monotonic()
+        r = push(release, box, "--max-bytes", "2000")
+        assert time.monotonic() - started < 5.0  # under the 5 s idle timeout, let alone 60 s
+        assert (r["reason"], r["payload_sent"], r["target_version"]) == ("max-bytes", 1708, None)
+    finally:
+        for s in silent:
+            s.close()
+
+
+def test_push_gives_up_on_a_box_that_never_answers(release: Path) -> None:
+    """Issue 9 item 5: no --max-seconds, and a listener that never answers: a default
+    deadline (no byte either way for 10 s) ends the push with one clear reason."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()  # the kernel completes connections; nobody ever reads or writes
+        started = time.monotonic()
+        proc = fwdist("app", "push", "--store", release / "store", "--product", "lockbox",
+                      "--pubkey", release / "release.key.pub", "--to",
+                      f"127.0.0.1:{s.getsockname()[1]}", "--json", ok=False)
+        took = time.monotonic() - started
+    out = json.loads(proc.stdout)
+    assert proc.returncode == 1 and 10.0 <= took < 10.0 + TIMEOUT / 2, proc.stderr
+    assert (out["reason"], out["sent_bytes"], out["received_bytes"], out["box_version"]) == (
+        "idle: no byte moved for the idle timeout", 11, 0, None)
+
+
+def test_a_box_short_of_ram_for_the_delta_takes_the_full_image(
+    release: Path, tmp_path: Path
+) -> None:
+    """Issue 9 item 9: `lockbox init --ram 262144` is too little for the bsdiff-lzma delta;
+    the box takes the full image instead and installs; a box that no payload fits refuses
+    with the limit's name, and `app push` says so and fails."""
+    inspect = fwdist_json("inspect", "--store", release / "store", "lockbox@1.1.0")
+    (delta,) = inspect["deltas"]
+    assert delta["decode_ram"] > 262144 >= inspect["full"]["decode_ram"]
+    plan = fwdist_json("plan", "--store", release / "store", "--product", "lockbox",
+                       "--from", "1.0.0", "--to", "1.1.0")
+    for ram, rejected in ((262144, None), (1024, "NOT_ENOUGH_RAM")):
+        state = tmp_path / f"box-{ram}"
+        fwdist_json("lockbox", "init", "--state", state, "--product", "lockbox", "--pubkey",
+                    release / "release.key.pub", "--image", release / "fw0.bin", "--version",
+                    "1.0.0", "--ram", str(ram))
+        b = Box(state)
+        try:
+            b.start()
+            proc = fwdist("app", "push", "--store", release / "store", "--product", "lockbox",
+                          "--pubkey", release / "release.key.pub", "--to", b.address, "--json",
+                          ok=False)
+            r = json.loads(proc.stdout)
+            assert r["rejected"] == rejected, r
+            if rejected:
+                assert proc.returncode == 1
+                assert r["reason"] == "box rejected the release: NOT_ENOUGH_RAM"
+                continue
+            assert proc.returncode == 0 and r["complete"] and r["reason"] is None
+            # the full image's pieces, not the delta: more than the delta's air bytes
+            assert r["payload_sent"] > plan["air_bytes"]
+            deadline = time.monotonic() + TIMEOUT
+            while not r["installed"]:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+                r = push(release, b)
+            assert r["reason"] == "box already runs this release"
+            status = fwdist_json("lockbox", "status", "--state", state)
+            assert status["running_sha256"] == hashlib.sha256(SAMPLE.image(1)).hexdigest()
+        finally:
+            b.kill()

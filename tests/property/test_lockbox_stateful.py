@@ -277,7 +277,14 @@ class LockboxMachine(RuleBasedStateMachine):
         if stale:
             assert isinstance(evs[-1], p.Reject) and self.box.state_bytes() == before
         else:
-            assert evs[-1] == p.Accept(rel.tag)
+            accepted = evs[-1]
+            assert isinstance(accepted, p.Accept) and accepted.tag == rel.tag
+            # the box names the smallest payload that fits: the delta from what runs, or full
+            m, running = rel.manifest, self.box.status_frame().running_sha256
+            named = (m.full, *m.deltas)[accepted.payload]
+            usable = [r for r in (m.full, *m.deltas) if not r.is_delta
+                      or r.source_sha256 == running]
+            assert named in usable and named.size == min(r.size for r in usable)
             self._new_target(rel.tag)
 
     @rule()

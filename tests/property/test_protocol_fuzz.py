@@ -23,7 +23,9 @@ def _fast_decode(body: bytes) -> p.Event | None:
 VALID = [
     p.encode(p.Hello(1, 244)),
     p.encode(p.Status(1, "lockbox", "lb-r2", "1.0.0", 3, bytes(32), 87, 1, 8, 244,
-                      p.Target(TAG, "1.1.0", 120, b"\xff\x01", ((3, 512),)))),
+                      p.Target(TAG, "1.1.0", 120, b"\xff\x01", ((3, 512),), 2))),
+    p.encode(p.Accept(TAG, 1)),
+    p.encode(p.Reject(int(p.Reason.NOT_ENOUGH_RAM))),
     p.encode(p.Offer(316, 0, b"m" * 100)),
     p.encode(p.Data(TAG, 3, 1024, b"d" * 180)),
     p.encode(p.Ack(TAG, 3, 2048)),

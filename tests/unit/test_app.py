@@ -234,7 +234,7 @@ def test_accepted_release_streams_table_then_delta_pieces(cache: PhoneCache) -> 
     a.data_to_send()
     a.receive_data(status())  # runs 1.0.0: the delta applies
     a.data_to_send()
-    a.receive_data(protocol.encode(Accept(cache.tag)))
+    a.receive_data(protocol.encode(Accept(cache.tag, 1)))
     frames = stream_all(a)
     ref = cache.manifest.deltas[0]
     got = cache.table(ref)
@@ -273,7 +273,7 @@ def test_resume_at_the_box_offsets_and_count_acks(cache: PhoneCache) -> None:
     table_data, table = got
     sizes = [e.wire_size for e in table.pieces]
     assert sizes == [512, 512, 512, 462]
-    target = Target(cache.tag, "1.1.0", len(table_data), b"\x03", ((3, 256),))  # 0, 1 verified
+    target = Target(cache.tag, "1.1.0", len(table_data), b"\x03", ((3, 256),), 1)  # 0, 1 verified
     a = App(cache)
     a.data_to_send()
     a.receive_data(status(target, state=BoxState.RECEIVING))
@@ -537,9 +537,9 @@ def test_small_budget_sessions_until_installed(
     # overhead: everything on the air that was not manifest, table or piece content
     assert sum(r.payload_sent for r in reports) >= air
     assert [(r.sent_bytes, r.payload_sent, r.received_bytes) for r in reports] == [
-        (600, 476, 86), (600, 462, 90), (600, 512, 90), (600, 512, 90), (580, 512, 119),
-        (11, 0, 87)]
-    assert [r.overhead_bytes for r in reports] == [210, 228, 178, 178, 187, 98]
+        (600, 476, 87), (600, 462, 91), (600, 512, 91), (600, 512, 91), (580, 512, 120),
+        (11, 0, 87)]  # Accept and a target's Status carry the payload's number: 1 byte each
+    assert [r.overhead_bytes for r in reports] == [211, 229, 179, 179, 188, 98]
 
 
 def test_unbounded_session_delivers_everything_at_once(
@@ -554,8 +554,8 @@ def test_unbounded_session_delivers_everything_at_once(
     assert idle(box) == [IdleStep.BUILT, IdleStep.INSTALLED]
     r2 = pump_session(box, App(cache), None, NOW)
     assert r2.installed and r2.sent_bytes == 11  # a Hello, and the box says it runs it
-    assert (r.sent_bytes, r.payload_sent, r.received_bytes) == (2760, 2474, 175)
-    assert r.overhead_bytes == 461  # 286 bytes of framing out, 175 of the box's answers back
+    assert (r.sent_bytes, r.payload_sent, r.received_bytes) == (2760, 2474, 176)
+    assert r.overhead_bytes == 462  # 286 bytes of framing out, 176 of the box's answers back
 
 
 def test_a_box_on_an_unknown_image_takes_the_full_pieces(
@@ -727,3 +727,16 @@ def test_every_cell_of_the_table(cache: PhoneCache, phase: appmod.Phase) -> None
             assert Error not in answer, (phase, ev)
             if action is None:
                 assert answer == [] and a.session_over
+
+
+def test_same_image_under_an_older_version_is_offered_not_called_installed(
+    cache: PhoneCache,
+) -> None:
+    """Issue 9 item 22: the box runs the phone's image bytes, but as an older version."""
+    a = App(cache)
+    a.data_to_send()
+    a.receive_data(status(running="1.0.0", sha=V2_SHA))  # the phone carries 1.1.0 = V2 bytes
+    assert a.phase is appmod.Phase.OFFERING
+    assert b"".join(e.data for e in events(a.data_to_send())) == cache.manifest_wire  # type: ignore[attr-defined]
+    r = a.report()
+    assert (r.installed, r.end, r.box_version) == (False, None, "1.0.0")

@@ -16,10 +16,10 @@ SHA = bytes(range(32))
 EXAMPLES: list[tuple[p.Event, int]] = [
     (p.Hello(1, 244), 11),
     (p.Status(1, "lockbox", "lb-r2", "1.0.0", 3, SHA, 87, 1, 8, 244,
-              p.Target(TAG, "1.1.0", 120, b"\xff\x01", ((3, 512), (5, 16)))), 96),
+              p.Target(TAG, "1.1.0", 120, b"\xff\x01", ((3, 512), (5, 16)))), 97),
     (p.Status(1, "lockbox", "lb-r2", "1.0.0", 0, SHA, 100, 0, 8, 244, None), 70),
     (p.Offer(316, 180, b"m" * 136), 151),
-    (p.Accept(TAG), 14),
+    (p.Accept(TAG), 15),
     (p.Reject(int(p.Reason.NOT_NEWER)), 9),
     (p.Data(TAG, p.TABLE, 0, b"t" * 42), 60),
     (p.Data(TAG, 7, 65536, b"d" * 200), 222),

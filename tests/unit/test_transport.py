@@ -146,24 +146,40 @@ def test_sync_pump_reports_a_stall() -> None:
     assert r.reason == LinkEnd.STALLED and r.phone_sent == 0
 
 
+class Greeter(Talker):
+    """A phone stand-in that speaks first, as a phone does (its Hello): b"hi", then Talker."""
+
+    def __init__(self, total: int, frame: int) -> None:
+        super().__init__(total, frame)
+        self.greeted = False
+
+    def data_to_send(self) -> bytes:
+        if not self.greeted:
+            self.greeted = True
+            return b"hi"
+        return super().data_to_send()
+
+
 async def test_tcp_one_session_at_a_time() -> None:
     listener = await trio_link.open_listener("127.0.0.1", 0)
     port = trio_link.listener_port(listener)
     boxes: list[Listener] = []
+    firsts: list[bytes] = []
 
-    async def handle(stream: trio.SocketStream) -> None:
-        box = Listener(5000)
+    async def handle(stream: trio.SocketStream, first: bytes) -> None:
+        box = Listener(5002)
         boxes.append(box)
-        await trio_link.converse(stream, box)
+        firsts.append(first)
+        await trio_link.converse(stream, box, first=first)
 
     async with trio.open_nursery() as n:
         n.start_soon(trio_link.serve_box, listener, handle, 2)
         for budget in (None, 777):
             stream = await trio_link.connect("127.0.0.1", port)
-            stats = await trio_link.converse(stream, Talker(5000, 240), max_send_bytes=budget)
-            assert stats.sent_bytes == (budget or 5000)
+            stats = await trio_link.converse(stream, Greeter(5000, 240), max_send_bytes=budget)
+            assert stats.sent_bytes == (budget or 5002)
     await listener.aclose()
-    assert [b.received for b in boxes] == [5000, 777]
+    assert [b.received for b in boxes] == [5002, 777] and firsts == [b"hi", b"hi"]
 
 
 async def test_tcp_errors_are_one_line() -> None:
@@ -383,6 +399,75 @@ def test_link_end_values_are_the_reports_words() -> None:
         LinkEnd.MAX_BYTES: "max-bytes",
         LinkEnd.MAX_SECONDS: "max-seconds",
         LinkEnd.PEER_CLOSED: "peer closed the link",
+        LinkEnd.IDLE: "idle: no byte moved for the idle timeout",
         LinkEnd.STALLED: "stalled: neither side has anything to send",
     }
     assert [e for e in LinkEnd if e.walk_away] == [LinkEnd.MAX_BYTES, LinkEnd.MAX_SECONDS]
+
+
+class Amplifier:
+    """Box stand-in whose replies grow with what it hears (two bytes out per byte in), as
+    the lockbox's Acks do for gap frames; it records the most it ever held unsent."""
+
+    def __init__(self) -> None:
+        self.out = bytearray()
+        self.held_max = 0
+
+    def receive_data(self, data: bytes) -> None:
+        self.out += data * 2
+        self.held_max = max(self.held_max, len(self.out))
+
+    def data_to_send(self) -> bytes:
+        out = bytes(self.out)
+        self.out.clear()
+        return out
+
+    @property
+    def session_over(self) -> bool:
+        return False
+
+
+async def test_a_peer_that_never_reads_is_held_back_then_dropped(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 9 item 3: a phone flooding without reading grows no buffer and is dropped."""
+    phone_end, box_end = trio.testing.lockstep_stream_pair()  # no buffer in between
+    box = Amplifier()
+    flooded = 0
+
+    async def flood() -> None:
+        nonlocal flooded
+        try:
+            while flooded < 4 << 20:  # 4 MiB, never reading a byte
+                await phone_end.send_all(b"\x00" * 4096)
+                flooded += 4096
+            await trio.sleep_forever()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as n:
+            n.start_soon(flood)
+            started = trio.current_time()
+            stats = await trio_link.converse(box_end, box, idle_seconds=5.0)
+            n.cancel_scope.cancel()
+    assert stats.reason is LinkEnd.IDLE and stats.sent_bytes == 0
+    assert trio.current_time() - started == pytest.approx(5.0)
+    # what it read while its first answer could not leave: the read-ahead bound, in
+    # RECEIVE_SIZE steps; what it held: twice that (and the 4 MiB never came in)
+    ahead = trio_link.MAX_READ_AHEAD + 2 * trio_link.RECEIVE_SIZE
+    assert stats.received_bytes <= ahead and box.held_max <= 2 * ahead
+    assert flooded <= ahead + 4096
+
+
+async def test_a_silent_box_ends_the_session_after_the_idle_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Issue 9 item 5: a phone does not wait for ever on a box that says nothing."""
+    phone_end, _box_end = trio.testing.memory_stream_pair()
+    phone = Greeter(100, 10)
+    started = trio.current_time()
+    stats = await trio_link.converse(phone_end, phone, idle_seconds=trio_link.PHONE_IDLE_SECONDS)
+    assert (stats.reason, stats.sent_bytes, stats.received_bytes) == (LinkEnd.IDLE, 2, 0)
+    assert trio.current_time() - started == pytest.approx(10.0)
+    assert phone.got_eof
