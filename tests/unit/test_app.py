@@ -320,7 +320,7 @@ def test_installed_event_counts(cache: PhoneCache) -> None:
 def test_phone_without_the_pieces_says_so(cache: PhoneCache) -> None:
     a = App(cache.keep_pieces(lambda pid: False))
     a.data_to_send()
-    whole = len(cache.tables[cache.manifest.payload_for(V1_SHA).table_sha256])  # box has it
+    whole = len(cache.tables[cache.manifest.full.table_sha256])  # the named payload's table
     a.receive_data(status(Target(cache.tag, "1.1.0", whole, b""), state=BoxState.RECEIVING))
     assert a.session_over and a.report().end is SessionEnd.NOTHING_HELD
 
