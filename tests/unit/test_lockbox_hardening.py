@@ -211,12 +211,12 @@ def many(release_history: Callable[..., Releases]) -> Releases:
 
 def test_a_release_whose_state_outgrows_the_journal_is_refused_up_front(many: Releases) -> None:
     """Item 8: a journal half of 1 KiB cannot hold the snapshot of this 112-piece release:
-    the box says TOO_LARGE at the offer instead of failing mid-transfer (JournalError)."""
+    the box says TOO_MANY_PIECES at the offer instead of failing mid-transfer (JournalError)."""
     target = many.releases[1]
     assert target.manifest.full.pieces == 112
     box = new_box(many, box_config(many, sector_size=1024))
     log = Phone([target]).session(box, NOW)
-    assert log.rejected is p.Reason.TOO_LARGE
+    assert log.rejected is p.Reason.TOO_MANY_PIECES
     assert box.status()["target_tag"] is None
     roomy = new_box(many, box_config(many, sector_size=1024, journal_sectors=3))
     install(roomy, many, 1)
