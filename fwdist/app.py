@@ -316,6 +316,8 @@ class SessionReport:
     link_end: str | None  # the transport's reason, when its budget ended the session
     box_version: str | None
     target_version: str | None
+    box_limit: int | None = None  # after REJECTED for a size: the box's figure (its Reject)
+    needed: int | None = None  # ... and what the least demanding payload for it needs
 
     @property
     def reason(self) -> str | None:
@@ -326,7 +328,10 @@ class SessionReport:
             return None
         if self.detail is None:
             return self.end.description
-        return f"{self.end.description}: {self.detail}"
+        limit = ""
+        if self.box_limit:
+            limit = f" (the box has {self.box_limit}, the release needs {self.needed})"
+        return f"{self.end.description}: {self.detail}{limit}"
 
     @property
     def rejected(self) -> str | None:
@@ -351,6 +356,8 @@ class SessionReport:
             "rejected": self.rejected,
             "box_version": self.box_version,
             "target_version": self.target_version,
+            "box_limit": self.box_limit,
+            "needed": self.needed,
         }
 
 
@@ -405,6 +412,7 @@ class App:
         self.phase = Phase.HELLO
         self.end: SessionEnd | None = None
         self.detail: str | None = None  # the box's words, for the ends that carry them
+        self._limit: tuple[int, int] | None = None  # (box's figure, release's need) of a Reject
         self.status: Status | None = None
         self.complete = False
         self.installed = False
@@ -502,6 +510,8 @@ class App:
             link_end=link_reason,
             box_version=self.status.running_version if self.status else None,
             target_version=target,
+            box_limit=self._limit[0] if self._limit else None,
+            needed=self._limit[1] if self._limit else None,
         )
 
     # -- the conversation ----------------------------------------------------------
@@ -555,7 +565,25 @@ class App:
         self._start_sending(Target(self.tag, self.manifest.version, 0, b"", (), ev.payload))
 
     def _on_reject(self, ev: Reject) -> None:
+        need = self._need(ev.reason)
+        if ev.limit and need is not None:
+            self._limit = (ev.limit, need)
         self._finish(SessionEnd.REJECTED, _name(Reason, ev.reason))
+
+    def _need(self, reason: int) -> int | None:
+        """What the release asks of the limit a Reject names: the least any payload the box
+        could take (the full image, a delta from what it runs) needs of it."""
+        m, st = self.manifest, self.status
+        running = st.running_sha256 if st else None
+        refs = [r for r in (m.full, *m.deltas) if not r.is_delta or r.source_sha256 == running]
+        need: dict[int, Callable[[PayloadRef], int]] = {
+            Reason.NOT_ENOUGH_RAM: lambda r: r.decode_ram,
+            Reason.TOO_MANY_PIECES: lambda r: r.pieces,
+            Reason.NO_STAGING_ROOM: lambda r: r.size,
+            Reason.TOO_LARGE: lambda r: m.image_size,
+        }
+        of = need.get(reason)
+        return None if of is None else min(of(r) for r in refs)
 
     def _box_broke(self, code: ErrorCode, message: str) -> None:
         """The box said something we cannot act on: tell it why, stop listening, end."""

@@ -143,7 +143,7 @@ def read_config(state: Path) -> BoxConfig:
             and isinstance(raw.get("config"), dict)):
         raise DeviceError(f"{meta} is not a {STATE_FORMAT} file")
     try:
-        return BoxConfig(**raw["config"])
+        return BoxConfig.from_json(raw["config"])
     except (TypeError, LockboxError) as e:
         raise DeviceError(f"{meta} holds a bad box configuration: {e}") from None
 

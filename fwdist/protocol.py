@@ -227,10 +227,16 @@ class Accept(Event):
 
 @dataclass(frozen=True)
 class Reject(Event):
-    """Box → phone: the offered manifest is refused (a :class:`Reason`); the session ends."""
+    """Box → phone: the offered manifest is refused (a :class:`Reason`); the session ends.
+
+    ``limit`` is the box's own figure for the limit the reason names (decoder RAM
+    bytes, pieces it tracks, staging bytes, slot bytes; 0 for other reasons): what
+    the payload needs is in the manifest the phone holds, what the box has is not.
+    """
 
     TYPE: ClassVar[int] = 5
     reason: int
+    limit: int = 0
 
 
 @dataclass(frozen=True)
@@ -596,6 +602,7 @@ def _check(event: Event) -> None:
             _need(type(event.data) is bytes and len(event.data) > 0, "data frame carries no bytes")
     elif isinstance(event, Reject):
         _need(_is_int(event.reason, 0, 255), "reject reason out of range")
+        _need(_is_int(event.limit), "reject limit out of range")
     elif isinstance(event, Installed):
         _need(_is_name(event.version) and type(event.ok) is bool, "installed frame malformed")
     elif isinstance(event, Error):

@@ -7,6 +7,8 @@ Layout::
     DIR/releases/PRODUCT/X.Y.Z    signed manifest bytes
     DIR/keys/KEYID.pub            public key of a signer seen at staging: a record, never a
                                   trust root (whoever can write the store can write here too)
+    DIR/hardware/ID.json          a box model's hardware profile (:mod:`fwdist.hardware`);
+                                  made by the first ``fwdist hardware set``
     DIR/tmp/NAME.HEX16            writes in progress; never read
     DIR/lock                      the writers' lock
 
@@ -50,6 +52,10 @@ from fwdist.manifest import MAX_MANIFEST_BYTES, MAX_PIECE_SIZE, MAX_TABLE_BYTES,
 _FORMAT_FILE = "fwdist-store"
 _FORMAT_LINE = b"fwdist store v1\n"
 _LAYOUT_DIRS = ("objects", "releases", "keys", "tmp")
+_OPTIONAL_DIRS = ("hardware",)
+"""Made on first use, so stores made before hardware profiles existed open as they are."""
+MAX_PROFILE_BYTES = 4096
+"""Far above any profile fwdist writes (about 300 bytes): the most a profile read takes."""
 
 MAX_OBJECT_BYTES = max(MAX_TABLE_BYTES, MAX_PIECE_SIZE)
 """No piece table or piece holds more: the most any stored object may decompress to."""
@@ -59,6 +65,7 @@ MAX_FRAME_BYTES = MAX_OBJECT_BYTES + (MAX_OBJECT_BYTES >> 7)
 _FANOUT = re.compile(r"[0-9a-f]{2}")
 _OBJECT = re.compile(r"[0-9a-f]{64}")
 _KEY = re.compile(r"[0-9a-f]{16}\.pub")
+_PROFILE_SUFFIX = ".json"
 _TMP = re.compile(r".+\.[0-9a-f]{16}")
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -120,6 +127,7 @@ def _is_version(name: str) -> bool:
 
 
 def _is_name(name: str) -> bool:
+    """Whether ``name`` is a valid product or hardware id (the two share one rule)."""
     try:
         check_name("product", name)
     except ManifestError:
@@ -186,15 +194,16 @@ class Store:
 
     def _check_layout(self) -> None:
         """Refuse a store that lacks a layout directory or holds a symbolic link anywhere in it."""
-        for name in (_FORMAT_FILE, "lock", *_LAYOUT_DIRS):
+        for name in (_FORMAT_FILE, "lock", *_LAYOUT_DIRS, *_OPTIONAL_DIRS):
             if (self.root / name).is_symlink():
                 self._refuse_link(name)
-        for sub in _LAYOUT_DIRS:
+        present = [s for s in _OPTIONAL_DIRS if os.path.lexists(self.root / s)]
+        for sub in (*_LAYOUT_DIRS, *present):
             if not (self.root / sub).is_dir():
                 raise StoreError(
                     f"store {self.root} is damaged: {sub} is missing or not a directory"
                 )
-        pending = [self.root / sub for sub in _LAYOUT_DIRS]
+        pending = [self.root / sub for sub in (*_LAYOUT_DIRS, *present)]
         try:
             while pending:
                 for entry in _entries(pending.pop()):
@@ -424,6 +433,47 @@ class Store:
             if e.is_file(follow_symlinks=False) and _KEY.fullmatch(e.name)
         ]
 
+    # -- hardware profiles -----------------------------------------------------------
+
+    def profile_path(self, hardware: str) -> Path:
+        check_name("hardware", hardware)
+        return self.root / "hardware" / f"{hardware}{_PROFILE_SUFFIX}"
+
+    def put_profile(self, hardware: str, data: bytes) -> None:
+        """Write (or replace) ``hardware``'s profile, atomically and durably.
+
+        Call it under :meth:`locked`. A replacement is not an object a failed
+        transaction may undo, so it is not recorded as created.
+        """
+        path = self.profile_path(hardware)
+        self._write_atomic(path, data)
+        self._created.remove(path)
+
+    def get_profile(self, hardware: str) -> bytes | None:
+        """The stored profile bytes of ``hardware``, or None when it has none."""
+        path = self.profile_path(hardware)
+        what = str(path.relative_to(self.root))
+        try:
+            return _read_regular(path, MAX_PROFILE_BYTES, what, "hardware profile")
+        except FileNotFoundError:
+            return None
+
+    def profile_ids(self) -> list[str]:
+        """The hardware ids that have a profile, in name order."""
+        return [e.name[: -len(_PROFILE_SUFFIX)] for e in self._optional("hardware")
+                if self._is_profile(e)]
+
+    @staticmethod
+    def _is_profile(e: os.DirEntry[str]) -> bool:
+        name = e.name[: -len(_PROFILE_SUFFIX)]
+        return e.is_file(follow_symlinks=False) and e.name.endswith(_PROFILE_SUFFIX) and _is_name(name)
+
+    def _optional(self, sub: str) -> list[os.DirEntry[str]]:
+        """The entries of an optional layout directory (none while it was never made)."""
+        if not os.path.lexists(self.root / sub):
+            return []
+        return self._scan(sub)
+
     # -- what is not ours ------------------------------------------------------------
 
     def strays(self) -> list[str]:
@@ -452,6 +502,9 @@ class Store:
                 stray(e)
         for e in self._scan("tmp"):
             if not self._is_leftover(e):
+                stray(e)
+        for e in self._optional("hardware"):
+            if not self._is_profile(e):
                 stray(e)
         return sorted(out)
 

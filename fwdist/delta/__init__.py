@@ -42,7 +42,7 @@ from types import MappingProxyType
 from fwdist.delta import _bsdiff_lzma, _bsdiff_zstd, _zstd_dict
 from fwdist.delta._bsdiff import MAX_WINDOW_LOG
 from fwdist.delta._bsdiff_lzma import LZMA_DICT_LOG, MAX_LZMA_DICT_LOG
-from fwdist.delta._core import PIECE, DeltaError, Encoder, ReadAt, Sink
+from fwdist.delta._core import PIECE, DeltaError, Encoder, InstructionSet, ReadAt, Sink
 from fwdist.delta._zstd import LEVEL
 
 __all__ = [
@@ -55,6 +55,7 @@ __all__ = [
     "Delta",
     "DeltaError",
     "Encoder",
+    "InstructionSet",
     "ReadAt",
     "Sink",
     "apply",

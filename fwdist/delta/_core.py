@@ -9,6 +9,7 @@ varints and trailing output all fail here, with one-line :class:`DeltaError`.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -33,6 +34,14 @@ class DeltaError(ValueError):
 
     The one exception :func:`fwdist.delta.apply` raises for bad input; its message is one line.
     """
+
+
+class InstructionSet(enum.Enum):
+    """The instruction set of a box's code: a delta may undo what branch displacements did."""
+
+    NONE = "none"
+    THUMB2 = "thumb2"
+    XTENSA = "xtensa"
 
 
 @dataclass(frozen=True)

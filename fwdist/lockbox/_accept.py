@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fwdist import delta
 from fwdist import protocol as p
 from fwdist.errors import ManifestError
 from fwdist.lockbox._config import BoxConfig
@@ -73,7 +72,7 @@ def payloads(m: Manifest) -> tuple[PayloadRef, ...]:
 
 def _misfit(ref: PayloadRef, config: BoxConfig, staging_sectors: int) -> p.Reason | None:
     """Which of the box's limits ``ref`` breaks (the first, in a fixed order), or None."""
-    if ref.is_delta and ref.encoder not in delta.ENCODERS:
+    if ref.is_delta and not config.decodes(ref.encoder):
         return p.Reason.UNKNOWN_ENCODER
     if ref.pieces > config.max_pieces:
         return p.Reason.TOO_MANY_PIECES
@@ -82,6 +81,21 @@ def _misfit(ref: PayloadRef, config: BoxConfig, staging_sectors: int) -> p.Reaso
     if config.staging_sectors_for(ref.size, ref.pieces) > staging_sectors:
         return p.Reason.NO_STAGING_ROOM
     return None
+
+
+def limit(reason: p.Reason, config: BoxConfig, staging_sectors: int) -> int:
+    """The box's own figure for the limit ``reason`` names, for its Reject frame.
+
+    The phone holds the manifest, so it knows what the payload needs; what the box
+    has is the one number it cannot know: decoder RAM in bytes, pieces tracked,
+    staging bytes, slot bytes. 0 where the reason is not a size (UNKNOWN_ENCODER:
+    the manifest names the encoder).
+    """
+    figures = {p.Reason.NOT_ENOUGH_RAM: config.ram_budget,
+               p.Reason.TOO_MANY_PIECES: config.max_pieces,
+               p.Reason.NO_STAGING_ROOM: staging_sectors * config.sector_size,
+               p.Reason.TOO_LARGE: config.slot_size}
+    return figures.get(reason, 0)
 
 
 def still_valid(m: Manifest, now: int, s: PState) -> p.Reason | None:

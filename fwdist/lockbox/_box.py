@@ -351,7 +351,7 @@ class Lockbox:
         if ev.total != self._offer_total:
             raise p.RemoteProtocolError("offer total changed mid-manifest", p.ErrorCode.BAD_OFFSET)
         if ev.total > self.layout.manifests[0].size:
-            self._send(out, p.Reject(int(p.Reason.TOO_LARGE)))
+            self._send(out, p.Reject(int(p.Reason.TOO_LARGE), self.layout.manifests[0].size))
             return S.DONE
         have = len(self._offer)
         if ev.offset > have:
@@ -364,7 +364,8 @@ class Lockbox:
         self._offer.clear()
         reason = self.judge(wire, now)
         if reason is not None:
-            self._send(out, p.Reject(int(reason)))
+            self._send(out, p.Reject(int(reason), _accept.limit(
+                reason, self.config, self.layout.staging.sectors)))
             return S.DONE
         tag = p.release_tag(wire)
         t = self._state.target

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from fwdist import delta
 from fwdist import protocol as p
 from fwdist.errors import FwdistError
 from fwdist.flash import Flash, Region
@@ -39,6 +40,9 @@ class BoxConfig:
     max_pieces: int = 256
     ram_budget: int = 1024 * 1024
     max_trials: int = 3
+    formats: tuple[str, ...] | None = None
+    """The delta encoders the box's firmware decodes (None: every one fwdist has); the full
+    image's pieces always decode. From a hardware profile (:mod:`fwdist.hardware`)."""
 
     def __post_init__(self) -> None:
         ss = self.sector_size
@@ -47,6 +51,12 @@ class BoxConfig:
                 raise LockboxError(f"{name} must be a positive multiple of the sector size {ss}")
         if not p.MIN_FRAME <= self.max_frame <= p.MAX_FRAME:
             raise LockboxError(f"max frame must be {p.MIN_FRAME}..{p.MAX_FRAME}")
+        if self.formats is not None and not isinstance(self.formats, tuple):
+            raise LockboxError("formats must be a tuple of delta encoder names (or None)")
+
+    def decodes(self, encoder: str) -> bool:
+        """Whether the box's firmware has a decoder for delta ``encoder``."""
+        return encoder in delta.ENCODERS and (self.formats is None or encoder in self.formats)
 
     @property
     def max_table(self) -> int:
@@ -68,7 +78,16 @@ class BoxConfig:
         return Flash(self.flash_size(), self.sector_size, self.align)
 
     def as_json(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["formats"] = None if self.formats is None else list(self.formats)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> BoxConfig:
+        """The inverse of :meth:`as_json` (JSON has lists where the config has tuples)."""
+        formats = obj.get("formats")
+        fields = {**obj, "formats": tuple(formats) if isinstance(formats, list) else formats}
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
