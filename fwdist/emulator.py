@@ -33,6 +33,7 @@ import trio
 from fwdist import keys, trio_link
 from fwdist.errors import FwdistError
 from fwdist.flash import FileFlash, FlashError
+from fwdist.hardware import Profile
 from fwdist.lockbox import BoxConfig, IdleStep, Lockbox, LockboxError
 from fwdist.manifest import Version, check_name, key_id
 from fwdist.pump import BoxEndpoint
@@ -62,11 +63,24 @@ def init_state(
     hardware: str | None = None,
     slot_size: int | None = None,
     staging_size: int | None = None,
-    ram: int = DEFAULT_RAM,
+    ram: int | None = None,
     ack_every: int = DEFAULT_ACK_EVERY,
+    profile: Profile | None = None,
 ) -> dict[str, Any]:
-    """Provision a box as it leaves the factory: ``image`` running in slot 0, ``pubkey`` trusted."""
+    """Provision a box as it leaves the factory: ``image`` running in slot 0, ``pubkey`` trusted.
+
+    With a hardware ``profile`` the box is that model (its id, decoder RAM, formats, sector,
+    alignment, slot and staging sizes), and the sizes may not also be given one by one.
+    """
     check_name("product", product)
+    if profile is not None:
+        given = [flag for flag, value in (("--ram", ram), ("--slot-size", slot_size),
+                                          ("--staging-size", staging_size)) if value is not None]
+        if given:
+            raise DeviceError(f"{given[0]} and the hardware profile {profile.id!r} both size "
+                              "the box; give one of them")
+        if hardware is not None and hardware != profile.id:
+            raise DeviceError(f"hardware {hardware!r} is not the profile's {profile.id!r}")
     check_name("hardware", hardware or product)
     version = str(Version.parse(version))
     if counter < 0:
@@ -84,13 +98,20 @@ def init_state(
         raise DeviceError(f"image {image} is empty")
     if state.exists() and (not state.is_dir() or any(state.iterdir())):
         raise DeviceError(f"{state} exists and is not empty; refusing to overwrite a box")
-    # Room for releases to grow (a quarter more), and a staging area as big as a slot.
-    slot = slot_size or _round_up(len(firmware) * 5 // 4, 64 * 1024)
     try:
-        config = BoxConfig(product, hardware or product, slot_size=slot,
-                           staging_size=staging_size or slot, ram_budget=ram, ack_every=ack_every)
+        if profile is not None:
+            config = profile.box_config(product, ack_every=ack_every)
+        else:
+            # Room for releases to grow (a quarter more), and a staging area as big as a slot.
+            slot = slot_size or _round_up(len(firmware) * 5 // 4, 64 * 1024)
+            config = BoxConfig(product, hardware or product, slot_size=slot,
+                               staging_size=staging_size or slot, ram_budget=ram or DEFAULT_RAM,
+                               ack_every=ack_every)
     except LockboxError as e:
         raise DeviceError(str(e)) from None
+    if len(firmware) > config.slot_size:
+        raise DeviceError(f"image {image} is {len(firmware)} bytes, larger than the box's "
+                          f"{config.slot_size}-byte slot")
     # All or nothing: the box is made in a fresh sibling directory and renamed into place
     # once whole, so a failure leaves no half-made state (and an empty STATE as it was).
     try:

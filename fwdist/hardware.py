@@ -135,11 +135,13 @@ class Profile:
 
     def box_config(self, product: str, **overrides: Any) -> BoxConfig:
         """The :class:`~fwdist.lockbox.BoxConfig` of a box of this model running ``product``."""
+        fields: dict[str, Any] = {
+            "slot_size": self.slot_size, "staging_size": self.staging_size,
+            "sector_size": self.sector_size, "align": self.align,
+            "ram_budget": self.decoder_ram, "formats": self.delta_formats}
+        fields.update(overrides)
         try:
-            return BoxConfig(product, self.id, slot_size=self.slot_size,
-                             staging_size=self.staging_size, sector_size=self.sector_size,
-                             align=self.align, ram_budget=self.decoder_ram,
-                             formats=self.delta_formats, **overrides)
+            return BoxConfig(product, self.id, **fields)
         except LockboxError as e:
             raise HardwareError(f"hardware profile {self.id!r}: {e}") from None
 

@@ -172,6 +172,7 @@ class Plan:
     payload_bytes: int
     pieces: int
     image_bytes: int
+    decoder_ram: int = 0  # what the box's decoder needs for this payload (the manifest says)
 
     @property
     def air_bytes(self) -> int:
@@ -183,6 +184,7 @@ class Plan:
             "from": self.source,
             "to": self.target,
             "air_bytes": self.air_bytes,
+            "decoder_ram": self.decoder_ram,
             "image_bytes": self.image_bytes,
             "encoder": self.encoder,
             "pieces": self.pieces,
@@ -211,6 +213,7 @@ def plan(store: Store, product: str, source: str, target: str) -> Plan:
         payload_bytes=ref.size,
         pieces=ref.pieces,
         image_bytes=m.image_size,
+        decoder_ram=ref.decode_ram,
     )
 
 

@@ -22,10 +22,12 @@ from pathlib import Path
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from fwdist import delta
+from fwdist import delta, hardware
 from fwdist.chunker import ChunkerParams, chunk_stream
 from fwdist.errors import StagingError
+from fwdist.hardware import Profile
 from fwdist.keys import public_pem
+from fwdist.lockbox import BoxConfig, misfit
 from fwdist.manifest import (
     MAX_PIECE_SIZE,
     MAX_TABLE_BYTES,
@@ -72,6 +74,7 @@ class StageOptions:
     delta_piece_size: int = DELTA_PIECE_SIZE
     encoders: tuple[str, ...] | None = None
     now: int | None = None
+    max_decoder_ram: int | None = None  # this stage only: overrides the hardware profile's
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,45 @@ class StageResult:
     new_object_bytes: int
     seconds: float
     ignored: tuple[str, ...] = ()  # staged manifests that do not verify, and so did not count
+    skipped: tuple[str, ...] = ()  # deltas left out because the hardware cannot decode them
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What the release's payloads must fit: the hardware profile and this stage's override.
+
+    With neither, payloads are made as for a box with RAM to spare (every encoder, the
+    smallest wins). With a RAM budget, a full-image piece is never larger than it (a piece
+    is decompressed whole) and a delta whose decoder needs more is never made; with a
+    profile, only its formats are tried, for its instruction set, and every payload must
+    also fit its pieces, staging and slot (the box's own rule: :func:`fwdist.lockbox.misfit`).
+    """
+
+    profile: Profile | None
+    max_ram: int | None
+
+    @classmethod
+    def of(cls, store: Store, hw: str, opts: StageOptions) -> Fit:
+        profile = hardware.load(store, hw)
+        ram = opts.max_decoder_ram or (profile.decoder_ram if profile else None)
+        return cls(profile, ram)
+
+    @property
+    def formats(self) -> tuple[str, ...] | None:
+        return self.profile.delta_formats if self.profile else None
+
+    @property
+    def arch(self) -> delta.InstructionSet:
+        return self.profile.arch if self.profile else delta.InstructionSet.NONE
+
+    def chunker(self, params: ChunkerParams) -> ChunkerParams:
+        return params if self.max_ram is None else hardware.chunker_within(params, self.max_ram)
+
+    def box(self, product: str) -> BoxConfig | None:
+        """The box the payloads are for (None without a profile: no flash limits are known)."""
+        if self.profile is None or self.max_ram is None:
+            return None
+        return self.profile.box_config(product, ram_budget=self.max_ram)
 
 
 def check_options(opts: StageOptions) -> Version:
@@ -112,6 +154,10 @@ def check_options(opts: StageOptions) -> Version:
         )
     if not 256 <= opts.delta_piece_size <= MAX_PIECE_SIZE:
         raise StagingError(f"delta piece size must be 256..{MAX_PIECE_SIZE} bytes")
+    ram = opts.max_decoder_ram
+    if ram is not None and not hardware.MIN_DECODER_RAM <= ram <= hardware.MAX_U32:
+        raise StagingError(f"--max-decoder-ram must be {hardware.MIN_DECODER_RAM}.."
+                           f"{hardware.MAX_U32} bytes, got {ram}")
     for source in opts.sources:
         if Version.parse(source) >= version:
             raise StagingError(f"delta source {source} is not older than {version}")
@@ -147,7 +193,8 @@ def _store_pieces(
 
 
 def _stage_full(
-    store: Store, image: Path, opts: StageOptions, progress: Progress | None
+    store: Store, image: Path, opts: StageOptions, chunker: ChunkerParams,
+    progress: Progress | None
 ) -> tuple[PieceTable, bytes, int]:
     """Store the image's compressed pieces; return their table, the image SHA-256 and size."""
     whole = hashlib.sha256()
@@ -155,7 +202,7 @@ def _stage_full(
     entries: list[PieceEntry] = []
     workers = max(2, os.cpu_count() or 2)
     with open(image, "rb") as f:
-        contents = (c.data for c in chunk_stream(f, opts.chunker))
+        contents = (c.data for c in chunk_stream(f, chunker))
         for content, pid, frame, new in _store_pieces(store, contents, opts.level, workers):
             whole.update(content)
             size += len(content)
@@ -167,16 +214,45 @@ def _stage_full(
     return PieceTable(True, tuple(entries)), whole.digest(), size
 
 
-def _stage_delta(
-    store: Store, old: bytes, new: bytes, opts: StageOptions
-) -> tuple[str, PieceTable, int]:
-    d = delta.encode(old, new, encoders=opts.encoders)
-    step = opts.delta_piece_size
+def _encode_delta(old: bytes, new: bytes, opts: StageOptions, fit: Fit) -> delta.Delta | None:
+    """The smallest delta the box ``fit`` describes decodes, or None when no encoder's does.
+
+    A stand-in for ``delta.encode(old, new, max_ram=..., formats=..., arch=...)`` (helpers
+    h2 and h3 are building it; this is the one place it replaces): every allowed encoder
+    runs and those whose decoder needs more than ``fit.max_ram`` are left out.
+    ``fit.arch`` waits for that version (no transform here yet).
+    """
+    names = [n for n in delta.ENCODERS
+             if (opts.encoders is None or n in opts.encoders)
+             and (fit.formats is None or n in fit.formats)]
+    best: tuple[int, int, delta.Delta] | None = None
+    for name in names:
+        data = delta.encode_with(name, old, new)
+        key = (len(data), delta.decode_ram(name, data[:64]))
+        if fit.max_ram is not None and key[1] > fit.max_ram:
+            continue
+        if best is None or key < best[:2]:
+            best = (*key, delta.Delta(name, data))
+    return None if best is None else best[2]
+
+
+def _delta_ref(d: delta.Delta, step: int, source: Manifest) -> tuple[PayloadRef, PieceTable]:
+    """The payload reference and piece table of delta ``d`` cut in ``step``-byte pieces."""
     entries = []
     for off in range(0, len(d.data), step):
         piece = d.data[off : off + step]
-        entries.append(PieceEntry(store.put_content(piece, level=1), len(piece), len(piece)))
-    return d.encoder, PieceTable(False, tuple(entries)), delta.decode_ram(d.encoder, d.data[:64])
+        entries.append(PieceEntry(hashlib.sha256(piece).digest(), len(piece), len(piece)))
+    table = PieceTable(False, tuple(entries))
+    ref = PayloadRef(d.encoder, table.wire_size, len(table.pieces), table.sha256,
+                     decode_ram=delta.decode_ram(d.encoder, d.data[:64]),
+                     source_version=source.version, source_sha256=source.image_sha256)
+    return ref, table
+
+
+def _store_delta(store: Store, d: delta.Delta, step: int, table: PieceTable) -> None:
+    for off in range(0, len(d.data), step):
+        store.put_content(d.data[off : off + step], level=1)
+    store.put_content(table.encode(), level=3)
 
 
 def check_image(image: Path) -> int:
@@ -211,17 +287,23 @@ def stage(
     """
     started = time.perf_counter()
     version = check_options(opts)
-    hardware = opts.hardware or opts.product
+    hw = opts.hardware or opts.product
     image_size = check_image(image)
     trusted = [key.public_key(), *also_trust]
     now = int(time.time()) if opts.now is None else opts.now
     expires = None if opts.expires_days is None else now + math.ceil(opts.expires_days * 86400)
     with store.transaction():
         scan = scan_releases(store, opts.product, trusted)
-        counter, sources = _check_history(scan, opts, version, hardware, image_size)
+        counter, sources = _check_history(scan, opts, version, hw, image_size)
         if os.path.lexists(store.manifest_path(opts.product, str(version))):
             raise StagingError(_in_the_way(opts.product, str(version), scan))
-        table, image_sha, size = _stage_full(store, image, opts, progress)
+        fit = Fit.of(store, hw, opts)
+        box = fit.box(opts.product)
+        if box is not None and image_size > box.slot_size:
+            raise StagingError(f"image {image} is {image_size} bytes, larger than the "
+                               f"{box.slot_size}-byte slot of hardware {hw!r}")
+        chunker = fit.chunker(opts.chunker)
+        table, image_sha, size = _stage_full(store, image, opts, chunker, progress)
         if size != image_size:
             raise StagingError(f"image {image} changed while it was being staged")
         table_bytes = table.encode()
@@ -236,29 +318,33 @@ def stage(
             table.wire_size,
             len(table.pieces),
             table.sha256,
-            decode_ram=opts.chunker.max_size,
+            decode_ram=chunker.max_size,
         )
+        if box is not None and (why := misfit(full, box)) is not None:
+            raise StagingError(f"hardware {hw!r} cannot take the full image ({why.name}: "
+                               f"{full.size} bytes in {full.pieces} pieces); every box must")
         deltas = []
+        skipped = []
         if sources:
             new = image.read_bytes()
             for src in sources:
                 old = b"".join(read_image(store, src))
-                encoder, dtable, ram = _stage_delta(store, old, new, opts)
-                store.put_content(dtable.encode(), level=3)
-                deltas.append(
-                    PayloadRef(
-                        encoder,
-                        dtable.wire_size,
-                        len(dtable.pieces),
-                        dtable.sha256,
-                        decode_ram=ram,
-                        source_version=src.version,
-                        source_sha256=src.image_sha256,
-                    )
-                )
+                d = _encode_delta(old, new, opts, fit)
+                if d is None:
+                    skipped.append(f"no delta from {src.version} decodes in "
+                                   f"{fit.max_ram} bytes of RAM with the formats of "
+                                   f"{hw!r}: boxes on {src.version} take the full image")
+                    continue
+                ref, dtable = _delta_ref(d, opts.delta_piece_size, src)
+                if box is not None and (why := misfit(ref, box)) is not None:
+                    skipped.append(f"the delta from {src.version} does not fit hardware "
+                                   f"{hw!r} ({why.name}): boxes on it take the full image")
+                    continue
+                _store_delta(store, d, opts.delta_piece_size, dtable)
+                deltas.append(ref)
         manifest = Manifest(
             product=opts.product,
-            hardware=hardware,
+            hardware=hw,
             version=str(version),
             security_counter=counter,
             image_size=size,
@@ -282,6 +368,7 @@ def stage(
         sum(p.stat().st_size for p in written),
         time.perf_counter() - started,
         scan.ignored,
+        tuple(skipped),
     )
 
 

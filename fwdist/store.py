@@ -466,7 +466,8 @@ class Store:
     @staticmethod
     def _is_profile(e: os.DirEntry[str]) -> bool:
         name = e.name[: -len(_PROFILE_SUFFIX)]
-        return e.is_file(follow_symlinks=False) and e.name.endswith(_PROFILE_SUFFIX) and _is_name(name)
+        return (e.is_file(follow_symlinks=False) and e.name.endswith(_PROFILE_SUFFIX)
+                and _is_name(name))
 
     def _optional(self, sub: str) -> list[os.DirEntry[str]]:
         """The entries of an optional layout directory (none while it was never made)."""

@@ -23,7 +23,8 @@ import fwdist
 from fwdist.errors import FwdistError
 
 # Modules that add subcommands, in help order.
-COMMAND_MODULES = ("fwdist.cli.release", "fwdist.cli.demo", "fwdist.cli.sim", "fwdist.cli.device")
+COMMAND_MODULES = ("fwdist.cli.release", "fwdist.cli.hardware", "fwdist.cli.demo",
+                   "fwdist.cli.sim", "fwdist.cli.device")
 
 # Loggers whose records -q/-v govern: the engine and the simulator.
 LOGGERS = ("fwdist", "sim")

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from fwdist import trio_link
+from fwdist import hardware, trio_link
 from fwdist.app import App, PhoneCache
 from fwdist.cli.output import emit_json, progress_bar
 from fwdist.emulator import (
@@ -31,6 +31,7 @@ from fwdist.emulator import (
     read_config,
     serve,
 )
+from fwdist.hardware import Profile
 from fwdist.manifest import Version
 from fwdist.releases import load_trusted, phone_cache
 from fwdist.store import Store
@@ -70,10 +71,29 @@ def _positive(kind: str, value: float | None) -> None:
         raise DeviceError(f"{kind} must be positive, got {value}")
 
 
+def _profile(args: argparse.Namespace) -> tuple[str | None, Profile | None]:
+    """(hardware id, profile) from ``--hardware`` (an id, or a profile file) and ``--store``."""
+    name = args.hardware
+    if args.store is not None:
+        if name is None:
+            raise DeviceError("--store gives the box a hardware profile: name it with --hardware")
+        return None, hardware.require(Store.open(args.store), name)
+    if name is not None and name.endswith(".json"):
+        path = Path(name)
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise DeviceError(f"cannot read hardware profile {path}: {e.strerror}") from None
+        return None, Profile.parse(data, str(path))
+    return name, None
+
+
 def cmd_init(args: argparse.Namespace) -> int:
+    hw, profile = _profile(args)
     status = init_state(Path(args.state), args.product, Path(args.pubkey), Path(args.image),
-                        args.version, counter=args.security_counter, hardware=args.hardware,
-                        slot_size=args.slot_size, ram=args.ram, ack_every=args.ack_every)
+                        args.version, counter=args.security_counter, hardware=hw,
+                        slot_size=args.slot_size, ram=args.ram, ack_every=args.ack_every,
+                        profile=profile)
     if args.json:
         emit_json(status)
     else:
@@ -157,15 +177,20 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = command(box_sub, "init", cmd_init, "provision a box as it leaves the factory")
     p.add_argument("--state", required=True, metavar="DIR", help="new, empty state directory")
     p.add_argument("--product", required=True)
-    p.add_argument("--hardware", help="hardware id (default: the product)")
+    p.add_argument("--hardware", metavar="ID|PROFILE.json",
+                   help="hardware id (default: the product), or a hardware profile file "
+                   "(ending in .json, as `fwdist hardware show --json` prints it); with --store, "
+                   "the id of a profile in that store")
+    p.add_argument("--store", metavar="DIR", help="take the --hardware profile from this store")
     p.add_argument("--pubkey", required=True, metavar="KEYFILE.pub", help="release key to trust")
     p.add_argument("--image", required=True, metavar="FILE", help="firmware the box runs")
     p.add_argument("--version", required=True, metavar="X.Y.Z", help="version of that firmware")
     p.add_argument("--security-counter", type=int, default=0, metavar="N")
     p.add_argument("--slot-size", type=int, metavar="BYTES",
                    help="size of each image slot (default: 5/4 of the image, in 64 KiB units)")
-    p.add_argument("--ram", type=int, default=DEFAULT_RAM, metavar="BYTES",
-                   help="RAM the box can give a delta decoder")
+    p.add_argument("--ram", type=int, metavar="BYTES",
+                   help=f"RAM the box can give a delta decoder (default {DEFAULT_RAM}; a "
+                   "hardware profile says it instead)")
     p.add_argument("--ack-every", type=int, default=DEFAULT_ACK_EVERY, metavar="BYTES",
                    help="acknowledge persisted bytes this often")
 

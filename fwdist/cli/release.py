@@ -91,6 +91,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
         sources=tuple(args.sources or ()),
         level=args.level,
         chunker=chunker,
+        max_decoder_ram=args.max_decoder_ram,
     )
     check_options(opts)  # before a store is made: bad input writes nothing
     size = check_image(image)
@@ -101,6 +102,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
         result = stage(store, image, key, opts, progress=advance, also_trust=also_trust)
     for ignored in result.ignored:
         warn(f"ignoring {ignored}; only releases the staging key or a --trust key signed count")
+    for skipped in result.skipped:
+        warn(skipped)
     m = result.manifest
     if args.json:
         out = manifest_json(m, result.manifest_bytes)
@@ -140,7 +143,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     )
     print(f"  created   {iso_time(m.created)}")
     print(f"  manifest  {size} bytes")
-    print(f"  full      {m.full.size} bytes in {m.full.pieces} pieces ({m.full.encoder})")
+    print(f"  full      {m.full.size} bytes in {m.full.pieces} pieces ({m.full.encoder}, "
+          f"decoder RAM {m.full.decode_ram})")
     for d in m.deltas:
         print(
             f"  delta     from {d.source_version}: {d.size} bytes in {d.pieces} pieces "
@@ -179,7 +183,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(
             f"{p.product} {p.source} -> {p.target}: {p.air_bytes} bytes over the air "
             f"({p.encoder}: manifest {p.manifest_bytes} + table {p.table_bytes} + "
-            f"payload {p.payload_bytes} in {p.pieces} pieces) for a {p.image_bytes}-byte image"
+            f"payload {p.payload_bytes} in {p.pieces} pieces) for a {p.image_bytes}-byte image; "
+            f"its decoder needs {p.decoder_ram} bytes of RAM"
         )
     return 0
 
@@ -242,7 +247,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "repeatable): only releases the staging key or these keys signed set the version, "
         "the security counter's floor and the delta sources",
     )
-    p.add_argument("--hardware", help="hardware id the image runs on (default: the product)")
+    p.add_argument("--hardware", help="hardware id the image runs on (default: the product); "
+                   "when the store has a profile for it (fwdist hardware set), every payload is "
+                   "made for that profile")
+    p.add_argument("--max-decoder-ram", type=int, metavar="BYTES",
+                   help="for this stage only: no payload whose decoder needs more RAM (overrides "
+                   "the hardware profile's budget)")
     p.add_argument(
         "--security-counter",
         type=int,

@@ -21,6 +21,7 @@ and reads), :mod:`._accept` (whether an offered manifest is taken), :mod:`._rece
 public; the modules behind them are not.
 """
 
+from fwdist.lockbox._accept import misfit
 from fwdist.lockbox._box import IdleStep, Lockbox, SelfTest
 from fwdist.lockbox._config import BoxConfig, Layout, LockboxError
 from fwdist.lockbox._session import SESSION_EVENTS, TRANSITIONS, Action, End, Open, Session
@@ -97,6 +98,7 @@ __all__ = [
     "Trial",
     "Trim",
     "apply_record",
+    "misfit",
     "phase_of",
     "record_from_wire",
     "record_wire",

@@ -83,6 +83,15 @@ def _misfit(ref: PayloadRef, config: BoxConfig, staging_sectors: int) -> p.Reaso
     return None
 
 
+def misfit(ref: PayloadRef, config: BoxConfig) -> p.Reason | None:
+    """Which limit of a box built as ``config`` (an empty staging area) ``ref`` breaks, or None.
+
+    The stager asks this of every payload it makes for a hardware profile, so it never
+    makes one the box would pass over: the same rule, not a copy of it.
+    """
+    return _misfit(ref, config, config.staging_size // config.sector_size)
+
+
 def limit(reason: p.Reason, config: BoxConfig, staging_sectors: int) -> int:
     """The box's own figure for the limit ``reason`` names, for its Reject frame.
 
