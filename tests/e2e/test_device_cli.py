@@ -412,7 +412,11 @@ def test_a_box_short_of_ram_for_the_delta_takes_the_full_image(
             assert r["rejected"] == rejected, r
             if rejected:
                 assert proc.returncode == 1
-                assert r["reason"] == "box rejected the release: NOT_ENOUGH_RAM"
+                # the box's figure (its Reject) and the least any payload for it needs
+                need = min(delta["decode_ram"], inspect["full"]["decode_ram"])
+                assert (r["box_limit"], r["needed"]) == (1024, need)
+                assert r["reason"] == (f"box rejected the release: NOT_ENOUGH_RAM (the box has "
+                                       f"1024, the release needs {need})")
                 continue
             assert proc.returncode == 0 and r["complete"] and r["reason"] is None
             # the full image's pieces, not the delta: more than the delta's air bytes
