@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fwdist import delta, hardware, pump
 from fwdist import protocol as p
@@ -346,3 +348,57 @@ def test_reject_frames_carry_the_limit_as_one_varint() -> None:
     # u16 length 10 | msgpack [5, 13, 32768] | CRC-32: the limit costs 3 bytes here
     assert frame.hex() == "000a" + "93050dcd8000" + "b24e0fbb"
     assert p.decode_frames(frame) == [p.Reject(13, 32768)]
+
+
+# -- the codec, by hypothesis -----------------------------------------------------------------
+
+SECTORS = st.sampled_from([256, 1024, 4096, 65536])
+
+
+@st.composite
+def profiles(draw: st.DrawFn) -> Profile:
+    ss = draw(SECTORS)
+    slot = ss * draw(st.integers(1, 64))
+    staging = ss * draw(st.integers(1, 64))
+    formats = draw(st.sets(st.sampled_from(sorted(delta.ENCODERS))))
+    return Profile(
+        id=draw(st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True)),
+        decoder_ram=draw(st.integers(hardware.MIN_DECODER_RAM, hardware.MAX_U32)),
+        flash_size=4 * ss + 2 * slot + staging + ss * draw(st.integers(0, 8)),
+        sector_size=ss, align=draw(st.sampled_from([1, 2, 4, 8, 16, 256])),
+        slot_size=slot, staging_size=staging, arch=draw(st.sampled_from(list(InstructionSet))),
+        formats=hardware.canonical_formats(formats))
+
+
+@settings(max_examples=200, deadline=None)
+@given(profiles())
+def test_any_profile_round_trips_through_its_canonical_bytes(prof: Profile) -> None:
+    data = prof.encode()
+    assert Profile.parse(data, "x") == prof
+    assert Profile.parse(data, "x").encode() == data
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+
+
+@st.composite
+def damaged(draw: st.DrawFn) -> object:
+    """A valid profile's JSON with one field given any JSON value, or any JSON at all."""
+    if draw(st.booleans()):
+        return draw(JSON)
+    obj = draw(profiles()).as_json()
+    obj[draw(st.sampled_from(sorted(obj)))] = draw(JSON)
+    return obj
+
+
+@settings(max_examples=300, deadline=None)
+@given(damaged())
+def test_any_json_either_loads_or_raises_one_line_hardware_error(obj: object) -> None:
+    try:
+        prof = Profile.parse(json.dumps(obj).encode(), "x")
+    except HardwareError as e:
+        assert "\n" not in str(e)
+    else:
+        assert prof.as_json() == obj
