@@ -109,9 +109,6 @@ def init_state(
                                ack_every=ack_every)
     except LockboxError as e:
         raise DeviceError(str(e)) from None
-    if len(firmware) > config.slot_size:
-        raise DeviceError(f"image {image} is {len(firmware)} bytes, larger than the box's "
-                          f"{config.slot_size}-byte slot")
     # All or nothing: the box is made in a fresh sibling directory and renamed into place
     # once whole, so a failure leaves no half-made state (and an empty STATE as it was).
     try:
