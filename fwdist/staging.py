@@ -170,7 +170,7 @@ def _stage_full(
 def _stage_delta(
     store: Store, old: bytes, new: bytes, opts: StageOptions
 ) -> tuple[str, PieceTable, int]:
-    d = delta.encode(old, new, encoders=opts.encoders)
+    d = delta.encode(old, new, formats=opts.encoders)
     step = opts.delta_piece_size
     entries = []
     for off in range(0, len(d.data), step):

@@ -25,6 +25,7 @@ from typing import Final
 
 from fwdist.delta import _bsdiff, _lzma, _zstd
 from fwdist.delta._core import Cursor, DeltaError, Encoder, ReadAt, Reader
+from fwdist.delta._pair import Pair
 
 TAG: Final = 0x31
 
@@ -132,14 +133,27 @@ def _smallest_coding(data: bytes, zstd_log: int) -> tuple[Coder, bytes]:
     return coder, body
 
 
-def encode(old: bytes, new: bytes) -> bytes:
-    """bsdiff transform, five columns, each stored the smallest way found."""
+def fit(pair: Pair, max_ram: int | None) -> bytes | None:
+    """bsdiff transform (the pair's, shared), five columns, each stored the smallest way found.
+
+    The columns are not shrunk to a budget: with three 64 KiB pieces this
+    decoder needs 387 KB at least, so a budget below that gets None at once.
+    """
+    if max_ram is not None and max_ram < _MIN_RAM:
+        return None
     coded = [
         _smallest_coding(data, log)
-        for data, log in zip(_bsdiff.columns(old, new), _bsdiff.ZSTD_WINDOW_LOGS, strict=True)
+        for data, log in zip(pair.columns, _bsdiff.ZSTD_WINDOW_LOGS, strict=True)
     ]
     coders = bytes(b for coder, _ in coded for b in coder)
-    return FORMAT.pack(len(new), coders, (body for _, body in coded))
+    return FORMAT.pack(len(pair.new), coders, (body for _, body in coded))
+
+
+def encode(old: bytes, new: bytes) -> bytes:
+    """bsdiff transform, five columns, each stored the smallest way found."""
+    payload = fit(Pair(old, new), None)
+    assert payload is not None
+    return payload
 
 
 def _coder_ram(coder: Coder) -> int:
@@ -161,4 +175,7 @@ def decode_ram(head: bytes) -> int:
     return sum(_coder_ram(c) for c in FORMAT.header(head).coders) + _bsdiff.BUFFERS_RAM
 
 
-ENCODER: Final = Encoder("bsdiff-lzma", TAG, encode, FORMAT.apply, decode_ram)
+_MIN_RAM: Final = _bsdiff.BUFFERS_RAM
+"""No bsdiff-lzma payload decodes in less: the three pieces alone."""
+
+ENCODER: Final = Encoder("bsdiff-lzma", TAG, encode, FORMAT.apply, decode_ram, fit)

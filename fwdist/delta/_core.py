@@ -9,9 +9,13 @@ varints and trailing output all fail here, with one-line :class:`DeltaError`.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from fwdist.delta._pair import Pair
 
 ReadAt = Callable[[int, int], bytes]
 """``read(offset, size)`` returning exactly ``size`` bytes (a flash slot, a staged payload)."""
@@ -26,6 +30,21 @@ _VARINT_LIMIT: Final = 1 << 63
 
 READ_SIZE: Final = 16 * 1024
 """How much of a stored stream is read (and of a decoded one refilled) at a time."""
+
+IO_BUFFER: Final = 256
+"""One box-side buffer of the small-RAM decoders: a stream's input, the old bytes, the output.
+
+256 bytes is one NOR flash program page; the Python decoders of those formats
+read and write in pieces of at most this size, so the figure is observable.
+"""
+
+
+class InstructionSet(enum.Enum):
+    """The instruction set of a box's code: a delta may undo what branch displacements did."""
+
+    NONE = "none"
+    THUMB2 = "thumb2"
+    XTENSA = "xtensa"
 
 
 class DeltaError(ValueError):
@@ -44,6 +63,10 @@ class Encoder:
     encode: Callable[[bytes, bytes], bytes]
     apply: Callable[[ReadAt, int, ReadAt, int, Sink, int], None]
     decode_ram: Callable[[bytes], int]
+    fit: Callable[[Pair, int | None], bytes | None] | None = None
+    """The smallest payload this encoder makes whose decoder needs <= max_ram (None: any), or
+    None when it cannot fit; it reuses the pair's bsdiff transform.  Rows without it are
+    encoded whole and dropped when their decode_ram exceeds the budget."""
 
 
 # --------------------------------------------------------------------------

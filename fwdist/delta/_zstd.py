@@ -23,6 +23,14 @@ DCTX_BYTES: Final = 95_968
 BLOCK_MAX: Final = 128 * 1024
 _WILDCOPY_OVERLENGTH: Final = 32
 
+# A box's zstd decoder whose window is flash (zstd-dict): the entropy tables a block may
+# load -- Huffman DTable (1 + 2^12) x 4, FSE tables for literal lengths (1 + 2^9) x 8,
+# offsets (1 + 2^8) x 8 and match lengths (1 + 2^9) x 8, the table-building workspace
+# (2,560 bytes) -- and 128 bytes of repeat offsets and state.  The literal buffer (one
+# block) comes on top: literals are decoded before the block's sequences run.
+ENTROPY_BYTES: Final = 16_388 + 4_104 + 2_056 + 4_104 + 2_560 + 128
+WILDCOPY: Final = _WILDCOPY_OVERLENGTH
+
 FHD_STREAM: Final = 0x00  # no content size, not single-segment, no checksum, no dict id
 FHD_SINGLE_FCS8: Final = 0xE0  # single segment, 8-byte content size
 
