@@ -153,18 +153,26 @@ def _plan(streams: list[bytes], budget: int) -> tuple[list[int], list[int]] | No
 
 
 def _pack(
-    new_size: int, flags: int, streams: list[bytes], plan: tuple[list[int], list[int]]
+    new_size: int,
+    flags: int,
+    streams: list[bytes],
+    plan: tuple[list[int], list[int]],
+    bodies: dict[tuple[int, int, int], bytes],
 ) -> bytes:
+    """The payload for ``plan``; ``bodies`` keeps each (stream, props, size) encoded once."""
     coders = bytearray()
-    bodies = []
-    for data, props, size in zip(streams, *plan, strict=True):
+    stored = []
+    for i, (data, props, size) in enumerate(zip(streams, *plan, strict=True)):
         if not data:
             coders.append(_ABSENT)
-            bodies.append(b"")
+            stored.append(b"")
             continue
         coders += bytes([props]) + uv(size)
-        bodies.append(_lzma.compress_sized(data, props, size))
-    return LAYOUT.pack(new_size, flags, bytes(coders), bodies)
+        key = (i if i != 1 else 1 + 2 * flags, props, size)
+        if key not in bodies:
+            bodies[key] = _lzma.compress_sized(data, props, size)
+        stored.append(bodies[key])
+    return LAYOUT.pack(new_size, flags, bytes(coders), stored)
 
 
 def fit(pair: Pair, max_ram: int | None) -> bytes | None:
@@ -176,12 +184,13 @@ def fit(pair: Pair, max_ram: int | None) -> bytes | None:
     control = _bsdiff3.control_rows(seeks, xs, ys)
     budget = 1 << 62 if max_ram is None else max_ram
     best: bytes | None = None
+    bodies: dict[tuple[int, int, int], bytes] = {}
     for flags, coded in ((0, diff), (_bsdiff3.ZERO_RUNS, _bsdiff3.zero_runs(diff))):
         streams = [control, coded, extra]
         plan = _plan(streams, budget)
         if plan is None:
             continue
-        payload = _pack(len(pair.new), flags, streams, plan)
+        payload = _pack(len(pair.new), flags, streams, plan, bodies)
         if best is None or len(payload) < len(best):
             best = payload
         if not diff:
