@@ -23,7 +23,7 @@ import itertools
 from typing import Final
 
 from fwdist.delta import _bsdiff3, _heatshrink
-from fwdist.delta._core import Cursor, DeltaError, Encoder, ReadAt, Reader
+from fwdist.delta._core import Cursor, DeltaError, Encoder, ReadAt, Reader, sample
 from fwdist.delta._pair import Pair
 
 TAG: Final = 0x51
@@ -67,22 +67,36 @@ def _stream_ram(coder: Coder) -> int:
 LAYOUT: Final = _bsdiff3.Layout[Coder](NAME, TAG, 3, _read_coders, _open_stream, _stream_ram)
 
 
+def _options(data: bytes) -> list[tuple[int, int, Coder, bytes | None]]:
+    """(estimated bytes, RAM, coder, body if already made) for every grid point on one stream.
+
+    A stream of at most :data:`._core.SAMPLE_SIZE` bytes is its own sample, so
+    its estimates are its bodies; a longer one is estimated on a sample and
+    only the chosen coder is run over all of it.
+    """
+    if not data:
+        return [(0, 0, _NONE, b"")]
+    probe = sample(data)
+    whole = probe is data
+    scale = len(data) / len(probe)
+    out: list[tuple[int, int, Coder, bytes | None]] = []
+    for w, la in _GRID:
+        body = _heatshrink.compress(probe, w, la)
+        out.append((round(len(body) * scale), _heatshrink.ram(w), (w, la), body if whole else None))
+    return out
+
+
 def fit(pair: Pair, max_ram: int | None) -> bytes | None:
-    """The smallest bsdiff3-heatshrink payload whose decoder needs at most ``max_ram`` bytes."""
+    """The smallest bsdiff3-heatshrink payload whose decoder needs at most ``max_ram`` bytes.
+
+    Every combination of grid points whose RAM fits is weighed by its
+    (estimated) bytes; fewest bytes, then least RAM, wins.
+    """
     seeks, xs, ys, diff, extra = pair.columns
     streams = [_bsdiff3.control_rows(seeks, xs, ys), _bsdiff3.zero_runs(diff), extra]
-    options: list[list[tuple[int, int, Coder, bytes]]] = []
-    for data in streams:
-        if not data:
-            options.append([(0, 0, _NONE, b"")])
-            continue
-        row = []
-        for w, la in _GRID:
-            body = _heatshrink.compress(data, w, la)
-            row.append((len(body), _heatshrink.ram(w), (w, la), body))
-        options.append(row)
+    options = [_options(data) for data in streams]
     room = None if max_ram is None else max_ram - _bsdiff3.REPLAY_RAM
-    best: tuple[int, int, tuple[tuple[int, int, Coder, bytes], ...]] | None = None
+    best: tuple[int, int, tuple[tuple[int, int, Coder, bytes | None], ...]] | None = None
     for combo in itertools.product(*options):
         ram = sum(o[1] for o in combo)
         if room is not None and ram > room:
@@ -92,9 +106,12 @@ def fit(pair: Pair, max_ram: int | None) -> bytes | None:
             best = (*key, combo)
     if best is None:
         return None
-    combo = best[2]
-    coders = bytes(c[0] << 4 | c[1] for _, _, c, _ in combo)
-    return LAYOUT.pack(len(pair.new), _bsdiff3.ZERO_RUNS, coders, [body for _, _, _, body in combo])
+    bodies = [
+        _heatshrink.compress(data, *coder) if body is None else body
+        for data, (_, _, coder, body) in zip(streams, best[2], strict=True)
+    ]
+    coders = bytes(c[0] << 4 | c[1] for _, _, c, _ in best[2])
+    return LAYOUT.pack(len(pair.new), _bsdiff3.ZERO_RUNS, coders, bodies)
 
 
 def encode(old: bytes, new: bytes) -> bytes:

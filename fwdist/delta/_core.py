@@ -39,6 +39,26 @@ read and write in pieces of at most this size, so the figure is observable.
 """
 
 
+SAMPLE_SIZE: Final = 1 << 20
+"""Largest stretch of a stream the encoders rank their parameters on (see :func:`sample`)."""
+
+_SAMPLE_SLICES: Final = 8
+
+
+def sample(data: bytes) -> bytes:
+    """What parameters are ranked on: all of a short stream, else eight evenly spaced slices.
+
+    Ranking on at most :data:`SAMPLE_SIZE` bytes keeps the cost of choosing
+    flat for large images; the slices start at multiples of 16 so that lp/pb
+    (position contexts of up to 16 bytes) see the stream's own alignment.
+    """
+    if len(data) <= SAMPLE_SIZE:
+        return data
+    step = len(data) // _SAMPLE_SLICES & ~15
+    part = SAMPLE_SIZE // _SAMPLE_SLICES
+    return b"".join(data[i * step : i * step + part] for i in range(_SAMPLE_SLICES))
+
+
 class InstructionSet(enum.Enum):
     """The instruction set of a box's code: a delta may undo what branch displacements did."""
 

@@ -12,7 +12,7 @@ import lzma
 from collections.abc import Iterable
 from typing import Final
 
-from fwdist.delta._core import READ_SIZE, DeltaError, ReadAt, Reader, Source, read_exact
+from fwdist.delta._core import READ_SIZE, DeltaError, ReadAt, Reader, Source, read_exact, sample
 
 MIN_DICT_LOG: Final = 12  # liblzma's smallest dictionary, 4 KiB
 
@@ -58,12 +58,14 @@ def _filters(props: int, dict_size: int, preset: int = FULL_PRESET) -> list[dict
 def rank(data: bytes, variants: Iterable[tuple[int, int, int]], dict_size: int) -> list[int]:
     """The props bytes of ``variants`` (lc, lp, pb), best first, as the cheap estimate ranks them.
 
+    The estimate runs on :func:`._core.sample` of ``data`` (at most 1 MiB).
     Ties keep the order given.
     """
+    probe = sample(data)
     sized = []
     for lc, lp, pb in variants:
         props = props_byte(lc, lp, pb)
-        sized.append((len(compress_sized(data, props, dict_size, ESTIMATE_PRESET)), props))
+        sized.append((len(compress_sized(probe, props, dict_size, ESTIMATE_PRESET)), props))
     return [props for _, props in sorted(sized, key=lambda t: t[0])]
 
 

@@ -35,8 +35,21 @@ FHD_STREAM: Final = 0x00  # no content size, not single-segment, no checksum, no
 FHD_SINGLE_FCS8: Final = 0xE0  # single segment, 8-byte content size
 
 
+FAST_TARGET_LENGTH: Final = 999
+"""btultra2's own default target length: for zstd-dict, 4096 bought nothing.
+
+Measured on the six device pairs: identical bytes (cyfmac43430 one byte fewer)
+in 0.4x the time (0.32 s against 0.77 s on cyfmac43430).  The bsdiff columns
+keep 4096, which saves 5-20 bytes on the smallest pairs.
+"""
+
+
 def compress(
-    data: bytes, window_log: int, dict_data: bytes = b"", content_size: bool = False
+    data: bytes,
+    window_log: int,
+    dict_data: bytes = b"",
+    content_size: bool = False,
+    target_length: int = 4096,
 ) -> bytes:
     """One zstd frame at level 22, magicless, without checksum or dictionary id.
 
@@ -50,7 +63,7 @@ def compress(
         dict_size=len(dict_data),
         window_log=window_log,
         strategy=zstd.STRATEGY_BTULTRA2,
-        target_length=4096,
+        target_length=target_length,
         write_checksum=False,
         write_content_size=content_size,
         write_dict_id=False,

@@ -33,7 +33,9 @@ def encode(old: bytes, new: bytes) -> bytes:
     just the content size, which the payload carries as a varint instead.
     """
     window_log = max(10, (len(old) + len(new) - 1).bit_length())
-    frame = _zstd.compress(new, window_log, old, content_size=True)
+    frame = _zstd.compress(
+        new, window_log, old, content_size=True, target_length=_zstd.FAST_TARGET_LENGTH
+    )
     fhd = frame[0]
     if fhd & 0x3F != 0x20:  # single segment; no checksum, no dict id
         raise AssertionError("zstd produced an unexpected frame header")
