@@ -62,6 +62,7 @@ def rank(data: bytes, variants: Iterable[tuple[int, int, int]], dict_size: int) 
     Ties keep the order given.
     """
     probe = sample(data)
+    dict_size = min(dict_size, len(probe))  # no longer: same output, and liblzma sets it up faster
     sized = []
     for lc, lp, pb in variants:
         props = props_byte(lc, lp, pb)
