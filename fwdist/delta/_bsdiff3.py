@@ -157,14 +157,16 @@ class Layout(Generic[C]):
     """A three-stream back end: its tag, coders, how it opens a stream and sizes its decoder.
 
     ``read_coders`` reads (and checks) the coders from a cursor placed after the
-    flags; ``open_stream(name, payload, start, end, coder)`` returns the reader
-    of one stored stream; ``stream_ram(coder)`` is that stream's box-side RAM
-    (0 for an absent stream), input buffer included.
+    flags, ``absent`` among them for a stream that is not there;
+    ``open_stream(name, payload, start, end, coder)`` returns the reader of one
+    present stored stream; ``stream_ram(coder)`` is a present stream's
+    box-side RAM, input buffer included.
     """
 
     name: str
     tag: int
     coder_max: int
+    absent: C
     read_coders: Callable[[Cursor], list[C]]
     open_stream: Callable[[str, ReadAt, int, int, C], Reader]
     stream_ram: Callable[[C], int]
@@ -195,7 +197,18 @@ class Layout(Generic[C]):
 
     def decode_ram(self, head: bytes) -> int:
         """Every present stream's decoder (all three are open at once) plus the replay's buffers."""
-        return sum(self.stream_ram(c) for c in self.header(head).coders) + REPLAY_RAM
+        coders = self.header(head).coders
+        return sum(self.stream_ram(c) for c in coders if c != self.absent) + REPLAY_RAM
+
+    def _open(self, name: str, payload: ReadAt, start: int, end: int, coder: C) -> Reader:
+        """The stream's reader; its presence must agree with its coder."""
+        if coder == self.absent:
+            if start != end:
+                raise DeltaError(f"{name} stream declared absent but has {end - start} bytes")
+            return Reader(name)
+        if start == end:
+            raise DeltaError(f"{name} stream has a coder but no bytes")
+        return self.open_stream(name, payload, start, end, coder)
 
     def apply(
         self,
@@ -212,15 +225,9 @@ class Layout(Generic[C]):
         )
         if got_new != new_size:
             raise DeltaError(f"payload makes {got_new} bytes, not new_size {new_size}")
-        bounds = []
-        for n in lengths:
-            bounds.append((pos, pos + n))
-            pos += n
-        if pos > payload_size:
-            raise DeltaError(f"{self.name} streams overrun the payload")
-        bounds.append((pos, payload_size))
+        bounds = _bsdiff._stream_bounds(pos, lengths, payload_size, self.name)
         control, diff, extra = (
-            self.open_stream(name, payload, start, end, coder)
+            self._open(name, payload, start, end, coder)
             for name, (start, end), coder in zip(STREAMS, bounds, coders, strict=True)
         )
         if flags & ZERO_RUNS:

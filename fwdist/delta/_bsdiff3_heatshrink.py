@@ -23,7 +23,7 @@ import itertools
 from typing import Final
 
 from fwdist.delta import _bsdiff3, _heatshrink
-from fwdist.delta._core import Cursor, DeltaError, Encoder, ReadAt, Reader, sample
+from fwdist.delta._core import Cursor, Encoder, ReadAt, Reader, sample
 from fwdist.delta._pair import Pair
 
 TAG: Final = 0x51
@@ -51,20 +51,14 @@ def _read_coders(cur: Cursor) -> list[Coder]:
 
 
 def _open_stream(name: str, payload: ReadAt, start: int, end: int, coder: Coder) -> Reader:
-    if coder == _NONE:
-        if start != end:
-            raise DeltaError(f"{name} stream declared absent but has {end - start} bytes")
-        return Reader(name)
-    if start == end:
-        raise DeltaError(f"{name} stream has a coder but no bytes")
     return _heatshrink.HeatshrinkStream(name, payload, start, end, *coder)
 
 
 def _stream_ram(coder: Coder) -> int:
-    return 0 if coder == _NONE else _heatshrink.ram(coder[0])
+    return _heatshrink.ram(coder[0])
 
 
-LAYOUT: Final = _bsdiff3.Layout[Coder](NAME, TAG, 3, _read_coders, _open_stream, _stream_ram)
+LAYOUT: Final = _bsdiff3.Layout[Coder](NAME, TAG, 3, _NONE, _read_coders, _open_stream, _stream_ram)
 
 
 def _options(data: bytes) -> list[tuple[int, int, Coder, bytes | None]]:

@@ -79,20 +79,12 @@ def _read_coders(cur: Cursor) -> list[Coder]:
 
 def _open_stream(name: str, payload: ReadAt, start: int, end: int, coder: Coder) -> Reader:
     props, size = coder
-    if coder == _NONE:
-        if start != end:
-            raise DeltaError(f"{name} stream declared absent but has {end - start} bytes")
-        return Reader(name)
-    if start == end:
-        raise DeltaError(f"{name} stream has a coder but no bytes")
     return _lzma.LzmaStream(
         name, payload, start, end, props, 0, dict_size=size, read_size=IO_BUFFER
     )
 
 
 def _stream_ram(coder: Coder) -> int:
-    if coder == _NONE:
-        return 0
     return _lzma.small_ram(coder[0], coder[1], IO_BUFFER)
 
 
@@ -100,7 +92,7 @@ _CODER_MAX: Final = 3 * (1 + 3)
 """Three props bytes and dictionary varints: MAX_DICT (2^20) takes 3 bytes at most."""
 
 LAYOUT: Final = _bsdiff3.Layout[Coder](
-    NAME, TAG, _CODER_MAX, _read_coders, _open_stream, _stream_ram
+    NAME, TAG, _CODER_MAX, _NONE, _read_coders, _open_stream, _stream_ram
 )
 
 
