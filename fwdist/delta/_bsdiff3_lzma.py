@@ -63,11 +63,7 @@ def _read_coders(cur: Cursor) -> list[Coder]:
         if props == _ABSENT:
             coders.append(_NONE)
             continue
-        if props >= 225:
-            raise DeltaError(f"{NAME} {name} stream: coder {props:#04x} unknown")
-        lc, lp, _ = _lzma.lc_lp_pb(props)
-        if lc + lp > 4:
-            raise DeltaError(f"{NAME} {name} stream: lc + lp = {lc + lp} exceeds LZMA2's 4")
+        _lzma.check_props(f"{NAME} {name} stream", props)
         size = cur.uv()
         if not 1 <= size <= MAX_DICT:
             raise DeltaError(

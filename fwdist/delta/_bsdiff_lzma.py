@@ -72,11 +72,7 @@ def _check_coder(name: str, coder: Coder) -> None:
         if not 10 <= log <= _bsdiff.MAX_WINDOW_LOG:
             raise DeltaError(f"bsdiff-lzma {name} stream: zstd window log {log} not in 10..20")
         return
-    if method >= 225:
-        raise DeltaError(f"bsdiff-lzma {name} stream: coder {method:#04x} unknown")
-    lc, lp, _ = _lzma.lc_lp_pb(method)
-    if lc + lp > 4:
-        raise DeltaError(f"bsdiff-lzma {name} stream: lc + lp = {lc + lp} exceeds LZMA2's 4")
+    _lzma.check_props(f"bsdiff-lzma {name} stream", method)
     if not _lzma.MIN_DICT_LOG <= log <= MAX_LZMA_DICT_LOG:
         raise DeltaError(
             f"bsdiff-lzma {name} stream: dictionary log {log} not in "

@@ -75,6 +75,15 @@ def props_byte(lc: int, lp: int, pb: int) -> int:
     return (pb * 5 + lp) * 9 + lc
 
 
+def check_props(what: str, props: int) -> None:
+    """DeltaError unless ``props`` is a properties byte LZMA2 allows (lc + lp <= 4)."""
+    if props >= 225:
+        raise DeltaError(f"{what}: coder {props:#04x} unknown")
+    lc, lp, _ = lc_lp_pb(props)
+    if lc + lp > 4:
+        raise DeltaError(f"{what}: lc + lp = {lc + lp} exceeds LZMA2's 4")
+
+
 def lc_lp_pb(props: int) -> tuple[int, int, int]:
     return props % 9, props // 9 % 5, props // 45
 
