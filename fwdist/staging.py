@@ -215,25 +215,16 @@ def _stage_full(
 
 
 def _encode_delta(old: bytes, new: bytes, opts: StageOptions, fit: Fit) -> delta.Delta | None:
-    """The smallest delta the box ``fit`` describes decodes, or None when no encoder's does.
-
-    A stand-in for ``delta.encode(old, new, max_ram=..., formats=..., arch=...)`` (helpers
-    h2 and h3 are building it; this is the one place it replaces): every allowed encoder
-    runs and those whose decoder needs more than ``fit.max_ram`` are left out.
-    ``fit.arch`` waits for that version (no transform here yet).
-    """
+    """The smallest delta the box ``fit`` describes decodes, or None when no encoder's does."""
     names = [n for n in delta.ENCODERS
              if (opts.encoders is None or n in opts.encoders)
              and (fit.formats is None or n in fit.formats)]
-    best: tuple[int, int, delta.Delta] | None = None
-    for name in names:
-        data = delta.encode_with(name, old, new)
-        key = (len(data), delta.decode_ram(name, data[:64]))
-        if fit.max_ram is not None and key[1] > fit.max_ram:
-            continue
-        if best is None or key < best[:2]:
-            best = (*key, delta.Delta(name, data))
-    return None if best is None else best[2]
+    if not names:
+        return None
+    try:
+        return delta.encode(old, new, max_ram=fit.max_ram, formats=names, arch=fit.arch)
+    except delta.DeltaError:
+        return None
 
 
 def _delta_ref(d: delta.Delta, step: int, source: Manifest) -> tuple[PayloadRef, PieceTable]:

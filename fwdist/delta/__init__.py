@@ -2,8 +2,10 @@
 
 Between releases of compiled code nearly every byte window changes (shifted
 addresses touch everything), so content-defined chunking reuses almost nothing
-and the bytes over the air are decided here.  Three encoders are offered and
-:func:`encode` keeps whichever produces fewer bytes for the pair at hand:
+and the bytes over the air are decided here.  Five encoders are offered and
+:func:`encode` keeps whichever produces fewer bytes for the pair at hand among
+those whose box-side decoder fits the box's RAM (docs/decoders.md lists every
+buffer each decoder holds):
 
 ``zstd-dict`` (:mod:`._zstd_dict`)
     The whole new image as one zstd frame with the old image as a raw-content
@@ -13,7 +15,12 @@ and the bytes over the air are decided here.  Three encoders are offered and
     with a small, capped window; a streaming decoder in bounded RAM.
 ``bsdiff-lzma`` (:mod:`._bsdiff_lzma`)
     The same columns, each stored as raw LZMA2 or zstd, whichever is
-    smaller; the smallest payloads and the least decoder RAM.
+    smaller; 0.4-0.6 MB of decoder RAM.
+``bsdiff3-lzma`` (:mod:`._bsdiff3_lzma`)
+    bsdiff as three streams (control rows, diff, extra) of raw LZMA2 whose
+    dictionaries and lc/lp are sized to the budget: decodes in 32 KiB.
+``bsdiff3-heatshrink`` (:mod:`._bsdiff3_heatshrink`)
+    The same three streams as heatshrink: the 8 KiB mode.
 
 Everything here is sans-I/O: images come in as bytes (encode) or as
 ``ReadAt`` callables (apply), and the new image leaves through ``sink`` in
@@ -35,14 +42,21 @@ is a :class:`~._bsdiff.ColumnFormat` plus its encode and RAM functions.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from fwdist.delta import _bsdiff_lzma, _bsdiff_zstd, _zstd_dict
+from fwdist.delta import (
+    _bsdiff3_heatshrink,
+    _bsdiff3_lzma,
+    _bsdiff_lzma,
+    _bsdiff_zstd,
+    _zstd_dict,
+)
 from fwdist.delta._bsdiff import MAX_WINDOW_LOG
 from fwdist.delta._bsdiff_lzma import LZMA_DICT_LOG, MAX_LZMA_DICT_LOG
 from fwdist.delta._core import PIECE, DeltaError, Encoder, InstructionSet, ReadAt, Sink
+from fwdist.delta._pair import Pair
 from fwdist.delta._zstd import LEVEL
 
 __all__ = [
@@ -74,7 +88,16 @@ class Delta:
 
 
 ENCODERS: Mapping[str, Encoder] = MappingProxyType(
-    {row.name: row for row in (_zstd_dict.ENCODER, _bsdiff_zstd.ENCODER, _bsdiff_lzma.ENCODER)}
+    {
+        row.name: row
+        for row in (
+            _zstd_dict.ENCODER,
+            _bsdiff_zstd.ENCODER,
+            _bsdiff_lzma.ENCODER,
+            _bsdiff3_lzma.ENCODER,
+            _bsdiff3_heatshrink.ENCODER,
+        )
+    }
 )
 """Encoder name -> row.  The name is what a manifest records; the order breaks exact ties."""
 
@@ -87,14 +110,20 @@ def _encoder(name: str) -> Encoder:
 
 
 def encode_with(encoder: str, old: bytes, new: bytes) -> bytes:
-    """The payload ``encoder`` makes for (old, new), checked by decoding it.
+    """The payload ``encoder`` makes for (old, new) with no RAM limit, checked by decoding it."""
+    row = _encoder(encoder)
+    payload = row.encode(old, new)
+    _check(row, old, new, payload)
+    return payload
+
+
+def _check(row: Encoder, old: bytes, new: bytes, payload: bytes) -> None:
+    """Decode ``payload`` and insist on ``new``.
 
     The check costs one decode (well under the encode time) and means a
     payload that would brick nothing but waste a whole fleet's transfer --
     because of an encoder bug -- never leaves the build machine.
     """
-    row = _encoder(encoder)
-    payload = row.encode(old, new)
     out: list[bytes] = []
     row.apply(
         lambda off, n: old[off : off + n],
@@ -105,27 +134,50 @@ def encode_with(encoder: str, old: bytes, new: bytes) -> bytes:
         len(new),
     )
     if b"".join(out) != new:
-        raise AssertionError(f"{encoder} payload does not reproduce the new image")
-    return payload
+        raise AssertionError(f"{row.name} payload does not reproduce the new image")
 
 
-def encode(old: bytes, new: bytes, *, encoders: Iterable[str] | None = None) -> Delta:
-    """Run every encoder (or the ones named) and keep the fewest bytes.
+def encode(
+    old: bytes,
+    new: bytes,
+    *,
+    max_ram: int | None = None,
+    formats: Collection[str] | None = None,
+    arch: InstructionSet = InstructionSet.NONE,
+) -> Delta:
+    """The smallest payload among ``formats`` (None: all) whose decoder needs <= ``max_ram``.
 
-    Ties go to the encoder whose decoder needs less RAM, so a box with a small
-    budget is never excluded for nothing.
+    Every encoder sees the same :class:`Pair`, so the bsdiff transform is
+    computed once; encoders that cannot fit the budget say so before encoding
+    where they can.  Ties go to the decoder needing less RAM, so a box with a
+    small budget is never excluded for nothing.  Only the winner is checked by
+    decoding it.  Raises :class:`DeltaError` naming the limit when nothing fits.
+
+    ``arch`` selects instruction-aware transforms; none is built in yet, so
+    every instruction set gets the generic transform (a valid, larger payload).
     """
-    names = list(ENCODERS) if encoders is None else list(encoders)
+    del arch  # the Thumb-2 filter wraps encoders here when it lands
+    names = list(ENCODERS) if formats is None else list(formats)
     if not names:
         raise ValueError("no encoders to choose from")
-    best: tuple[int, int, Delta] | None = None
-    for name in names:
-        data = encode_with(name, old, new)
-        key = (len(data), decode_ram(name, data))
-        if best is None or key < best[:2]:
-            best = (*key, Delta(name, data))
-    assert best is not None
-    return best[2]
+    rows = [_encoder(name) for name in names]
+    pair = Pair(old, new)
+    best: tuple[int, int, Encoder, bytes] | None = None
+    for row in rows:
+        data = row.fit(pair, max_ram) if row.fit is not None else row.encode(old, new)
+        if data is None:
+            continue
+        ram = row.decode_ram(data)
+        if max_ram is not None and ram > max_ram:
+            continue
+        if best is None or (len(data), ram) < best[:2]:
+            best = (len(data), ram, row, data)
+    if best is None:
+        raise DeltaError(
+            f"no delta encoder among {', '.join(names)} decodes within {max_ram} bytes of RAM"
+        )
+    _check(best[2], old, new, best[3])
+    return Delta(best[2].name, best[3])
 
 
 def apply(
@@ -158,10 +210,11 @@ def apply(
 def decode_ram(encoder: str, payload_head: bytes) -> int:
     """Bytes of memory the decoder needs, read from the payload's header.
 
-    ``payload_head`` must hold the header (the first 64 bytes always do).  For
-    ``zstd-dict`` this is old + new image size: the window a device addresses
-    in place from XIP flash.  For ``bsdiff-zstd`` and ``bsdiff-lzma`` it is
-    RAM proper: every stream decoder (they are all open at once) plus three
-    :data:`PIECE` buffers.
+    ``payload_head`` must hold the header (the first 64 bytes always do).  It
+    is every buffer the box's decoder holds (docs/decoders.md): for
+    ``zstd-dict`` its entropy tables and one block of literals (the window is
+    flash); for the bsdiff back ends every stream decoder (they are all open
+    at once) plus their I/O buffers -- three :data:`PIECE` for the five-column
+    formats, :data:`~._core.IO_BUFFER`-sized ones for ``bsdiff3-*``.
     """
     return _encoder(encoder).decode_ram(payload_head)

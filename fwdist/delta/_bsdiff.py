@@ -148,8 +148,21 @@ def _add(old: bytes, diff: bytes) -> bytes:
     return b"".join((old[:start], total.to_bytes(end - start, "little"), old[end:]))
 
 
-def _replay(old: ReadAt, old_size: int, streams: list[Reader], sink: Sink, new_size: int) -> None:
-    """Replay the control triples: O(3 x PIECE) memory on top of the stream decoders."""
+def _replay(
+    old: ReadAt,
+    old_size: int,
+    streams: list[Reader],
+    sink: Sink,
+    new_size: int,
+    chunk: int = PIECE,
+) -> None:
+    """Replay the control triples: O(3 x chunk) memory on top of the stream decoders.
+
+    ``chunk`` bounds every read of old and every piece handed to the sink (the
+    small-RAM formats pass their box-side buffer size).  The three control
+    readers may be one and the same stream: the triple's fields are read in
+    seek, x, y order.
+    """
     seeks, xs, ys, diff, extra = streams
     seek_uv, x_uv, y_uv, diff_take, extra_take = seeks.uv, xs.uv, ys.uv, diff.take, extra.take
     old_pos = 0
@@ -168,12 +181,12 @@ def _replay(old: ReadAt, old_size: int, streams: list[Reader], sink: Sink, new_s
         # the checks above keep every piece within new_size: no output budget is needed here
         end = old_pos + x
         while old_pos < end:
-            n = end - old_pos if end - old_pos < PIECE else PIECE
+            n = end - old_pos if end - old_pos < chunk else chunk
             sink(_add(read_exact(old, old_pos, n, "old"), diff_take(n)))
             old_pos += n
         left = y
         while left:
-            n = left if left < PIECE else PIECE
+            n = left if left < chunk else chunk
             sink(extra_take(n))
             left -= n
         new_pos += x + y

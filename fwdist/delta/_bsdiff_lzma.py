@@ -25,6 +25,7 @@ from typing import Final
 
 from fwdist.delta import _bsdiff, _lzma, _zstd
 from fwdist.delta._core import Cursor, DeltaError, Encoder, ReadAt, Reader
+from fwdist.delta._pair import Pair
 
 TAG: Final = 0x31
 
@@ -49,8 +50,7 @@ _ZSTD_CODER: Final = 0xFF
 # zstandard's diff (4-byte-aligned code), 0/0/0 on orjson's diff, 3/0/0 on
 # pydantic-core's diff and orjson's extra, 1/0/0 on most control columns.  On
 # the sample firmware and orjson a grid of all 36 legal triples (lp, pb <= 2)
-# found nothing better than the best of these four; four passes cost four
-# LZMA encodes, which a build machine can afford once per release.
+# found nothing better than the best of these four.
 _LZMA_VARIANTS: Final = ((0, 0, 0), (1, 0, 0), (3, 0, 0), (0, 2, 2))
 
 Coder = tuple[int, int]
@@ -72,11 +72,7 @@ def _check_coder(name: str, coder: Coder) -> None:
         if not 10 <= log <= _bsdiff.MAX_WINDOW_LOG:
             raise DeltaError(f"bsdiff-lzma {name} stream: zstd window log {log} not in 10..20")
         return
-    if method >= 225:
-        raise DeltaError(f"bsdiff-lzma {name} stream: coder {method:#04x} unknown")
-    lc, lp, _ = _lzma.lc_lp_pb(method)
-    if lc + lp > 4:
-        raise DeltaError(f"bsdiff-lzma {name} stream: lc + lp = {lc + lp} exceeds LZMA2's 4")
+    _lzma.check_props(f"bsdiff-lzma {name} stream", method)
     if not _lzma.MIN_DICT_LOG <= log <= MAX_LZMA_DICT_LOG:
         raise DeltaError(
             f"bsdiff-lzma {name} stream: dictionary log {log} not in "
@@ -113,33 +109,47 @@ FORMAT: Final = _bsdiff.ColumnFormat[Coder](
 
 
 def _smallest_coding(data: bytes, zstd_log: int) -> tuple[Coder, bytes]:
-    """Try zstd and every LZMA variant on one stream; keep the fewest bytes (then least RAM).
+    """zstd and the best-ranked LZMA variant on one stream; keep the fewest bytes (then least RAM).
 
-    The LZMA dictionary is the stream's size rounded up to a power of two,
-    capped at :data:`LZMA_DICT_LOG`: a small control column gets a small
-    dictionary, so the decoder's RAM follows what the payload needs.
+    The variants are ranked by :func:`._lzma.rank`'s cheap estimate and only
+    the first is encoded at full cost (trying all four at 9e was half of the
+    stage time).  The LZMA dictionary is the stream's size rounded up to a
+    power of two, capped at :data:`LZMA_DICT_LOG`: a small control column gets
+    a small dictionary, so the decoder's RAM follows what the payload needs.
     """
     if not data:
         return _EMPTY, b""
     got_log, body = _zstd.strip_stream_frame(_zstd.compress(data, zstd_log))
     options = [(len(body), _zstd.window_ram(got_log), (_ZSTD_CODER, got_log), body)]
     dict_log = min(LZMA_DICT_LOG, max(_lzma.MIN_DICT_LOG, (len(data) - 1).bit_length()))
-    for lc, lp, pb in _LZMA_VARIANTS:
-        props = _lzma.props_byte(lc, lp, pb)
-        body = _lzma.compress(data, props, dict_log)
-        options.append((len(body), _lzma.ram(props, dict_log), (props, dict_log), body))
+    props = _lzma.rank(data, _LZMA_VARIANTS, 1 << dict_log)[0]
+    body = _lzma.compress(data, props, dict_log)
+    options.append((len(body), _lzma.ram(props, dict_log), (props, dict_log), body))
     _, _, coder, body = min(options, key=lambda o: o[:2])
     return coder, body
 
 
-def encode(old: bytes, new: bytes) -> bytes:
-    """bsdiff transform, five columns, each stored the smallest way found."""
+def fit(pair: Pair, max_ram: int | None) -> bytes | None:
+    """bsdiff transform (the pair's, shared), five columns, each stored the smallest way found.
+
+    The columns are not shrunk to a budget: with three 64 KiB pieces this
+    decoder needs 387 KB at least, so a budget below that gets None at once.
+    """
+    if max_ram is not None and max_ram < _MIN_RAM:
+        return None
     coded = [
         _smallest_coding(data, log)
-        for data, log in zip(_bsdiff.columns(old, new), _bsdiff.ZSTD_WINDOW_LOGS, strict=True)
+        for data, log in zip(pair.columns, _bsdiff.ZSTD_WINDOW_LOGS, strict=True)
     ]
     coders = bytes(b for coder, _ in coded for b in coder)
-    return FORMAT.pack(len(new), coders, (body for _, body in coded))
+    return FORMAT.pack(len(pair.new), coders, (body for _, body in coded))
+
+
+def encode(old: bytes, new: bytes) -> bytes:
+    """bsdiff transform, five columns, each stored the smallest way found."""
+    payload = fit(Pair(old, new), None)
+    assert payload is not None
+    return payload
 
 
 def _coder_ram(coder: Coder) -> int:
@@ -161,4 +171,7 @@ def decode_ram(head: bytes) -> int:
     return sum(_coder_ram(c) for c in FORMAT.header(head).coders) + _bsdiff.BUFFERS_RAM
 
 
-ENCODER: Final = Encoder("bsdiff-lzma", TAG, encode, FORMAT.apply, decode_ram)
+_MIN_RAM: Final = _bsdiff.BUFFERS_RAM
+"""No bsdiff-lzma payload decodes in less: the three pieces alone."""
+
+ENCODER: Final = Encoder("bsdiff-lzma", TAG, encode, FORMAT.apply, decode_ram, fit)

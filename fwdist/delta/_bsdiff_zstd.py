@@ -18,6 +18,7 @@ from typing import Final
 
 from fwdist.delta import _bsdiff, _zstd
 from fwdist.delta._core import Cursor, DeltaError, Encoder
+from fwdist.delta._pair import Pair
 
 TAG: Final = 0x21
 
@@ -36,11 +37,17 @@ def _read_logs(cur: Cursor) -> list[int]:
 FORMAT: Final = _bsdiff.ColumnFormat[int]("bsdiff-zstd", TAG, 3, _read_logs, _zstd.open_stream)
 
 
-def encode(old: bytes, new: bytes) -> bytes:
-    """bsdiff transform, five columns, each a stripped zstd frame."""
+def fit(pair: Pair, max_ram: int | None) -> bytes | None:
+    """bsdiff transform (the pair's, shared), five columns, each a stripped zstd frame.
+
+    Five libzstd stream decoders and three 64 KiB pieces need 0.8 MB or more:
+    a budget below :data:`_MIN_RAM` gets None without encoding.
+    """
+    if max_ram is not None and max_ram < _MIN_RAM:
+        return None
     window_logs: list[int] = []
     bodies: list[bytes] = []
-    for data, log in zip(_bsdiff.columns(old, new), _bsdiff.ZSTD_WINDOW_LOGS, strict=True):
+    for data, log in zip(pair.columns, _bsdiff.ZSTD_WINDOW_LOGS, strict=True):
         if not data:
             window_logs.append(10)
             bodies.append(b"")
@@ -49,7 +56,16 @@ def encode(old: bytes, new: bytes) -> bytes:
         window_logs.append(got_log)
         bodies.append(body)
     nib = [w - 10 for w in window_logs] + [0]
-    return FORMAT.pack(len(new), bytes(nib[i] | nib[i + 1] << 4 for i in range(0, 6, 2)), bodies)
+    return FORMAT.pack(
+        len(pair.new), bytes(nib[i] | nib[i + 1] << 4 for i in range(0, 6, 2)), bodies
+    )
+
+
+def encode(old: bytes, new: bytes) -> bytes:
+    """bsdiff transform, five columns, each a stripped zstd frame."""
+    payload = fit(Pair(old, new), None)
+    assert payload is not None
+    return payload
 
 
 def decode_ram(head: bytes) -> int:
@@ -67,4 +83,7 @@ def decode_ram(head: bytes) -> int:
     )
 
 
-ENCODER: Final = Encoder("bsdiff-zstd", TAG, encode, FORMAT.apply, decode_ram)
+_MIN_RAM: Final = _zstd.window_ram(10) + _bsdiff.BUFFERS_RAM
+"""No bsdiff-zstd payload decodes in less: one stream decoder (the last is always counted)."""
+
+ENCODER: Final = Encoder("bsdiff-zstd", TAG, encode, FORMAT.apply, decode_ram, fit)

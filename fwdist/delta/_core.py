@@ -12,7 +12,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from fwdist.delta._pair import Pair
 
 ReadAt = Callable[[int, int], bytes]
 """``read(offset, size)`` returning exactly ``size`` bytes (a flash slot, a staged payload)."""
@@ -27,6 +30,41 @@ _VARINT_LIMIT: Final = 1 << 63
 
 READ_SIZE: Final = 16 * 1024
 """How much of a stored stream is read (and of a decoded one refilled) at a time."""
+
+IO_BUFFER: Final = 256
+"""One box-side buffer of the small-RAM decoders: a stream's input, the old bytes, the output.
+
+256 bytes is one NOR flash program page; the Python decoders of those formats
+read and write in pieces of at most this size, so the figure is observable.
+"""
+
+
+SAMPLE_SIZE: Final = 1 << 20
+"""Largest stretch of a stream the encoders rank their parameters on (see :func:`sample`)."""
+
+_SAMPLE_SLICES: Final = 8
+
+
+def sample(data: bytes) -> bytes:
+    """What parameters are ranked on: all of a short stream, else eight evenly spaced slices.
+
+    Ranking on at most :data:`SAMPLE_SIZE` bytes keeps the cost of choosing
+    flat for large images; the slices start at multiples of 16 so that lp/pb
+    (position contexts of up to 16 bytes) see the stream's own alignment.
+    """
+    if len(data) <= SAMPLE_SIZE:
+        return data
+    step = len(data) // _SAMPLE_SLICES & ~15
+    part = SAMPLE_SIZE // _SAMPLE_SLICES
+    return b"".join(data[i * step : i * step + part] for i in range(_SAMPLE_SLICES))
+
+
+class InstructionSet(enum.Enum):
+    """The instruction set of a box's code: a delta may undo what branch displacements did."""
+
+    NONE = "none"
+    THUMB2 = "thumb2"
+    XTENSA = "xtensa"
 
 
 class DeltaError(ValueError):
@@ -53,6 +91,10 @@ class Encoder:
     encode: Callable[[bytes, bytes], bytes]
     apply: Callable[[ReadAt, int, ReadAt, int, Sink, int], None]
     decode_ram: Callable[[bytes], int]
+    fit: Callable[[Pair, int | None], bytes | None] | None = None
+    """The smallest payload this encoder makes whose decoder needs <= max_ram (None: any), or
+    None when it cannot fit; it reuses the pair's bsdiff transform.  Rows without it are
+    encoded whole and dropped when their decode_ram exceeds the budget."""
 
 
 # --------------------------------------------------------------------------

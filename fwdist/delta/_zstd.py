@@ -23,12 +23,33 @@ DCTX_BYTES: Final = 95_968
 BLOCK_MAX: Final = 128 * 1024
 _WILDCOPY_OVERLENGTH: Final = 32
 
+# A box's zstd decoder whose window is flash (zstd-dict): the entropy tables a block may
+# load -- Huffman DTable (1 + 2^12) x 4, FSE tables for literal lengths (1 + 2^9) x 8,
+# offsets (1 + 2^8) x 8 and match lengths (1 + 2^9) x 8, the table-building workspace
+# (2,560 bytes) -- and 128 bytes of repeat offsets and state.  The literal buffer (one
+# block) comes on top: literals are decoded before the block's sequences run.
+ENTROPY_BYTES: Final = 16_388 + 4_104 + 2_056 + 4_104 + 2_560 + 128
+WILDCOPY: Final = _WILDCOPY_OVERLENGTH
+
 FHD_STREAM: Final = 0x00  # no content size, not single-segment, no checksum, no dict id
 FHD_SINGLE_FCS8: Final = 0xE0  # single segment, 8-byte content size
 
 
+FAST_TARGET_LENGTH: Final = 999
+"""btultra2's own default target length: for zstd-dict, 4096 bought nothing.
+
+Measured on the six device pairs: identical bytes (cyfmac43430 one byte fewer)
+in 0.4x the time (0.32 s against 0.77 s on cyfmac43430).  The bsdiff columns
+keep 4096, which saves 5-20 bytes on the smallest pairs.
+"""
+
+
 def compress(
-    data: bytes, window_log: int, dict_data: bytes = b"", content_size: bool = False
+    data: bytes,
+    window_log: int,
+    dict_data: bytes = b"",
+    content_size: bool = False,
+    target_length: int = 4096,
 ) -> bytes:
     """One zstd frame at level 22, magicless, without checksum or dictionary id.
 
@@ -42,7 +63,7 @@ def compress(
         dict_size=len(dict_data),
         window_log=window_log,
         strategy=zstd.STRATEGY_BTULTRA2,
-        target_length=4096,
+        target_length=target_length,
         write_checksum=False,
         write_content_size=content_size,
         write_dict_id=False,

@@ -5,7 +5,7 @@ bsdiff-lzma), but the decoder must be able to address the *whole* old image
 and everything it has already written: a device does that from
 memory-mapped flash (XIP), with the old slot as the dictionary and the
 inactive slot, being written sequentially, as the history.
-:func:`decode_ram` reports that window (old + new) honestly.
+:func:`decode_ram` counts what that decoder holds in RAM (:func:`ram`).
 
 Payload format (``uv`` = unsigned LEB128)::
 
@@ -18,6 +18,7 @@ from typing import Final
 
 from fwdist.delta import _zstd
 from fwdist.delta._core import PIECE, Cursor, DeltaError, Encoder, ReadAt, Sink, read_exact, uv
+from fwdist.delta._pair import Pair
 
 TAG: Final = 0x11
 
@@ -32,7 +33,9 @@ def encode(old: bytes, new: bytes) -> bytes:
     just the content size, which the payload carries as a varint instead.
     """
     window_log = max(10, (len(old) + len(new) - 1).bit_length())
-    frame = _zstd.compress(new, window_log, old, content_size=True)
+    frame = _zstd.compress(
+        new, window_log, old, content_size=True, target_length=_zstd.FAST_TARGET_LENGTH
+    )
     fhd = frame[0]
     if fhd & 0x3F != 0x20:  # single segment; no checksum, no dict id
         raise AssertionError("zstd produced an unexpected frame header")
@@ -50,10 +53,29 @@ def _header(head: bytes) -> tuple[int, int, int]:
     return old_size, new_size, cur.pos
 
 
+def ram(new_size: int) -> int:
+    """The box's decoder: entropy tables and one block of literals; the window is flash.
+
+    Matches are copied from the old slot (the dictionary) or from the new
+    slot's already-written part: one flash read per matched output byte.
+    A block holds up to min(128 KiB, new_size) bytes, and its literals are
+    decoded into RAM before its sequences run, so this cannot fit 32 KiB for
+    any image over ~3 KiB: zstd-dict is left out at such budgets.
+    """
+    return _zstd.ENTROPY_BYTES + min(_zstd.BLOCK_MAX, new_size) + _zstd.WILDCOPY
+
+
 def decode_ram(head: bytes) -> int:
-    """Window old + new (addressed in place, from XIP flash on a device) plus decoder state."""
-    old_size, new_size, _ = _header(head)
-    return old_size + new_size + _zstd.DCTX_BYTES
+    """:func:`ram` for the new_size the header declares."""
+    _, new_size, _ = _header(head)
+    return ram(new_size)
+
+
+def fit(pair: Pair, max_ram: int | None) -> bytes | None:
+    """The payload, or None without encoding when its decoder cannot fit ``max_ram``."""
+    if max_ram is not None and ram(len(pair.new)) > max_ram:
+        return None
+    return encode(pair.old, pair.new)
 
 
 def _emit(sink: Sink, data: bytes, budget: list[int]) -> None:
@@ -95,4 +117,4 @@ def apply(
     stream.finish()
 
 
-ENCODER: Final = Encoder("zstd-dict", TAG, encode, apply, decode_ram)
+ENCODER: Final = Encoder("zstd-dict", TAG, encode, apply, decode_ram, fit)

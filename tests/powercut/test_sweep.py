@@ -154,6 +154,25 @@ def test_cut_at_every_operation_delta(rel: Releases, torn: bool, sector: int, op
     assert (total, cuts) == (ops, ops)
 
 
+@pytest.fixture(scope="module", params=["bsdiff3-lzma", "bsdiff3-heatshrink"])
+def rel_small_ram(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Releases:
+    """A delta update through each small-RAM decoder (their 256-byte pieces, own streams)."""
+    root = tmp_path_factory.mktemp(f"releases-{request.param}")
+    rel = make_releases(root, count=2, size=24 * 1024, seed=3, encoders=(request.param,))
+    assert [d.encoder for d in rel.releases[1].manifest.deltas] == [request.param]
+    return rel
+
+
+@pytest.mark.parametrize("torn", [False, True], ids=["clean", "torn"])
+def test_cut_at_every_operation_small_ram_decoders(rel_small_ram: Releases, torn: bool) -> None:
+    total, cuts = sweep(rel_small_ram, torn)
+    encoder = rel_small_ram.releases[1].manifest.deltas[0].encoder
+    print(f"\npower-cut sweep ({encoder} delta update, {'torn' if torn else 'clean'}): "
+          f"{cuts} cut points")
+    assert (total, cuts) == (37, 37)  # the flash work is the same as for any delta of this image
+
+
 @pytest.mark.parametrize(("sector", "ops"), [(4096, 104), (1024, 150)])
 @pytest.mark.parametrize("torn", [False, True], ids=["clean", "torn"])
 def test_cut_at_every_operation_full(rel_full: Releases, torn: bool, sector: int,

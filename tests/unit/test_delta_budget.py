@@ -1,0 +1,238 @@
+"""The small-RAM back ends and the budgeted choice: exact decoder RAM, buffers the decoder holds,
+what fits 32 KiB and 8 KiB, and that the bsdiff transform and full-cost LZMA encodes are not
+repeated."""
+
+from __future__ import annotations
+
+import lzma
+from typing import Any
+
+import heatshrink2.core
+import pytest
+
+from fwdist import delta
+from fwdist.delta import (
+    DeltaError,
+    _bsdiff,
+    _bsdiff3,
+    _bsdiff3_heatshrink,
+    _bsdiff3_lzma,
+    _lzma,
+    decode_ram,
+    encode,
+)
+from fwdist.delta._core import IO_BUFFER
+from fwdist.delta._pair import Pair
+from tests.delta_helpers import reader, run, uv, zz
+from tests.unit.test_delta import NEW, OLD
+
+
+def lzma_stream_ram(lc: int, lp: int, dictionary: int) -> int:
+    """LzmaDec: 16-bit probabilities 1846 + 0x300 << (lc + lp), dictionary, state, input buffer."""
+    return 2 * (1846 + (0x300 << (lc + lp))) + dictionary + 128 + 256
+
+
+REPLAY = 2 * 256 + 32  # old-read and output buffers, counters
+
+
+def test_bsdiff3_lzma_at_32_kib_declares_exactly_its_buffers() -> None:
+    d = encode(OLD, NEW, max_ram=32768, formats=["bsdiff3-lzma"])
+    head = _bsdiff3_lzma.LAYOUT.header(d.data[:64])
+    # control rows and extra get all they need (158 and 357 bytes), diff the rest of 32 KiB
+    assert head.coders == [(0, 158), (0, 14873), (0, 357)]
+    assert head.flags == 0  # this diff is dense: stored raw
+    assert len(d.data) == 3_222
+    expected = (
+        lzma_stream_ram(0, 0, 158) + lzma_stream_ram(0, 0, 14873) + lzma_stream_ram(0, 0, 357)
+        + REPLAY
+    )
+    assert decode_ram("bsdiff3-lzma", d.data) == expected == 32_768
+
+
+def test_bsdiff3_heatshrink_at_8_kib_declares_exactly_its_buffers() -> None:
+    d = encode(OLD, NEW, max_ram=8192, formats=["bsdiff3-heatshrink"])
+    head = _bsdiff3_heatshrink.LAYOUT.header(d.data[:64])
+    assert head.coders == [(8, 4), (11, 4), (8, 4)]
+    assert head.flags == _bsdiff3.ZERO_RUNS
+    assert len(d.data) == 4_288
+    # window 2^W + 256-byte input buffer + 16 bytes of state, per stream
+    expected = (256 + 256 + 16) * 2 + (2048 + 256 + 16) + REPLAY
+    assert decode_ram("bsdiff3-heatshrink", d.data) == expected == 3_920
+
+
+def test_budget_picks_the_smallest_that_fits() -> None:
+    at = {b: encode(OLD, NEW, max_ram=b) for b in (8192, 32768, None)}
+    assert {b: (d.encoder, len(d.data)) for b, d in at.items()} == {
+        8192: ("bsdiff3-heatshrink", 4_288),
+        32768: ("bsdiff3-lzma", 3_222),  # a larger diff dictionary happens to cost 2 bytes
+        None: ("bsdiff3-lzma", 3_224),
+    }
+    for budget in (4000, 8192, 12000, 20000, 32768, 65536):
+        d = encode(OLD, NEW, max_ram=budget)
+        assert decode_ram(d.encoder, d.data) <= budget
+        assert b"".join(run(d.encoder, OLD, d.data, len(NEW))) == NEW
+    with pytest.raises(DeltaError, match="within 1500 bytes"):
+        encode(OLD, NEW, max_ram=1500)
+    with pytest.raises(DeltaError, match="within 32768 bytes"):
+        encode(OLD, NEW, max_ram=32768, formats=["zstd-dict", "bsdiff-lzma", "bsdiff-zstd"])
+
+
+def test_zstd_dict_and_five_column_formats_cannot_fit_32_kib() -> None:
+    """The figures behind leaving them out: a block of literals, three 64 KiB pieces."""
+    for name in ("zstd-dict", "bsdiff-lzma", "bsdiff-zstd"):
+        row = delta.ENCODERS[name]
+        assert row.fit is not None
+        assert row.fit(Pair(OLD, NEW), 32768) is None
+    assert delta._zstd_dict.ram(2800) == 29_340 + 2800 + 32 < 32768
+    assert delta._zstd_dict.ram(len(NEW)) == 64_197
+
+
+def test_transform_is_computed_once_per_encode(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = _bsdiff.columns
+
+    def counting(old: bytes, new: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+        calls.append(1)
+        return real(old, new)
+
+    monkeypatch.setattr(_bsdiff, "columns", counting)
+    encode(OLD, NEW)
+    assert len(calls) == 1
+
+
+def test_lzma_variants_are_ranked_cheaply_and_encoded_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bsdiff3-lzma: one 9e encode per stream, the diff twice (raw and zero runs)."""
+    presets: list[int] = []
+    real = _lzma.compress_sized
+
+    def spy(data: bytes, props: int, size: int, preset: int = _lzma.FULL_PRESET) -> bytes:
+        presets.append(preset)
+        return real(data, props, size, preset)
+
+    monkeypatch.setattr(_lzma, "compress_sized", spy)
+    encode(OLD, NEW, formats=["bsdiff3-lzma"], max_ram=32768)
+    assert presets.count(_lzma.FULL_PRESET) == 4
+    assert presets.count(_lzma.ESTIMATE_PRESET) == 2 * 3 * 5  # both diff codings x 3 x 5
+
+
+def _spy_reads(data: bytes, sizes: list[int]) -> Any:
+    inner = reader(data)
+
+    def read(offset: int, size: int) -> bytes:
+        sizes.append(size)
+        return inner(offset, size)
+
+    return read
+
+
+@pytest.mark.parametrize("name", ["bsdiff3-lzma", "bsdiff3-heatshrink"])
+def test_python_decoder_holds_the_declared_buffers(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every read of old and of the payload, every piece out: at most one IO_BUFFER; the
+    stream decoders get exactly the declared dictionaries, windows and input buffers."""
+    d = encode(OLD, NEW, max_ram=32768 if name == "bsdiff3-lzma" else 8192, formats=[name])
+    made: list[tuple[str, Any]] = []
+    real_lzma = lzma.LZMADecompressor
+    real_hs = heatshrink2.core.Reader
+
+    def lzma_spy(**kw: Any) -> Any:
+        made.append(("lzma", kw["filters"][0]["dict_size"]))
+        return real_lzma(**kw)
+
+    def hs_spy(**kw: Any) -> Any:
+        made.append(("hs", (kw["input_buffer_size"], kw["window_sz2"], kw["lookahead_sz2"])))
+        return real_hs(**kw)
+
+    monkeypatch.setattr(lzma, "LZMADecompressor", lzma_spy)
+    monkeypatch.setattr(heatshrink2.core, "Reader", hs_spy)
+    old_reads: list[int] = []
+    payload_reads: list[int] = []
+    out: list[bytes] = []
+    delta.apply(
+        name,
+        _spy_reads(OLD, old_reads),
+        len(OLD),
+        _spy_reads(d.data, payload_reads),
+        len(d.data),
+        out.append,
+        new_size=len(NEW),
+    )
+    assert b"".join(out) == NEW
+    assert max(map(len, out)) == IO_BUFFER
+    assert max(old_reads) == IO_BUFFER
+    header_read = payload_reads.pop(0)  # one read of the header, then stream input
+    assert header_read <= 64 and max(payload_reads) <= IO_BUFFER
+    if name == "bsdiff3-lzma":
+        # liblzma's dictionary is at least 4 KiB; smaller declared ones are enforced on output
+        assert made == [("lzma", 4096), ("lzma", 14873), ("lzma", 4096)]
+    else:
+        assert made == [("hs", (256, 8, 4)), ("hs", (256, 11, 4)), ("hs", (256, 8, 4))]
+
+
+def test_a_stream_outgrowing_a_small_declared_dictionary_is_refused() -> None:
+    """A dictionary under liblzma's 4 KiB is declared as the stream's length: more is refused."""
+    rows = uv(zz(0)) + uv(0) + uv(600)
+    extra = bytes(range(256)) * 2 + bytes(88)
+    body_c = _lzma.compress_sized(rows, 0, 4)
+    body_e = _lzma.compress_sized(extra, 0, 600)
+    head = bytes([0x41]) + uv(600) + b"\x00"
+    honest = head + b"\x00" + uv(4) + b"\xff" + b"\x00" + uv(600) + uv(len(body_c)) + uv(0)
+    assert b"".join(run("bsdiff3-lzma", b"", honest + body_c + body_e, 600)) == extra
+    lying = head + b"\x00" + uv(4) + b"\xff" + b"\x00" + uv(599) + uv(len(body_c)) + uv(0)
+    with pytest.raises(DeltaError, match="extra stream outgrows its dictionary"):
+        run("bsdiff3-lzma", b"", lying + body_c + body_e, 600)
+
+
+def test_control_rows_and_zero_runs_exact_bytes() -> None:
+    assert _bsdiff3.control_rows(b"\x01\x82\x01", b"\x03\x04", b"\x05\x86\x02") == (
+        b"\x01\x03\x05\x82\x01\x04\x86\x02"
+    )
+    # zeros, literals (a zero run under 4 stays literal), a long run, a tail
+    diff = bytes(5) + b"\x07\x00\x00\x08" + bytes(300) + b"\x09"
+    assert _bsdiff3.zero_runs(diff) == (
+        uv(5) + uv(4) + b"\x07\x00\x00\x08" + uv(300) + uv(1) + b"\x09"
+    )
+    assert _bsdiff3.zero_runs(bytes(10)) == uv(10) + uv(0)
+    assert _bsdiff3.zero_runs(b"") == b""
+
+
+@pytest.mark.parametrize(
+    ("flags", "coders", "message"),
+    [
+        (b"\x02", b"\xff\xff\xff", "reserved flags"),
+        (b"\x00", b"\xe1", "coder 0xe1 unknown"),
+        (b"\x00", b"\x25\x00", "lc \\+ lp = 5"),  # lc 1, lp 4: props 37
+        (b"\x00", b"\x00\x00", "dictionary of 0 bytes"),
+        (b"\x00", b"\x00\x81\x80\x40", "dictionary of 1048577 bytes"),
+    ],
+)
+def test_bsdiff3_lzma_header_is_checked(flags: bytes, coders: bytes, message: str) -> None:
+    payload = bytes([0x41]) + uv(5) + flags + coders + bytes(20)
+    with pytest.raises(DeltaError, match=message):
+        run("bsdiff3-lzma", b"", payload, 5)
+
+
+@pytest.mark.parametrize(
+    ("coder", "message"),
+    [(0x80 | 8, "lookahead log 8 not in 3..7"), (0xF4, "window log 15"), (0x32, "window log 3")],
+)
+def test_bsdiff3_heatshrink_header_is_checked(coder: int, message: str) -> None:
+    payload = bytes([0x51]) + uv(5) + b"\x01" + bytes([coder, 0, 0]) + bytes(4)
+    with pytest.raises(DeltaError, match=message):
+        run("bsdiff3-heatshrink", b"", payload, 5)
+
+
+def test_empty_zero_run_record_is_refused() -> None:
+    rows = uv(zz(0)) + uv(4) + uv(0)
+    diff = uv(0) + uv(0)
+    hs_rows = heatshrink2.core.encode(rows, window_sz2=8, lookahead_sz2=4)
+    hs_diff = heatshrink2.core.encode(diff, window_sz2=8, lookahead_sz2=4)
+    payload = (
+        bytes([0x51]) + uv(4) + b"\x01" + bytes([0x84, 0x84, 0]) + uv(len(hs_rows))
+        + uv(len(hs_diff)) + hs_rows + hs_diff
+    )
+    with pytest.raises(DeltaError, match="empty zero-run record"):
+        run("bsdiff3-heatshrink", bytes(4), payload, 4)
