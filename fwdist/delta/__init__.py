@@ -38,14 +38,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Final
 
-from fwdist.delta import _bsdiff_lzma, _bsdiff_zstd, _zstd_dict
+from fwdist.delta import _bsdiff_lzma, _bsdiff_zstd, _filtered, _zstd_dict
 from fwdist.delta._bsdiff import MAX_WINDOW_LOG
 from fwdist.delta._bsdiff_lzma import LZMA_DICT_LOG, MAX_LZMA_DICT_LOG
-from fwdist.delta._core import PIECE, DeltaError, Encoder, ReadAt, Sink
+from fwdist.delta._core import PIECE, DeltaError, Encoder, InstructionSet, ReadAt, Sink
 from fwdist.delta._zstd import LEVEL
 
 __all__ = [
+    "ARCH_ENCODERS",
     "ENCODERS",
     "LEVEL",
     "LZMA_DICT_LOG",
@@ -55,6 +57,7 @@ __all__ = [
     "Delta",
     "DeltaError",
     "Encoder",
+    "InstructionSet",
     "ReadAt",
     "Sink",
     "apply",
@@ -72,10 +75,18 @@ class Delta:
     data: bytes
 
 
+_GENERIC: Final = (_zstd_dict.ENCODER, _bsdiff_zstd.ENCODER, _bsdiff_lzma.ENCODER)
+_THUMB2: Final = (_filtered.make(_bsdiff_lzma.ENCODER), _filtered.make(_bsdiff_zstd.ENCODER))
+
 ENCODERS: Mapping[str, Encoder] = MappingProxyType(
-    {row.name: row for row in (_zstd_dict.ENCODER, _bsdiff_zstd.ENCODER, _bsdiff_lzma.ENCODER)}
+    {row.name: row for row in (*_GENERIC, *_THUMB2)}
 )
 """Encoder name -> row.  The name is what a manifest records; the order breaks exact ties."""
+
+ARCH_ENCODERS: Mapping[InstructionSet, tuple[str, ...]] = MappingProxyType(
+    {InstructionSet.THUMB2: tuple(row.name for row in _THUMB2)}
+)
+"""The filtered encoders :func:`encode` also tries for a box of that instruction set."""
 
 
 def _encoder(name: str) -> Encoder:
@@ -108,13 +119,25 @@ def encode_with(encoder: str, old: bytes, new: bytes) -> bytes:
     return payload
 
 
-def encode(old: bytes, new: bytes, *, encoders: Iterable[str] | None = None) -> Delta:
+def encode(
+    old: bytes,
+    new: bytes,
+    *,
+    encoders: Iterable[str] | None = None,
+    arch: InstructionSet = InstructionSet.NONE,
+) -> Delta:
     """Run every encoder (or the ones named) and keep the fewest bytes.
+
+    ``encoders=None`` means the generic ones plus, for ``arch``, its filtered
+    twins (:data:`ARCH_ENCODERS`): a Thumb-2 transform only helps Thumb-2 code.
 
     Ties go to the encoder whose decoder needs less RAM, so a box with a small
     budget is never excluded for nothing.
     """
-    names = list(ENCODERS) if encoders is None else list(encoders)
+    if encoders is None:
+        names = [row.name for row in _GENERIC] + list(ARCH_ENCODERS.get(arch, ()))
+    else:
+        names = list(encoders)
     if not names:
         raise ValueError("no encoders to choose from")
     best: tuple[int, int, Delta] | None = None

@@ -9,6 +9,7 @@ varints and trailing output all fail here, with one-line :class:`DeltaError`.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
@@ -26,6 +27,14 @@ _VARINT_LIMIT: Final = 1 << 63
 
 READ_SIZE: Final = 16 * 1024
 """How much of a stored stream is read (and of a decoded one refilled) at a time."""
+
+
+class InstructionSet(enum.Enum):
+    """The instruction set of a box's code: a delta may undo what branch displacements did."""
+
+    NONE = "none"
+    THUMB2 = "thumb2"
+    XTENSA = "xtensa"
 
 
 class DeltaError(ValueError):
