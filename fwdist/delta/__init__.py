@@ -78,9 +78,7 @@ class Delta:
 _GENERIC: Final = (_zstd_dict.ENCODER, _bsdiff_zstd.ENCODER, _bsdiff_lzma.ENCODER)
 _THUMB2: Final = (_filtered.make(_bsdiff_lzma.ENCODER), _filtered.make(_bsdiff_zstd.ENCODER))
 
-ENCODERS: Mapping[str, Encoder] = MappingProxyType(
-    {row.name: row for row in (*_GENERIC, *_THUMB2)}
-)
+ENCODERS: Mapping[str, Encoder] = MappingProxyType({row.name: row for row in (*_GENERIC, *_THUMB2)})
 """Encoder name -> row.  The name is what a manifest records; the order breaks exact ties."""
 
 ARCH_ENCODERS: Mapping[InstructionSet, tuple[str, ...]] = MappingProxyType(

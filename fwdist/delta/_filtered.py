@@ -82,7 +82,7 @@ def address_map(old: bytes, new_abs: bytes) -> _thumb2.AddressMap:
             if x < min_copy or start < end or not 0 <= start < len(old):
                 continue
             end = start + x
-            if deltas and deltas[-1] == delta or not deltas and delta == 0:
+            if (deltas and deltas[-1] == delta) or (not deltas and delta == 0):
                 continue
             starts.append(start)
             deltas.append(delta)
@@ -129,7 +129,7 @@ def base_candidates(old: bytes) -> list[int | None]:
     if len(old) >= 8:
         reset = int.from_bytes(old[4:8], "little")
         page = reset & ~0xFFF
-        if 0 < page and reset < page + len(old):
+        if page > 0 and reset < page + len(old):
             out.append(page)
     return out
 

@@ -201,9 +201,7 @@ class AddressMap:
         return a + self.deltas[i] if i >= 0 else a
 
 
-def predict(
-    window: bytes, at: int, amap: AddressMap, base: int | None, old_size: int
-) -> bytes:
+def predict(window: bytes, at: int, amap: AddressMap, base: int | None, old_size: int) -> bytes:
     """``window`` (old bytes from offset ``at``) with its addresses as new will have them.
 
     ``base`` is the address old is linked at (for absolute pointers), or None
