@@ -133,7 +133,8 @@ def encode(
     budget is never excluded for nothing.
     """
     if encoders is None:
-        names = [row.name for row in _GENERIC] + list(ARCH_ENCODERS.get(arch, ()))
+        filtered = {name for names in ARCH_ENCODERS.values() for name in names}
+        names = [n for n in ENCODERS if n not in filtered] + list(ARCH_ENCODERS.get(arch, ()))
     else:
         names = list(encoders)
     if not names:
