@@ -56,9 +56,10 @@ displacement says nothing about where code moved.
 def address_map(old: bytes, new_abs: bytes) -> _thumb2.AddressMap:
     """Where each region of old went in new, from bsdiff's copies: the fewest entries that say so.
 
-    Copies are taken longest-first within their start order (a later copy
-    that begins inside an earlier one is dropped); consecutive equal
-    displacements merge.  The copies come from matching old (calls made
+    Copies are taken in their start order; one that begins inside an earlier
+    one counts from where that one ends (bsdiff's copies overlap by a byte or
+    two at an insertion), one that ends inside it not at all; consecutive
+    equal displacements merge.  The copies come from matching old (calls made
     absolute, nothing predicted) against new with calls absolute, so that
     calls to moved functions do not break matches.
     """
@@ -79,9 +80,9 @@ def address_map(old: bytes, new_abs: bytes) -> _thumb2.AddressMap:
         deltas: list[int] = []
         end = 0
         for start, x, delta in copies:
-            if x < min_copy or start < end or not 0 <= start < len(old):
+            if x < min_copy or start + x <= end or not 0 <= start < len(old):
                 continue
-            end = start + x
+            start, end = max(start, end), start + x
             if (deltas and deltas[-1] == delta) or (not deltas and delta == 0):
                 continue
             starts.append(start)
