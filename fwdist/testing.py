@@ -88,8 +88,12 @@ def make_releases(root: Path, count: int = 3, size: int = 32 * 1024, seed: int =
                   product: str = "lockbox", hardware: str = "lb-r2", deltas: bool = True,
                   key: Ed25519PrivateKey | None = None, min_battery: int = 0,
                   expires_days: float | None = None, now: int = 1_700_000_000,
-                  counters: tuple[int, ...] | None = None) -> Releases:
-    """Stage ``count`` releases of a seeded SampleFirmware into a store under ``root``."""
+                  counters: tuple[int, ...] | None = None,
+                  encoders: tuple[str, ...] | None = None) -> Releases:
+    """Stage ``count`` releases of a seeded SampleFirmware into a store under ``root``.
+
+    ``encoders`` restricts the delta encoders (a test that must exercise one decoder).
+    """
     seed_key = hashlib.sha256(b"fwdist test key %d" % seed).digest()
     key = key or Ed25519PrivateKey.from_private_bytes(seed_key)
     store = Store.open(root / "store", create=True)
@@ -104,7 +108,7 @@ def make_releases(root: Path, count: int = 3, size: int = 32 * 1024, seed: int =
             security_counter=None if counters is None else counters[r],
             min_battery=min_battery, expires_days=expires_days, now=now + r,
             sources=tuple(fw.version(i) for i in range(r)) if deltas else (),
-            level=19, chunker=SMALL_CHUNKS, delta_piece_size=1024,
+            level=19, chunker=SMALL_CHUNKS, delta_piece_size=1024, encoders=encoders,
         )
         stage(store, path, key, opts)
         wire = store.get_manifest(product, fw.version(r))
