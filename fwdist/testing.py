@@ -91,7 +91,10 @@ def make_releases(root: Path, count: int = 3, size: int = 32 * 1024, seed: int =
                   expires_days: float | None = None, now: int = 1_700_000_000,
                   counters: tuple[int, ...] | None = None,
                   encoders: tuple[str, ...] | None = None) -> Releases:
-    """Stage ``count`` releases of a seeded SampleFirmware into a store under ``root``."""
+    """Stage ``count`` releases of a seeded SampleFirmware into a store under ``root``.
+
+    ``encoders`` restricts the delta encoders (a test that must exercise one decoder).
+    """
     seed_key = hashlib.sha256(b"fwdist test key %d" % seed).digest()
     key = key or Ed25519PrivateKey.from_private_bytes(seed_key)
     store = Store.open(root / "store", create=True)

@@ -45,12 +45,14 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Final
 
 from fwdist.delta import (
     _bsdiff3_heatshrink,
     _bsdiff3_lzma,
     _bsdiff_lzma,
     _bsdiff_zstd,
+    _filtered,
     _zstd_dict,
 )
 from fwdist.delta._bsdiff import MAX_WINDOW_LOG
@@ -60,6 +62,7 @@ from fwdist.delta._pair import Pair
 from fwdist.delta._zstd import LEVEL
 
 __all__ = [
+    "ARCH_ENCODERS",
     "ENCODERS",
     "LEVEL",
     "LZMA_DICT_LOG",
@@ -87,19 +90,26 @@ class Delta:
     data: bytes
 
 
-ENCODERS: Mapping[str, Encoder] = MappingProxyType(
-    {
-        row.name: row
-        for row in (
-            _zstd_dict.ENCODER,
-            _bsdiff_zstd.ENCODER,
-            _bsdiff_lzma.ENCODER,
-            _bsdiff3_lzma.ENCODER,
-            _bsdiff3_heatshrink.ENCODER,
-        )
-    }
+_GENERIC: Final = (
+    _zstd_dict.ENCODER,
+    _bsdiff_zstd.ENCODER,
+    _bsdiff_lzma.ENCODER,
+    _bsdiff3_lzma.ENCODER,
+    _bsdiff3_heatshrink.ENCODER,
 )
+_THUMB2: Final = tuple(
+    _filtered.make(row)
+    for row in (_bsdiff_lzma.ENCODER, _bsdiff_zstd.ENCODER, _bsdiff3_lzma.ENCODER,
+                _bsdiff3_heatshrink.ENCODER)
+)
+
+ENCODERS: Mapping[str, Encoder] = MappingProxyType({row.name: row for row in (*_GENERIC, *_THUMB2)})
 """Encoder name -> row.  The name is what a manifest records; the order breaks exact ties."""
+
+ARCH_ENCODERS: Mapping[InstructionSet, tuple[str, ...]] = MappingProxyType(
+    {InstructionSet.THUMB2: tuple(row.name for row in _THUMB2)}
+)
+"""The filtered encoders :func:`encode` also tries for a box of that instruction set."""
 
 
 def _encoder(name: str) -> Encoder:
@@ -145,19 +155,22 @@ def encode(
     formats: Collection[str] | None = None,
     arch: InstructionSet = InstructionSet.NONE,
 ) -> Delta:
-    """The smallest payload among ``formats`` (None: all) whose decoder needs <= ``max_ram``.
+    """The smallest payload among ``formats`` whose decoder needs <= ``max_ram``.
 
-    Every encoder sees the same :class:`Pair`, so the bsdiff transform is
-    computed once; encoders that cannot fit the budget say so before encoding
-    where they can.  Ties go to the decoder needing less RAM, so a box with a
-    small budget is never excluded for nothing.  Only the winner is checked by
-    decoding it.  Raises :class:`DeltaError` naming the limit when nothing fits.
-
-    ``arch`` selects instruction-aware transforms; none is built in yet, so
-    every instruction set gets the generic transform (a valid, larger payload).
+    ``formats=None`` means the generic encoders plus, for ``arch``, their
+    filtered twins (:data:`ARCH_ENCODERS`): a Thumb-2 transform only helps
+    Thumb-2 code.  Every encoder sees the same :class:`Pair`, so the bsdiff
+    transform is computed once; encoders that cannot fit the budget say so
+    before encoding where they can.  Ties go to the decoder needing less RAM,
+    so a box with a small budget is never excluded for nothing.  Only the
+    winner is checked by decoding it.  Raises :class:`DeltaError` naming the
+    limit when nothing fits.
     """
-    del arch  # the Thumb-2 filter wraps encoders here when it lands
-    names = list(ENCODERS) if formats is None else list(formats)
+    if formats is None:
+        filtered = {name for names in ARCH_ENCODERS.values() for name in names}
+        names = [n for n in ENCODERS if n not in filtered] + list(ARCH_ENCODERS.get(arch, ()))
+    else:
+        names = list(formats)
     if not names:
         raise ValueError("no encoders to choose from")
     rows = [_encoder(name) for name in names]

@@ -60,7 +60,7 @@ BUFFERS_RAM: Final = 3 * PIECE
 # the transform
 
 
-def _triples(old: bytes, new: bytes) -> tuple[list[tuple[int, int, int]], bytes, bytes]:
+def triples(old: bytes, new: bytes) -> tuple[list[tuple[int, int, int]], bytes, bytes]:
     """bsdiff's (x, y, z) triples, reordered as (seek, x, y) with the seek *before* the copy.
 
     Seek-first makes a trailing seek unnecessary and lets zero-length triples
@@ -95,12 +95,12 @@ def columns(old: bytes, new: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
     against rows).  The seek column stores ``seek - previous y``: an insertion
     of y bytes then shows up as 0, the displacement change it really is.
     """
-    triples, diff, extra = _triples(old, new)
+    control, diff, extra = triples(old, new)
     seeks = bytearray()
     xs = bytearray()
     ys = bytearray()
     prev_y = 0
-    for seek, x, y in triples:
+    for seek, x, y in control:
         seeks += uv(zigzag(seek - prev_y))
         xs += uv(x)
         ys += uv(y)

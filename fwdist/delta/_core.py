@@ -74,14 +74,6 @@ class DeltaError(ValueError):
     """
 
 
-class InstructionSet(enum.Enum):
-    """The instruction set of a box's code: a delta may undo what branch displacements did."""
-
-    NONE = "none"
-    THUMB2 = "thumb2"
-    XTENSA = "xtensa"
-
-
 @dataclass(frozen=True)
 class Encoder:
     """One row of the encoder table: how to make, apply and size a payload."""

@@ -48,13 +48,15 @@ def profile(**changes: Any) -> Profile:
 def test_the_documented_profile_is_exact() -> None:
     assert NRF52832.encode() == (
         b'{"align":4,"arch":"thumb2","decoder_ram":32768,"flash_size":524288,"formats":'
-        b'["bsdiff-lzma","bsdiff-zstd","full","zstd-dict"],"id":"nrf52832","schema":1,'
+        b'["bsdiff3-heatshrink","bsdiff3-heatshrink+thumb2","bsdiff3-lzma","bsdiff3-lzma+thumb2",'
+        b'"full"],"id":"nrf52832","schema":1,'
         b'"sector_size":4096,"slot_size":163840,"staging_size":180224}\n')
     box = NRF52832.box_config("lockbox")
     assert box.flash_size() == NRF52832.flash_size == 512 * 1024  # the layout uses every byte
     assert (box.ram_budget, box.sector_size, box.align, box.hardware) == (32768, 4096, 4,
                                                                           "nrf52832")
-    assert box.formats == ("bsdiff-lzma", "bsdiff-zstd", "zstd-dict")
+    assert box.formats == ("bsdiff3-heatshrink", "bsdiff3-heatshrink+thumb2", "bsdiff3-lzma",
+                           "bsdiff3-lzma+thumb2")
 
 
 @pytest.mark.parametrize(("changes", "message"), [
@@ -76,7 +78,9 @@ def test_the_documented_profile_is_exact() -> None:
     ({"arch": "thumb2"}, "instruction set must be one of ['none', 'thumb2', 'xtensa'], "
                          "got 'thumb2'"),
     ({"formats": ("bsdiff-lzma", "foo", "full")},
-     "unknown payload format 'foo' (known: bsdiff-lzma, bsdiff-zstd, full, zstd-dict)"),
+     "unknown payload format 'foo' (known: bsdiff-lzma, bsdiff-lzma+thumb2, bsdiff-zstd, "
+     "bsdiff-zstd+thumb2, bsdiff3-heatshrink, bsdiff3-heatshrink+thumb2, bsdiff3-lzma, "
+     "bsdiff3-lzma+thumb2, full, zstd-dict)"),
     ({"formats": ("bsdiff-lzma",)},
      "formats must be sorted, unique and include 'full', got ['bsdiff-lzma']"),
     ({"formats": ("full", "bsdiff-lzma")},
@@ -236,7 +240,9 @@ def test_a_profile_passes_over_a_delta_whose_decoder_needs_more_ram(
 def test_no_delta_fits_the_full_image_serves_and_the_stage_says_so(
     store: Store, private_key: Ed25519PrivateKey, tmp_path: Path
 ) -> None:
-    hardware.save(store, profile(decoder_ram=8192))
+    # no heatshrink: every other delta decoder needs more than 8 KiB
+    no_8k_mode = ("bsdiff-lzma", "bsdiff3-lzma", "bsdiff3-lzma+thumb2", "full")
+    hardware.save(store, profile(decoder_ram=8192, formats=no_8k_mode))
     for r in (0, 1):
         (tmp_path / f"fw{r}.bin").write_bytes(SAMPLE.image(r))
     stage(store, tmp_path / "fw0.bin", private_key, StageOptions("lockbox", "1.0.0"))
@@ -254,7 +260,7 @@ def test_no_delta_fits_the_full_image_serves_and_the_stage_says_so(
 def test_max_decoder_ram_overrides_the_profile_for_one_stage(
     store: Store, private_key: Ed25519PrivateKey, tmp_path: Path
 ) -> None:
-    hardware.save(store, profile(decoder_ram=BIG))
+    hardware.save(store, profile(decoder_ram=BIG, formats=("bsdiff-lzma", "bsdiff3-lzma", "full")))
     stage_pair(store, private_key, tmp_path, max_decoder_ram=8192)
     m = load_manifest(store, "lockbox", "1.1.0")
     assert m.deltas == () and m.full.decode_ram == 8192
@@ -329,7 +335,8 @@ def test_a_box_refusal_names_the_limit_and_its_figure(
     m = load_manifest(store, "lockbox", "1.1.0")
     (d,) = m.deltas
     need = min(m.full.decode_ram, d.decode_ram)
-    box = box_for(store, private_key, profile(decoder_ram=need - 1))
+    every_format = tuple(sorted({*delta.ENCODERS, "full"}))
+    box = box_for(store, private_key, profile(decoder_ram=need - 1, formats=every_format))
     report = offer(box, store)
     assert (report.rejected, report.box_limit, report.needed) == ("NOT_ENOUGH_RAM", need - 1,
                                                                   need)

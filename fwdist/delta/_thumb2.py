@@ -1,0 +1,234 @@
+"""The ARM Thumb-2 transform: call targets made absolute, old's addresses predicted for new.
+
+Between two builds of Thumb-2 firmware most changed bytes are address operands:
+every ``BL`` to a moved function and every literal-pool pointer to moved code
+or data differs, although nothing about the call or the load changed.  Two
+halves remove most of them before the inner (bsdiff) encoder sees the images:
+
+**New side: BL made absolute** (:class:`BlCodec`, bijective, streaming).
+Each ``BL`` (T1: ``11110 S imm10`` / ``11 J1 1 J2 imm11``, 25-bit signed
+halfword offset) has its displacement replaced by the absolute target
+``(offset + position + 4) mod 2^25``, re-encoded in the same bits, as xz's
+ARM-Thumb BCJ filter does (but with J1/J2 decoded, so the whole +-16 MiB
+range is handled).  Instructions are parsed sequentially from offset 0 in
+2-byte steps, a match consuming 4 bytes.  The match test reads only bits the
+rewrite keeps (hw1[15:11], hw2[15,14,12]), so the inverse sees the same
+matches: the transform is a bijection on arbitrary bytes, any offset, any
+split into chunks.  Its state is the position and at most 3 held-back bytes.
+
+Measured on cyfmac43430 (bsdiff-lzma payload, no prediction): raw 15,092;
+BL absolute 13,393; adding B.W (T4) 13,461 and B<cond>.W (T3) 14,657 --
+those branch inside a function, where the relative form is the one that
+survives a move.  LDR-literal (T1/T2) and ADR offsets are relative to the
+pool their function carries along, so they are left alone too; what they
+load is handled on the old side (below).
+
+**Old side: addresses predicted** (:func:`predict`, forward only).  The box
+never has to invert this: it reads old through it.  Given an address map
+(old offset -> new offset, piecewise by :class:`AddressMap`), every ``BL``
+target in old becomes the absolute target its callee has in new, and every
+aligned 32-bit word whose value points into old (``base <= v < base +
+old_size``: literal pools, the vector table, function pointer tables)
+becomes the value it will have in new.  Where the map is right, the old
+bytes equal the new bytes and the diff is zero: a moved callee costs one map
+entry, not one correction per call site (Courgette's idea, without a
+disassembly in the payload).  Old is read at arbitrary offsets by the inner
+decoder, so the decision is local: a ``BL`` starts at q when the halfwords
+at q, q+2 match and those at q-2, q do not (a BL's second halfword rarely
+looks like a first one: J1 = J2 = 1 for every near call).  Each read of old
+costs 16 extra bytes of flash read, no RAM beyond that window.
+
+RAM on the box: :data:`CODEC_RAM` for the BL codec plus 8 bytes per map
+entry (:func:`ram`), at most :data:`MAX_MAP_ENTRIES`.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from fwdist.delta._core import DeltaError
+
+CODEC_RAM: Final = 16
+"""The BL codec's state (position, up to 3 held-back bytes) plus the filter's own fields."""
+
+MAX_MAP_ENTRIES: Final = 1024
+"""Most address-map entries a payload may declare: 8 KiB of RAM on the box, at most."""
+
+ENTRY_RAM: Final = 8
+"""One map entry in the box's RAM: start (u32) and delta (s32)."""
+
+WINDOW_MARGIN: Final = 8
+"""Bytes read either side of an old read: enough for every BL and word touching it."""
+
+
+def ram(entries: int) -> int:
+    """RAM the Thumb-2 filter holds on the box: the codec state and the map."""
+    return CODEC_RAM + ENTRY_RAM * entries
+
+
+# --------------------------------------------------------------------------
+# BL fields
+
+
+def _is_bl(h1: int, h2: int) -> bool:
+    """BL (T1), tested only on bits the rewrite keeps."""
+    return h1 & 0xF800 == 0xF000 and h2 & 0xD000 == 0xD000
+
+
+def _bl_offset(h1: int, h2: int) -> int:
+    """The 24-bit halfword displacement S:I1:I2:imm10:imm11, unsigned (mod 2^24)."""
+    s = (h1 >> 10) & 1
+    i1 = 1 ^ ((h2 >> 13) & 1) ^ s
+    i2 = 1 ^ ((h2 >> 11) & 1) ^ s
+    return (s << 23) | (i1 << 22) | (i2 << 21) | ((h1 & 0x3FF) << 11) | (h2 & 0x7FF)
+
+
+def _bl_with(h1: int, h2: int, value: int) -> tuple[int, int]:
+    """(h1, h2) with the 24-bit halfword field replaced by ``value`` mod 2^24."""
+    value &= 0xFFFFFF
+    s = value >> 23
+    j1 = 1 ^ ((value >> 22) & 1) ^ s
+    j2 = 1 ^ ((value >> 21) & 1) ^ s
+    h1 = (h1 & 0xF800) | (s << 10) | ((value >> 11) & 0x3FF)
+    h2 = (h2 & 0xD000) | (j1 << 13) | (j2 << 11) | (value & 0x7FF)
+    return h1, h2
+
+
+def _halfword(data: bytes | bytearray, i: int) -> int:
+    return data[i] | data[i + 1] << 8
+
+
+def _put_bl(out: bytearray, i: int, h1: int, h2: int) -> None:
+    out[i : i + 4] = bytes((h1 & 0xFF, h1 >> 8, h2 & 0xFF, h2 >> 8))
+
+
+# --------------------------------------------------------------------------
+# the new side: relative <-> absolute, streaming
+
+
+class BlCodec:
+    """BL displacements made absolute (``decode=False``) or relative again (``decode=True``).
+
+    Feed it the image in chunks of any size; it returns what it can settle
+    and holds back at most 3 bytes (a BL may straddle the chunk boundary);
+    :meth:`flush` returns those at the end of the image, untransformed.
+    """
+
+    def __init__(self, *, decode: bool) -> None:
+        self._sign = -1 if decode else 1
+        self._pos = 0  # image offset of the first held-back byte
+        self._held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        buf = bytearray(self._held + chunk)
+        base = self._pos
+        i = 0
+        end = len(buf) - 3
+        while i < end:
+            h1 = buf[i] | buf[i + 1] << 8
+            if h1 & 0xF800 == 0xF000:
+                h2 = buf[i + 2] | buf[i + 3] << 8
+                if h2 & 0xD000 == 0xD000:
+                    where = (base + i + 4) >> 1
+                    h1, h2 = _bl_with(h1, h2, _bl_offset(h1, h2) + self._sign * where)
+                    _put_bl(buf, i, h1, h2)
+                    i += 4
+                    continue
+            i += 2
+        # i is the next instruction start: keep it and what follows it (< 4 bytes)
+        i = min(i, len(buf))
+        self._held = bytes(buf[i:])
+        self._pos = base + i
+        return bytes(buf[:i])
+
+    def flush(self) -> bytes:
+        out, self._held = self._held, b""
+        self._pos += len(out)
+        return out
+
+
+def absolute(data: bytes) -> bytes:
+    """The whole-image forward transform (what the stager applies to new)."""
+    codec = BlCodec(decode=False)
+    return codec.feed(data) + codec.flush()
+
+
+def relative(data: bytes) -> bytes:
+    """The whole-image inverse (what the box applies to the decoded stream)."""
+    codec = BlCodec(decode=True)
+    return codec.feed(data) + codec.flush()
+
+
+# --------------------------------------------------------------------------
+# the old side: prediction through the address map
+
+
+@dataclass(frozen=True)
+class AddressMap:
+    """Old image offset -> new image offset: ``a + deltas[i]`` for ``starts[i] <= a < next``.
+
+    Addresses before the first start or outside ``[0, old_size)`` map to
+    themselves (ROM, peripherals, RAM beyond the image do not move).  Built
+    by the stager from the matcher's copies; carried in the payload.
+    """
+
+    starts: Sequence[int]
+    deltas: Sequence[int]
+    old_size: int
+
+    def __post_init__(self) -> None:
+        if len(self.starts) != len(self.deltas):
+            raise DeltaError("thumb2 address map: starts and deltas differ in number")
+        if len(self.starts) > MAX_MAP_ENTRIES:
+            raise DeltaError(
+                f"thumb2 address map has {len(self.starts)} entries, more than {MAX_MAP_ENTRIES}"
+            )
+        prev = -1
+        for s, d in zip(self.starts, self.deltas, strict=True):
+            if not prev < s < self.old_size:
+                raise DeltaError(f"thumb2 address map start {s} out of order or past old")
+            if not -(1 << 31) <= d < 1 << 31:
+                raise DeltaError(f"thumb2 address map delta {d} does not fit 32 bits")
+            prev = s
+
+    def __call__(self, a: int) -> int:
+        if not 0 <= a < self.old_size:
+            return a
+        i = bisect.bisect_right(self.starts, a) - 1
+        return a + self.deltas[i] if i >= 0 else a
+
+
+def predict(window: bytes, at: int, amap: AddressMap, base: int | None, old_size: int) -> bytes:
+    """``window`` (old bytes from offset ``at``) with its addresses as new will have them.
+
+    ``base`` is the address old is linked at (for absolute pointers), or None
+    to leave pointers alone.  Decisions use only the window's raw bytes and
+    each touches at most 6 bytes around its output, so a window that extends
+    :data:`WINDOW_MARGIN` bytes past a read gives the same bytes there as the
+    whole image would.
+    """
+    out = bytearray(window)
+    n = len(window)
+    if base is not None:
+        hi = base + old_size
+        for i in range((-at) % 4, n - 3, 4):
+            v = window[i] | window[i + 1] << 8 | window[i + 2] << 16 | window[i + 3] << 24
+            if base <= v < hi:
+                out[i : i + 4] = ((amap(v - base) + base) & 0xFFFFFFFF).to_bytes(4, "little")
+    prev_match = False
+    for i in range((at & 1), n - 3, 2):
+        h1 = window[i] | window[i + 1] << 8
+        match = h1 & 0xF800 == 0xF000 and (window[i + 2] | window[i + 3] << 8) & 0xD000 == 0xD000
+        if match and not prev_match:
+            h2 = window[i + 2] | window[i + 3] << 8
+            q = at + i
+            target = (_bl_offset(h1, h2) + ((q + 4) >> 1)) & 0xFFFFFF
+            if target & 0x800000:
+                target -= 1 << 24
+            moved = amap(target << 1) >> 1
+            _put_bl(out, i, *_bl_with(h1, h2, moved))
+        prev_match = match
+    return bytes(out)
