@@ -26,10 +26,10 @@ fitted to the column back ends):
    :data:`MIN_MATCH` starts no cover (bsdiff's threshold is 8 bytes longer
    than what the current displacement already gives, everywhere).
 
-Memory: the suffix and LCP arrays are 4 bytes per byte of ``old + new``, the
-per-position arrays 8 each; above :data:`MAX_IMAGE` bytes the caller uses
-bsdiff's own transform (its suffix sort needs 16 bytes per old byte, ours
-would need more there).
+Memory: about 33 bytes per byte of ``old + new`` at the peak (suffix and LCP
+arrays 4 each, one 8-byte running minimum and its temporaries).  Above
+:data:`MAX_IMAGE` bytes the caller uses bsdiff's own transform, whose suffix
+sort needs 16 bytes per old byte.
 """
 
 from __future__ import annotations
@@ -59,8 +59,11 @@ SWITCH_MARGIN: Final = 4
 Bytes on the pairs below: 4 -> 46,458, 8 (bsdiff's margin) -> 46,565, 16 -> 46,821.
 """
 
-MAX_IMAGE: Final = 16 * 1024 * 1024
-"""Largest old + new this matcher takes on; bigger pairs use bsdiff's transform."""
+MAX_IMAGE: Final = 4 * 1024 * 1024
+"""Largest old + new this matcher takes on; bigger pairs use bsdiff's transform.
+
+Every MCU image we have fits (40-800 KB), and the peak stays near 140 MB.
+"""
 
 _FIRST_WINDOW: Final = 512
 """Bytes a cover is first examined over; the window grows 4x while the cover lasts."""
@@ -95,26 +98,31 @@ def longest_matches(old: bytes, new: bytes) -> tuple[Ints, Ints]:
     if not n or not m:
         return length, where
     text = old + new
-    sa = pydivsufsort.divsufsort(text).astype(np.int64)
-    lcp = pydivsufsort.kasai(text, sa.astype(np.int32)).astype(np.int64)
+    sa = pydivsufsort.divsufsort(text)  # int32 below 2 GiB
+    lcp = pydivsufsort.kasai(text, sa)  # lcp[r]: between ranks r and r + 1
     del text
+    big = len(sa) + 1
     is_old = sa < n
-    ranks = np.arange(len(sa), dtype=np.int64)
+    ranks = np.arange(len(sa), dtype=sa.dtype)
     for direction in (1, -1):
         s = sa[::direction]
         o = is_old[::direction]
         # the LCP between a rank and the one before it, walking in this direction
-        step = np.concatenate(([0], lcp[:-1])) if direction == 1 else lcp[::-1].copy()
-        seg = np.cumsum(o)
-        big = len(sa) + 1
-        shifted = step - seg * big
-        shifted[o] = big - 1 - seg[o] * big  # an old rank restarts the running minimum
-        running = np.minimum.accumulate(shifted) + seg * big
+        step = np.concatenate(([0], lcp[:-1])) if direction == 1 else lcp[::-1]
+        # running minimum of step since the last old rank, for every rank at once:
+        # each old rank starts a segment, shifted below every earlier one by big
+        run = np.cumsum(o, dtype=np.int64)
+        run *= -big
+        run += step
+        run[o] += big - 1 - step[o]
+        np.minimum.accumulate(run, out=run)
+        run += np.cumsum(o, dtype=np.int64) * big
         last_old = np.maximum.accumulate(np.where(o, ranks, -1))
         pick = ~o & (last_old >= 0)
-        pos = s[last_old[pick]]
-        got = np.minimum(running[pick], n - pos)
-        at = s[pick] - n
+        pos = s[last_old[pick]].astype(np.int64)
+        got = np.minimum(run[pick], n - pos)
+        del run, last_old
+        at = s[pick].astype(np.int64) - n
         better = got > length[at]
         length[at[better]] = got[better]
         where[at[better]] = pos[better]
