@@ -65,7 +65,7 @@ def address_map(old: bytes, new_abs: bytes) -> _thumb2.AddressMap:
     calls to moved functions do not break matches.
     """
     seen = _thumb2.predict(old, 0, _thumb2.AddressMap((), (), len(old)), None, len(old))
-    triples, _, _ = _bsdiff.triples(seen, new_abs)
+    triples, _, _ = _bsdiff.bsdiff4_triples(seen, new_abs)
     copies: list[tuple[int, int, int]] = []
     old_pos = new_pos = 0
     for seek, x, y in triples:
