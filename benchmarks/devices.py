@@ -1,4 +1,4 @@
-"""Real device firmware pairs (ANCHORS.md): which packages hold them, and fetching them.
+"""Real device firmware pairs (issue 10): which packages hold them, and fetching them.
 
 A lockbox runs microcontroller firmware, not x86 ``.so`` files: Thumb-2 branch
 displacements, vector tables and literal pools move between releases in ways

@@ -202,7 +202,7 @@ def _check_margin(
         result.warnings.append(
             f"{name}: gap to the best peer is {_fmt(gap)} B, target {MARGIN_TARGET} B"
         )
-    elif gap < margin and margin > MARGIN_TARGET:
+    if gap < margin and margin > MARGIN_TARGET:
         result.warnings.append(
             f"{name}: gap {_fmt(gap)} B is below the stored margin {_fmt(margin)}; "
             "run with --update-limits to keep the gain"
