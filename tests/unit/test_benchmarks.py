@@ -996,3 +996,41 @@ def test_the_stored_limits_hold_every_device_pair_to_a_margin_and_a_ram_limit() 
         name = f"devices/{p.name}/air_bytes"
         assert stored.best_peer_margin[name] >= limits_mod.MARGIN_TARGET
         assert stored.max[f"devices/{p.name}/decoder_ram"] >= bench_devices.RAM_TARGET
+
+
+def test_a_device_pair_without_peers_still_measures_fwdist_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fwdist stages the pair for real; every missing peer is a skipped row with its reason."""
+    from fwdist.sample import SampleFirmware
+
+    fw = SampleFirmware(size=24_576, seed=7)
+    old, new = tmp_path / "demo.old", tmp_path / "demo.new"
+    old.write_bytes(fw.image(0))
+    new.write_bytes(fw.image(1))
+    pair = devices.PAIRS[0]
+    monkeypatch.setattr(devices, "pair_files", lambda *a: (old, new))
+    peer_tools = tools.Tools(
+        missing={c: f"{c} not installed (--no-install given)" for c in device_peers.NEEDED}
+    )
+    records = bench_devices.run_pair(pair, peer_tools, tmp_path, devices.Apt(tmp_path), True, [])
+    prefix = f"devices/{pair.name}"
+    names = [r.name for r in records]
+    assert names[:2] == [f"{prefix}/new_image", f"{prefix}/decoder_ram"]
+    for figure in ("air_bytes", "stage_seconds", "stage_peak_rss"):
+        rows = [r for r in records if r.name == f"{prefix}/{figure}"]
+        assert [r.peer for r in rows] == list(device_peers.PEERS)
+        assert all(
+            r.skipped and r.skipped.endswith("not installed (--no-install given)") and r.value
+            for r in rows
+        )
+        assert all(r.checked == (figure == "air_bytes") for r in rows)
+    assert len(records) == 2 + 3 * len(device_peers.PEERS)
+    ram = records[1]
+    assert ram.checked and ram.value is not None and ram.value > 0
+    assert records[0].value == 24_576
+    result = check(records, Limits(best_peer_margin={f"{prefix}/air_bytes": 160}))
+    assert result.ok
+    assert f"{prefix}/air_bytes: no peer measured, 'best peer + margin' unchecked" in (
+        result.warnings
+    )
