@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import ihex
-from benchmarks.inputs import InputError, pip_command, sha256_file
+from benchmarks.inputs import InputError, pip_download, sha256_file
 
 SYSTEM_SOURCES = Path("/etc/apt/sources.list.d/debian.sources")
 SYSTEM_STATUS = Path("/var/lib/dpkg/status")
@@ -338,34 +338,15 @@ def _extract_deb(deb: Path, into: Path) -> None:
     tmp.rename(into)
 
 
+# 0.15.0 exists only as manylinux2010, 0.16.1 as manylinux2014: name every tag
+WHEEL_PLATFORMS = ("manylinux2010_x86_64", "manylinux2014_x86_64", "manylinux_2_17_x86_64")
+
+
 def _wheel(w: Wheel, into: Path) -> Path:
     found = sorted(into.glob("*.whl")) if into.is_dir() else []
     if len(found) == 1:
         return found[0]
-    into.mkdir(parents=True, exist_ok=True)
-    # 0.15.0 exists only as manylinux2010, 0.16.1 as manylinux2014: name every tag
-    cmd = [
-        *pip_command(),
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--python-version",
-        "3.8",
-        *("--platform", "manylinux2010_x86_64"),
-        *("--platform", "manylinux2014_x86_64"),
-        *("--platform", "manylinux_2_17_x86_64"),
-        "--disable-pip-version-check",
-        "--quiet",
-        w.label,
-        "-d",
-        str(into),
-    ]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    found = sorted(into.glob("*.whl"))
-    if r.returncode != 0 or len(found) != 1:
-        tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or [f"{len(found)} wheels"]
-        raise InputError(f"pip download {w.label} failed: {tail[0]}")
-    return found[0]
+    return pip_download(w.label, into, "3.8", WHEEL_PLATFORMS)
 
 
 def _image_bytes(source: Source, cache: Path, apt: Apt) -> bytes:
