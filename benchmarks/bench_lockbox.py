@@ -167,17 +167,11 @@ def _deliver(old: bytes, new: bytes, work: Path, trace: bool) -> Delivery:
 
 
 def peer_apply(cmd: list[str | Path], out: Path, new_sha: str) -> tuple[float, int]:
-    """(seconds, max RSS bytes) of ``cmd``, measured by GNU time.
-
-    Not by ``getrusage`` from here: a child forked from this (large) Python
-    process inherits its resident size in ``ru_maxrss``, which would hide any
-    peer smaller than the interpreter. GNU time is a small C parent.
-    """
-    rss_file = out.with_suffix(".rss")
-    seconds, _ = tools.timed(["time", "-f", "%M", "-o", rss_file, *cmd])
+    """(seconds, max RSS bytes) of ``cmd``, measured by GNU time (:func:`tools.measured`)."""
+    run = tools.measured(cmd, out.with_suffix(".rss"))
     if hashlib.sha256(out.read_bytes()).hexdigest() != new_sha:
         raise tools.ToolError(f"{cmd[0]} did not rebuild the new release")
-    return seconds, int(rss_file.read_text().split()[-1]) * 1024
+    return run.seconds, run.peak_rss
 
 
 def process_floor(work: Path) -> int | None:

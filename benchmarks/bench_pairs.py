@@ -20,7 +20,7 @@ import hashlib
 import json
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,15 +136,17 @@ PEERS: dict[str, tuple[tuple[str, ...], Callable[[Path, Path, Path, str], PeerRe
     "casync": (("casync",), casync),
     "rdiff": (("rdiff",), rdiff),
 }
-NEEDED = sorted({c for cmds, _ in PEERS.values() for c in cmds})
+NEEDED = sorted({c for cmds, _ in PEERS.values() for c in cmds} | {"time"})
 
 
 @dataclass(frozen=True)
 class FwdistResult:
     air_bytes: int
-    stage_seconds: float
+    stage_seconds: float  # as ``stage --json`` reports it
     apply_seconds: float
     plan: dict[str, object]  # `fwdist plan --json`, as printed
+    stage: tools.Measured  # the ``stage --from`` process: wall seconds and peak RSS
+    decoder_ram: int  # what the manifest declares the box's decoder needs
 
     @property
     def breakdown(self) -> str:
@@ -155,25 +157,31 @@ class FwdistResult:
         )
 
 
-def run_fwdist(pair: Pair, old: Path, new: Path, work: Path) -> FwdistResult:
+def run_fwdist(
+    product: str, old: Path, new: Path, work: Path, stage_args: Sequence[str] = ()
+) -> FwdistResult:
+    """Stage ``old`` then ``new --from old`` (with ``stage_args``) and check the delta."""
     from fwdist.manifest import Version
     from fwdist.releases import apply_delta, load_manifest
     from fwdist.store import Store
 
     store, key = work / "store", work / "key"
     old_v, new_v = "1.0.0", "1.0.1"
-    common: list[str | Path] = ["--store", store, "--product", pair.product, "--key", key, "--json"]
+    common: list[str | Path] = ["--store", store, "--product", product, "--key", key, "--json"]
     tools.timed(tools.fwdist("keygen", key, "--json"))
     tools.timed(tools.fwdist("stage", old, "--version", old_v, "--init-store", *common))
-    _, out = tools.timed(tools.fwdist("stage", new, "--version", new_v, "--from", old_v, *common))
-    stage_seconds = float(json.loads(out)["seconds"])
+    stage = tools.measured(
+        tools.fwdist("stage", new, "--version", new_v, "--from", old_v, *common, *stage_args),
+        work / "stage.rss",
+    )
+    stage_seconds = float(json.loads(stage.stdout)["seconds"])
     _, out = tools.timed(
         tools.fwdist(
             "plan",
             "--store",
             store,
             "--product",
-            pair.product,
+            product,
             "--from",
             old_v,
             "--to",
@@ -186,7 +194,7 @@ def run_fwdist(pair: Pair, old: Path, new: Path, work: Path) -> FwdistResult:
         raise tools.ToolError("fwdist plan chose the full image: no delta was staged")
 
     s = Store.open(store)
-    m = load_manifest(s, pair.product, str(Version.parse(new_v)))
+    m = load_manifest(s, product, str(Version.parse(new_v)))
     ref = m.delta_from(old_v)
     if ref is None:
         raise tools.ToolError(f"the manifest of {new_v} has no delta from {old_v}")
@@ -205,6 +213,8 @@ def run_fwdist(pair: Pair, old: Path, new: Path, work: Path) -> FwdistResult:
         stage_seconds,
         _best(apply_once, APPLY_REPEATS),
         plan,
+        stage,
+        int(str(plan.get("decoder_ram", ref.decode_ram))),
     )
 
 
@@ -222,7 +232,7 @@ def run_pair(pair: Pair, peer_tools: tools.Tools, cache: Path | None = None) -> 
         tmp = Path(tmp_)
         (tmp / "fwdist").mkdir()
         try:
-            fw = run_fwdist(pair, old, new, tmp / "fwdist")
+            fw = run_fwdist(pair.product, old, new, tmp / "fwdist")
         except (tools.ToolError, ValueError, KeyError) as e:
             return [failed(air, "bytes", f"fwdist: {e}", checked=True)]
         info = Record(

@@ -20,13 +20,21 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import bench_chunking, bench_lockbox, bench_pairs, bench_staging, tools
+from benchmarks import (
+    bench_chunking,
+    bench_devices,
+    bench_lockbox,
+    bench_pairs,
+    bench_staging,
+    device_peers,
+    tools,
+)
 from benchmarks.inputs import cache_dir
 from benchmarks.limits import LIMITS_FILE, Limits, Move, check, updated, worse_trailer
 from benchmarks.record import Machine, Record, failed, skipped
 from benchmarks.report import document, markdown
 
-SECTIONS = ("chunking", "staging", "pairs", "lockbox", "sim")
+SECTIONS = ("chunking", "staging", "pairs", "devices", "lockbox", "sim")
 SIM_MODULE = "benchmarks.bench_sim"
 SIM_FIGURES = (
     ("sim/accesses_per_second", "accesses/s"),
@@ -58,6 +66,8 @@ def peers_needed(sections: Sequence[str]) -> list[str]:
         needed += bench_staging.PEERS
     if "pairs" in sections:
         needed += bench_pairs.NEEDED
+    if "devices" in sections:
+        needed += device_peers.NEEDED
     if "lockbox" in sections:
         needed += bench_lockbox.PEERS
     return sorted(set(needed))
@@ -144,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chunking": lambda: bench_chunking.run(args.quick),
         "staging": lambda: bench_staging.run(args.quick, peer_tools, cache),
         "pairs": lambda: bench_pairs.run(args.quick, peer_tools, cache, progress=log),
+        "devices": lambda: bench_devices.run(args.quick, peer_tools, cache, progress=log),
         "lockbox": lambda: bench_lockbox.run(args.quick, peer_tools, cache),
         "sim": lambda: run_sim(args.quick),
     }

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -168,8 +168,13 @@ def pip_command() -> list[str]:
     raise InputError("no pip to download benchmark inputs with (python -m pip, pip3, pip)")
 
 
-def _pip_download(release: Release, into: Path) -> Path:
-    """The release's manylinux CPython 3.11 wheel from PyPI, fetched as docs/sources.md says."""
+WHEEL_PLATFORMS = ("manylinux2014_x86_64", "manylinux_2_17_x86_64")
+
+
+def pip_download(
+    spec: str, into: Path, python_version: str = "3.11", platforms: Sequence[str] = WHEEL_PLATFORMS
+) -> Path:
+    """The one binary wheel of ``spec`` (``NAME==VER``) from PyPI, as docs/sources.md says."""
     into.mkdir(parents=True, exist_ok=True)
     cmd = [
         *pip_command(),
@@ -177,26 +182,21 @@ def _pip_download(release: Release, into: Path) -> Path:
         "--no-deps",
         "--only-binary=:all:",
         "--python-version",
-        "3.11",
-        "--platform",
-        "manylinux2014_x86_64",
-        "--platform",
-        "manylinux_2_17_x86_64",
+        python_version,
+        *(arg for platform in platforms for arg in ("--platform", platform)),
         "--disable-pip-version-check",
         "--quiet",
-        f"{release.package}=={release.version}",
+        spec,
         "-d",
         str(into),
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise InputError(f"pip download {release.label} failed: {tail[0]}")
+        raise InputError(f"pip download {spec} failed: {tail[0]}")
     wheels = sorted(into.glob("*.whl"))
     if len(wheels) != 1:
-        raise InputError(
-            f"pip download {release.label}: expected one wheel in {into}, found {len(wheels)}"
-        )
+        raise InputError(f"pip download {spec}: expected one wheel in {into}, found {len(wheels)}")
     return wheels[0]
 
 
@@ -211,7 +211,7 @@ def release_file(release: Release, cache: Path | None = None) -> Path:
     ):
         return dest
     wheels = sorted((root / "wheel").glob("*.whl")) if (root / "wheel").is_dir() else []
-    wheel = wheels[0] if len(wheels) == 1 else _pip_download(release, root / "wheel")
+    wheel = wheels[0] if len(wheels) == 1 else pip_download(release.label, root / "wheel")
     return extract_member(wheel, release, dest)
 
 

@@ -14,6 +14,12 @@ timings are reported as ratios and never fail a run. Two kinds of rule:
   which figure got worse and by how much.
 - ``at_most_best_peer``: name patterns whose fwdist value must not exceed the
   smallest peer value measured in the same run (``air_bytes`` on every pair).
+- ``best_peer_margin``: a stored margin per record name; fwdist's value must not
+  exceed the smallest peer value of the same run plus that margin (device pairs:
+  a signed manifest and piece table ride on top of a bare patch). Like ``max`` it
+  only moves down, and ``--update-limits`` lowers it no further than
+  :data:`MARGIN_TARGET`, the issue's target, so that a peer's new release
+  cannot fail a run that meets the target.
 
 A record that failed (``error``) fails the check too; a skipped peer is
 reported, never silently ignored.
@@ -33,12 +39,17 @@ from typing import Any
 from benchmarks.record import Number, Record
 
 LIMITS_FILE = Path(__file__).resolve().parent / "limits.json"
+MARGIN_TARGET = 160
+"""Issue 10: on device pairs, ``air_bytes <= best peer + 160 B``."""
+MARGIN_NAMES = "devices/*/air_bytes"
+"""The figures that get a best-peer margin (and no ``max``) when first stored."""
 
 
 @dataclass(frozen=True)
 class Limits:
     max: Mapping[str, Number] = field(default_factory=dict)
     at_most_best_peer: tuple[str, ...] = ()
+    best_peer_margin: Mapping[str, Number] = field(default_factory=dict)
 
     @classmethod
     def load(cls, path: Path = LIMITS_FILE) -> Limits:
@@ -52,14 +63,16 @@ class Limits:
     def from_json(cls, data: Mapping[str, Any]) -> Limits:
         maxes = data.get("max", {})
         rules = data.get("at_most_best_peer", [])
-        if not isinstance(maxes, dict) or not all(
-            isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
-            for k, v in maxes.items()
-        ):
-            raise ValueError("limits: 'max' must map record names to numbers")
+        margins = data.get("best_peer_margin", {})
+        for key, table in (("max", maxes), ("best_peer_margin", margins)):
+            if not isinstance(table, dict) or not all(
+                isinstance(k, str) and isinstance(v, int | float) and not isinstance(v, bool)
+                for k, v in table.items()
+            ):
+                raise ValueError(f"limits: {key!r} must map record names to numbers")
         if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
             raise ValueError("limits: 'at_most_best_peer' must be a list of name patterns")
-        return cls(dict(maxes), tuple(rules))
+        return cls(dict(maxes), tuple(rules), dict(margins))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -67,6 +80,7 @@ class Limits:
             "Lower a value with --update-limits when a change improves it; "
             "raising one takes --allow-worse-limits and a line in the commit message.",
             "at_most_best_peer": list(self.at_most_best_peer),
+            "best_peer_margin": dict(sorted(self.best_peer_margin.items())),
             "max": dict(sorted(self.max.items())),
         }
 
@@ -132,22 +146,20 @@ def check(records: Iterable[Record], limits: Limits) -> CheckResult:
                         f"{name}: improved to {_fmt(value)} from {_fmt(stored)}; "
                         "run with --update-limits to keep the gain"
                     )
-        elif checked:
+        elif checked and name not in limits.best_peer_margin:
             result.warnings.append(
                 f"{name}: no stored limit yet ({_fmt(value)}); "
                 "run with --update-limits to record it"
             )
 
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in limits.at_most_best_peer):
-            peers = [r for r in group if r.compared]
             missing = [r for r in group if r.peer and not r.compared]
-            if not peers:
+            best = best_peer(group)
+            if best is None or best.peer_value is None:
                 result.warnings.append(
                     f"{name}: no peer measured, 'at most the best peer' unchecked"
                 )
             else:
-                best = min(peers, key=lambda r: r.peer_value or 0)
-                assert best.peer_value is not None
                 if value > best.peer_value:
                     result.failures.append(
                         f"{name}: fwdist {_fmt(value)} is larger than the best peer, "
@@ -162,7 +174,41 @@ def check(records: Iterable[Record], limits: Limits) -> CheckResult:
                     f"{name}: peer {r.peer} not measured ({r.skipped or r.error}); "
                     "the best-peer rule ran without it"
                 )
+        if name in limits.best_peer_margin:
+            _check_margin(name, value, group, limits.best_peer_margin[name], result)
     return result
+
+
+def best_peer(group: Iterable[Record]) -> Record | None:
+    """The record whose peer measured the smallest value, if any peer was measured."""
+    peers = [r for r in group if r.compared]
+    return min(peers, key=lambda r: r.peer_value or 0) if peers else None
+
+
+def _check_margin(
+    name: str, value: Number, group: list[Record], margin: Number, result: CheckResult
+) -> None:
+    best = best_peer(group)
+    if best is None or best.peer_value is None:
+        result.warnings.append(f"{name}: no peer measured, 'best peer + margin' unchecked")
+        return
+    gap = value - best.peer_value
+    rule = f"best peer {best.peer} {_fmt(best.peer_value)} + {_fmt(margin)}"
+    if gap > margin:
+        result.failures.append(
+            f"{name}: fwdist {_fmt(value)} is above {rule} (gap {_fmt(gap)}, regression)"
+        )
+        return
+    result.passed.append(f"{name}: {_fmt(value)} <= {rule}")
+    if gap > MARGIN_TARGET:
+        result.warnings.append(
+            f"{name}: gap to the best peer is {_fmt(gap)} B, target {MARGIN_TARGET} B"
+        )
+    if gap < margin and margin > MARGIN_TARGET:
+        result.warnings.append(
+            f"{name}: gap {_fmt(gap)} B is below the stored margin {_fmt(margin)}; "
+            "run with --update-limits to keep the gain"
+        )
 
 
 class Move(enum.Enum):
@@ -213,12 +259,16 @@ def _move(old: Number | None, new: Number) -> Move | None:
 def updated(records: Iterable[Record], limits: Limits, *, allow_worse: bool = False) -> Update:
     """``limits`` with every checked, measured figure of this run stored as its new maximum,
     where that moves the limit down (or sets a first one); a figure above its stored limit
-    replaces it only with ``allow_worse``, and is otherwise reported as refused."""
+    replaces it only with ``allow_worse``, and is otherwise reported as refused.
+
+    A figure held to a best-peer margin gets no ``max`` of its own: the margin is
+    the rule, and a change that trades bytes for decoder RAM (a 32 KiB budget)
+    must not fail twice for one trade."""
     maxes = dict(limits.max)
     changes: list[Change] = []
     for name, group in _by_name(records).items():
         values = [r.value for r in group if r.checked and r.value is not None]
-        if not values:
+        if not values or _has_margin(name, limits):
             continue
         new, old = max(values), limits.max.get(name)
         move = _move(old, new)
@@ -228,7 +278,40 @@ def updated(records: Iterable[Record], limits: Limits, *, allow_worse: bool = Fa
         if stored:
             maxes[name] = new
         changes.append(Change(name, old, new, move, stored))
-    return Update(Limits(maxes, limits.at_most_best_peer), tuple(changes))
+    margins = dict(limits.best_peer_margin)
+    for name, group in _by_name(records).items():
+        change = _margin_change(name, group, limits.best_peer_margin.get(name), allow_worse)
+        if change is not None:
+            if change.stored:
+                margins[name] = change.new
+            changes.append(change)
+    return Update(Limits(maxes, limits.at_most_best_peer, margins), tuple(changes))
+
+
+def _has_margin(name: str, limits: Limits) -> bool:
+    return name in limits.best_peer_margin or fnmatch.fnmatchcase(name, MARGIN_NAMES)
+
+
+def _margin_change(
+    name: str, group: list[Record], old: Number | None, allow_worse: bool
+) -> Change | None:
+    """How this run moves ``name``'s stored best-peer margin (never below the target).
+
+    Only names that already have a margin, or whose records are ``checked`` and
+    named ``devices/*/air_bytes``, get one.
+    """
+    best = best_peer(group)
+    values = [r.value for r in group if r.checked and r.value is not None]
+    if best is None or best.peer_value is None or not values:
+        return None
+    if old is None and not fnmatch.fnmatchcase(name, MARGIN_NAMES):
+        return None
+    new = max(max(values) - best.peer_value, MARGIN_TARGET)
+    move = _move(old, new)
+    if move is None:
+        return None
+    stored = move is not Move.WORSE or allow_worse
+    return Change(f"{name} (margin over the best peer)", old, new, move, stored)
 
 
 def worse_trailer(changes: Iterable[Change]) -> str:

@@ -167,3 +167,28 @@ def timed(cmd: Sequence[str | Path], cwd: Path | None = None) -> tuple[float, st
 def fwdist(*args: str | Path) -> list[str | Path]:
     """The ``fwdist`` command as a user runs it, with this interpreter."""
     return [sys.executable, "-m", "fwdist", *args]
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Wall seconds and peak resident memory of one command, and what it printed."""
+
+    seconds: float
+    peak_rss: int  # bytes
+    stdout: str
+
+
+def measured(cmd: Sequence[str | Path], rss_file: Path, cwd: Path | None = None) -> Measured:
+    """Run ``cmd`` under GNU time and return its seconds and peak RSS (bytes).
+
+    Not by ``getrusage`` from here: a child forked from this (large) Python
+    process inherits its resident size in ``ru_maxrss``, which would hide any
+    command smaller than the interpreter. GNU time is a small C parent.
+    Raises :class:`ToolError` when the command fails (GNU time passes its status on).
+    """
+    seconds, stdout = timed(["time", "-f", "%M", "-o", rss_file, *cmd], cwd=cwd)
+    try:
+        kib = int(rss_file.read_text().split()[-1])
+    except (OSError, ValueError, IndexError) as e:
+        raise ToolError(f"GNU time left no peak RSS in {rss_file}: {e}") from None
+    return Measured(seconds, kib * 1024, stdout)

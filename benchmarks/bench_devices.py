@@ -1,0 +1,153 @@
+"""fwdist on real device firmware (issue 10 item 6), next to the embedded-delta peers.
+
+Per pair: ``air_bytes`` (manifest + table + payload, what the box receives),
+the decoder RAM the manifest declares, and the ``stage --from`` process's wall
+seconds and peak RSS, each beside every peer's patch size, encode seconds and
+peak RSS, measured in the same run (:mod:`benchmarks.device_peers`).
+
+Two rules hold on every device pair (the issue's target), stored in
+``benchmarks/limits.json`` so they can only tighten:
+
+- ``air_bytes <= best peer + margin``: the margin is today's measured gap
+  (``best_peer_margin``), to be lowered to :data:`~benchmarks.limits.MARGIN_TARGET`
+  (160 B: what a signed manifest and piece table cost over a bare patch);
+- ``decoder_ram``: a ``max`` at today's value, to be lowered to :data:`RAM_TARGET`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks import bench_pairs, device_peers, devices, tools
+from benchmarks.inputs import InputError
+from benchmarks.limits import MARGIN_TARGET
+from benchmarks.record import Record, failed, without_peer
+
+RAM_TARGET = 32_768
+"""A lockbox MCU's decoder budget (issue 10): 32 KiB of RAM for every buffer."""
+
+
+def budget_args() -> list[str]:
+    """The stage options that hold fwdist to :data:`RAM_TARGET`, if this fwdist has them."""
+    try:
+        _, text = tools.timed(tools.fwdist("stage", "--help"))
+    except tools.ToolError:
+        return []
+    return ["--max-decoder-ram", str(RAM_TARGET)] if "--max-decoder-ram" in text else []
+
+
+def python_peer_missing(label: str) -> str | None:
+    """Why a Python-package peer cannot run (its package is not installed), or None."""
+    import importlib.util
+
+    module = device_peers.PYTHON_PEERS.get(label)
+    if module is None or importlib.util.find_spec(module) is not None:
+        return None
+    return f"{module} not installed (pip install -c constraints.txt -e '.[bench]')"
+
+
+def run_pair(
+    pair: devices.DevicePair,
+    peer_tools: tools.Tools,
+    cache: Path,
+    apt: devices.Apt,
+    quick: bool,
+    stage_args: list[str],
+) -> list[Record]:
+    prefix = f"devices/{pair.name}"
+    air, ram = f"{prefix}/air_bytes", f"{prefix}/decoder_ram"
+    secs, rss = f"{prefix}/stage_seconds", f"{prefix}/stage_peak_rss"
+    try:
+        old, new = devices.pair_files(pair, cache, apt)
+    except InputError as e:
+        return [failed(air, "bytes", str(e), checked=True)]
+    with tempfile.TemporaryDirectory(prefix=f"fwdist-bench-{pair.name}-") as tmp_:
+        tmp = Path(tmp_)
+        (tmp / "fwdist").mkdir()
+        try:
+            fw = bench_pairs.run_fwdist(pair.name, old, new, tmp / "fwdist", stage_args)
+        except (tools.ToolError, ValueError, KeyError) as e:
+            return [failed(air, "bytes", f"fwdist: {e}", checked=True)]
+        budget = (
+            f"staged with {' '.join(stage_args)}" if stage_args else "staged without a RAM budget"
+        )
+        records = [
+            Record(
+                f"{prefix}/new_image",
+                new.stat().st_size,
+                "bytes",
+                note=f"{pair.old.source.label} -> {pair.new.source.label} ({pair.arch.value}); "
+                f"fwdist air_bytes = {fw.breakdown}; {budget}",
+            ),
+            Record(
+                ram,
+                fw.decoder_ram,
+                "bytes",
+                checked=True,
+                note=f"target <= {RAM_TARGET} (issue 10); the stored limit is today's value",
+            ),
+        ]
+        rows: dict[str, list[Record]] = {air: [], secs: [], rss: []}
+        for label, (commands, runner) in device_peers.PEERS.items():
+            work = tmp / label.split()[0]
+            work.mkdir()
+            outcome: device_peers.PeerPatch | str
+            why = peer_tools.why_missing(*commands) or python_peer_missing(label)
+            if why is not None:
+                outcome = why
+            else:
+                try:
+                    outcome = runner(pair, old, new, work, quick)
+                except (tools.ToolError, OSError) as e:
+                    outcome = f"error: {e}"
+            values = (
+                (air, fw.air_bytes, "bytes"),
+                (secs, round(fw.stage.seconds, 3), "s"),
+                (rss, fw.stage.peak_rss, "bytes"),
+            )
+            if isinstance(outcome, str):
+                for name, value, unit in values:
+                    rows[name].append(
+                        without_peer(name, value, unit, label, outcome, checked=name == air)
+                    )
+                continue
+            peer_values = {
+                air: outcome.size,
+                secs: round(outcome.encode.seconds, 3),
+                rss: outcome.encode.peak_rss,
+            }
+            for name, value, unit in values:
+                note = outcome.note
+                if name == air:
+                    note += f"; target: fwdist <= best peer + {MARGIN_TARGET} B"
+                else:
+                    note = f"{label} encode vs fwdist stage --from (whole process)"
+                rows[name].append(
+                    Record(
+                        name,
+                        value,
+                        unit,
+                        peer=label,
+                        peer_value=peer_values[name],
+                        checked=name == air,
+                        note=note,
+                    )
+                )
+    return records + rows[air] + rows[secs] + rows[rss]
+
+
+def run(
+    quick: bool,
+    peer_tools: tools.Tools,
+    cache: Path,
+    progress: Callable[[str], None] = lambda s: None,
+) -> list[Record]:
+    apt = devices.Apt(cache / "devices" / "apt")
+    stage_args = budget_args()
+    records: list[Record] = []
+    for pair in devices.pairs_for(quick):
+        progress(f"device pair {pair.name}")
+        records += run_pair(pair, peer_tools, cache, apt, quick, stage_args)
+    return records
