@@ -31,9 +31,9 @@ from fwdist.errors import FwdistError
 from fwdist.manifest import Version
 from fwdist.releases import load_manifest, plan, release_image, table_bytes
 from fwdist.sample import DEVICE_MEDIAN, SampleFirmware
-from fwdist.staging import StageOptions, stage
+from fwdist.staging import FULL_ENCODER, StageOptions, stage
 from fwdist.store import Store
-from sim.box import FULL_PIECES, box_payload
+from sim.box import DECODER_RAM, FULL_PIECES, box_payload
 from sim.units import kib_text
 
 SAMPLE_RELEASES = 3  # 1.0.0, 1.1.0, 1.2.0
@@ -59,6 +59,14 @@ class ReleaseInfo:
     fwdist_full_air: int = 0
     fwdist_delta_air: dict[str, int] = field(default_factory=dict)
     sample: bool = False
+    fwdist_delta_encoder: dict[str, str] = field(default_factory=dict)  # what the box takes
+
+    @property
+    def deltas_fit(self) -> bool:
+        """Whether the simulated box takes a delta from every running version (not the full)."""
+        return bool(self.fwdist_delta_encoder) and all(
+            e != FULL_ENCODER for e in self.fwdist_delta_encoder.values()
+        )
 
     @property
     def oracle_bytes(self) -> dict[str, int]:
@@ -74,8 +82,12 @@ class ReleaseInfo:
         ]
         for v in self.sources:
             o = self.oracle[v]
+            encoder = self.fwdist_delta_encoder.get(v)
+            took = f" ({encoder})" if encoder else ""
+            if encoder == FULL_ENCODER:
+                took = f" (the full image: no delta decodes in the box's {kib_text(DECODER_RAM)})"
             lines.append(
-                f"  from {v}: fwdist delta {kib_text(self.fwdist_delta_air.get(v, 0))}; "
+                f"  from {v}: fwdist delta {kib_text(self.fwdist_delta_air.get(v, 0))}{took}; "
                 f"oracle {kib_text(o.size)} ({o.tool})"
             )
         return lines
@@ -235,6 +247,7 @@ def load_release(
     new = release_image(store, m)
     oracle: dict[str, PeerDelta] = {}
     delta_air: dict[str, int] = {}
+    delta_encoder: dict[str, str] = {}
     for v in sources:
         try:
             old_m = load_manifest(store, product, v)
@@ -251,9 +264,11 @@ def load_release(
         if ref is not None and Version.parse(v) < Version.parse(target):  # else: refused
             manifest = len(store.get_manifest(product, target))
             delta_air[v] = manifest + len(table_bytes(store, ref)) + ref.size
+            delta_encoder[v] = ref.encoder
     full_air = plan(store, product, "0.0.0", target).air_bytes
     return ReleaseInfo(
-        store_dir, product, target, len(new), sources, oracle, full_air, delta_air, sample
+        store_dir, product, target, len(new), sources, oracle, full_air, delta_air, sample,
+        delta_encoder,
     )
 
 
