@@ -3,7 +3,7 @@
 A simulation that lets every box hold megabytes of decoder RAM flatters every
 strategy that sends deltas: real lockboxes are Bluetooth microcontrollers. The
 simulated box is an nRF52840-class part (the chip of the ``nrf52840-ble-conn-app``
-device pair in ``../shared/ANCHORS.md``): 256 KiB of RAM of which the update's
+device pair the benchmarks fetch): 256 KiB of RAM of which the update's
 decoder may use :data:`DECODER_RAM` (32 KiB), and 1 MiB of NOR flash in 4 KiB
 sectors. The flash is a 1 MiB part rather than a 512 KiB one because the box
 keeps two slots of the image (A/B, MCUboot-style) *and* a staging area that
