@@ -9,7 +9,7 @@ sectors. The flash is a 1 MiB part rather than a 512 KiB one because the box
 keeps two slots of the image (A/B, MCUboot-style) *and* a staging area that
 can hold the full-image payload (the fallback that keeps a box from ever being
 stuck): for the scenario's 256 KiB image that is 16 KiB of journal and
-manifests + 2 x 256 KiB of slots + ~170 KiB of staging. A 512 KiB part caps the
+manifests + 2 x 256 KiB of slots + 252 KiB of staging (780 KiB). A 512 KiB part caps the
 image at ~160 KiB.
 
 The box takes, as a real one does (:func:`fwdist.lockbox._accept.choose_payload`),

@@ -48,7 +48,7 @@ from fwdist.app import App, FrameCache, PhoneCache
 from fwdist.errors import FwdistError
 from fwdist.flash import Flash
 from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
-from fwdist.manifest import Manifest, PayloadRef, key_id
+from fwdist.manifest import Manifest, PayloadRef, Version, key_id
 from fwdist.pump import BoxEndpoint, Charge, Pump, Turns
 from fwdist.releases import (
     load_manifest,
@@ -59,7 +59,7 @@ from fwdist.releases import (
 )
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
-from sim.box import FULL_PIECES, MCU, box_payload, mcu_config
+from sim.box import DECODER_RAM, FULL_PIECES, MCU, box_payload, mcu_config
 from sim.draws import Access, BoxDraw
 from sim.release import ReleaseInfo, cache_base
 from sim.strategy import Progress
@@ -166,10 +166,13 @@ class FwdistStrategy:
         payloads = {}
         for v, o in olds.items():
             ref = box_payload(m, hashlib.sha256(o).digest())
+            if ref is None and Version.parse(v) >= m.parsed_version:
+                ref = m.full  # never taken: the box refuses a release that is not newer
             if ref is None:
                 raise FwdistError(
                     f"no payload of {m.product}@{m.version} for a box on {v} decodes in the "
-                    f"simulated box's RAM ({MCU}): stage it for that box"
+                    f"simulated box's RAM ({MCU}): stage it for that box "
+                    f"(fwdist stage --max-piece {DECODER_RAM})"
                 )
             payloads[v] = ref
         image_bytes = max(m.image_size, *(len(o) for o in olds.values()))

@@ -71,7 +71,7 @@ def test_a_release_staged_for_a_bigger_box_is_one_clear_error(
     assert err[-1] == (
         "fwdist: error: no payload of lockbox@1.2.0 for a box on 1.1.0 decodes in the "
         "simulated box's RAM (nRF52840-class: 32 KiB decoder RAM, 1 MiB flash, 4 KiB "
-        "sectors): stage it for that box"
+        "sectors): stage it for that box (fwdist stage --max-piece 32768)"
     )
 
 
