@@ -34,7 +34,6 @@ memory stays bounded and a new box costs a copy, not fresh pages.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import shutil
 import struct
@@ -49,7 +48,7 @@ from fwdist.app import App, FrameCache, PhoneCache
 from fwdist.errors import FwdistError
 from fwdist.flash import Flash
 from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
-from fwdist.manifest import Manifest, PayloadRef, key_id
+from fwdist.manifest import Manifest, PayloadRef, Version, key_id
 from fwdist.pump import BoxEndpoint, Charge, Pump, Turns
 from fwdist.releases import (
     load_manifest,
@@ -60,13 +59,11 @@ from fwdist.releases import (
 )
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
+from sim.box import DECODER_RAM, FULL_PIECES, MCU, box_payload, mcu_config
 from sim.draws import Access, BoxDraw
 from sim.release import ReleaseInfo, cache_base
 from sim.strategy import Progress
 
-RAM_BUDGET = (
-    4 * 1024 * 1024
-)  # decoder RAM the simulated boxes allow (the sample's bsdiff-zstd needs ~0.9 MB)
 SPARE_FLASHES = 64  # flashes of finished boxes kept for new ones (fresh memory costs page faults)
 FULL, DELTA = "fwdist-full", "fwdist-delta"
 DESCRIPTIONS = {
@@ -99,7 +96,8 @@ def full_only_store(release: ReleaseInfo) -> tuple[Path, dict[bytes, Ed25519Publ
     src = Store.open(release.store)
     m = load_manifest(src, release.product, release.target)
     digest = hashlib.sha256(
-        b"%s|%s|%s" % (m.image_sha256, release.product.encode(), release.target.encode())
+        b"%s|%s|%s|%d"
+        % (m.image_sha256, release.product.encode(), release.target.encode(), FULL_PIECES.max_size)
     ).hexdigest()[:24]
     base = cache_base() / "sim-full-only" / digest
     if not (base / "store" / "fwdist-store").exists():
@@ -121,6 +119,7 @@ def full_only_store(release: ReleaseInfo) -> tuple[Path, dict[bytes, Ed25519Publ
                     min_battery=m.min_battery,
                     min_app=m.min_app,
                     now=m.created,
+                    chunker=FULL_PIECES,  # pieces the box's decoder RAM can take whole
                 ),
             )
             (work / "image.bin").unlink()
@@ -164,22 +163,20 @@ class FwdistStrategy:
         olds = {
             v: release_image(src, load_manifest(src, release.product, v)) for v in release.sources
         }
-        ss = 4096
-        slot = math.ceil(max(m.image_size, *(len(o) for o in olds.values())) / ss) * ss
-        payloads = {v: m.payload_for(hashlib.sha256(o).digest()) for v, o in olds.items()}
-        max_pieces = max(256, *(r.pieces for r in payloads.values()))
-        max_table = 16 + 48 * max_pieces
-        need = max(math.ceil(r.size / ss) + r.pieces for r in payloads.values())
-        config = BoxConfig(
-            product=m.product,
-            hardware=m.hardware,
-            slot_size=slot,
-            staging_size=(need + math.ceil(max_table / ss) + 4) * ss,
-            sector_size=ss,
-            max_pieces=max_pieces,
-            ram_budget=RAM_BUDGET,
-            max_frame=max_frame,
-        )
+        payloads = {}
+        for v, o in olds.items():
+            ref = box_payload(m, hashlib.sha256(o).digest())
+            if ref is None and Version.parse(v) >= m.parsed_version:
+                ref = m.full  # never taken: the box refuses a release that is not newer
+            if ref is None:
+                raise FwdistError(
+                    f"no payload of {m.product}@{m.version} for a box on {v} decodes in the "
+                    f"simulated box's RAM ({MCU}): stage it for that box "
+                    f"(fwdist stage --max-piece {DECODER_RAM})"
+                )
+            payloads[v] = ref
+        image_bytes = max(m.image_size, *(len(o) for o in olds.values()))
+        config = mcu_config(m.product, m.hardware, image_bytes, payloads.values(), max_frame)
         templates = {}
         for v, image in olds.items():
             flash = config.make_flash()
@@ -261,6 +258,11 @@ class FwdistBox:
         pr = self.progress
         status = lb.status()
         if status["target_version"] == self.st.manifest.version:
+            if lb.ref is not None and lb.ref.table_sha256 != self.ref.table_sha256:
+                raise FwdistError(
+                    f"box {self.draw.index} took the {lb.ref.encoder} payload, not the "
+                    f"{self.ref.encoder} one the simulator counts (sim.box.box_payload)"
+                )
             pr.kept = min(status["received_bytes"], self.ref.size)
         for _ in range(4):
             what = lb.idle(now)

@@ -1,8 +1,11 @@
 """The release a simulation rolls out: sizes, the store it lives in, and the oracle's bound.
 
 With no ``--store``, the simulator stages a built-in sample (three releases of
-:class:`fwdist.sample.SampleFirmware`, the last with deltas from the two before)
-into a cache directory keyed by the sample's parameters, once; later runs reuse it.
+:class:`fwdist.sample.SampleFirmware` under the :data:`fwdist.sample.DEVICE_MEDIAN`
+model, whose deltas and compression match the median real device firmware pair;
+the last release with deltas from the two before) into a cache directory keyed
+by the sample's parameters, once; later runs reuse it. Its full-image pieces are
+at most the simulated box's decoder RAM (:mod:`sim.box`).
 
 The oracle's payload is the smallest delta any peer tool makes for the same
 (running, target) pair: ``zstd -19 --long=27 --patch-from``, ``bsdiff`` and
@@ -26,14 +29,15 @@ import zstandard
 from fwdist import keys
 from fwdist.errors import FwdistError
 from fwdist.manifest import Version
-from fwdist.releases import load_manifest, plan, release_image
-from fwdist.sample import SampleFirmware
-from fwdist.staging import StageOptions, stage
+from fwdist.releases import load_manifest, plan, release_image, table_bytes
+from fwdist.sample import DEVICE_MEDIAN, SampleFirmware
+from fwdist.staging import FULL_ENCODER, StageOptions, stage
 from fwdist.store import Store
+from sim.box import DECODER_RAM, FULL_PIECES, box_payload
 from sim.units import kib_text
 
 SAMPLE_RELEASES = 3  # 1.0.0, 1.1.0, 1.2.0
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: the DEVICE_MEDIAN model, full pieces sized for the MCU box
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,14 @@ class ReleaseInfo:
     fwdist_full_air: int = 0
     fwdist_delta_air: dict[str, int] = field(default_factory=dict)
     sample: bool = False
+    fwdist_delta_encoder: dict[str, str] = field(default_factory=dict)  # what the box takes
+
+    @property
+    def deltas_fit(self) -> bool:
+        """Whether the simulated box takes a delta from every running version (not the full)."""
+        return bool(self.fwdist_delta_encoder) and all(
+            e != FULL_ENCODER for e in self.fwdist_delta_encoder.values()
+        )
 
     @property
     def oracle_bytes(self) -> dict[str, int]:
@@ -70,8 +82,12 @@ class ReleaseInfo:
         ]
         for v in self.sources:
             o = self.oracle[v]
+            encoder = self.fwdist_delta_encoder.get(v)
+            took = f" ({encoder})" if encoder else ""
+            if encoder == FULL_ENCODER:
+                took = f" (the full image: no delta decodes in the box's {kib_text(DECODER_RAM)})"
             lines.append(
-                f"  from {v}: fwdist delta {kib_text(self.fwdist_delta_air.get(v, 0))}; "
+                f"  from {v}: fwdist delta {kib_text(self.fwdist_delta_air.get(v, 0))}{took}; "
                 f"oracle {kib_text(o.size)} ({o.tool})"
             )
         return lines
@@ -183,7 +199,7 @@ def stage_sample(dest: Path, product: str, image_bytes: int, seed: int) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp-", dir=dest.parent))
     try:
-        sample = SampleFirmware(size=image_bytes, seed=seed)
+        sample = SampleFirmware(size=image_bytes, seed=seed, model=DEVICE_MEDIAN)
         key_path, _pub = keys.generate(work / "release.key")
         key = keys.load_private(key_path)
         store = Store.open(work / "store", create=True)
@@ -194,7 +210,10 @@ def stage_sample(dest: Path, product: str, image_bytes: int, seed: int) -> Path:
             sources = (
                 tuple(versions[:r]) if r == SAMPLE_RELEASES - 1 else versions[max(0, r - 1) : r]
             )
-            stage(store, image, key, StageOptions(product, version, sources=tuple(sources), now=0))
+            opts = StageOptions(
+                product, version, sources=tuple(sources), now=0, chunker=FULL_PIECES
+            )
+            stage(store, image, key, opts)
             image.unlink()
         try:
             os.rename(work, dest)
@@ -214,7 +233,11 @@ def load_release(
     sample: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> ReleaseInfo:
-    """Measure the release: fwdist's payload sizes from the store, the oracle from peer tools."""
+    """Measure the release: fwdist's payload sizes from the store, the oracle from peer tools.
+
+    fwdist's delta air bytes are those of the payload the simulated box takes
+    (:func:`sim.box.box_payload`: the full image when no delta fits its RAM).
+    """
     store = Store.open(store_dir)
     try:
         m = load_manifest(store, product, target)
@@ -224,6 +247,7 @@ def load_release(
     new = release_image(store, m)
     oracle: dict[str, PeerDelta] = {}
     delta_air: dict[str, int] = {}
+    delta_encoder: dict[str, str] = {}
     for v in sources:
         try:
             old_m = load_manifest(store, product, v)
@@ -234,12 +258,17 @@ def load_release(
             ) from None
         if progress:
             progress(f"oracle delta {v} -> {target}")
-        oracle[v] = _cached_peer_delta(release_image(store, old_m), new)
-        if Version.parse(v) < Version.parse(target):  # a box refuses anything else: no plan
-            delta_air[v] = plan(store, product, v, target).air_bytes
+        old = release_image(store, old_m)
+        oracle[v] = _cached_peer_delta(old, new)
+        ref = box_payload(m, hashlib.sha256(old).digest())
+        if ref is not None and Version.parse(v) < Version.parse(target):  # else: refused
+            manifest = len(store.get_manifest(product, target))
+            delta_air[v] = manifest + len(table_bytes(store, ref)) + ref.size
+            delta_encoder[v] = ref.encoder
     full_air = plan(store, product, "0.0.0", target).air_bytes
     return ReleaseInfo(
-        store_dir, product, target, len(new), sources, oracle, full_air, delta_air, sample
+        store_dir, product, target, len(new), sources, oracle, full_air, delta_air, sample,
+        delta_encoder,
     )
 
 

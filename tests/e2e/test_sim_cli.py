@@ -12,6 +12,7 @@ from fwdist.cli import main
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
+from sim.box import FULL_PIECES
 
 SIZE = 64 * 1024
 SMALL = ["--boxes", "6", "--runs", "1", "--days", "5", "--workers", "1", "--seed", "2"]
@@ -45,8 +46,33 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
         image = d / f"fw{r}.bin"
         image.write_bytes(sample.image(r))
         sources = (sample.version(r - 1),) if r else ()
-        stage(st, image, key, StageOptions("lockbox", sample.version(r), sources=sources))
+        # pieces of at most the simulated box's decoder RAM (sim.box): staged for that box
+        opts = StageOptions("lockbox", sample.version(r), sources=sources, chunker=FULL_PIECES)
+        stage(st, image, key, opts)
     return d / "store"
+
+
+def test_a_release_staged_for_a_bigger_box_is_one_clear_error(
+    cache: Path, tmp_path: Path, small_scenario: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    private, _ = keys.generate(tmp_path / "release.key")
+    key = keys.load_private(private)
+    st = Store.open(tmp_path / "store", create=True)
+    sample = SampleFirmware(size=SIZE, seed=5)
+    for r in range(3):  # default pieces: up to 64 KiB, decoded whole: over the 32 KiB box
+        image = tmp_path / f"fw{r}.bin"
+        image.write_bytes(sample.image(r))
+        sources = (sample.version(r - 1),) if r else ()
+        stage(st, image, key, StageOptions("lockbox", sample.version(r), sources=sources))
+    code = main(["sim", str(small_scenario), "--store", str(tmp_path / "store"), "--release",
+                 "lockbox@1.2.0", *SMALL, "--json"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (
+        "fwdist: error: no payload of lockbox@1.2.0 for a box on 1.1.0 decodes in the "
+        "simulated box's RAM (nRF52840-class: 32 KiB decoder RAM, 1 MiB flash, 4 KiB "
+        "sectors): stage it for that box (fwdist stage --max-piece 32768)"
+    )
 
 
 @pytest.mark.parametrize(
