@@ -21,6 +21,7 @@ import hashlib
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -119,7 +120,7 @@ def make_releases(root: Path, count: int = 3, size: int = 32 * 1024, seed: int =
     return Releases(store, key, tuple(out))
 
 
-def box_config(releases: Releases, **overrides: int) -> BoxConfig:
+def box_config(releases: Releases, **overrides: Any) -> BoxConfig:
     """A box sized for the releases: slots fit the images, staging fits any payload."""
     biggest = max(len(r.image) for r in releases.releases)
     ss = int(overrides.pop("sector_size", 4096))

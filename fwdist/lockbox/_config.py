@@ -39,6 +39,8 @@ class BoxConfig:
     max_pieces: int = 256
     ram_budget: int = 1024 * 1024
     max_trials: int = 3
+    # the protocol versions its firmware speaks: (1,) is the field's version-1 firmware
+    protocols: tuple[int, ...] = (1, 2)
 
     def __post_init__(self) -> None:
         ss = self.sector_size
@@ -47,6 +49,11 @@ class BoxConfig:
                 raise LockboxError(f"{name} must be a positive multiple of the sector size {ss}")
         if not p.MIN_FRAME <= self.max_frame <= p.MAX_FRAME:
             raise LockboxError(f"max frame must be {p.MIN_FRAME}..{p.MAX_FRAME}")
+        if isinstance(self.protocols, list):  # (as read back from box.json)
+            object.__setattr__(self, "protocols", tuple(self.protocols))
+        if (not isinstance(self.protocols, tuple) or not self.protocols
+                or not set(self.protocols) <= set(p.PROTOCOL_VERSIONS)):
+            raise LockboxError(f"protocols must be some of {p.PROTOCOL_VERSIONS}")
 
     @property
     def max_table(self) -> int:

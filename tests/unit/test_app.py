@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 
 from fwdist import app as appmod
 from fwdist import protocol, pump, trio_link
-from fwdist.app import App, FrameCache, PhoneCache, Send, SessionEnd, SessionReport, send_order
+from fwdist.app import App as _App
+from fwdist.app import FrameCache, PhoneCache, Send, SessionEnd, SessionReport, send_order
 from fwdist.chunker import ChunkerParams
 from fwdist.errors import ManifestError
 from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
@@ -48,6 +49,12 @@ from fwdist.store import Store
 CHUNKS = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384)
 SAMPLE = SampleFirmware(size=64 * 1024, seed=3)
 
+
+
+def App(cache: PhoneCache, **kwargs: object) -> _App:  # noqa: N802 - stands in for the class
+    """The phone speaking version 1: these tests script version-1 boxes byte for byte
+    (``test_protocol_v2.py`` runs version 2, and the fallback from it)."""
+    return _App(cache, version=1, **kwargs)  # type: ignore[arg-type]
 
 def stage_releases(root: Path, key: Ed25519PrivateKey, releases: int = 2) -> Store:
     store = Store.open(root / "store", create=True)
