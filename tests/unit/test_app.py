@@ -51,7 +51,7 @@ SAMPLE = SampleFirmware(size=64 * 1024, seed=3)
 
 
 
-def App(cache: PhoneCache, **kwargs: object) -> _App:  # noqa: N802 - stands in for the class
+def App(cache: PhoneCache, **kwargs: object) -> _App:
     """The phone speaking version 1: these tests script version-1 boxes byte for byte
     (``test_protocol_v2.py`` runs version 2, and the fallback from it)."""
     return _App(cache, version=1, **kwargs)  # type: ignore[arg-type]
