@@ -62,6 +62,10 @@ MAX_BODY = 0xFFF
 CONTROL_FRAME = p.MIN_FRAME
 """Frames other than data chunks may be up to this size even on a smaller link: the link
 layer carries them over several writes (L2CAP segmentation), once per session or less."""
+ACK_EVERY = 4096
+"""A version-2 box acknowledges at least this many persisted bytes at a time (7-byte Acks:
+0.17 %). Acks only tell the phone what counted; the box persists every chunk before it counts
+and a new session resumes from the Summary, so rarer Acks lose nothing on a walk-away."""
 IDENTITY_BYTES = 4
 IMAGE_BYTES = 8
 _MAX_VARINT = 5  # 2**35 > every value here (u32 at most)

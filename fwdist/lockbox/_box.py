@@ -309,6 +309,7 @@ class Lockbox:
             old, self._decoder = self._decoder, v2.FrameDecoder(self._out_max)
             assert isinstance(old, p.FrameDecoder)  # (the Hello came in version 1's framing)
             self._decoder.feed(old.drain())
+            self.rx.new_session(max(self.config.ack_every, v2.ACK_EVERY))
         status = self.status_frame()
         room = self._out_max if version == p.PROTOCOL_VERSION else v2.limit(self._out_max,
                                                                             v2.T_STATUS)
