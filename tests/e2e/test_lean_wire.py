@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_device_cli import TIMEOUT, Box, connected, fwdist, fwdist_json  # noqa: E402
+from test_device_cli import TIMEOUT, Box, connected, fwdist, fwdist_json
 
-from fwdist.sample import SampleFirmware  # noqa: E402
+from fwdist.sample import SampleFirmware
 
 OLD = SampleFirmware(size=256 * 1024, seed=5).image(0)
 FRESH = random.Random(11).randbytes(96 * 1024)
