@@ -143,6 +143,27 @@ def connected(port: int) -> bool:
     return any(r[1].endswith(f":{port:04X}") and r[3] == "01" for r in rows)
 
 
+def kill_box_mid_push(box: Box, args: list[str], after: float) -> dict[str, Any]:
+    """``fwdist app push ARGS --to BOX --json``, the box killed (-9) ``after`` seconds into the
+    session; the phone's report, which must say the link dropped before the release was whole."""
+    phone = subprocess.Popen([sys.executable, "-m", "fwdist", "app", "push", *args, "--to",
+                              box.address, "--json"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not connected(box.port):
+            assert time.monotonic() < deadline and phone.poll() is None
+            time.sleep(0.01)
+        time.sleep(after)
+        box.kill()
+        out, err = phone.communicate(timeout=TIMEOUT)
+    finally:
+        phone.kill()
+    cut: dict[str, Any] = json.loads(out)
+    assert cut["reason"] == "link dropped" and not cut["complete"], err
+    return cut
+
+
 def test_pushes_and_power_cuts_until_installed(release: Path, box: Box) -> None:
     plan = fwdist_json("plan", "--store", release / "store", "--product", "lockbox",
                        "--from", "1.0.0", "--to", "1.1.0")
@@ -168,23 +189,9 @@ def test_pushes_and_power_cuts_until_installed(release: Path, box: Box) -> None:
             # a power cut in the middle of a frame: at 50 B/s the first 244-byte data frame
             # takes ~5 s; the box dies half a second after the phone connects
             before = fwdist_json("lockbox", "status", "--state", box.state)
-            phone = subprocess.Popen(
-                [sys.executable, "-m", "fwdist", "app", "push", "--store", str(release / "store"),
-                 "--product", "lockbox", "--pubkey", str(release / "release.key.pub"),
-                 "--to", box.address, "--rate", "50", "--json"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            try:
-                deadline = time.monotonic() + TIMEOUT
-                while not connected(box.port):
-                    assert time.monotonic() < deadline and phone.poll() is None
-                    time.sleep(0.02)
-                time.sleep(0.5)
-                box.kill()
-                out, err = phone.communicate(timeout=TIMEOUT)
-            finally:
-                phone.kill()
-            cut = json.loads(out)
-            assert cut["reason"] == "link dropped" and not cut["complete"], err
+            cut = kill_box_mid_push(box, ["--store", str(release / "store"), "--product",
+                                          "lockbox", "--pubkey", str(release / "release.key.pub"),
+                                          "--rate", "50"], 0.5)
             assert 0 < cut["sent_bytes"] < 244
             box.start()
             after = fwdist_json("lockbox", "status", "--state", box.state)

@@ -11,19 +11,16 @@ bytes on the link both ways (``app push --json``: ``sent_bytes + received_bytes`
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_device_cli import TIMEOUT, Box, connected, fwdist, fwdist_json
+from test_device_cli import Box, fwdist, fwdist_json, kill_box_mid_push
 
 from fwdist.sample import SampleFirmware
 
@@ -55,39 +52,40 @@ def _box(d: Path, tmp_path: Path) -> Box:
     return Box(state)
 
 
-def _push_args(d: Path, box: Box, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "fwdist", "app", "push", "--store", str(d / "store"),
-            "--product", "lockbox", "--pubkey", str(d / "release.key.pub"), "--to", box.address,
-            "--json", *extra]
+def _args(d: Path) -> list[str]:
+    return ["--store", str(d / "store"), "--product", "lockbox", "--pubkey",
+            str(d / "release.key.pub")]
 
 
 def push(d: Path, box: Box, budget: int) -> dict[str, Any]:
-    proc = subprocess.run(_push_args(d, box, "--max-bytes", str(budget)), capture_output=True,
-                          text=True, timeout=TIMEOUT)
-    assert proc.returncode == 0, proc.stderr
-    out: dict[str, Any] = json.loads(proc.stdout)
+    out: dict[str, Any] = fwdist_json("app", "push", *_args(d), "--to", box.address,
+                                      "--max-bytes", str(budget))
     assert out["protocol"] == 2 and out["sent_bytes"] <= budget
     return out
 
 
 def killed_push(d: Path, box: Box, budget: int) -> dict[str, Any]:
     """A session the box dies in: 4,000 B/s, so the box is killed a quarter-second in."""
-    phone = subprocess.Popen(_push_args(d, box, "--max-bytes", str(budget), "--rate", "4000"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + TIMEOUT
-        while not connected(box.port):
-            assert time.monotonic() < deadline and phone.poll() is None
-            time.sleep(0.01)
-        time.sleep(0.25)
-        box.kill()
-        out, err = phone.communicate(timeout=TIMEOUT)
-    finally:
-        phone.kill()
+    report = kill_box_mid_push(box, [*_args(d), "--max-bytes", str(budget), "--rate", "4000"],
+                               0.25)
     box.start()
-    report: dict[str, Any] = json.loads(out)
-    assert report["reason"] == "link dropped" and not report["complete"], err
     return report
+
+
+def _until_complete(d: Path, box: Box, budget: int, limit: int,
+                    kill_at: tuple[int, ...] = ()) -> list[dict[str, Any]]:
+    """Sessions of ``budget`` bytes (the box killed in those numbered ``kill_at``) until the
+    box holds the whole release."""
+    box.start()
+    reports: list[dict[str, Any]] = []
+    try:
+        while not (reports and reports[-1]["complete"]):
+            assert len(reports) < limit
+            n = len(reports)
+            reports.append(killed_push(d, box, budget) if n in kill_at else push(d, box, budget))
+    finally:
+        box.kill()
+    return reports
 
 
 def test_2000_byte_sessions_with_three_power_cuts(release: tuple[Path, int],
@@ -95,15 +93,7 @@ def test_2000_byte_sessions_with_three_power_cuts(release: tuple[Path, int],
     d, air = release
     assert 95_000 < air < 110_000
     box = _box(d, tmp_path)
-    box.start()
-    reports: list[dict[str, Any]] = []
-    try:
-        while not (reports and reports[-1]["complete"]):
-            assert len(reports) < 80
-            n = len(reports)
-            reports.append(killed_push(d, box, 2000) if n in (5, 20, 35) else push(d, box, 2000))
-    finally:
-        box.kill()
+    reports = _until_complete(d, box, 2000, 80, kill_at=(5, 20, 35))
     ideal = math.ceil(air / 2000)
     print(f"\n{len(reports)} sessions of 2000 B for {air:,} air bytes (ideal {ideal})")
     assert box.starts == 4  # killed three times
@@ -113,15 +103,7 @@ def test_2000_byte_sessions_with_three_power_cuts(release: tuple[Path, int],
 def test_16000_byte_sessions_cost_at_most_3_percent_more_than_air(release: tuple[Path, int],
                                                                   tmp_path: Path) -> None:
     d, air = release
-    box = _box(d, tmp_path)
-    box.start()
-    reports: list[dict[str, Any]] = []
-    try:
-        while not (reports and reports[-1]["complete"]):
-            assert len(reports) < 20
-            reports.append(push(d, box, 16_000))
-    finally:
-        box.kill()
+    reports = _until_complete(d, _box(d, tmp_path), 16_000, 20)
     link = sum(r["sent_bytes"] + r["received_bytes"] for r in reports)
     print(f"\n{len(reports)} sessions of 16000 B, {link:,} B on the link for {air:,} air bytes "
           f"({link / air:.4f}x)")

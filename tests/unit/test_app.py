@@ -8,6 +8,7 @@ lockbox (in memory and over trio streams) is at the end of the file.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -516,10 +517,14 @@ def idle(box: Lockbox) -> list[IdleStep]:
 
 
 def sessions_until_installed(box: Lockbox, phones: list[PhoneCache], budget: int | None,
-                             limit: int = 50) -> list[SessionReport]:
+                             limit: int = 50, make: Callable[[PhoneCache], _App] | None = None
+                             ) -> list[SessionReport]:
+    """Sessions of ``budget`` bytes, phones taking turns (``make`` builds each session's App:
+    default, one speaking version 1), until the box installs the release."""
+    make = make or App
     reports: list[SessionReport] = []
     while len(reports) < limit:
-        r = pump_session(box, App(phones[len(reports) % len(phones)]), budget, NOW)
+        r = pump_session(box, make(phones[len(reports) % len(phones)]), budget, NOW)
         reports.append(r)
         idle(box)
         if r.installed:

@@ -27,7 +27,13 @@ from fwdist.releases import phone_cache
 from fwdist.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_app import NOW, SAMPLE, idle, stage_releases
+from test_app import (
+    NOW,
+    SAMPLE,
+    idle,
+    sessions_until_installed,
+    stage_releases,
+)
 
 TAG = b"\x9a\xac\x0f\x86"
 
@@ -169,23 +175,12 @@ def test_every_event_round_trips(ev: p.Event) -> None:
 # -- negotiation and whole updates -----------------------------------------------------------
 
 
-def _install(box: Lockbox, cache: PhoneCache, budget: int | None, **app: object) -> list:
-    reports = []
-    while len(reports) < 40:
-        r = pump_session(box, App(cache, **app), budget, NOW)  # type: ignore[arg-type]
-        reports.append(r)
-        idle(box)
-        if r.installed:
-            return reports
-    raise AssertionError(f"not installed: {reports[-1]}")
-
-
 def test_the_version_1_box_updates_from_todays_phone(
     cache: PhoneCache, released: tuple[Store, Ed25519PrivateKey]
 ) -> None:
     """Version-1 firmware refuses the Hello naming 2; the phone calls again speaking 1."""
     box = new_box(released[1], protocols=(1,), ack_every=512)
-    reports = _install(box, cache, 600)
+    reports = sessions_until_installed(box, [cache], 600, make=App)
     assert box.running_image() == SAMPLE.image(1)
     assert {r.protocol for r in reports} == {1}
     # each session: the refused link (an 11-byte Hello, the box's 37-byte Error), then version 1
@@ -198,7 +193,7 @@ def test_a_version_2_box_updates_in_version_2(
     cache: PhoneCache, released: tuple[Store, Ed25519PrivateKey]
 ) -> None:
     box = new_box(released[1], ack_every=512)
-    reports = _install(box, cache, 600)
+    reports = sessions_until_installed(box, [cache], 600, make=App)
     assert box.running_image() == SAMPLE.image(1)
     assert {r.protocol for r in reports} == {2}
     assert [(r.sent_bytes, r.payload_sent, r.received_bytes) for r in reports] == [
