@@ -1,6 +1,9 @@
-"""The app↔lockbox conversation: frames, events, and strict encode/decode.
+"""The app↔lockbox conversation: frames, events, and protocol version 1's strict codec.
 
-A frame on the wire is::
+The events here are every version's; the codec is version 1's, which the boxes
+in the field speak and every Hello is written in (:func:`negotiate` says who
+speaks what). Version 2, the lean wire, writes the same events in 4 bytes of
+framing: :mod:`fwdist.protocol_v2`. In version 1, a frame on the wire is::
 
     u16 big-endian L | msgpack body (L - 4 bytes) | CRC-32 of the body (u32 big-endian)
 

@@ -27,26 +27,20 @@ from fwdist.releases import phone_cache
 from fwdist.store import Store
 
 sys.path.insert(0, str(Path(__file__).parent))
+import test_app
 from test_app import (
     NOW,
     SAMPLE,
     idle,
     sessions_until_installed,
-    stage_releases,
 )
 
 TAG = b"\x9a\xac\x0f\x86"
 
 
-@pytest.fixture(scope="module")
-def released(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, Ed25519PrivateKey]:
-    key = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
-    return stage_releases(tmp_path_factory.mktemp("v2"), key), key
-
-
-@pytest.fixture(scope="module")
-def cache(released: tuple[Store, Ed25519PrivateKey]) -> PhoneCache:
-    return phone_cache(released[0], "lockbox")
+# the same staged releases as test_app's (its module-scoped fixtures, staged once here too)
+released = test_app.released
+cache = test_app.cache
 
 
 def new_box(key: Ed25519PrivateKey, **config: object) -> Lockbox:
