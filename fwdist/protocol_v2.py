@@ -90,6 +90,17 @@ def speaks_v2(first_byte: int) -> bool:
     return first_byte >> 4 >= T_STATUS
 
 
+def frame_size(head: bytes | memoryview) -> int:
+    """The whole size of the frame whose first two bytes are ``head``, of either version.
+
+    (A phone's stream starts with version 1's Hello and goes on in the version the box
+    answered in; each frame's first byte says which it is.)
+    """
+    if speaks_v2(head[0]):
+        return OVERHEAD + ((head[0] & 0x0F) << 8 | head[1])
+    return p.HEADER_BYTES + (head[0] << 8 | head[1])
+
+
 def identity(product: str, hardware: str) -> bytes:
     """The 4 bytes a Summary names a box's product and hardware by."""
     return hashlib.sha256(f"{product}\x00{hardware}".encode()).digest()[:IDENTITY_BYTES]
