@@ -73,7 +73,7 @@ def test_a_full_data_chunk_spends_4_bytes_of_244() -> None:
     frames = list(data_frames_v2(TAG, 3, bytes(range(256)) * 4, 0, 8, 244))
     assert [len(f) for f, _ in frames] == [10, 244, 244, 244, 244, 68]
     assert [n for _, n in frames] == [0, 240, 240, 240, 240, 64]
-    assert frames[0][0][:8].hex() == "c006" + TAG.hex() + "04" + "00"[:0] + "00"[:2]
+    assert frames[0][0][:8].hex() == "c006" + TAG.hex() + "0400"  # Seek: piece 3 (+1), offset 0
     evs = decode(b"".join(f for f, _ in frames))
     assert [(e.piece, e.offset, len(e.data)) for e in evs if isinstance(e, p.Data)] == [
         (3, 0, 240), (3, 240, 240), (3, 480, 240), (3, 720, 240), (3, 960, 64)]
