@@ -28,6 +28,7 @@ import importlib.util
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,7 +38,7 @@ from benchmarks.inputs import PAIRS, Pair, pair_files
 from benchmarks.record import Record, skipped, without_peer
 
 if TYPE_CHECKING:
-    from fwdist.app import App, SessionReport
+    from fwdist.app import App, PhoneCache, SessionReport
     from fwdist.lockbox import Lockbox
 
 NEEDS = ("fwdist.lockbox", "fwdist.app")
@@ -46,7 +47,11 @@ FIGURES = (
     ("lockbox/apply_verify_peak_memory", "bytes"),
     ("protocol/overhead_bytes_per_session", "bytes"),
     ("protocol/sessions_to_complete", "sessions"),
+    *((f"protocol/overhead_share_at_{b // 1000}k", "%") for b in (2000, 16_000, 64_000)),
+    *((f"protocol/sessions_at_{b // 1000}k", "sessions") for b in (2000, 16_000, 64_000)),
+    ("protocol/link_bytes_per_air_byte_at_16k", "x"),
 )
+BUDGETS = (2000, 16_000, 64_000)  # session budgets (bytes the phone sends) for the share figures
 SESSION_BUDGET = 16 * 1024  # bytes the phone sends before the agent walks away
 MAX_SESSIONS = 10_000
 PAIR: Pair = PAIRS[0]
@@ -74,7 +79,7 @@ class Delivery:
     peak_bytes: int
 
 
-def session(box: Lockbox, app: App, now: int) -> SessionReport:
+def session(box: Lockbox, app: App, now: int, budget: int | None = None) -> SessionReport:
     """One session: the phone sends until done or until the agent walks away at the budget.
 
     The box is driven through its current surface (``open_session`` and
@@ -86,13 +91,14 @@ def session(box: Lockbox, app: App, now: int) -> SessionReport:
         if data:  # b"" would tell the phone the link dropped
             app.receive_data(data)
 
+    budget = SESSION_BUDGET if budget is None else budget
     sent = 0
     to_phone(box.open_session(now))
     while (out := app.data_to_send()) or not app.session_over:
         if not out:
             raise RuntimeError(f"session {now} stalled: neither side has anything to send")
-        if sent + len(out) > SESSION_BUDGET:  # the agent walks away, maybe mid-frame
-            out = out[: SESSION_BUDGET - sent]
+        if sent + len(out) > budget:  # the agent walks away, maybe mid-frame
+            out = out[: budget - sent]
             sent += len(out)
             to_phone(box.receive_data(out, now))
             break
@@ -103,12 +109,11 @@ def session(box: Lockbox, app: App, now: int) -> SessionReport:
     return app.report(sent_bytes=sent)
 
 
-def _deliver(old: bytes, new: bytes, work: Path, trace: bool) -> Delivery:
-    """Stage the pair, carry it to a fresh box session by session, apply and verify on the box."""
+def _setup(old: bytes, new: bytes, work: Path) -> tuple[Callable[[], Lockbox], PhoneCache]:
+    """Stage the pair; (a maker of fresh boxes running the old image, the phone's cache)."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from fwdist.app import App
-    from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
+    from fwdist.lockbox import BoxConfig, Lockbox
     from fwdist.manifest import key_id
     from fwdist.releases import phone_cache
     from fwdist.staging import StageOptions, stage
@@ -132,12 +137,23 @@ def _deliver(old: bytes, new: bytes, work: Path, trace: bool) -> Delivery:
         staging_size=2 * slot + 8 * ss,
         sector_size=ss,
     )
-    flash = config.make_flash()
-    Lockbox.provision(flash, config, old, "1.0.0", 0)
     pub = key.public_key()
-    box = Lockbox(flash, config, {key_id(pub): pub})
-    box.boot(0)
-    cache = phone_cache(store, product, "1.0.1")
+
+    def fresh_box() -> Lockbox:
+        flash = config.make_flash()
+        Lockbox.provision(flash, config, old, "1.0.0", 0)
+        box = Lockbox(flash, config, {key_id(pub): pub})
+        box.boot(0)
+        return box
+
+    return fresh_box, phone_cache(store, product, "1.0.1")
+
+
+def _carry(box: Lockbox, cache: PhoneCache, budget: int | None = None,
+           version: int | None = None) -> Delivery:
+    """Sessions of ``budget`` bytes (default :data:`SESSION_BUDGET`) until the box has it all,
+    the phone speaking ``version`` (default: its highest)."""
+    from fwdist.app import App
 
     sessions = sent = received = overhead = 0
     complete = False
@@ -145,11 +161,30 @@ def _deliver(old: bytes, new: bytes, work: Path, trace: bool) -> Delivery:
         if sessions >= MAX_SESSIONS:
             raise RuntimeError(f"release not delivered after {MAX_SESSIONS} sessions")
         sessions += 1
-        report = session(box, App(cache), sessions)
+        app = App(cache) if version is None else App(cache, version=version)
+        report = session(box, app, sessions, budget)
         sent += report.sent_bytes
         received += report.received_bytes
         overhead += report.overhead_bytes
         complete = report.complete
+    return Delivery(sessions, sent, received, overhead, 0.0, 0)
+
+
+def air_bytes(cache: PhoneCache) -> int:
+    """What the release must move for this pair: manifest, the delta's table, its pieces."""
+    ref = cache.manifest.deltas[0]
+    return len(cache.manifest_wire) + len(cache.tables[ref.table_sha256]) + ref.size
+
+
+def _deliver(old: bytes, new: bytes, work: Path, trace: bool) -> Delivery:
+    """Stage the pair, carry it to a fresh box session by session, apply and verify on the box."""
+    from fwdist.lockbox import IdleStep
+
+    fresh_box, cache = _setup(old, new, work)
+    box = fresh_box()
+    carried = _carry(box, cache)
+    sessions, sent, received, overhead = (carried.sessions, carried.sent, carried.received,
+                                          carried.overhead)
 
     if trace:
         tracemalloc.start()
@@ -164,6 +199,34 @@ def _deliver(old: bytes, new: bytes, work: Path, trace: bool) -> Delivery:
     if box.idle(sessions + 2) is not IdleStep.INSTALLED or box.running_image() != new:
         raise RuntimeError("the box did not install the new release")
     return Delivery(sessions, sent, received, overhead, seconds, peak)
+
+
+def _budget_records(by_budget: dict[int, Delivery], v1: dict[int, Delivery],
+                    air: int) -> list[Record]:
+    """Overhead share and sessions per session budget, next to protocol 1 (the overhead) and
+    the ideal ``ceil(air / budget)`` (the sessions)."""
+    out = []
+    for budget, d in by_budget.items():
+        link, old = d.sent + d.received, v1[budget]
+        old_link = old.sent + old.received
+        k = budget // 1000
+        out.append(Record(
+            f"protocol/overhead_share_at_{k}k", round(100 * d.overhead / link, 2), "%",
+            peer="protocol 1", peer_value=round(100 * old.overhead / old_link, 2), checked=True,
+            note=f"{d.overhead:,} of {link:,} B on the link both ways carried no manifest, table "
+            f"or piece content; {d.sessions} sessions of <= {budget:,} B sent (protocol 1: "
+            f"{old.overhead:,} of {old_link:,})"))
+        out.append(Record(
+            f"protocol/sessions_at_{k}k", d.sessions, "sessions", peer="ideal ceil(air/budget)",
+            peer_value=-(-air // budget), checked=True,
+            note=f"air_bytes {air:,} (manifest + table + delta) in sessions of <= {budget:,} B; "
+            f"protocol 1 took {old.sessions}"))
+        if budget == 16_000:
+            out.append(Record(
+                "protocol/link_bytes_per_air_byte_at_16k", round(link / air, 4), "x",
+                peer="protocol 1", peer_value=round(old_link / air, 4), checked=True,
+                note=f"every byte on the link both ways ({link:,}) per air byte ({air:,})"))
+    return out
 
 
 def peer_apply(cmd: list[str | Path], out: Path, new_sha: str) -> tuple[float, int]:
@@ -256,11 +319,16 @@ def run(
             runs.append(_deliver(old, new, tmp / f"t{i}", trace=False))
         (tmp / "mem").mkdir()
         traced = _deliver(old, new, tmp / "mem", trace=True)
+        (tmp / "budgets").mkdir()
+        fresh_box, phone = _setup(old, new, tmp / "budgets")
+        by_budget = {b: _carry(fresh_box(), phone, b) for b in BUDGETS}
+        v1 = {b: _carry(fresh_box(), phone, b, version=1) for b in BUDGETS}
+        air = air_bytes(phone)
         peers = _peers(old_path, new_path, tmp, peer_tools, new_sha)
         floor = process_floor(tmp) if peer_tools.why_missing("time") is None else None
+    records = _budget_records(by_budget, v1, air)
     d = min(runs, key=lambda r: r.apply_seconds)
     what = f"{PAIR.old.label} -> {PAIR.new.version} on a lockbox flash model"
-    records: list[Record] = []
     for label, outcome in peers.items():
         if isinstance(outcome, str):
             records.append(

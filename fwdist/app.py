@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
 from fwdist import protocol
+from fwdist import protocol_v2 as v2
 from fwdist.errors import FwdistError, ManifestError
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version, decode, decode_table
 from fwdist.protocol import (
@@ -154,7 +155,32 @@ def data_frames(
         offset = end
 
 
-_FrameKey = tuple[bytes, int, bytes, int, int, int]
+def data_frames_v2(
+    tag: bytes, piece: int, data: bytes, offset: int, align: int, max_frame: int
+) -> Iterator[tuple[bytes, int]]:
+    """Version 2's frames for the same bytes: one Seek (no content), then chunks that continue it.
+
+    Every chunk is as full as the frame allows and, but for the last, a multiple of
+    ``align`` bytes, as :func:`data_frames`; the offsets are implied by the Seek.
+    """
+    offset -= offset % align
+    size = len(data)
+    if offset >= size:
+        return
+    yield v2.encode(v2.Seek(tag, piece, offset), max_frame), 0
+    room = v2.data_capacity(max_frame)
+    step = room - room % align
+    while offset < size:
+        end = size if offset + room >= size else offset + step
+        chunk = protocol.Data(tag, piece, offset, data[offset:end])
+        yield v2.encode(chunk, max_frame, (piece, offset)), end - offset
+        offset = end
+
+
+_FRAMERS = {protocol.PROTOCOL_VERSION: data_frames, v2.VERSION: data_frames_v2}
+"""Each protocol version's Data framer, by version."""
+
+_FrameKey = tuple[bytes, int, bytes, int, int, int, int]
 
 
 class FrameCache:
@@ -185,15 +211,17 @@ class FrameCache:
         return table
 
     def frames(
-        self, tag: bytes, piece: int, data: bytes, offset: int, align: int, max_frame: int
+        self, tag: bytes, piece: int, data: bytes, offset: int, align: int, max_frame: int,
+        version: int = protocol.PROTOCOL_VERSION,
     ) -> Iterable[tuple[bytes, int]]:
-        """``data_frames(...)`` of these arguments, encoded once."""
+        """``data_frames(...)`` (or version 2's) of these arguments, encoded once."""
+        framer = _FRAMERS[version]
         if type(data) is not bytes:  # only bytes are keys (their hash is cached, too)
-            return data_frames(tag, piece, data, offset, align, max_frame)
-        key = (data, offset - offset % align, tag, piece, align, max_frame)
+            return framer(tag, piece, data, offset, align, max_frame)
+        key = (data, offset - offset % align, tag, piece, align, max_frame, version)
         got = self._frames.get(key)
         if got is None:
-            got = tuple(data_frames(tag, piece, data, offset, align, max_frame))
+            got = tuple(framer(tag, piece, data, offset, align, max_frame))
             if self._held + len(got) > self.max_frames:
                 self._frames.clear()
                 self._held = 0
@@ -290,6 +318,7 @@ class SessionEnd(enum.Enum):
     OTHER_PRODUCT = "box is another product or hardware"
     NO_TABLE = "phone lacks the piece table for this box"
     NOTHING_HELD = "phone holds none of the pieces the box lacks"
+    OLD_PROTOCOL = "box speaks an older protocol"  # the caller retries: see App.fallback
     LINK_DROPPED = "link dropped"
     REJECTED = "box rejected the release"  # detail: the box's Reason
     BOX_ENDED = "box ended the session"  # detail: the box's ErrorCode and message
@@ -318,6 +347,7 @@ class SessionReport:
     target_version: str | None
     box_limit: int | None = None  # after REJECTED for a size: the box's figure (its Reject)
     needed: int | None = None  # ... and what the least demanding payload for it needs
+    protocol: int | None = None  # the version the session spoke (None: the box never answered)
 
     @property
     def reason(self) -> str | None:
@@ -343,6 +373,11 @@ class SessionReport:
         """Bytes on the air, both ways, that carried no manifest, table or piece content."""
         return self.sent_bytes - self.payload_sent + self.received_bytes
 
+    def after(self, refused: SessionReport) -> SessionReport:
+        """This report with the bytes of the refused link before it (a version fallback) added."""
+        return replace(self, sent_bytes=refused.sent_bytes + self.sent_bytes,
+                       received_bytes=refused.received_bytes + self.received_bytes)
+
     def as_json(self) -> dict[str, object]:
         return {
             "sent_bytes": self.sent_bytes,
@@ -358,6 +393,7 @@ class SessionReport:
             "target_version": self.target_version,
             "box_limit": self.box_limit,
             "needed": self.needed,
+            "protocol": self.protocol,
         }
 
 
@@ -372,6 +408,7 @@ _LIVE = (Phase.HELLO, Phase.OFFERING, Phase.SENDING)
 
 TRANSITIONS: dict[tuple[Phase, type[Event]], str] = {
     (Phase.HELLO, Status): "status_event",
+    (Phase.HELLO, v2.Summary): "status_event",
     (Phase.OFFERING, Accept): "accept",
     (Phase.OFFERING, Reject): "reject",
     # progress after our last word (the box verifies what we sent last) still counts
@@ -402,8 +439,14 @@ class App:
         max_frame: int = protocol.DEFAULT_MAX_FRAME,
         batch_bytes: int = BATCH_BYTES,
         frame_cache: FrameCache | None = None,
+        version: int = v2.VERSION,
     ) -> None:
+        if version not in protocol.PROTOCOL_VERSIONS:
+            raise protocol.LocalProtocolError(f"the phone speaks versions "
+                                              f"{protocol.PROTOCOL_VERSIONS}, not {version}")
         self.cache = cache
+        self.version = version  # what the Hello names: the highest the phone will speak
+        self.protocol: int | None = None  # what the box answered in
         self.frame_cache = frame_cache
         self.manifest = cache.manifest
         self.tag = cache.tag
@@ -413,10 +456,11 @@ class App:
         self.end: SessionEnd | None = None
         self.detail: str | None = None  # the box's words, for the ends that carry them
         self._limit: tuple[int, int] | None = None  # (box's figure, release's need) of a Reject
-        self.status: Status | None = None
+        self.status: Status | v2.Summary | None = None
         self.complete = False
         self.installed = False
-        self._decoder = FrameDecoder(max_frame)
+        # the box's first byte says which version it answers in (see receive_data)
+        self._decoder: FrameDecoder | v2.FrameDecoder | None = None
         self._out = bytearray()
         self._frame_ends: list[tuple[int, int]] = []  # (bytes produced, payload bytes) per frame
         self._session_max = max_frame
@@ -433,7 +477,7 @@ class App:
         self.produced_bytes = 0
         self.payload_produced = 0
         self.received_bytes = 0
-        self._send(Hello(protocol.PROTOCOL_VERSION, max_frame))
+        self._send(Hello(version, max_frame))
 
     # -- the sans-I/O surface ----------------------------------------------------
 
@@ -446,15 +490,46 @@ class App:
         self.received_bytes += len(data)
         if self._deaf:
             return
-        self._decoder.feed(data)
         try:
-            while not self._deaf and (event := self._decoder.next_event()) is not None:
+            decoder = self._decoder or self._pick_decoder(data[0])
+            decoder.feed(data)
+            while not self._deaf and (event := decoder.next_event()) is not None:
                 self._on_event(event)
         except protocol.RemoteProtocolError as e:
             if self.phase is not Phase.DONE:
                 self._send(Error(int(e.code), str(e)[:200]))
             self._deaf = True
             self._finish(SessionEnd.BOX_BROKE, str(e))
+
+    def _pick_decoder(self, first: int) -> FrameDecoder | v2.FrameDecoder:
+        """The decoder for the version the box answers in, told by its first byte.
+
+        A box that speaks version 2 answers a Hello naming 2 in version 2's frames;
+        version-1 firmware answers in version 1's (its Error, or its Status to a
+        phone that named 1).
+        """
+        decoder: FrameDecoder | v2.FrameDecoder
+        if self.version >= v2.VERSION and v2.speaks_v2(first):
+            self.protocol = v2.VERSION
+            decoder = v2.FrameDecoder(self.max_frame, tag=self.tag)
+        else:
+            self.protocol = protocol.PROTOCOL_VERSION
+            decoder = FrameDecoder(max(protocol.MIN_FRAME, self.max_frame))
+        self._decoder = decoder
+        return decoder
+
+    def fallback(self) -> App | None:
+        """A fresh App speaking version 1, when the box refused our Hello's version (else None).
+
+        Version-1 firmware ends a session whose Hello names another version; the
+        caller opens the next link with this App (the bytes of the refused one are
+        in this App's report).
+        """
+        if self.end is not SessionEnd.OLD_PROTOCOL or self.version == protocol.PROTOCOL_VERSION:
+            return None
+        return App(self.cache, max_frame=max(protocol.MIN_FRAME, self.max_frame),
+                   batch_bytes=self.batch_bytes, frame_cache=self.frame_cache,
+                   version=protocol.PROTOCOL_VERSION)
 
     def data_to_send(self) -> bytes:
         if self.phase is Phase.SENDING and self._stream is not None:
@@ -512,12 +587,20 @@ class App:
             target_version=target,
             box_limit=self._limit[0] if self._limit else None,
             needed=self._limit[1] if self._limit else None,
+            protocol=self.protocol,
         )
 
     # -- the conversation ----------------------------------------------------------
 
+    def _encode(self, event: Event) -> bytes:
+        if self.protocol == v2.VERSION:
+            if isinstance(event, Error):
+                event = v2.fit_error(event, self._session_max)
+            return v2.encode(event, self._session_max)
+        return protocol.encode(event, self._session_max)  # (the Hello, too, for every version)
+
     def _send(self, event: Event, payload: int = 0) -> None:
-        self._out += self._account(protocol.encode(event, self._session_max), payload)
+        self._out += self._account(self._encode(event), payload)
 
     def _account(self, frame: bytes, payload: int) -> bytes:
         self.produced_bytes += len(frame)
@@ -547,13 +630,16 @@ class App:
 
     def _on_error(self, ev: Error) -> None:
         self._deaf = True
-        self._finish(SessionEnd.BOX_ENDED, f"{_name(ErrorCode, ev.code)}: {ev.message}")
+        old = (self.phase is Phase.HELLO and ev.code == ErrorCode.UNSUPPORTED_VERSION
+               and self.protocol == protocol.PROTOCOL_VERSION < self.version)
+        end = SessionEnd.OLD_PROTOCOL if old else SessionEnd.BOX_ENDED
+        self._finish(end, f"{_name(ErrorCode, ev.code)}: {ev.message}")
 
     def _on_installed(self, ev: Installed) -> None:
         if ev.ok and ev.version == self.manifest.version:
             self.installed = True
 
-    def _on_status_event(self, ev: Status) -> None:
+    def _on_status_event(self, ev: Status | v2.Summary) -> None:
         try:
             self._on_status(ev)
         except (ManifestError, protocol.LocalProtocolError) as e:
@@ -574,8 +660,8 @@ class App:
         """What the release asks of the limit a Reject names: the least any payload the box
         could take (the full image, a delta from what it runs) needs of it."""
         m, st = self.manifest, self.status
-        running = st.running_sha256 if st else None
-        refs = [r for r in (m.full, *m.deltas) if not r.is_delta or r.source_sha256 == running]
+        refs = [r for r in (m.full, *m.deltas)
+                if r.source_sha256 is None or (st is not None and st.runs(r.source_sha256))]
         need: dict[int, Callable[[PayloadRef], int]] = {
             Reason.NOT_ENOUGH_RAM: lambda r: r.decode_ram,
             Reason.TOO_MANY_PIECES: lambda r: r.pieces,
@@ -591,22 +677,26 @@ class App:
         self._deaf = True
         self._finish(SessionEnd.BOX_BROKE, message)
 
-    def _on_status(self, st: Status) -> None:
+    def _on_status(self, st: Status | v2.Summary) -> None:
         m = self.manifest
         self.status = st
         self._session_max = min(self.max_frame, st.max_frame)
         self._align = st.align
-        worst = protocol.data_capacity(self._session_max, self.tag, 0xFFFF, protocol.MAX_OBJECT)
+        if self.protocol == v2.VERSION:
+            worst = v2.data_capacity(self._session_max)
+        else:
+            worst = protocol.data_capacity(self._session_max, self.tag, 0xFFFF,
+                                           protocol.MAX_OBJECT)
         if worst - worst % st.align <= 0:
             raise protocol.LocalProtocolError(
                 f"{st.align}-byte alignment leaves no room in a {self._session_max}-byte frame")
         mine = m.parsed_version
-        if st.product != m.product or st.hardware != m.hardware:
+        if not st.is_for(m.product, m.hardware):
             return self._finish(SessionEnd.OTHER_PRODUCT)
         theirs = Version.parse(st.running_version)
         # Up to date means this version AND these bytes: the same image staged again as a
         # newer version is still a release the box has to take (its version moves).
-        if st.running_sha256 == m.image_sha256 and theirs == mine:
+        if st.runs(m.image_sha256) and theirs == mine:
             self.installed = True
             return self._finish(SessionEnd.UP_TO_DATE)
         if theirs > mine:
@@ -631,8 +721,10 @@ class App:
         wire = self.cache.manifest_wire
         self.phase = Phase.OFFERING
         offset = 0
+        capacity = (v2.offer_capacity if self.protocol == v2.VERSION
+                    else protocol.offer_capacity)
         while offset < len(wire):
-            room = protocol.offer_capacity(self._session_max, len(wire), offset)
+            room = capacity(self._session_max, len(wire), offset)
             chunk = wire[offset : offset + room]
             self._send(Offer(len(wire), offset, chunk), len(chunk))
             offset += len(chunk)
@@ -662,9 +754,12 @@ class App:
     def _data_frames(self, queue: Iterable[Send]) -> Iterator[bytes]:
         """Data frames for each object in order, aligned as the box requires."""
         cache = self.frame_cache
+        version = self.protocol or protocol.PROTOCOL_VERSION
+        framer = _FRAMERS[version]
         for s in queue:
             args = (self.tag, s.piece, s.data, s.offset, self._align, self._session_max)
-            for frame, payload in data_frames(*args) if cache is None else cache.frames(*args):
+            frames = framer(*args) if cache is None else cache.frames(*args, version=version)
+            for frame, payload in frames:
                 yield self._account(frame, payload)
             self._outstanding.add(s.piece)
 

@@ -1,6 +1,9 @@
-"""The app↔lockbox conversation: frames, events, and strict encode/decode.
+"""The app↔lockbox conversation: frames, events, and protocol version 1's strict codec.
 
-A frame on the wire is::
+The events here are every version's; the codec is version 1's, which the boxes
+in the field speak and every Hello is written in (:func:`negotiate` says who
+speaks what). Version 2, the lean wire, writes the same events in 4 bytes of
+framing: :mod:`fwdist.protocol_v2`. In version 1, a frame on the wire is::
 
     u16 big-endian L | msgpack body (L - 4 bytes) | CRC-32 of the body (u32 big-endian)
 
@@ -52,9 +55,24 @@ import msgpack
 
 from fwdist.errors import FwdistError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 1  # the version this module's codec writes (version 2: fwdist.protocol_v2)
+PROTOCOL_VERSIONS = (1, 2)  # every version fwdist speaks
+
+
+def negotiate(phone: int, box: tuple[int, ...]) -> int | None:
+    """The version a box speaks with a phone whose Hello names ``phone``, or None to refuse.
+
+    Version-1 firmware predates negotiation: it takes a Hello naming 1 and refuses any
+    other (so a newer phone falls back to 1 for it). From version 2 on, a Hello names
+    the highest version the phone speaks and the box answers in the highest both speak.
+    """
+    if max(box) == 1:
+        return 1 if phone == 1 else None
+    common = [v for v in box if v <= phone]
+    return max(common) if common else None
 DEFAULT_MAX_FRAME = 244
 MIN_FRAME = 128
+MIN_FRAME_V2 = 20  # protocol 2: BLE ATT MTU 23 less the 3-byte ATT header
 MAX_FRAME = 4096
 HEADER_BYTES = 2
 CRC_BYTES = 4
@@ -198,6 +216,14 @@ class Status(Event):
     align: int
     max_frame: int
     target: Target | None = None
+
+    def is_for(self, product: str, hardware: str) -> bool:
+        """Whether the box is this product and hardware (as version 2's Summary says it)."""
+        return self.product == product and self.hardware == hardware
+
+    def runs(self, image_sha256: bytes) -> bool:
+        """Whether the box runs the image with this SHA-256."""
+        return self.running_sha256 == image_sha256
 
 
 @dataclass(frozen=True)
@@ -560,7 +586,9 @@ def _check(event: Event) -> None:
     """Field types and ranges of an event; raise :class:`RemoteProtocolError`."""
     if isinstance(event, Hello):
         _need(_is_int(event.version, 0, 255), "hello version out of range")
-        _need(_is_int(event.max_frame, MIN_FRAME, MAX_FRAME), "hello max frame out of range")
+        # from version 2 on a phone may ask for frames as small as one BLE ATT write (20 bytes)
+        low = MIN_FRAME if event.version < 2 else MIN_FRAME_V2
+        _need(_is_int(event.max_frame, low, MAX_FRAME), "hello max frame out of range")
     elif isinstance(event, Status):
         _need(_is_int(event.version, 0, 255), "status version out of range")
         names = (event.product, event.hardware, event.running_version)
@@ -706,6 +734,12 @@ class FrameDecoder:
     def pending(self) -> int:
         """Bytes buffered but not yet part of a decoded frame."""
         return len(self._buf)
+
+    def drain(self) -> bytes:
+        """Hand over the buffered bytes (a session that switches to version 2 after Hello)."""
+        out = bytes(self._buf)
+        self._buf.clear()
+        return out
 
     def next_event(self) -> Event | None:
         buf = self._buf

@@ -294,10 +294,18 @@ def pump_session(
     """One whole session between a lockbox and a phone, in memory, no trio.
 
     The box's session is opened and ended here; its idle step (build, install)
-    is the caller's, as in a real box. The report counts what really crossed:
+    is the caller's, as in a real box. A box that refuses the phone's protocol
+    version (version-1 firmware) gets a second link with :meth:`App.fallback`,
+    and the report counts both. The report counts what really crossed:
     ``sent_bytes`` stops at the budget, and the frame the budget cut counts as
     sent and as overhead, never as payload.
     """
     result = run_session_sync(BoxEndpoint(box, now), phone, budget_bytes)
     link = result.reason if result.reason in (LinkEnd.MAX_BYTES, LinkEnd.STALLED) else None
-    return phone.report(sent_bytes=result.phone_sent, link_reason=link.value if link else None)
+    report = phone.report(sent_bytes=result.phone_sent, link_reason=link.value if link else None)
+    retry = phone.fallback()
+    if retry is None:
+        return report
+    # version-1 firmware refused our Hello: reconnect speaking version 1, on what budget is left
+    left = None if budget_bytes is None else max(0, budget_bytes - report.sent_bytes)
+    return pump_session(box, retry, left, now).after(report)

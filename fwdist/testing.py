@@ -26,6 +26,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from fwdist import protocol as p
+from fwdist import protocol_v2 as v2
 from fwdist.chunker import ChunkerParams
 from fwdist.flash import Flash
 from fwdist.lockbox import BoxConfig, Lockbox
@@ -179,21 +180,43 @@ class SessionLog:
 
 @dataclass
 class Phone:
-    """A phone holding some releases, and of their pieces only ``holds`` (None: all)."""
+    """A phone holding some releases, and of their pieces only ``holds`` (None: all).
+
+    ``protocol`` is the version it speaks (2: Seek and chunks, the box's Summary).
+    """
 
     releases: list[Release]
     holds: set[int] | None = None
     max_frame: int = p.DEFAULT_MAX_FRAME
     order_seed: int | None = None
+    protocol: int = p.PROTOCOL_VERSION
+    _tag: bytes | None = field(default=None, init=False, repr=False)  # the release it sends
 
     def session(self, box: Lockbox, now: int = 0, budget: int | None = None) -> SessionLog:
         """One whole session against ``box``; walk away once ``budget`` bytes are sent."""
         log = SessionLog()
-        dec = p.FrameDecoder(p.MAX_FRAME)
+        dec: p.FrameDecoder | v2.FrameDecoder = p.FrameDecoder(p.MAX_FRAME)
+        cursor: list[tuple[bytes, int, int] | None] = [None]  # where version 2's chunks go
         box.open_session(now)
 
+        def encode(ev: p.Event) -> bytes:
+            if self.protocol == p.PROTOCOL_VERSION or isinstance(ev, p.Hello):
+                return p.encode(ev, self.max_frame)
+            if not isinstance(ev, p.Data):
+                return v2.encode(ev, self.max_frame)
+            seek = b""
+            if cursor[0] != (ev.tag, ev.piece, ev.offset):
+                seek = v2.encode(v2.Seek(ev.tag, ev.piece, ev.offset), self.max_frame)
+            cursor[0] = (ev.tag, ev.piece, ev.offset + len(ev.data))
+            return seek + v2.encode(ev, self.max_frame, (ev.piece, ev.offset))
+
         def send(ev: p.Event) -> list[p.Event]:
-            frame = p.encode(ev, self.max_frame)
+            nonlocal dec
+            if isinstance(ev, p.Hello) and self.protocol != p.PROTOCOL_VERSION:
+                dec = v2.FrameDecoder(p.MAX_FRAME)
+            if isinstance(dec, v2.FrameDecoder):
+                dec.tag = self._tag  # (version 2's progress frames name no release)
+            frame = encode(ev)
             cut = budget is not None and log.sent + len(frame) > budget
             chunk = frame[: budget - log.sent] if cut and budget is not None else frame
             reply = box.receive_data(chunk, now)
@@ -218,10 +241,10 @@ class Phone:
         box.end_session(now)
         return log
 
-    def _pick(self, status: p.Status) -> Release | None:
+    def _pick(self, status: p.Status | v2.Summary) -> Release | None:
         best = None
         for rel in self.releases:
-            if rel.manifest.product != status.product:
+            if not status.is_for(rel.manifest.product, rel.manifest.hardware):
                 continue
             if status.target is not None and rel.tag == status.target.tag:
                 return rel
@@ -231,13 +254,14 @@ class Phone:
 
     def _converse(self, send: object, log: SessionLog) -> None:
         assert callable(send)
-        evs = send(p.Hello(p.PROTOCOL_VERSION, self.max_frame))
-        status = next((e for e in evs if isinstance(e, p.Status)), None)
+        evs = send(p.Hello(self.protocol, self.max_frame))
+        status = next((e for e in evs if isinstance(e, p.Status | v2.Summary)), None)
         if status is None:
             return
         rel = self._pick(status)
         if rel is None:
             return
+        self._tag = rel.tag
         running = Version.parse(status.running_version)
         target = status.target
         if target is None or target.tag != rel.tag:
@@ -268,7 +292,9 @@ class Phone:
         def stream(piece: int, data: bytes, start: int) -> None:
             off = start
             while off < len(data):
-                room = p.data_capacity(status.max_frame, tag, piece, off)
+                room = (p.data_capacity(status.max_frame, tag, piece, off)
+                        if self.protocol == p.PROTOCOL_VERSION
+                        else v2.data_capacity(status.max_frame))
                 room -= room % align
                 evs = send(p.Data(tag, piece, off, data[off : off + room]))
                 for e in evs:

@@ -439,11 +439,21 @@ async def push(
 
     The report counts what really left; when a budget ended the link (the
     agent walked away) or the box fell silent for ``idle_seconds``, that is the
-    report's reason, else the phone's own.
+    report's reason, else the phone's own. A box that refuses the phone's
+    protocol version (version-1 firmware) is called again with
+    :meth:`App.fallback`; the report counts both links.
     """
     stream = await connect(host, port)
     stats = await converse(stream, phone, max_send_bytes=max_bytes, max_seconds=max_seconds,
                            idle_seconds=idle_seconds, rate=rate, on_sent=on_sent)
     r = stats.reason
     link = r.value if r is not None and (r.walk_away or r is LinkEnd.IDLE) else None
-    return phone.report(sent_bytes=stats.sent_bytes, link_reason=link)
+    report = phone.report(sent_bytes=stats.sent_bytes, link_reason=link)
+    retry = phone.fallback()
+    if retry is None:
+        return report
+    # version-1 firmware refused our Hello: connect again speaking version 1 (budget: what is left)
+    left = None if max_bytes is None else max(0, max_bytes - report.sent_bytes)
+    again = await push(retry, host, port, max_bytes=left, max_seconds=max_seconds,
+                       idle_seconds=idle_seconds, rate=rate, on_sent=on_sent)
+    return again.after(report)

@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import struct
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ from fwdist.errors import FwdistError
 from fwdist.flash import Flash
 from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
 from fwdist.manifest import Manifest, PayloadRef, Version, key_id
+from fwdist.protocol_v2 import frame_size
 from fwdist.pump import BoxEndpoint, Charge, Pump, Turns
 from fwdist.releases import (
     load_manifest,
@@ -75,15 +75,15 @@ DESCRIPTIONS = {
 def whole_frames(chunk: bytes, sent: int) -> int:
     """Bytes of the whole frames within the first ``sent`` bytes of ``chunk``.
 
-    Chunks are whole frames back to back; a frame is ``u16 BE L`` then ``L``
-    bytes (msgpack body and CRC32), see :mod:`fwdist.protocol`.
+    Chunks are whole frames back to back, of either protocol version (their sizes:
+    :func:`fwdist.protocol_v2.frame_size`).
     """
     pos = 0
     while pos + 2 <= sent:
-        (length,) = struct.unpack_from(">H", chunk, pos)
-        if pos + 2 + length > sent:
+        size = frame_size(chunk[pos : pos + 2])
+        if pos + size > sent:
             break
-        pos += 2 + length
+        pos += size
     return pos
 
 

@@ -22,6 +22,7 @@ import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist import protocol as p
+from fwdist import protocol_v2 as v2
 from fwdist.flash import AlignedWriter, Flash
 from fwdist.journal import Journal, JournalFull
 from fwdist.lockbox import _accept, _build, _images
@@ -91,8 +92,9 @@ class Lockbox:
         # one packer per box, reused: packb() sets one up (with a 1 MiB buffer) per call, and a
         # module-wide one would be state shared by every box
         self._pack: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True).pack
-        self._decoder = p.FrameDecoder(config.max_frame)
+        self._decoder: p.FrameDecoder | v2.FrameDecoder = p.FrameDecoder(config.max_frame)
         self._out_max = config.max_frame
+        self.protocol = p.PROTOCOL_VERSION  # this session's (the Hello every version reads is v1's)
         self._offer = bytearray()
         self._offer_total = 0
         self.frames_out = 0
@@ -228,11 +230,11 @@ class Lockbox:
         out: list[bytes] = []
         view = memoryview(data)
         step = self.config.max_frame
-        decoder = self._decoder
         try:
             for i in range(0, len(view), step):
-                decoder.feed(view[i : i + step])
-                while self.session is not Session.DONE and (ev := decoder.next_event()):
+                self._decoder.feed(view[i : i + step])
+                # (the Hello may switch the session to version 2's decoder: read it each time)
+                while self.session is not Session.DONE and (ev := self._decoder.next_event()):
                     self._dispatch(ev, now, out)
         except p.RemoteProtocolError as e:
             self._send(out, p.Error(int(e.code), str(e)[:200]))
@@ -261,8 +263,17 @@ class Lockbox:
                                f"{nxt.value}, which the session table does not allow")
         self.session = nxt
 
+    def _encode(self, ev: p.Event) -> bytes:
+        if self.protocol == p.PROTOCOL_VERSION:
+            return p.encode(ev, self._out_max)
+        if isinstance(ev, p.Status):
+            return v2.encode(v2.summarize(ev), self._out_max)
+        if isinstance(ev, p.Error):
+            ev = v2.fit_error(ev, self._out_max)
+        return v2.encode(ev, self._out_max)
+
     def _send(self, out: list[bytes], ev: p.Event) -> None:
-        frame = p.encode(ev, self._out_max)
+        frame = self._encode(ev)
         out.append(frame)
         self.frames_out += 1
         self.bytes_out += len(frame)
@@ -271,6 +282,7 @@ class Lockbox:
         self._state  # noqa: B018 - must have booted
         self._decoder = p.FrameDecoder(self.config.max_frame)
         self._out_max = self.config.max_frame
+        self.protocol = p.PROTOCOL_VERSION
         self._offer.clear()
         self.rx.new_session()
         return S.WAIT_HELLO
@@ -286,17 +298,32 @@ class Lockbox:
         return S.DONE
 
     def _on_hello(self, ev: p.Hello, now: int, out: list[bytes]) -> Session:
-        if ev.version != p.PROTOCOL_VERSION:
-            raise p.RemoteProtocolError(f"protocol version {ev.version} is not "
-                                        f"{p.PROTOCOL_VERSION}", p.ErrorCode.UNSUPPORTED_VERSION)
+        version = p.negotiate(ev.version, self.config.protocols)
+        if version is None:
+            speaks = " or ".join(map(str, self.config.protocols))
+            raise p.RemoteProtocolError(f"protocol version {ev.version} is not {speaks}",
+                                        p.ErrorCode.UNSUPPORTED_VERSION)
         self._out_max = min(self.config.max_frame, ev.max_frame)
+        if version != p.PROTOCOL_VERSION:  # the rest of the session is version 2's frames
+            self.protocol = version
+            old, self._decoder = self._decoder, v2.FrameDecoder(self._out_max)
+            assert isinstance(old, p.FrameDecoder)  # (the Hello came in version 1's framing)
+            self._decoder.feed(old.drain())
+            self.rx.new_session(max(self.config.ack_every, v2.ACK_EVERY))
         status = self.status_frame()
+        room = self._out_max if version == p.PROTOCOL_VERSION else v2.limit(self._out_max,
+                                                                            v2.T_STATUS)
+
+        def size(st: p.Status) -> int:
+            if version == p.PROTOCOL_VERSION:
+                return len(p.encode(st, p.MAX_FRAME))
+            return len(v2.encode(v2.summarize(st), p.MAX_FRAME))
+
         # on a small link, report fewer partial pieces (a phone finds the rest through rewinds)
-        while (status.target is not None and status.target.partials
-               and len(p.encode(status, p.MAX_FRAME)) > self._out_max):
+        while status.target is not None and status.target.partials and size(status) > room:
             t = status.target
             status = replace(status, target=replace(t, partials=t.partials[:-1]))
-        if len(p.encode(status, p.MAX_FRAME)) > self._out_max:
+        if size(status) > room:
             raise p.RemoteProtocolError(f"a {self._out_max}-byte frame cannot carry this box's "
                                         "status", p.ErrorCode.FRAME_TOO_LARGE)
         self._send(out, status)
@@ -338,7 +365,7 @@ class Lockbox:
             tbl = t.streams.get(TABLE, Stream())
             target = p.Target(t.tag, t.version, tbl.received, bytes(bits), tuple(partials),
                               self._payload_index())
-        return p.Status(p.PROTOCOL_VERSION, self.config.product, self.config.hardware,
+        return p.Status(self.protocol, self.config.product, self.config.hardware,
                         s.running_version, s.running_counter, s.running_sha256,
                         max(0, min(100, self.battery)), int(self.box_state()), self.config.align,
                         self._out_max, target)

@@ -43,6 +43,8 @@ class BoxConfig:
     formats: tuple[str, ...] | None = None
     """The delta encoders the box's firmware decodes (None: every one fwdist has); the full
     image's pieces always decode. From a hardware profile (:mod:`fwdist.hardware`)."""
+    # the protocol versions its firmware speaks: (1,) is the field's version-1 firmware
+    protocols: tuple[int, ...] = (1, 2)
 
     def __post_init__(self) -> None:
         ss = self.sector_size
@@ -51,6 +53,11 @@ class BoxConfig:
                 raise LockboxError(f"{name} must be a positive multiple of the sector size {ss}")
         if not p.MIN_FRAME <= self.max_frame <= p.MAX_FRAME:
             raise LockboxError(f"max frame must be {p.MIN_FRAME}..{p.MAX_FRAME}")
+        if isinstance(self.protocols, list):  # (as read back from box.json)
+            object.__setattr__(self, "protocols", tuple(self.protocols))
+        if (not isinstance(self.protocols, tuple) or not self.protocols
+                or not set(self.protocols) <= set(p.PROTOCOL_VERSIONS)):
+            raise LockboxError(f"protocols must be some of {p.PROTOCOL_VERSIONS}")
         if self.formats is not None and not isinstance(self.formats, tuple):
             raise LockboxError("formats must be a tuple of delta encoder names (or None)")
 

@@ -56,9 +56,12 @@ class Receiver:
         self.starts: list[int] = []  # where each piece's content starts in the payload
         self._table_hash: Any = None  # the table's SHA-256 so far (a hashlib object)
         self._began: dict[int, int] = {}  # stream -> bytes it held when this session began it
+        self.ack_every = config.ack_every  # this session's (see new_session)
 
-    def new_session(self) -> None:
+    def new_session(self, ack_every: int | None = None) -> None:
+        """A session begins; it acknowledges every ``ack_every`` bytes (default: the config's)."""
         self._began.clear()
+        self.ack_every = self.config.ack_every if ack_every is None else ack_every
 
     def forget(self) -> None:
         self.manifest = self.ref = self.table = None
@@ -167,7 +170,7 @@ class Receiver:
                                             p.ErrorCode.BAD_PIECE)
             self._commit(Done(sid))
             send(p.PieceComplete(t.tag, sid))
-        elif end // cfg.ack_every > received // cfg.ack_every:
+        elif end // self.ack_every > received // self.ack_every:
             send(p.Ack(t.tag, sid, end))
             return
         if t.streams[sid].done and self.all_done(t):
@@ -236,7 +239,7 @@ class Receiver:
                 self._reset_table()
                 raise p.RemoteProtocolError("piece table does not match the manifest",
                                             p.ErrorCode.BAD_PIECE)
-            if end // self.config.ack_every > received // self.config.ack_every:
+            if end // self.ack_every > received // self.ack_every:
                 send(p.Ack(t.tag, TABLE, end))
             return
         if not self._complete_table(s, t):

@@ -42,8 +42,9 @@ def rel_full(release_history: Callable[..., Releases]) -> Releases:
 class Run:
     """One box under test, with a record of its persisted progress before each frame."""
 
-    def __init__(self, rel: Releases, config: BoxConfig, flash: Flash) -> None:
+    def __init__(self, rel: Releases, config: BoxConfig, flash: Flash, protocol: int = 1) -> None:
         self.rel, self.config, self.flash = rel, config, flash
+        self.protocol = protocol
         self.floor = 0
         self.box = self._boot()
 
@@ -80,7 +81,8 @@ class Run:
         for i in range(max_sessions):
             if self.box.status()["running_version"] == newest.version:
                 return
-            log = Phone([newest], order_seed=i).session(self.box, NOW, budget)
+            phone = Phone([newest], order_seed=i, protocol=self.protocol)
+            log = phone.session(self.box, NOW, budget)
             assert log.error is None, log.error  # nothing a power cut did looks like a bad phone
             while self.box.idle(NOW) in (IdleStep.BUILT, IdleStep.REVERTED):
                 pass
@@ -116,23 +118,24 @@ def check_final(run: Run) -> None:
     assert again.state_bytes() == box.state_bytes()
 
 
-def count_ops(rel: Releases, sector_size: int = 4096) -> int:
+def count_ops(rel: Releases, sector_size: int = 4096, protocol: int = 1) -> int:
     config, flash = fresh(rel, sector_size)
-    run = Run(rel, config, flash)
+    run = Run(rel, config, flash, protocol)
     run.start()
     run.finish()
     check_final(run)
     return flash.ops
 
 
-def sweep(rel: Releases, torn: bool, sector_size: int = 4096) -> tuple[int, int]:
+def sweep(rel: Releases, torn: bool, sector_size: int = 4096,
+          protocol: int = 1) -> tuple[int, int]:
     """Cut power at every operation of the update in turn: (operations, cuts that happened)."""
-    total = count_ops(rel, sector_size)
+    total = count_ops(rel, sector_size, protocol)
     cuts = 0
     for cut in range(total):
         config, flash = fresh(rel, sector_size)
         flash.arm(cut, torn=torn, seed=cut)
-        run = Run(rel, config, flash)
+        run = Run(rel, config, flash, protocol)
         try:
             run.start()
             run.finish()
@@ -181,6 +184,17 @@ def test_cut_at_every_operation_full(rel_full: Releases, torn: bool, sector: int
     total, cuts = sweep(rel_full, torn, sector_size=sector)
     print(f"\npower-cut sweep (full-image update, {sector} B sectors, "
           f"{'torn' if torn else 'clean'}): {cuts} cut points")
+    assert (total, cuts) == (ops, ops)
+
+
+@pytest.mark.parametrize(("which", "ops"), [("delta", 35), ("full", 102)])  # v1: 37, 104
+@pytest.mark.parametrize("torn", [False, True], ids=["clean", "torn"])
+def test_cut_at_every_operation_protocol_2(rel: Releases, rel_full: Releases, which: str,
+                                           torn: bool, ops: int) -> None:
+    """The same sweeps with the phone speaking version 2 (Seek, implied offsets, chunks)."""
+    total, cuts = sweep(rel if which == "delta" else rel_full, torn, protocol=2)
+    print(f"\npower-cut sweep ({which} update, protocol 2, {'torn' if torn else 'clean'}): "
+          f"{cuts} cut points")
     assert (total, cuts) == (ops, ops)
 
 

@@ -8,6 +8,7 @@ lockbox (in memory and over trio streams) is at the end of the file.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,7 +21,8 @@ from hypothesis import strategies as st
 
 from fwdist import app as appmod
 from fwdist import protocol, pump, trio_link
-from fwdist.app import App, FrameCache, PhoneCache, Send, SessionEnd, SessionReport, send_order
+from fwdist.app import App as _App
+from fwdist.app import FrameCache, PhoneCache, Send, SessionEnd, SessionReport, send_order
 from fwdist.chunker import ChunkerParams
 from fwdist.errors import ManifestError
 from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
@@ -48,6 +50,12 @@ from fwdist.store import Store
 CHUNKS = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384)
 SAMPLE = SampleFirmware(size=64 * 1024, seed=3)
 
+
+
+def App(cache: PhoneCache, **kwargs: object) -> _App:
+    """The phone speaking version 1: these tests script version-1 boxes byte for byte
+    (``test_protocol_v2.py`` runs version 2, and the fallback from it)."""
+    return _App(cache, version=1, **kwargs)  # type: ignore[arg-type]
 
 def stage_releases(root: Path, key: Ed25519PrivateKey, releases: int = 2) -> Store:
     store = Store.open(root / "store", create=True)
@@ -509,10 +517,14 @@ def idle(box: Lockbox) -> list[IdleStep]:
 
 
 def sessions_until_installed(box: Lockbox, phones: list[PhoneCache], budget: int | None,
-                             limit: int = 50) -> list[SessionReport]:
+                             limit: int = 50, make: Callable[[PhoneCache], _App] | None = None
+                             ) -> list[SessionReport]:
+    """Sessions of ``budget`` bytes, phones taking turns (``make`` builds each session's App:
+    default, one speaking version 1), until the box installs the release."""
+    make = make or App
     reports: list[SessionReport] = []
     while len(reports) < limit:
-        r = pump_session(box, App(phones[len(reports) % len(phones)]), budget, NOW)
+        r = pump_session(box, make(phones[len(reports) % len(phones)]), budget, NOW)
         reports.append(r)
         idle(box)
         if r.installed:

@@ -24,6 +24,7 @@ import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fwdist import protocol as p
+from fwdist import protocol_v2 as v2
 from fwdist.flash import Region
 from fwdist.journal import Journal
 from fwdist.lockbox import BoxConfig, Lockbox, Rec
@@ -96,6 +97,22 @@ def example_events() -> dict[str, p.Event]:
     }
 
 
+def example_v2_frames() -> dict[str, bytes]:
+    """Protocol version 2's worked frames: the same session as version 1's examples."""
+    ev = example_events()
+    status = ev["status"]
+    assert isinstance(status, p.Status)
+    tag = p.release_tag(example_manifest())
+    return {
+        "v2-hello": p.encode(p.Hello(v2.VERSION, p.DEFAULT_MAX_FRAME)),
+        "v2-summary": v2.encode(v2.summarize(status), 244),
+        "v2-seek": v2.encode(v2.Seek(tag, 0, 4096), 244),
+        "v2-data": v2.encode(ev["data"], 244, (0, 4096)),
+        "v2-ack": v2.encode(ev["ack"], 244),
+        "v2-piece-complete": v2.encode(ev["piece-complete"], 244),
+    }
+
+
 def example_journal() -> tuple[bytes, bytes]:
     """(first snapshot record of a provisioned box, the PROGRESS record appended after it)."""
     config = BoxConfig("lockbox", "lb-r2")
@@ -122,7 +139,7 @@ def examples() -> dict[str, bytes]:
         "journal-snapshot": snapshot,
         "journal-progress": progress,
     }
-    return out
+    return out | example_v2_frames()
 
 
 HEX_BLOCK = re.compile(r"<!-- hex: ([\w-]+) -->\s*```[a-z]*\n(.*?)```", re.S)
@@ -148,6 +165,21 @@ def test_the_documented_frames_decode_to_their_events() -> None:
     documented = documented_hex()
     for name, event in example_events().items():
         assert p.decode_frames(documented[name]) == [event]
+
+
+def test_the_documented_v2_frames_decode_to_their_events() -> None:
+    documented, ev = documented_hex(), example_events()
+    tag = p.release_tag(example_manifest())
+    dec = v2.FrameDecoder(244, tag)
+    dec.feed(b"".join(documented[n] for n in ("v2-summary", "v2-ack", "v2-piece-complete")))
+    summary, ack, done = dec.events()
+    assert isinstance(summary, v2.Summary) and summary.is_for("lockbox", "lb-r2")
+    assert (ack, done) == (ev["ack"], ev["piece-complete"])
+    box = v2.FrameDecoder(244)
+    box.feed(documented["v2-seek"] + documented["v2-data"])
+    assert box.events() == [ev["data"]]
+    assert len(documented["v2-hello"]) + len(documented["v2-summary"]) == 59
+    assert "59 bytes of set-up" in (DOCS / "wire-format.md").read_text()
 
 
 def test_the_documented_sizes_are_the_encoded_sizes() -> None:

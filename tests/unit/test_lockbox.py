@@ -672,9 +672,16 @@ def test_figures_for_a_256k_image(tmp_path: Path, max_frame: int) -> None:
 
 
 def test_unsupported_protocol_version_ends_the_session(rel: Releases) -> None:
-    box = new_box(rel, box_config(rel))
+    """Version-1 firmware refuses a Hello naming 2; a version-2-only box one naming 1."""
+    box = new_box(rel, box_config(rel, protocols=(1,)))
     box.open_session(NOW)
     evs = p.decode_frames(box.receive_data(p.encode(p.Hello(2, 244)), NOW))
+    assert [type(e) for e in evs] == [p.Error] and evs[0].code == p.ErrorCode.UNSUPPORTED_VERSION
+    assert box.session is Session.DONE
+    box.end_session(NOW)
+    box = new_box(rel, box_config(rel, protocols=(2,)))
+    box.open_session(NOW)
+    evs = p.decode_frames(box.receive_data(p.encode(p.Hello(1, 244)), NOW))
     assert [type(e) for e in evs] == [p.Error] and evs[0].code == p.ErrorCode.UNSUPPORTED_VERSION
 
 
