@@ -8,7 +8,7 @@ it checks before a piece counts, and what it checks the built image against.
 Every byte of that is a byte of firmware that did not move in an access of a
 few kilobytes, so format 2 is a fixed binary layout (docs/wire-format.md gives
 it byte by byte) rather than msgpack: the same fields as canonical msgpack with
-integer keys cost 12-14 bytes more (keys and type headers), and the layout is
+integer keys cost 28-31 bytes more (keys, type and bin headers), and the layout is
 just as strictly decoded (parse or raise, one encoding per value).
 
 What is cut, and why it is still safe:
