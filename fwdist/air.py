@@ -16,8 +16,8 @@ What is cut, and why it is still safe:
 - **product and hardware** are 4-byte ids (SHA-256 of the name, domain
   separated, truncated). A box compares them with the ids of its own names; a
   release counts only if the vendor's key signed it, so only the vendor's own
-  products can collide, and :func:`check_ids_distinct` lets the store refuse a
-  product whose id equals another's it holds (odds for 1,000 products: 1 in
+  products can collide, and staging refuses (:func:`check_ids_distinct`) a
+  product whose id equals that of another product in the store (odds for 1,000 products: 1 in
   8,600, before that check).
 - **the base image** of a delta is the first 4 bytes of its SHA-256. A box
   cannot be made to run another base (it runs what it runs), and a delta

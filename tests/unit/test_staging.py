@@ -146,6 +146,20 @@ def test_empty_and_missing_images_are_refused(
     assert store.releases() == [] and list(store.object_ids()) == []
 
 
+def test_a_product_whose_4_byte_id_another_has_is_refused(
+    store: Store, private_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    image = _image(tmp_path, SampleFirmware(8 * 1024, seed=3).image(0))
+    stage(store, image, private_key, StageOptions("p11969", "1.0.0"))
+    objects = sorted(store.object_ids())
+    with pytest.raises(StagingError) as refused:
+        stage(store, image, private_key, StageOptions("p44711", "1.0.0"))
+    assert str(refused.value) == ("products 'p11969' and 'p44711' share the 4-byte product id "
+                                  "15da9987; rename one")
+    assert store.releases() == [("p11969", "1.0.0")] and sorted(store.object_ids()) == objects
+    stage(store, image, private_key, StageOptions("p11969", "1.0.1"))  # the same name is fine
+
+
 def test_a_stage_killed_midway_leaves_no_visible_release(
     store: Store, private_key: Ed25519PrivateKey, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
