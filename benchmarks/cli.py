@@ -25,6 +25,7 @@ from benchmarks import (
     bench_devices,
     bench_lockbox,
     bench_pairs,
+    bench_release,
     bench_staging,
     device_peers,
     tools,
@@ -34,7 +35,7 @@ from benchmarks.limits import LIMITS_FILE, Limits, Move, check, updated, worse_t
 from benchmarks.record import Machine, Record, failed, skipped
 from benchmarks.report import document, markdown
 
-SECTIONS = ("chunking", "staging", "pairs", "devices", "lockbox", "sim")
+SECTIONS = ("chunking", "staging", "pairs", "devices", "release", "lockbox", "sim")
 SIM_MODULE = "benchmarks.bench_sim"
 SIM_FIGURES = (
     ("sim/accesses_per_second", "accesses/s"),
@@ -155,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "staging": lambda: bench_staging.run(args.quick, peer_tools, cache),
         "pairs": lambda: bench_pairs.run(args.quick, peer_tools, cache, progress=log),
         "devices": lambda: bench_devices.run(args.quick, peer_tools, cache, progress=log),
+        "release": bench_release.run,
         "lockbox": lambda: bench_lockbox.run(args.quick, peer_tools, cache),
         "sim": lambda: run_sim(args.quick),
     }

@@ -285,4 +285,5 @@ NRF52832: Final = Profile(
 512 KiB of NOR flash in 4 KiB pages, 4-byte word writes; its firmware carries the two
 small-RAM decoders and the Thumb-2 filter, the formats that decode in 32 KiB): four sectors
 of journal and manifests, two 160 KiB image slots and 176 KiB of staging, enough for a whole
-160 KiB image's compressed pieces with their table (so the full image always fits: no box is ever stuck)."""
+160 KiB image's compressed pieces with their table (so the full image always fits: no box is
+ever stuck)."""

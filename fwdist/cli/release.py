@@ -184,7 +184,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"{p.product} {p.source} -> {p.target}: {p.air_bytes} bytes over the air "
             f"({p.encoder}: manifest {p.manifest_bytes} + table {p.table_bytes} + "
             f"payload {p.payload_bytes} in {p.pieces} pieces) for a {p.image_bytes}-byte image; "
-            f"its decoder needs {p.decoder_ram} bytes of RAM"
+            f"its decoder needs {p.decoder_ram} bytes of RAM; "
+            f"format 2 manifest and table: {p.format2_overhead_bytes} bytes "
+            f"(now {p.overhead_bytes})"
         )
     return 0
 

@@ -1040,3 +1040,12 @@ def test_a_device_pair_without_peers_still_measures_fwdist_and_says_why(
     assert f"{prefix}/air_bytes: no peer measured, 'best peer + margin' unchecked" in (
         result.warnings
     )
+def test_release_overhead_is_format_2_next_to_format_1() -> None:
+    from benchmarks import bench_release
+
+    records = {r.name: r for r in bench_release.run()}
+    delta, full = records["release/sample-delta/overhead_bytes"], records[
+        "release/sample-full/overhead_bytes"]
+    assert (delta.value, delta.peer_value) == (154, 364)  # issue 11: at most 160
+    assert (full.value, full.peer_value) == (482, 818)  # 12 pieces: 11 more 30-byte rows
+    assert all(r.checked and r.peer == bench_release.FORMAT1 for r in records.values())
