@@ -20,13 +20,20 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks import bench_chunking, bench_lockbox, bench_pairs, bench_staging, tools
+from benchmarks import (
+    bench_chunking,
+    bench_lockbox,
+    bench_pairs,
+    bench_release,
+    bench_staging,
+    tools,
+)
 from benchmarks.inputs import cache_dir
 from benchmarks.limits import LIMITS_FILE, Limits, Move, check, updated, worse_trailer
 from benchmarks.record import Machine, Record, failed, skipped
 from benchmarks.report import document, markdown
 
-SECTIONS = ("chunking", "staging", "pairs", "lockbox", "sim")
+SECTIONS = ("chunking", "staging", "pairs", "release", "lockbox", "sim")
 SIM_MODULE = "benchmarks.bench_sim"
 SIM_FIGURES = (
     ("sim/accesses_per_second", "accesses/s"),
@@ -144,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "chunking": lambda: bench_chunking.run(args.quick),
         "staging": lambda: bench_staging.run(args.quick, peer_tools, cache),
         "pairs": lambda: bench_pairs.run(args.quick, peer_tools, cache, progress=log),
+        "release": bench_release.run,
         "lockbox": lambda: bench_lockbox.run(args.quick, peer_tools, cache),
         "sim": lambda: run_sim(args.quick),
     }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fwdist import delta
+from fwdist import air, delta
 from fwdist.app import AppError, PhoneCache
 from fwdist.errors import FwdistError, PlanError, StoreError
 from fwdist.keys import load_public
@@ -172,10 +172,22 @@ class Plan:
     payload_bytes: int
     pieces: int
     image_bytes: int
+    format2_manifest_bytes: int
+    format2_table_bytes: int
 
     @property
     def air_bytes(self) -> int:
         return self.manifest_bytes + self.table_bytes + self.payload_bytes
+
+    @property
+    def overhead_bytes(self) -> int:
+        """What the box receives that is not payload: manifest (with signature) and table."""
+        return self.manifest_bytes + self.table_bytes
+
+    @property
+    def format2_overhead_bytes(self) -> int:
+        """The same in format 2 (:mod:`fwdist.air`): the payload's own manifest and table."""
+        return self.format2_manifest_bytes + self.format2_table_bytes
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -189,6 +201,8 @@ class Plan:
             "manifest_bytes": self.manifest_bytes,
             "table_bytes": self.table_bytes,
             "payload_bytes": self.payload_bytes,
+            "overhead_bytes": self.overhead_bytes,
+            "format2_overhead_bytes": self.format2_overhead_bytes,
         }
 
 
@@ -201,6 +215,7 @@ def plan(store: Store, product: str, source: str, target: str) -> Plan:
     wire = store.get_manifest(product, target)
     m = decode(wire).manifest
     ref = m.delta_from(source) or m.full
+    lean = air.from_release(m, ref, load_table(store, ref))
     return Plan(
         product=product,
         source=source,
@@ -211,6 +226,8 @@ def plan(store: Store, product: str, source: str, target: str) -> Plan:
         payload_bytes=ref.size,
         pieces=ref.pieces,
         image_bytes=m.image_size,
+        format2_manifest_bytes=len(air.encode_body(lean.manifest)) + air.signature_block_bytes(),
+        format2_table_bytes=len(lean.table),
     )
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import zstandard
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from fwdist import delta
+from fwdist import air, delta
 from fwdist.chunker import ChunkerParams, chunk_stream
-from fwdist.errors import StagingError
+from fwdist.errors import ManifestError, StagingError
 from fwdist.keys import public_pem
 from fwdist.manifest import (
     MAX_PIECE_SIZE,
@@ -218,6 +218,10 @@ def stage(
     expires = None if opts.expires_days is None else now + math.ceil(opts.expires_days * 86400)
     with store.transaction():
         scan = scan_releases(store, opts.product, trusted)
+        try:  # boxes are to tell products apart by a 4-byte id (format 2, fwdist.air)
+            air.check_ids_distinct([*(name for name, _ in store.releases()), opts.product])
+        except ManifestError as e:
+            raise StagingError(str(e)) from None
         counter, sources = _check_history(scan, opts, version, hardware, image_size)
         if os.path.lexists(store.manifest_path(opts.product, str(version))):
             raise StagingError(_in_the_way(opts.product, str(version), scan))

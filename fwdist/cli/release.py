@@ -179,7 +179,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(
             f"{p.product} {p.source} -> {p.target}: {p.air_bytes} bytes over the air "
             f"({p.encoder}: manifest {p.manifest_bytes} + table {p.table_bytes} + "
-            f"payload {p.payload_bytes} in {p.pieces} pieces) for a {p.image_bytes}-byte image"
+            f"payload {p.payload_bytes} in {p.pieces} pieces) for a {p.image_bytes}-byte image; "
+            f"format 2 manifest and table: {p.format2_overhead_bytes} bytes "
+            f"(now {p.overhead_bytes})"
         )
     return 0
 

@@ -690,3 +690,14 @@ def test_cli_refuses_unreadable_limits_with_exit_2(
     code = cli.main(["--only", "sim", "--limits", str(tmp_path / "missing.json")])
     assert code == 2
     assert capsys.readouterr().err.startswith("benchmarks: error: cannot read limits from ")
+
+
+def test_release_overhead_is_format_2_next_to_format_1() -> None:
+    from benchmarks import bench_release
+
+    records = {r.name: r for r in bench_release.run()}
+    delta, full = records["release/sample-delta/overhead_bytes"], records[
+        "release/sample-full/overhead_bytes"]
+    assert (delta.value, delta.peer_value) == (154, 364)  # issue 11: at most 160
+    assert (full.value, full.peer_value) == (482, 818)  # 12 pieces: 11 more 30-byte rows
+    assert all(r.checked and r.peer == bench_release.FORMAT1 for r in records.values())

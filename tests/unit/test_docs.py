@@ -23,12 +23,13 @@ from pathlib import Path
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fwdist import air
 from fwdist import protocol as p
 from fwdist import protocol_v2 as v2
 from fwdist.flash import Region
 from fwdist.journal import Journal
 from fwdist.lockbox import BoxConfig, Lockbox, Rec
-from fwdist.manifest import Manifest, PayloadRef, PieceEntry, PieceTable, sign
+from fwdist.manifest import Manifest, PayloadRef, PieceEntry, PieceTable, decode, sign
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"
@@ -84,6 +85,13 @@ def example_manifest() -> bytes:
     return sign(m, Ed25519PrivateKey.from_private_bytes(EXAMPLE_KEY_SEED))
 
 
+def example_air_manifest() -> bytes:
+    """The example release's delta as format 2 (what a box on 1.0.0 is to receive)."""
+    m = decode(example_manifest()).manifest
+    lean = air.from_release(m, m.deltas[0], example_tables()[1])
+    return air.sign(lean.manifest, [Ed25519PrivateKey.from_private_bytes(EXAMPLE_KEY_SEED)])
+
+
 def example_events() -> dict[str, p.Event]:
     tag = p.release_tag(example_manifest())
     running = hashlib.sha256(b"example image 1.0.0").digest()
@@ -136,6 +144,7 @@ def examples() -> dict[str, bytes]:
     out |= {
         "manifest": example_manifest(),
         "delta-table": dtable.encode(),
+        "air-manifest": example_air_manifest(),
         "journal-snapshot": snapshot,
         "journal-progress": progress,
     }
@@ -189,6 +198,7 @@ def test_the_documented_sizes_are_the_encoded_sizes() -> None:
     assert sizes["hello"] == 11 and "`Hello` is 11 bytes" in text
     assert sizes["data"] == 36 and "36 bytes on the air" in text
     assert sizes["manifest"] == 330 and "330 bytes" in text
+    assert sizes["air-manifest"] == 159 and "159 bytes" in text
     tag = p.release_tag(example_manifest())
     capacities = [p.data_capacity(244, tag, 0, off) for off in (0, 128, 256, 65536)]
     assert capacities == [226, 225, 224, 222]

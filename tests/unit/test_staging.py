@@ -47,6 +47,8 @@ def test_stage_two_releases_and_plan(
     p = plan(store, "lockbox", "1.0.0", "1.1.0")
     assert p.air_bytes == p.manifest_bytes + p.table_bytes + p.payload_bytes
     assert p.payload_bytes == m.deltas[0].size
+    # issue 11: one inline row replaces the table and the msgpack manifest of every payload
+    assert p.pieces == 1 and p.format2_overhead_bytes == 88 + 66 <= 160 < p.overhead_bytes
     full = plan(store, "lockbox", "0.9.0", "1.1.0")
     assert full.encoder == "zstd-pieces" and full.payload_bytes == m.full.size
     assert p.air_bytes * 2 < full.air_bytes < len(new)
@@ -142,6 +144,20 @@ def test_empty_and_missing_images_are_refused(
     with pytest.raises(StagingError, match="cannot read"):
         stage(store, tmp_path / "nope.bin", private_key, StageOptions("lockbox", "1.0.0"))
     assert store.releases() == [] and list(store.object_ids()) == []
+
+
+def test_a_product_whose_4_byte_id_another_has_is_refused(
+    store: Store, private_key: Ed25519PrivateKey, tmp_path: Path
+) -> None:
+    image = _image(tmp_path, SampleFirmware(8 * 1024, seed=3).image(0))
+    stage(store, image, private_key, StageOptions("p11969", "1.0.0"))
+    objects = sorted(store.object_ids())
+    with pytest.raises(StagingError) as refused:
+        stage(store, image, private_key, StageOptions("p44711", "1.0.0"))
+    assert str(refused.value) == ("products 'p11969' and 'p44711' share the 4-byte product id "
+                                  "15da9987; rename one")
+    assert store.releases() == [("p11969", "1.0.0")] and sorted(store.object_ids()) == objects
+    stage(store, image, private_key, StageOptions("p11969", "1.0.1"))  # the same name is fine
 
 
 def test_a_stage_killed_midway_leaves_no_visible_release(
