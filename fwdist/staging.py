@@ -235,6 +235,7 @@ def stage(
                 f"{MAX_TABLE_BYTES}-byte limit: use larger pieces (--avg-piece, --max-piece)"
             )
         store.put_content(table_bytes, level=3)
+        tables = {table.sha256: table}
         full = PayloadRef(
             FULL_ENCODER,
             table.wire_size,
@@ -249,6 +250,7 @@ def stage(
                 old = b"".join(read_image(store, src))
                 encoder, dtable, ram = _stage_delta(store, old, new, opts)
                 store.put_content(dtable.encode(), level=3)
+                tables[dtable.sha256] = dtable
                 deltas.append(
                     PayloadRef(
                         encoder,
@@ -276,6 +278,11 @@ def stage(
             expires=expires,
         )
         wire = sign(manifest, key)
+        try:  # what a box speaking protocol 2 is offered: one manifest per payload
+            bundle = air.encode_bundle(air.sign_release(manifest, tables, [key]))
+        except ManifestError as e:
+            raise StagingError(f"cannot make the format 2 manifests: {e}") from None
+        store.put_air(opts.product, str(version), bundle)
         store.put_key(key_id(key.public_key()), public_pem(key.public_key()))
         store.put_manifest(opts.product, str(version), wire)
         written = store.written_objects()
