@@ -540,6 +540,7 @@ def test_cli_reports_unavailable_sections_as_skipped(
         "protocol/sessions_at_16k",
         "protocol/sessions_at_64k",
         "protocol/link_bytes_per_air_byte_at_16k",
+        "protocol/release_overhead_bytes",
         "sim/accesses_per_second",
         "sim/rmls-passive/accesses_p50",
     ]
