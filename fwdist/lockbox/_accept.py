@@ -3,8 +3,9 @@
 The rules are checked in a fixed order, so a manifest wrong in several ways
 always gets the same reason: the bytes, the key, the signature, what the
 release is for, its age, its security counter and version against what runs,
-its history on this box, against the current target, and last whether the box
-can hold and apply it at all.
+its history on this box, against the current target, the image size, for a
+format 2 delta whether its base is the image the box runs (``WRONG_BASE``), and
+last whether the box can hold and apply it at all.
 """
 
 from __future__ import annotations
