@@ -45,6 +45,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist import keys
+from fwdist import protocol_v2 as v2
 from fwdist.app import App, FrameCache, PhoneCache
 from fwdist.errors import FwdistError
 from fwdist.flash import Flash
@@ -78,15 +79,21 @@ DESCRIPTIONS = {
 def whole_frames(chunk: bytes, sent: int) -> int:
     """Bytes of the whole frames within the first ``sent`` bytes of ``chunk``.
 
-    Chunks are whole frames back to back; a frame is ``u16 BE L`` then ``L``
-    bytes (msgpack body and CRC32), see :mod:`fwdist.protocol`.
+    Chunks are whole frames back to back; a version-1 frame is ``u16 BE L`` then
+    ``L`` bytes (msgpack body and CRC32), see :mod:`fwdist.protocol`; a version-2
+    frame (its first byte 0x20 or more) is ``u16 BE (type << 12 | n)``, ``n`` bytes
+    and a 2-byte check, see :mod:`fwdist.protocol_v2`.
     """
     pos = 0
     while pos + 2 <= sent:
-        (length,) = struct.unpack_from(">H", chunk, pos)
-        if pos + 2 + length > sent:
+        (head,) = struct.unpack_from(">H", chunk, pos)
+        if v2.speaks_v2(chunk[pos]):
+            size = v2.HEAD_BYTES + (head & v2.MAX_BODY) + v2.CHECK_BYTES
+        else:
+            size = 2 + head
+        if pos + size > sent:
             break
-        pos += 2 + length
+        pos += size
     return pos
 
 
