@@ -50,6 +50,7 @@ FIGURES = (
     *((f"protocol/overhead_share_at_{b // 1000}k", "%") for b in (2000, 16_000, 64_000)),
     *((f"protocol/sessions_at_{b // 1000}k", "sessions") for b in (2000, 16_000, 64_000)),
     ("protocol/link_bytes_per_air_byte_at_16k", "x"),
+    ("protocol/release_overhead_bytes", "bytes"),
 )
 BUDGETS = (2000, 16_000, 64_000)  # session budgets (bytes the phone sends) for the share figures
 SESSION_BUDGET = 16 * 1024  # bytes the phone sends before the agent walks away
@@ -77,6 +78,7 @@ class Delivery:
     overhead: int
     apply_seconds: float
     peak_bytes: int
+    release_bytes: int = 0  # manifest + table the box staged (not payload)
 
 
 def session(box: Lockbox, app: App, now: int, budget: int | None = None) -> SessionReport:
@@ -167,11 +169,37 @@ def _carry(box: Lockbox, cache: PhoneCache, budget: int | None = None,
         received += report.received_bytes
         overhead += report.overhead_bytes
         complete = report.complete
-    return Delivery(sessions, sent, received, overhead, 0.0, 0)
+    return Delivery(sessions, sent, received, overhead, 0.0, 0, release_bytes(box))
+
+
+def release_bytes(box: Lockbox) -> int:
+    """The manifest and table bytes the box holds for its target: the per-release overhead."""
+    from fwdist.protocol import TABLE
+
+    t = box.s.target if box.s else None
+    if t is None:
+        raise RuntimeError("the box holds no target to measure")
+    table = t.streams.get(TABLE)
+    return t.mlen + (0 if table is None else table.received)
 
 
 def air_bytes(cache: PhoneCache) -> int:
-    """What the release must move for this pair: manifest, the delta's table, its pieces."""
+    """What the release must move for this pair over protocol 2: the delta's format 2
+    manifest, its table of rows (none up to 16 pieces: they are in the manifest), its pieces."""
+    from fwdist import air
+    from fwdist.manifest import decode_table
+
+    ref = cache.manifest.deltas[0]
+    if not cache.air:
+        return air_bytes_format_1(cache)
+    table = decode_table(cache.tables[ref.table_sha256], ref.table_sha256)
+    rows = air.rows_of(table)
+    extra = 0 if len(rows) <= air.INLINE_PIECES else len(air.encode_table(rows, False))
+    return len(cache.air[1]) + extra + ref.size
+
+
+def air_bytes_format_1(cache: PhoneCache) -> int:
+    """The same with format 1's manifest and msgpack table (what protocol 1 moves)."""
     ref = cache.manifest.deltas[0]
     return len(cache.manifest_wire) + len(cache.tables[ref.table_sha256]) + ref.size
 
@@ -225,7 +253,13 @@ def _budget_records(by_budget: dict[int, Delivery], v1: dict[int, Delivery],
             out.append(Record(
                 "protocol/link_bytes_per_air_byte_at_16k", round(link / air, 4), "x",
                 peer="protocol 1", peer_value=round(old_link / air, 4), checked=True,
-                note=f"every byte on the link both ways ({link:,}) per air byte ({air:,})"))
+                note=f"every byte on the link both ways ({link:,}) per air byte ({air:,}: the "
+                "format 2 manifest, its table if any, the delta)"))
+            out.append(Record(
+                "protocol/release_overhead_bytes", d.release_bytes, "bytes",
+                peer="protocol 1 (format 1)", peer_value=old.release_bytes, checked=True,
+                note="manifest + piece table the box received for the delta, measured on the "
+                "box after the transfer (signature included)"))
     return out
 
 

@@ -560,3 +560,40 @@ def payloads_for(m: Manifest, tables: Mapping[bytes, PieceTable],
             and (encoders is None or d.encoder in encoders)]
     refs.sort(key=lambda d: d.size)
     return [from_release(m, ref, tables[ref.table_sha256]) for ref in (*refs, m.full)]
+
+
+def payload_refs(m: Manifest) -> tuple[PayloadRef, ...]:
+    """A release's payloads in the order its format 2 bundle holds them: full, then deltas."""
+    return (m.full, *m.deltas)
+
+
+def sign_release(m: Manifest, tables: Mapping[bytes, PieceTable],
+                 keys: Sequence[Ed25519PrivateKey]) -> tuple[bytes, ...]:
+    """One signed format 2 manifest per payload of ``m``, in :func:`payload_refs` order."""
+    return tuple(sign(from_release(m, ref, tables[ref.table_sha256]).manifest, keys)
+                 for ref in payload_refs(m))
+
+
+# --------------------------------------------------------------------------- the store's bundle
+
+BUNDLE_FORMAT = 1
+"""The first byte of a release's bundle of format 2 manifests (``releases/P/X.Y.Z.air``)."""
+
+
+def encode_bundle(wires: Sequence[bytes]) -> bytes:
+    """Signed format 2 manifests back to back after a format byte (each knows its length)."""
+    return bytes((BUNDLE_FORMAT,)) + b"".join(wires)
+
+
+def decode_bundle(data: bytes) -> tuple[bytes, ...]:
+    """The wires of a bundle, each strictly decoded (signatures are the box's to check)."""
+    if data[:1] != bytes((BUNDLE_FORMAT,)):
+        raise ManifestError("not a format 2 bundle this fwdist reads")
+    out, pos = [], 1
+    while pos < len(data):
+        _, n = decode_prefix(data[pos:])
+        out.append(data[pos : pos + n])
+        pos += n
+    if not out:
+        raise ManifestError("format 2 bundle holds no manifest")
+    return tuple(out)

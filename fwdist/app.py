@@ -46,7 +46,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from fwdist import protocol
+from fwdist import air, protocol
 from fwdist import protocol_v2 as v2
 from fwdist.errors import FwdistError, ManifestError
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version, decode, decode_table
@@ -88,6 +88,10 @@ class AppError(FwdistError):
 class PhoneCache:
     """One release as a phone carries it: signed manifest, piece tables, some or all pieces.
 
+    ``air`` holds the release's format 2 manifests, one per payload (in
+    :func:`fwdist.air.payload_refs` order), which a box speaking protocol 2 is
+    offered instead of ``manifest_wire``; a release staged before format 2 has none,
+    and its boxes are offered ``manifest_wire`` over either protocol.
     ``tables`` maps a table's SHA-256 to its bytes. Pieces are held in the form
     they travel: ``frames`` holds zstd frames of full-image pieces (compressed
     tables), ``raw`` the bytes of delta pieces (already compressed), both keyed
@@ -99,10 +103,16 @@ class PhoneCache:
     tables: Mapping[bytes, bytes]
     frames: Mapping[bytes, bytes] = field(default_factory=dict)
     raw: Mapping[bytes, bytes] = field(default_factory=dict)
+    air: tuple[bytes, ...] = ()
 
     @functools.cached_property
     def manifest(self) -> Manifest:
         return decode(self.manifest_wire).manifest
+
+    @functools.cached_property
+    def air_tags(self) -> dict[bytes, int]:
+        """The release tag of each format 2 manifest -> the payload it carries."""
+        return {protocol.release_tag(w): i for i, w in enumerate(self.air)}
 
     @functools.cached_property
     def tag(self) -> bytes:
@@ -473,6 +483,8 @@ class App:
         self._sizes: dict[int, int] = {}
         self._missing: set[int] = set()  # pieces (and TABLE) the box has not verified
         self._manifest_acked = 0
+        self._air: int | None = None  # the payload whose format 2 manifest this session names
+        self._next_offers: list[int] = []  # format 2 payloads to offer after a fit refusal
         self._deaf = False  # the link is gone or the box broke the protocol: ignore input
         self.produced_bytes = 0
         self.payload_produced = 0
@@ -647,10 +659,13 @@ class App:
             self._box_broke(ErrorCode.MALFORMED, f"unusable status: {e}")
 
     def _on_accept(self, ev: Accept) -> None:
-        self._manifest_acked = len(self.cache.manifest_wire)
-        self._start_sending(Target(self.tag, self.manifest.version, 0, b"", (), ev.payload))
+        self._manifest_acked = len(self._offered_wire())
+        payload = ev.payload if self._air is None else self._air
+        self._start_sending(Target(self.tag, self.manifest.version, 0, b"", (), payload))
 
     def _on_reject(self, ev: Reject) -> None:
+        if self._next_offers and ev.reason in v2.NEXT_OFFER:
+            return self._offer()  # this payload does not fit the box: the next one may
         need = self._need(ev.reason)
         if ev.limit and need is not None:
             self._limit = (ev.limit, need)
@@ -704,6 +719,9 @@ class App:
         if theirs == mine:
             return self._finish(SessionEnd.BOX_OTHER_BUILD)
         t = st.target
+        if t is not None and self._speaks_air() and t.tag in self.cache.air_tags:
+            self._use_air(self.cache.air_tags[t.tag])  # a format 2 target: its payload is known
+            t = replace(t, payload=self._air or 0)
         if t is not None and t.tag == self.tag:
             if st.state >= BoxState.COMPLETE:
                 self.complete = True
@@ -715,10 +733,37 @@ class App:
                 return self._finish(SessionEnd.TARGET_NEWER)
             if theirs == mine:
                 return self._finish(SessionEnd.TARGET_OTHER)
+        if self._speaks_air():
+            self._next_offers = self._air_order(st)
         self._offer()
 
+    def _speaks_air(self) -> bool:
+        """Whether this session offers format 2 manifests (protocol 2, a release that has them)."""
+        return self.protocol == v2.VERSION and bool(self.cache.air)
+
+    def _air_order(self, st: Status | v2.Summary) -> list[int]:
+        """The payloads to offer, as :func:`fwdist.air.payloads_for` orders them: the deltas
+        from the image the box runs, smallest first, then the full image (payload 0)."""
+        refs = air.payload_refs(self.manifest)
+        deltas = sorted((i for i, r in enumerate(refs)
+                         if r.source_sha256 is not None and st.runs(r.source_sha256)),
+                        key=lambda i: (refs[i].size, i))
+        return [*deltas, 0]
+
+    def _use_air(self, payload: int) -> None:
+        """Speak of payload ``payload``'s format 2 manifest: its tag names the release now."""
+        self._air = payload
+        self.tag = protocol.release_tag(self.cache.air[payload])
+        if isinstance(self._decoder, v2.FrameDecoder):
+            self._decoder.tag = self.tag
+
+    def _offered_wire(self) -> bytes:
+        return self.cache.manifest_wire if self._air is None else self.cache.air[self._air]
+
     def _offer(self) -> None:
-        wire = self.cache.manifest_wire
+        if self._next_offers:
+            self._use_air(self._next_offers.pop(0))
+        wire = self._offered_wire()
         self.phase = Phase.OFFERING
         offset = 0
         capacity = (v2.offer_capacity if self.protocol == v2.VERSION
@@ -739,6 +784,10 @@ class App:
         if got is None:
             return self._finish(SessionEnd.NO_TABLE)
         data, table = got
+        if self._air is not None:  # format 2: the table travels as rows, or inside the manifest
+            rows = air.rows_of(table)
+            inline = len(rows) <= air.INLINE_PIECES
+            data = b"" if inline else air.encode_table(rows, table.compressed)
         self._queue = send_order(table, data, target, lambda i: self.cache.wire_piece(table, i))
         self._sizes = {s.piece: len(s.data) for s in self._queue}
         self._start = {s.piece: s.offset for s in self._queue}

@@ -120,6 +120,7 @@ class Reason(enum.IntEnum):
     NOT_ENOUGH_RAM = 13  # its decoder needs more RAM than the box gives
     NO_STAGING_ROOM = 14  # its bytes do not fit the staging area
     UNKNOWN_ENCODER = 15  # the box cannot apply that delta encoder
+    WRONG_BASE = 16  # a format 2 delta made from another image than the one the box runs
 
 
 class BoxState(enum.IntEnum):
@@ -253,7 +254,8 @@ class Accept(Event):
 
 @dataclass(frozen=True)
 class Reject(Event):
-    """Box → phone: the offered manifest is refused (a :class:`Reason`); the session ends.
+    """Box → phone: the offered manifest is refused (a :class:`Reason`); the session ends
+    (under protocol 2, a refusal in :data:`fwdist.protocol_v2.NEXT_OFFER` leaves it open).
 
     ``limit`` is the box's own figure for the limit the reason names (decoder RAM
     bytes, pieces it tracks, staging bytes, slot bytes; 0 for other reasons): what

@@ -66,6 +66,11 @@ ACK_EVERY = 4096
 """A version-2 box acknowledges at least this many persisted bytes at a time (7-byte Acks:
 0.17 %). Acks only tell the phone what counted; the box persists every chunk before it counts
 and a new session resumes from the Summary, so rarer Acks lose nothing on a walk-away."""
+NEXT_OFFER = frozenset({p.Reason.TOO_MANY_PIECES, p.Reason.NOT_ENOUGH_RAM,
+                        p.Reason.NO_STAGING_ROOM, p.Reason.UNKNOWN_ENCODER, p.Reason.WRONG_BASE})
+"""Refusals of one format 2 manifest that say nothing against the release, only that this
+payload does not fit this box: the box stays ready, and the phone offers its next payload
+(the full image last) in the same session."""
 IDENTITY_BYTES = 4
 IMAGE_BYTES = 8
 _MAX_VARINT = 5  # 2**35 > every value here (u32 at most)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist import air, delta
 from fwdist.app import AppError, PhoneCache
-from fwdist.errors import FwdistError, PlanError, StoreError
+from fwdist.errors import FwdistError, ManifestError, PlanError, StoreError
 from fwdist.keys import load_public
 from fwdist.manifest import (
     MAX_TABLE_BYTES,
@@ -128,7 +128,34 @@ def phone_cache(
         held = frames if table.compressed else raw
         for i, entry in enumerate(table.pieces):
             held[entry.id] = wire_piece(store, table, i)
-    return PhoneCache(store.get_manifest(product, version), tables, frames, raw)
+    return PhoneCache(store.get_manifest(product, version), tables, frames, raw,
+                      air_manifests(store, m))
+
+
+def air_manifests(store: Store, m: Manifest) -> tuple[bytes, ...]:
+    """The release's format 2 manifests (none for a release staged before format 2).
+
+    Each must describe the payload of ``m`` it stands for; a bundle that does not is
+    refused in one line (stage the release again), never offered.
+    """
+    data = store.get_air(m.product, m.version)
+    if data is None:
+        return ()
+    name = f"{m.product}@{m.version}"
+    try:
+        wires = air.decode_bundle(data)
+        refs = air.payload_refs(m)
+        if len(wires) != len(refs):
+            raise ManifestError(f"{len(wires)} format 2 manifests for {len(refs)} payloads")
+        for wire, ref in zip(wires, refs, strict=True):
+            am = air.decode(wire).manifest
+            if (am.image_sha256, am.pieces, am.size) != (m.image_sha256, ref.pieces, ref.size) or (
+                    am.version != m.version or am.is_delta != ref.is_delta):
+                raise ManifestError("a format 2 manifest does not match its payload")
+    except ManifestError as e:
+        raise AppError(f"{name}: its format 2 manifests are unusable ({e}); "
+                       "stage it again") from None
+    return wires
 
 
 def read_image(store: Store, m: Manifest) -> Iterator[bytes]:

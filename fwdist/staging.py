@@ -308,6 +308,7 @@ def stage(
                 f"{MAX_TABLE_BYTES}-byte limit: use larger pieces (--avg-piece, --max-piece)"
             )
         store.put_content(table_bytes, level=3)
+        tables = {table.sha256: table}
         full = PayloadRef(
             FULL_ENCODER,
             table.wire_size,
@@ -336,6 +337,7 @@ def stage(
                                    f"{hw!r} ({why.name}): boxes on it take the full image")
                     continue
                 _store_delta(store, d, opts.delta_piece_size, dtable)
+                tables[dtable.sha256] = dtable
                 deltas.append(ref)
         manifest = Manifest(
             product=opts.product,
@@ -353,6 +355,11 @@ def stage(
             expires=expires,
         )
         wire = sign(manifest, key)
+        try:  # what a box speaking protocol 2 is offered: one manifest per payload
+            bundle = air.encode_bundle(air.sign_release(manifest, tables, [key]))
+        except ManifestError as e:
+            raise StagingError(f"cannot make the format 2 manifests: {e}") from None
+        store.put_air(opts.product, str(version), bundle)
         store.put_key(key_id(key.public_key()), public_pem(key.public_key()))
         store.put_manifest(opts.product, str(version), wire)
         written = store.written_objects()

@@ -4,7 +4,10 @@ Layout::
 
     DIR/fwdist-store              format marker ("fwdist store v1")
     DIR/objects/ab/abcdef...      zstd frame of a piece or piece table, named by its SHA-256
-    DIR/releases/PRODUCT/X.Y.Z    signed manifest bytes
+    DIR/releases/PRODUCT/X.Y.Z    signed manifest bytes (format 1: the whole release)
+    DIR/releases/PRODUCT/X.Y.Z.air  its format 2 manifests, one per payload, signed
+                                  (:func:`fwdist.air.encode_bundle`); a release staged
+                                  before format 2 existed has none
     DIR/keys/KEYID.pub            public key of a signer seen at staging: a record, never a
                                   trust root (whoever can write the store can write here too)
     DIR/hardware/ID.json          a box model's hardware profile (:mod:`fwdist.hardware`);
@@ -61,6 +64,10 @@ MAX_OBJECT_BYTES = max(MAX_TABLE_BYTES, MAX_PIECE_SIZE)
 """No piece table or piece holds more: the most any stored object may decompress to."""
 MAX_FRAME_BYTES = MAX_OBJECT_BYTES + (MAX_OBJECT_BYTES >> 7)
 """Above zstd's compression bound for MAX_OBJECT_BYTES: the largest object file fwdist writes."""
+
+AIR_SUFFIX = ".air"
+MAX_AIR_BYTES = 64 * 1024
+"""No format 2 bundle is larger: at most 33 payloads of a few hundred bytes each."""
 
 _FANOUT = re.compile(r"[0-9a-f]{2}")
 _OBJECT = re.compile(r"[0-9a-f]{64}")
@@ -399,6 +406,24 @@ class Store:
             raise StoreError(f"release {product}@{version} is already staged")
         self._write_atomic(path, wire)
 
+    def air_path(self, product: str, version: str) -> Path:
+        path = self.manifest_path(product, version)
+        return path.with_name(path.name + AIR_SUFFIX)
+
+    def put_air(self, product: str, version: str, bundle: bytes) -> None:
+        """The release's format 2 manifests; written before its manifest, which makes the
+        release visible (a leftover of a killed stage is replaced, never read alone)."""
+        self._write_atomic(self.air_path(product, version), bundle)
+
+    def get_air(self, product: str, version: str) -> bytes | None:
+        """The release's format 2 bundle, or None for a release staged before format 2."""
+        path = self.air_path(product, version)
+        what = str(path.relative_to(self.root))
+        try:
+            return _read_regular(path, MAX_AIR_BYTES, what, "format 2 bundle")
+        except FileNotFoundError:
+            return None
+
     def get_manifest(self, product: str, version: str) -> bytes:
         path = self.manifest_path(product, version)
         what = str(path.relative_to(self.root))
@@ -496,7 +521,8 @@ class Store:
                 stray(pdir)
                 continue
             for v in _entries(Path(pdir.path)):
-                if not (v.is_file(follow_symlinks=False) and _is_version(v.name)):
+                name = v.name.removesuffix(AIR_SUFFIX)
+                if not (v.is_file(follow_symlinks=False) and _is_version(name)):
                     stray(v)
         for e in self._scan("keys"):
             if not (e.is_file(follow_symlinks=False) and _KEY.fullmatch(e.name)):

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fwdist import air
 from fwdist import protocol as p
 from fwdist import protocol_v2 as v2
 from fwdist.chunker import ChunkerParams
@@ -56,6 +57,7 @@ class Release:
     manifest: Manifest
     image: bytes
     payloads: dict[bytes, Payload]
+    air: tuple[bytes, ...] = ()  # its format 2 manifests, one per payload (full, deltas)
 
     def __repr__(self) -> str:
         return f"Release({self.version})"
@@ -121,7 +123,9 @@ def make_releases(root: Path, count: int = 3, size: int = 32 * 1024, seed: int =
             payloads[ref.table_sha256] = Payload(
                 table, table_bytes(store, ref),
                 tuple(wire_piece(store, table, i) for i in range(len(table.pieces))))
-        out.append(Release(wire, m, image, payloads))
+        bundle = store.get_air(product, fw.version(r))
+        air_wires = () if bundle is None else air.decode_bundle(bundle)
+        out.append(Release(wire, m, image, payloads, air_wires))
     return Releases(store, key, tuple(out))
 
 
@@ -182,7 +186,10 @@ class SessionLog:
 class Phone:
     """A phone holding some releases, and of their pieces only ``holds`` (None: all).
 
-    ``protocol`` is the version it speaks (2: Seek and chunks, the box's Summary).
+    ``protocol`` is the version it speaks (2: Seek and chunks, the box's Summary);
+    with ``air`` (protocol 2 only) it offers the releases' format 2 manifests, the
+    deltas from the box's image smallest first and the full image last, the next one
+    after each refusal the box stays ready from.
     """
 
     releases: list[Release]
@@ -190,6 +197,7 @@ class Phone:
     max_frame: int = p.DEFAULT_MAX_FRAME
     order_seed: int | None = None
     protocol: int = p.PROTOCOL_VERSION
+    air: bool = False
     _tag: bytes | None = field(default=None, init=False, repr=False)  # the release it sends
 
     def session(self, box: Lockbox, now: int = 0, budget: int | None = None) -> SessionLog:
@@ -246,7 +254,8 @@ class Phone:
         for rel in self.releases:
             if not status.is_for(rel.manifest.product, rel.manifest.hardware):
                 continue
-            if status.target is not None and rel.tag == status.target.tag:
+            if status.target is not None and status.target.tag in (rel.tag, *map(
+                    p.release_tag, rel.air)):
                 return rel
             if best is None or rel.manifest.parsed_version > best.manifest.parsed_version:
                 best = rel
@@ -264,7 +273,37 @@ class Phone:
         self._tag = rel.tag
         running = Version.parse(status.running_version)
         target = status.target
-        if target is None or target.tag != rel.tag:
+        # format 2 (unless the box's target is this release's format 1 manifest: resume that)
+        tags = [p.release_tag(w) for w in rel.air] if self.air else []
+        if target is not None and target.tag == rel.tag:
+            tags = []
+        refs = (rel.manifest.full, *rel.manifest.deltas)
+        if target is not None and target.tag in tags:
+            self._tag = target.tag
+            target = replace(target, payload=tags.index(target.tag))
+        if tags and (target is None or target.tag not in tags):
+            if rel.manifest.parsed_version <= running:
+                return
+            if target is not None and rel.manifest.parsed_version <= Version.parse(target.version):
+                return
+            order = sorted((i for i, r in enumerate(refs) if r.source_sha256 is not None
+                            and status.runs(r.source_sha256)), key=lambda i: refs[i].size)
+            accept = None
+            for index in [*order, 0]:
+                self._tag, wire = tags[index], rel.air[index]
+                for off in range(0, len(wire), 180):
+                    evs = send(p.Offer(len(wire), off, wire[off : off + 180]))
+                accept = next((e for e in evs if isinstance(e, p.Accept)), None)
+                reject = next((e for e in evs if isinstance(e, p.Reject)), None)
+                if accept is not None or reject is None or reject.reason not in v2.NEXT_OFFER:
+                    break
+            if accept is None:
+                for e in evs:
+                    if isinstance(e, p.Reject):
+                        log.rejected = p.Reason(e.reason)
+                return
+            table_received, bitmap, partials = 0, b"", dict[int, int]()
+        elif target is None or target.tag not in (rel.tag, *tags):
             if rel.manifest.parsed_version <= running:
                 return
             if target is not None and rel.manifest.parsed_version <= Version.parse(target.version):
@@ -282,10 +321,15 @@ class Phone:
             table_received, bitmap = target.table_received, target.bitmap
             partials, index = dict(target.partials), target.payload
         # the payload the box named (it picks the smallest it can hold and apply)
-        ref = (rel.manifest.full, *rel.manifest.deltas)[index]
+        ref = refs[index]
         payload = rel.payloads[ref.table_sha256]
+        if tags:  # format 2: the rows travel inside the manifest, or as a table of rows
+            rows = air.rows_of(payload.table)
+            inline = len(rows) <= air.INLINE_PIECES
+            payload = replace(payload, table_bytes=b"" if inline else air.encode_table(
+                rows, payload.table.compressed))
         align = status.align
-        tag = rel.tag
+        tag = self._tag
         done: set[int] = {i for i in range(len(payload.pieces)) if bitmap and
                           p.Target(tag, "x", 0, bitmap).has(i)}
 

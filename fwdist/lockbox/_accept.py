@@ -3,8 +3,9 @@
 The rules are checked in a fixed order, so a manifest wrong in several ways
 always gets the same reason: the bytes, the key, the signature, what the
 release is for, its age, its security counter and version against what runs,
-its history on this box, against the current target, and last whether the box
-can hold and apply it at all.
+its history on this box, against the current target, the image size, for a
+format 2 delta whether its base is the image the box runs (``WRONG_BASE``), and
+last whether the box can hold and apply it at all.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from collections.abc import Callable, Mapping
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from fwdist import air
 from fwdist import protocol as p
 from fwdist.errors import ManifestError
+from fwdist.lockbox import _air
 from fwdist.lockbox._config import BoxConfig
 from fwdist.lockbox._state import Prev, PState, Stream, TargetRec
 from fwdist.manifest import Manifest, PayloadRef, Version, decode
@@ -31,10 +34,14 @@ def judge(wire: bytes, now: int, state: PState, config: BoxConfig, staging_secto
     """
     s = state
     try:
-        sm = decode(wire)
+        if _air.is_format2(wire):
+            hints = {sig.hint for sig in air.decode(wire).signatures}
+            known = any(kid[0] in hints for kid in trusted)
+        else:
+            known = decode(wire).key_id in trusted
     except ManifestError:
         return p.Reason.MALFORMED
-    if sm.key_id not in trusted:
+    if not known:
         return p.Reason.UNKNOWN_KEY
     try:
         m = verify(wire)
@@ -58,6 +65,8 @@ def judge(wire: bytes, now: int, state: PState, config: BoxConfig, staging_secto
             return p.Reason.COUNTER_LOWER
     if m.image_size > config.slot_size:
         return p.Reason.TOO_LARGE
+    if m.full.source_sha256 not in (None, s.running_sha256):  # (a format 2 view's payload)
+        return p.Reason.WRONG_BASE
     chosen = choose_payload(m, s, config, staging_sectors, tag, snapshot_room)
     return chosen if isinstance(chosen, p.Reason) else None
 

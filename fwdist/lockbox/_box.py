@@ -21,11 +21,12 @@ from typing import Any
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from fwdist import air
 from fwdist import protocol as p
 from fwdist import protocol_v2 as v2
 from fwdist.flash import AlignedWriter, Flash
 from fwdist.journal import Journal, JournalFull
-from fwdist.lockbox import _accept, _build, _images
+from fwdist.lockbox import _accept, _air, _build, _images
 from fwdist.lockbox._config import BoxConfig, Layout, LockboxError
 from fwdist.lockbox._receive import Receiver
 from fwdist.lockbox._session import TRANSITIONS, Action, End, Open, Session
@@ -88,7 +89,7 @@ class Lockbox:
         self.session = Session.CLOSED
         self.s: PState | None = None
         self._news: tuple[str, bool] | None = None
-        self._verified: tuple[bytes, Manifest] | None = None
+        self._verified: tuple[bytes, bytes, Manifest] | None = None
         # one packer per box, reused: packb() sets one up (with a 1 MiB buffer) per call, and a
         # module-wide one would be state shared by every box
         self._pack: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True).pack
@@ -159,11 +160,17 @@ class Lockbox:
         again when read back from flash; the same bytes under the same keys give the
         same answer, so the signature is checked once. Bytes read back from flash
         are compared in full, so a slot that rotted still fails; boot forgets.
+        A format 2 manifest (first byte 2) is checked by :func:`fwdist.air.verify`
+        and read as its :func:`~fwdist.lockbox._air.view` for the image this box runs.
         """
-        if self._verified is not None and self._verified[0] == wire:
-            return self._verified[1]
-        m = verify(wire, self.trusted)
-        self._verified = (wire, m)
+        running = b"" if self.s is None else self.s.running_sha256
+        if self._verified is not None and self._verified[:2] == (wire, running):
+            return self._verified[2]
+        if _air.is_format2(wire):
+            m = _air.view(air.verify(wire, self.trusted), self.config, running)
+        else:
+            m = verify(wire, self.trusted)
+        self._verified = (wire, running, m)
         return m
 
     @property
@@ -393,7 +400,9 @@ class Lockbox:
         if reason is not None:
             self._send(out, p.Reject(int(reason), _accept.limit(
                 reason, self.config, self.layout.staging.sectors)))
-            return S.DONE
+            # a format 2 payload that does not fit: the phone may offer the next one
+            stay = self.protocol == v2.VERSION and reason in v2.NEXT_OFFER
+            return S.READY if stay else S.DONE
         tag = p.release_tag(wire)
         t = self._state.target
         created = self._verify(wire).created
@@ -426,6 +435,8 @@ class Lockbox:
                             ref.table_sha256))
         self.staging.torn.clear()
         self.rx.load(self._state)
+        if s.prev is not None and s.target is not None and self.table is not None:
+            self.rx.adopt_prev(s, s.target)  # format 2 rows inline: the table is here already
 
     # -- data --------------------------------------------------------------------------------
 

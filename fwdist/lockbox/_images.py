@@ -33,6 +33,7 @@ import msgpack
 from fwdist import protocol as p
 from fwdist.errors import ManifestError
 from fwdist.flash import Region
+from fwdist.lockbox import _air
 from fwdist.lockbox._state import PState
 from fwdist.manifest import MAX_MANIFEST_BYTES, Manifest, Version
 
@@ -50,8 +51,15 @@ def image_sha256(slot: Region, size: int) -> bytes:
 def _stored_manifest(region: Region,
                      verify: Callable[[bytes], Manifest]) -> tuple[bytes, Manifest] | None:
     """The verified manifest (wire, manifest) a manifest slot holds, if it holds one (its
-    length is the length of the first msgpack object there)."""
+    length is the length of the first msgpack object there, or what a format 2 manifest's
+    own fields say)."""
     raw = region.read(0, min(region.size, MAX_MANIFEST_BYTES))
+    if _air.is_format2(raw):  # a format 2 manifest knows its own length
+        try:
+            wire = _air.stored(raw)
+            return wire, verify(wire)
+        except ManifestError:
+            return None
     unpacker = msgpack.Unpacker(max_buffer_size=len(raw) or 1, max_bin_len=MAX_MANIFEST_BYTES)
     unpacker.feed(raw)
     try:

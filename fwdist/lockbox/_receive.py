@@ -17,8 +17,10 @@ from typing import Any
 
 import msgpack
 
+from fwdist import air
 from fwdist import protocol as p
 from fwdist.errors import ManifestError
+from fwdist.lockbox import _air
 from fwdist.lockbox._build import Builder
 from fwdist.lockbox._config import BoxConfig, Layout
 from fwdist.lockbox._staging import Staging
@@ -53,6 +55,7 @@ class Receiver:
         self.manifest: Manifest | None = None
         self.ref: PayloadRef | None = None
         self.table: PieceTable | None = None
+        self.air: air.AirManifest | None = None  # the target's manifest, when it is format 2
         self.starts: list[int] = []  # where each piece's content starts in the payload
         self._table_hash: Any = None  # the table's SHA-256 so far (a hashlib object)
         self._began: dict[int, int] = {}  # stream -> bytes it held when this session began it
@@ -64,7 +67,7 @@ class Receiver:
         self.ack_every = self.config.ack_every if ack_every is None else ack_every
 
     def forget(self) -> None:
-        self.manifest = self.ref = self.table = None
+        self.manifest = self.ref = self.table = self.air = None
         self.starts = []
         self._table_hash = None
 
@@ -94,10 +97,21 @@ class Receiver:
             self._commit(Fail())
             self.forget()
             return
+        if _air.is_format2(wire):
+            self.air = air.decode(wire).manifest
+            if self.air.table_id is None:  # the rows came inside the signed manifest
+                self._set_table(_air.piece_table(self.air.rows, self.air.compressed))
+                return
         tbl = t.streams.get(TABLE)
         if tbl is not None and tbl.done:
-            self._set_table(decode_table(self.staging.read(tbl, 0, tbl.received),
-                                         t.table_sha256))
+            self._set_table(self._decode_table(self.staging.read(tbl, 0, tbl.received),
+                                               t.table_sha256))
+
+    def _decode_table(self, data: bytes, sha256: bytes) -> PieceTable:
+        """The target's staged table, in its manifest's format (raises ManifestError)."""
+        if self.air is not None:
+            return _air.decode_table(data, self.air)
+        return decode_table(data, sha256)
 
     def all_done(self, t: TargetRec | None) -> bool:
         if t is None or self.table is None:
@@ -116,7 +130,7 @@ class Receiver:
         st = t.streams.get(sid)
         table = self.table
         if sid == TABLE:
-            size = cfg.max_table
+            size = cfg.max_table if self.air is None else _air.table_length(self.air)
         elif table is None:
             # the phone believes the table is whole, so what is staged is not it: discard it
             # (a hostile prefix must not wedge the target) and let the next session resend it
@@ -206,12 +220,17 @@ class Receiver:
     def _table_end(self, t: TargetRec, received: int, data: bytes) -> tuple[bytes, bool]:
         """``data`` cut where the table's msgpack object ends, and whether it ended.
 
+        A format 2 table's length is exactly known (pieces x row width): no scan.
+
         The box knows the table only by its SHA-256, not its length; but a table is one
         msgpack object, so its end is where that object ends. Bytes a phone sends past it
         are never staged (they cannot hide the table's end), and a staged prefix that ends
         an object without matching the hash, or that is no table at all, is junk, found
         out at once. Decoding is bounded as :func:`~fwdist.manifest.decode_table` is.
         """
+        if self.air is not None:
+            length = _air.table_length(self.air)
+            return data[: max(0, length - received)] or data, received + len(data) >= length
         st = t.streams.get(TABLE)
         prefix = b"" if st is None or not received else self.staging.read(st, 0, received)
         scan = msgpack.Unpacker(max_buffer_size=len(prefix) + len(data), max_bin_len=64,
@@ -234,7 +253,7 @@ class Receiver:
         if self._table_hash is None or received == 0:
             self._table_hash = hashlib.sha256(self.staging.read(st, 0, received))
         self._table_hash.update(data)
-        if self._table_hash.copy().digest() != t.table_sha256:
+        if self._table_hash.copy().digest()[: len(t.table_sha256)] != t.table_sha256:
             if whole or end % self.config.align or end >= self.config.max_table:
                 self._reset_table()
                 raise p.RemoteProtocolError("piece table does not match the manifest",
@@ -255,7 +274,7 @@ class Receiver:
         st = t.streams[TABLE]
         assert self.ref is not None
         try:
-            table = decode_table(self.staging.read(st, 0, st.received), t.table_sha256)
+            table = self._decode_table(self.staging.read(st, 0, st.received), t.table_sha256)
             if len(table.pieces) != self.ref.pieces or table.wire_size != self.ref.size:
                 raise ManifestError("piece table disagrees with the manifest")
         except ManifestError:
@@ -275,27 +294,42 @@ class Receiver:
         prev, table = s.prev, self.table
         assert prev is not None and table is not None
         try:
-            stream = Stream(prev.table_len, True, prev.table_sectors)
-            old = decode_table(self.staging.read(stream, 0, prev.table_len), prev.table_sha256)
+            old = self._prev_table(prev.table_sha256, prev.table_len, prev.table_sectors, t)
         except ManifestError:
             old = PieceTable(False, ())
+        # pieces are matched by the first 24 bytes of their SHA-256: all a format 2 row has
         have: dict[tuple[bytes, int, bool], list[int]] = {}
         for i in sorted(prev.pieces):
             if i < len(old.pieces):
                 e = old.pieces[i]
-                have.setdefault((e.id, e.wire_size, old.compressed), []).append(i)
+                have.setdefault((e.id[:air.PIECE_HASH_BYTES], e.wire_size, old.compressed),
+                                []).append(i)
         for i, e in enumerate(table.pieces):
-            olds = have.get((e.id, e.wire_size, table.compressed))
+            olds = have.get((e.id[:air.PIECE_HASH_BYTES], e.wire_size, table.compressed))
             if olds and not t.stream(i).done and not t.stream(i).sectors:
                 self._commit(Keep(i, olds.pop(0), e.wire_size))
         self._commit(DropPrev())
+
+    def _prev_table(self, key: bytes, length: int, sectors: list[int], t: TargetRec) -> PieceTable:
+        """The replaced target's table: staged (format 1, or a format 2 table), or the rows
+        of its format 2 manifest, which is still in the other manifest slot."""
+        staged = self.staging.read(Stream(length, True, sectors), 0, length)
+        if len(key) != air.PIECE_HASH_BYTES:
+            return decode_table(staged, key)
+        region = self.layout.manifests[1 - t.mslot]
+        old = air.decode(_air.stored(region.read(0, region.size))).manifest
+        if _air.table_key(old) != key:
+            raise ManifestError("the other manifest slot holds another release")
+        if old.table_id is None:
+            return _air.piece_table(old.rows, old.compressed)
+        return _air.decode_table(staged, old)
 
     def finish_streams(self, s: PState, t: TargetRec) -> None:
         """After a reboot: complete streams whose last bytes landed but whose DONE did not."""
         tbl = t.streams.get(TABLE)
         if tbl is not None and not tbl.done and tbl.received:
             h = hashlib.sha256(self.staging.read(tbl, 0, tbl.received)).digest()
-            if h == t.table_sha256:
+            if h[: len(t.table_sha256)] == t.table_sha256:
                 self._complete_table(s, t)
         table = self.table
         if table is None:

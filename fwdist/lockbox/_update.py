@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from fwdist import protocol as p
+from fwdist.air import PIECE_HASH_BYTES
 from fwdist.lockbox._config import LockboxError
 from fwdist.lockbox._state import Prev, PState, Stream, TargetRec
 
@@ -234,8 +235,11 @@ def apply_record(s: PState, rec: Record) -> None:
 
 def _new_target(s: PState, rec: Target) -> None:
     t = s.target
-    if t is not None and t.streams.get(TABLE, Stream()).done:
-        tbl = t.streams[TABLE]
+    # a format 2 target whose rows came inside its manifest (a 24-byte table key) has no
+    # table stream: its done pieces are kept all the same
+    inline = t is not None and len(t.table_sha256) == PIECE_HASH_BYTES and TABLE not in t.streams
+    if t is not None and (t.streams.get(TABLE, Stream()).done or inline):
+        tbl = t.streams.get(TABLE, Stream())
         s.prev = Prev(t.table_sha256, tbl.received, tbl.sectors,
                       {i: st.sectors for i, st in t.streams.items() if i >= 0 and st.done})
     s.target = TargetRec(*rec)

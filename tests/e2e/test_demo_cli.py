@@ -120,5 +120,7 @@ def test_every_accepted_image_size_installs(tmp_path: Path, size: int, session_b
     assert out["installed"] is True and out["verified"] is True
     assert out["lockbox"]["running_version"] == "1.1.0"
     assert out["lockbox"]["running_sha256"] == hashlib.sha256(new).hexdigest()
-    assert out["lockbox"]["sessions"] >= -(-out["plan"]["air_bytes"] // session_bytes)
+    plan = out["plan"]  # protocol 2 moves the format 2 manifest, its table if any, the payload
+    moved = plan["format2_overhead_bytes"] + plan["payload_bytes"]
+    assert out["lockbox"]["sessions"] >= -(-moved // session_bytes)
     assert (tmp_path / "fw-1.1.0.bin").read_bytes() == new
