@@ -101,8 +101,12 @@ class Flag(enum.IntFlag):
 _KNOWN_FLAGS = int(Flag.REQUIRED | Flag.EXPIRES | Flag.MIN_BATTERY | Flag.TABLE)
 
 FULL_ENCODER = "zstd-pieces"
-ENCODER_IDS: Mapping[str, int] = {FULL_ENCODER: 0, "zstd-dict": 1, "bsdiff-zstd": 2,
-                                  "bsdiff-lzma": 3}
+ENCODER_IDS: Mapping[str, int] = {
+    FULL_ENCODER: 0, "zstd-dict": 1, "bsdiff-zstd": 2, "bsdiff-lzma": 3,
+    "bsdiff3-lzma": 4, "bsdiff3-heatshrink": 5,
+    "bsdiff-lzma+thumb2": 6, "bsdiff-zstd+thumb2": 7,
+    "bsdiff3-lzma+thumb2": 8, "bsdiff3-heatshrink+thumb2": 9,
+}
 """Encoder names as one byte. Numbers are never reused; a box meets an id it has no name for as
 ``#<id>`` (an encoder it cannot apply, refused as such, not as a malformed manifest)."""
 _ENCODER_NAMES = {v: k for k, v in ENCODER_IDS.items()}

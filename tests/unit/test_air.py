@@ -61,7 +61,9 @@ def test_ids_are_stable() -> None:
         b"fwdist product\x00lockbox").hexdigest()[:8]
     assert air.hardware_id("lockbox", "lb-r2") != air.hardware_id("other", "lb-r2")
     assert air.ENCODER_IDS == {"zstd-pieces": 0, "zstd-dict": 1, "bsdiff-zstd": 2,
-                               "bsdiff-lzma": 3}
+                               "bsdiff-lzma": 3, "bsdiff3-lzma": 4, "bsdiff3-heatshrink": 5,
+                               "bsdiff-lzma+thumb2": 6, "bsdiff-zstd+thumb2": 7,
+                               "bsdiff3-lzma+thumb2": 8, "bsdiff3-heatshrink+thumb2": 9}
 
 
 def test_colliding_product_ids_are_refused() -> None:
@@ -153,3 +155,14 @@ def test_a_release_becomes_one_manifest_per_payload(tmp_path: Path) -> None:
             assert p.overhead_bytes == fixed + 66 + (a.pieces - 1) * width
     # a box on an image no delta starts from gets the full payload only
     assert [p.manifest.encoder for p in air.payloads_for(m, tables, bytes(32))] == ["zstd-pieces"]
+
+
+def test_every_delta_encoder_has_its_own_format_2_id() -> None:
+    from fwdist import delta
+
+    assert {name: air.encoder_id(name) for name in delta.ENCODERS} == {
+        "zstd-dict": 1, "bsdiff-zstd": 2, "bsdiff-lzma": 3, "bsdiff3-lzma": 4,
+        "bsdiff3-heatshrink": 5, "bsdiff-lzma+thumb2": 6, "bsdiff-zstd+thumb2": 7,
+        "bsdiff3-lzma+thumb2": 8, "bsdiff3-heatshrink+thumb2": 9,
+    }
+    assert air.encoder_id(air.FULL_ENCODER) == 0

@@ -343,11 +343,14 @@ def test_a_box_refusal_names_the_limit_and_its_figure(
     assert report.reason == (f"box rejected the release: NOT_ENOUGH_RAM (the box has "
                              f"{need - 1}, the release needs {need})")
     assert report.as_json()["box_limit"] == need - 1
-    # the delta's format unknown and the full image too big: the smallest (the delta) says why
+    # the delta's format unknown and the full image too big: under protocol 2 the phone offers
+    # the delta, hears UNKNOWN_ENCODER, offers the full image in the same session, and the
+    # last refusal is the one that stands
     box = box_for(store, private_key, profile(decoder_ram=m.full.decode_ram - 1,
                                               formats=("full",)))
     report = offer(box, store)
-    assert (report.rejected, report.box_limit, report.needed) == ("UNKNOWN_ENCODER", None, None)
+    assert (report.rejected, report.box_limit, report.needed) == (
+        "NOT_ENOUGH_RAM", m.full.decode_ram - 1, m.full.decode_ram)
 
 
 def test_reject_frames_carry_the_limit_as_one_varint() -> None:
