@@ -258,7 +258,9 @@ class FwdistBox:
         pr = self.progress
         status = lb.status()
         if status["target_version"] == self.st.manifest.version:
-            if lb.ref is not None and lb.ref.table_sha256 != self.ref.table_sha256:
+            # (by encoder, size and pieces: a format 2 target names its table by 24 bytes)
+            took = None if lb.ref is None else (lb.ref.encoder, lb.ref.size, lb.ref.pieces)
+            if took is not None and took != (self.ref.encoder, self.ref.size, self.ref.pieces):
                 raise FwdistError(
                     f"box {self.draw.index} took the {lb.ref.encoder} payload, not the "
                     f"{self.ref.encoder} one the simulator counts (sim.box.box_payload)"

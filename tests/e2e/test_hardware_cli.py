@@ -22,7 +22,8 @@ from tests.e2e.test_device_cli import TIMEOUT, Box, fwdist, fwdist_json
 
 SAMPLE = SampleFirmware(size=96 * 1024, seed=5)
 NRF = ["--ram", "32768", "--flash", "524288", "--sector", "4096", "--align", "4", "--slot",
-       "163840", "--staging", "180224", "--arch", "thumb2"]
+       "163840", "--staging", "180224", "--arch", "thumb2", "--formats",
+       "bsdiff3-lzma,bsdiff3-lzma+thumb2,bsdiff3-heatshrink,bsdiff3-heatshrink+thumb2"]
 
 
 def snapshot(root: Path) -> dict[str, bytes]:
@@ -46,7 +47,7 @@ def test_set_show_list(store: Path) -> None:
     assert out == {**NRF52832.as_json(), "schema": 1}
     assert (store / "hardware" / "nrf52832.json").read_bytes() == NRF52832.encode()
     assert fwdist_json("hardware", "show", "nrf52832", "--store", store) == out
-    fwdist("hardware", "set", "small", "--store", store, *NRF[:-2], "--ram", "8192",
+    fwdist("hardware", "set", "small", "--store", store, *NRF[:-4], "--ram", "8192",
            "--formats", "bsdiff-lzma")
     listed = fwdist_json("hardware", "list", "--store", store)
     assert [p["id"] for p in listed["profiles"]] == ["nrf52832", "small"]
@@ -73,7 +74,9 @@ def test_set_show_list(store: Path) -> None:
                             "need 524288 bytes of flash, more than its 262144"),
     (["--arch", "arm"], "--arch must be one of none, thumb2, xtensa, got 'arm'"),
     (["--formats", "lz4"], "hardware profile 'nrf52832': unknown payload format 'lz4' (known: "
-                           "bsdiff-lzma, bsdiff-zstd, full, zstd-dict)"),
+                           "bsdiff-lzma, bsdiff-lzma+thumb2, bsdiff-zstd, bsdiff-zstd+thumb2, "
+                           "bsdiff3-heatshrink, bsdiff3-heatshrink+thumb2, bsdiff3-lzma, "
+                           "bsdiff3-lzma+thumb2, full, zstd-dict)"),
     (["--formats", "zstd-dict,,full"], "--formats must be format names separated by commas, "
                                        "got 'zstd-dict,,full'"),
     (["--formats", "zstd-dict,zstd-dict"], "payload format 'zstd-dict' is named twice"),
@@ -125,7 +128,8 @@ def test_init_takes_a_profile_file_or_a_store_profile(store: Path, tmp_path: Pat
                                        "slot_size", "staging_size", "formats")} == {
             "hardware": "nrf52832", "ram_budget": 32768, "sector_size": 4096, "align": 4,
             "slot_size": 163840, "staging_size": 180224,
-            "formats": ["bsdiff-lzma", "bsdiff-zstd", "zstd-dict"]}
+            "formats": ["bsdiff3-heatshrink", "bsdiff3-heatshrink+thumb2", "bsdiff3-lzma",
+                        "bsdiff3-lzma+thumb2"]}
     proc = fwdist("lockbox", "init", "--state", tmp_path / "c", *common, "--hardware",
                   tmp_path / "p.json", "--ram", "4096", ok=False)
     assert (proc.returncode, proc.stderr) == (
