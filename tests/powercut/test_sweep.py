@@ -161,7 +161,7 @@ def sweep(rel: Releases, torn: bool, sector_size: int = 4096,
     return total, cuts
 
 
-@pytest.mark.parametrize(("sector", "ops"), [(4096, 37), (1024, 73)])
+@pytest.mark.parametrize(("sector", "ops"), [(4096, 35), (1024, 71)])
 @pytest.mark.parametrize("torn", [False, True], ids=["clean", "torn"])
 def test_cut_at_every_operation_delta(rel: Releases, torn: bool, sector: int, ops: int) -> None:
     total, cuts = sweep(rel, torn, sector_size=sector)
@@ -263,7 +263,7 @@ def test_cut_at_every_operation_bigger_image(tmp_path: Path, torn: bool) -> None
     assert (total, cuts) == (110, 110)
 
 
-SEEDED_CUTS = [5, 3, 2, 3, 3, 3, 2, 4, 3, 5, 2, 2]  # cuts that happened, seed by seed
+SEEDED_CUTS = [5, 3, 2, 3, 3, 4, 2, 4, 3, 5, 2, 4]  # cuts that happened, seed by seed
 
 
 @pytest.mark.parametrize(("seed", "expected"), list(enumerate(SEEDED_CUTS)))
