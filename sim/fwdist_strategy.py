@@ -262,7 +262,7 @@ class FwdistBox:
             took = None if lb.ref is None else (lb.ref.encoder, lb.ref.size, lb.ref.pieces)
             if took is not None and took != (self.ref.encoder, self.ref.size, self.ref.pieces):
                 raise FwdistError(
-                    f"box {self.draw.index} took the {lb.ref.encoder} payload, not the "
+                    f"box {self.draw.index} took the {took[0]} payload, not the "
                     f"{self.ref.encoder} one the simulator counts (sim.box.box_payload)"
                 )
             pr.kept = min(status["received_bytes"], self.ref.size)
