@@ -37,7 +37,7 @@ from sim.box import DECODER_RAM, FULL_PIECES, box_payload
 from sim.units import kib_text
 
 SAMPLE_RELEASES = 3  # 1.0.0, 1.1.0, 1.2.0
-_CACHE_FORMAT = 2  # 2: the DEVICE_MEDIAN model, full pieces sized for the MCU box
+_CACHE_FORMAT = 3  # 2: the DEVICE_MEDIAN model, full pieces sized for the MCU box; 3: deltas too
 
 
 @dataclass(frozen=True)
@@ -210,8 +210,9 @@ def stage_sample(dest: Path, product: str, image_bytes: int, seed: int) -> Path:
             sources = (
                 tuple(versions[:r]) if r == SAMPLE_RELEASES - 1 else versions[max(0, r - 1) : r]
             )
-            opts = StageOptions(
-                product, version, sources=tuple(sources), now=0, chunker=FULL_PIECES
+            opts = StageOptions(  # every payload sized for the simulated box's decoder
+                product, version, sources=tuple(sources), now=0, chunker=FULL_PIECES,
+                max_decoder_ram=DECODER_RAM,
             )
             stage(store, image, key, opts)
             image.unlink()
