@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -12,7 +13,19 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fwdist.errors import KeyFileError
 from fwdist.manifest import key_id
 
-__all__ = ["generate", "key_id", "load_private", "load_public", "public_pem"]
+__all__ = ["Signer", "generate", "key_id", "load_private", "load_public", "public_pem"]
+
+
+class Signer(Protocol):
+    """What signs: anything holding an Ed25519 key that signs bytes, whether or not it can
+    show the key. An ``Ed25519PrivateKey`` loaded from a file is one; a key in an HSM
+    (PKCS#11) is another, and never leaves it. Everything that signs (manifests, trust
+    metadata) takes a ``Signer``, so where a key lives is the key provider's business.
+    """
+
+    def public_key(self) -> Ed25519PublicKey: ...
+
+    def sign(self, data: bytes) -> bytes: ...
 
 
 def public_pem(key: Ed25519PublicKey) -> bytes:
