@@ -60,6 +60,7 @@ from dataclasses import dataclass
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from fwdist import leb128
 from fwdist.errors import ManifestError
 from fwdist.manifest import (
     MAX_PIECE_SIZE,
@@ -214,16 +215,6 @@ class AirManifest:
 # --------------------------------------------------------------------------- integers
 
 
-def _varint(v: int) -> bytes:
-    """Unsigned LEB128, shortest form."""
-    out = bytearray()
-    while v >= 0x80:
-        out.append(v & 0x7F | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
 class _Reader:
     """Reads the body front to back; any shortfall or non-canonical form raises."""
 
@@ -350,19 +341,19 @@ def encode_body(m: AirManifest) -> bytes:
     v = m.parsed_version
     out = bytearray((FORMAT, int(flags)))
     out += m.product_id + m.hardware_id
-    out += _varint(v.major) + _varint(v.minor) + _varint(v.patch)
-    out += _varint(m.security_counter) + m.created.to_bytes(4, "big")
+    out += leb128.encode(v.major) + leb128.encode(v.minor) + leb128.encode(v.patch)
+    out += leb128.encode(m.security_counter) + m.created.to_bytes(4, "big")
     if m.expires is not None:
         out += m.expires.to_bytes(4, "big")
     if m.min_battery:
         out.append(m.min_battery)
-    out += _varint(m.image_size) + m.image_sha256
+    out += leb128.encode(m.image_size) + m.image_sha256
     out.append(encoder_id(m.encoder))
     if m.source_id is not None:
         out += m.source_id
-    out += _varint(m.decode_ram_kib) + _varint(m.pieces)
+    out += leb128.encode(m.decode_ram_kib) + leb128.encode(m.pieces)
     if m.table_id is not None:
-        out += _varint(m.size) + m.table_id
+        out += leb128.encode(m.size) + m.table_id
     else:
         out += b"".join(_row_bytes(row, m.compressed) for row in m.rows)
     return bytes(out)

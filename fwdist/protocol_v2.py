@@ -51,6 +51,7 @@ import binascii
 import hashlib
 from dataclasses import dataclass, replace
 
+from fwdist import leb128
 from fwdist import protocol as p
 
 VERSION = 2
@@ -171,18 +172,9 @@ def summarize(st: p.Status, version: int = VERSION) -> Summary:
 # --------------------------------------------------------------------------- LEB128
 
 
-def _varint(v: int) -> bytes:
-    out = bytearray()
-    while v >= 0x80:
-        out.append(v & 0x7F | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
 def _str(s: str) -> bytes:
     raw = s.encode()
-    return _varint(len(raw)) + raw
+    return leb128.encode(len(raw)) + raw
 
 
 class _Reader:
@@ -246,9 +238,9 @@ def _target_body(t: p.Target) -> bytes:
     bits = t.bitmap.rstrip(b"\x00")
     full = len(bits) - len(bits.lstrip(b"\xff"))
     rest = bits[full:]
-    parts = [t.tag, _str(t.version), bytes((t.payload,)), _varint(t.table_received),
-             _varint(full), _varint(len(rest)), rest, bytes((len(t.partials),))]
-    parts += [_varint(piece + 1) + _varint(off) for piece, off in t.partials]
+    parts = [t.tag, _str(t.version), bytes((t.payload,)), leb128.encode(t.table_received),
+             leb128.encode(full), leb128.encode(len(rest)), rest, bytes((len(t.partials),))]
+    parts += [leb128.encode(piece + 1) + leb128.encode(off) for piece, off in t.partials]
     return b"".join(parts)
 
 
@@ -274,24 +266,24 @@ def _body(ev: p.Event) -> bytes:
     """The body of one event (checked by :func:`encode` first)."""
     if isinstance(ev, Summary):
         head = [bytes((ev.version,)), ev.identity, _str(ev.running_version),
-                _varint(ev.running_counter), ev.running_image,
-                bytes((ev.battery, ev.state, ev.align - 1)), _varint(ev.max_frame)]
+                leb128.encode(ev.running_counter), ev.running_image,
+                bytes((ev.battery, ev.state, ev.align - 1)), leb128.encode(ev.max_frame)]
         tail = b"\x00" if ev.target is None else b"\x01" + _target_body(ev.target)
         return b"".join(head) + tail
     if isinstance(ev, p.Offer):
-        return _varint(ev.total) + _varint(ev.offset) + ev.data
+        return leb128.encode(ev.total) + leb128.encode(ev.offset) + ev.data
     if isinstance(ev, p.Accept):
         return ev.tag + bytes((ev.payload,))
     if isinstance(ev, p.Reject):
-        return bytes((ev.reason,)) + _varint(ev.limit)
+        return bytes((ev.reason,)) + leb128.encode(ev.limit)
     if isinstance(ev, p.Data):
         return ev.data
     if isinstance(ev, Seek):
-        return ev.tag + _varint(ev.piece + 1) + _varint(ev.offset)
+        return ev.tag + leb128.encode(ev.piece + 1) + leb128.encode(ev.offset)
     if isinstance(ev, p.Ack):
-        return _varint(ev.piece + 1) + _varint(ev.offset)
+        return leb128.encode(ev.piece + 1) + leb128.encode(ev.offset)
     if isinstance(ev, p.PieceComplete):
-        return _varint(ev.piece + 1)
+        return leb128.encode(ev.piece + 1)
     if isinstance(ev, p.ReleaseComplete):
         return b""
     if isinstance(ev, p.Installed):
@@ -382,7 +374,8 @@ def fit_error(ev: p.Error, max_frame: int) -> p.Error:
 
 def offer_capacity(max_frame: int, total: int, offset: int) -> int:
     """Manifest bytes one Offer frame carries at this offset."""
-    return limit(max_frame, T_OFFER) - OVERHEAD - len(_varint(total)) - len(_varint(offset))
+    varints = len(leb128.encode(total)) + len(leb128.encode(offset))
+    return limit(max_frame, T_OFFER) - OVERHEAD - varints
 
 
 def data_capacity(max_frame: int) -> int:

@@ -36,9 +36,9 @@ from fwdist.delta._core import (
     Sink,
     read_exact,
     unzigzag,
-    uv,
     zigzag,
 )
+from fwdist.leb128 import encode as uv
 
 STREAMS: Final = ("seek", "x", "y", "diff", "extra")
 

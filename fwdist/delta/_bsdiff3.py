@@ -45,8 +45,8 @@ from fwdist.delta._core import (
     Reader,
     Sink,
     read_exact,
-    uv,
 )
+from fwdist.leb128 import encode as uv
 
 STREAMS: Final = ("control", "diff", "extra")
 

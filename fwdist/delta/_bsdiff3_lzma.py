@@ -34,9 +34,9 @@ from fwdist.delta._core import (
     Encoder,
     ReadAt,
     Reader,
-    uv,
 )
 from fwdist.delta._pair import Pair
+from fwdist.leb128 import encode as uv
 
 TAG: Final = 0x41
 NAME: Final = "bsdiff3-lzma"

@@ -93,17 +93,6 @@ class Encoder:
 # varints
 
 
-def uv(value: int) -> bytes:
-    """Unsigned LEB128: small numbers (most lengths and seeks) take one or two bytes."""
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
 
 
 def zigzag(value: int) -> int:

@@ -34,10 +34,10 @@ from fwdist.delta._core import (
     Sink,
     read_exact,
     unzigzag,
-    uv,
     zigzag,
 )
 from fwdist.delta._pair import Pair
+from fwdist.leb128 import encode as uv
 
 TAG: Final = 0x61
 

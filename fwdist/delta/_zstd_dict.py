@@ -17,8 +17,9 @@ from __future__ import annotations
 from typing import Final
 
 from fwdist.delta import _zstd
-from fwdist.delta._core import PIECE, Cursor, DeltaError, Encoder, ReadAt, Sink, read_exact, uv
+from fwdist.delta._core import PIECE, Cursor, DeltaError, Encoder, ReadAt, Sink, read_exact
 from fwdist.delta._pair import Pair
+from fwdist.leb128 import encode as uv
 
 TAG: Final = 0x11
 
