@@ -63,6 +63,12 @@ MAX_MAP_ENTRIES: Final = 1024
 ENTRY_RAM: Final = 8
 """One map entry in the box's RAM: start (u32) and delta (s32)."""
 
+NUMPY_MIN: Final = 1024
+"""Below this many bytes the byte loops beat numpy (its per-call overhead): the fast paths
+hand shorter inputs to their bytewise twins (measured crossover: 512 bytes for
+:func:`predict`, 1 KiB for :meth:`BlCodec.feed`; the box-side check decode makes
+hundreds of reads of a few dozen bytes)."""
+
 WINDOW_MARGIN: Final = 8
 """Bytes read either side of an old read: enough for every BL and word touching it."""
 
@@ -134,6 +140,8 @@ class BlCodec:
         on the unrewritten bytes all at once.  :meth:`feed_bytewise` is the
         loop this is held equal to by a property test.
         """
+        if len(self._held) + len(chunk) < NUMPY_MIN:
+            return self.feed_bytewise(chunk)
         buf = np.frombuffer(self._held + chunk, dtype=np.uint8)
         base = self._pos
         end = len(buf) - 3
@@ -293,6 +301,8 @@ def predict(window: bytes, at: int, amap: AddressMap, base: int | None, old_size
     image.  The property test ``test_predict_fast_path_is_its_bytewise_twin``
     holds the two equal on arbitrary bytes, offsets, maps and bases.
     """
+    if len(window) < NUMPY_MIN:
+        return predict_bytewise(window, at, amap, base, old_size)
     b = np.frombuffer(window, dtype=np.uint8)
     out = b.copy()
     n = len(b)

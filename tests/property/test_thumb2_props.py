@@ -1,7 +1,14 @@
-"""The Thumb-2 filter's numpy fast paths, held byte for byte to their bytewise twins."""
+"""The Thumb-2 filter's numpy fast paths, held byte for byte to their bytewise twins.
+
+The fast paths hand inputs shorter than ``NUMPY_MIN`` to the twins, so the
+tests lower it to 0: every example then runs the numpy code.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +20,15 @@ _BYTE = st.one_of(
     st.sampled_from([0xF0, 0xF7, 0xD0, 0xE8, 0xF8, 0xFF, 0x00, 0x02, 0x30]), st.integers(0, 255)
 )
 _IMAGE = st.lists(_BYTE, max_size=96).map(bytes)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _numpy_always() -> Iterator[None]:
+    """Every input takes the numpy path in this module; the threshold is put back after."""
+    saved = _thumb2.NUMPY_MIN
+    setattr(_thumb2, "NUMPY_MIN", 0)  # noqa: B010 - a Final constant, patched for the module
+    yield
+    setattr(_thumb2, "NUMPY_MIN", saved)  # noqa: B010
 
 
 @st.composite
