@@ -42,7 +42,7 @@ is a :class:`~._bsdiff.ColumnFormat` plus its encode and RAM functions.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
@@ -57,7 +57,15 @@ from fwdist.delta import (
 )
 from fwdist.delta._bsdiff import MAX_WINDOW_LOG
 from fwdist.delta._bsdiff_lzma import LZMA_DICT_LOG, MAX_LZMA_DICT_LOG
-from fwdist.delta._core import PIECE, DeltaError, Encoder, InstructionSet, ReadAt, Sink
+from fwdist.delta._core import (
+    PIECE,
+    DeltaError,
+    Encoder,
+    InstructionSet,
+    ReadAt,
+    Sink,
+    close,
+)
 from fwdist.delta._pair import Pair
 from fwdist.delta._zstd import LEVEL
 
@@ -176,13 +184,8 @@ def encode(
     rows = [_encoder(name) for name in names]
     pair = Pair(old, new)
     best: tuple[int, int, Encoder, bytes] | None = None
-    for row in rows:
-        data = row.fit(pair, max_ram) if row.fit is not None else row.encode(old, new)
-        if data is None:
-            continue
+    for row, data in _payloads(rows, pair, max_ram):
         ram = row.decode_ram(data)
-        if max_ram is not None and ram > max_ram:
-            continue
         if best is None or (len(data), ram) < best[:2]:
             best = (len(data), ram, row, data)
     if best is None:
@@ -191,6 +194,51 @@ def encode(
         )
     _check(best[2], old, new, best[3])
     return Delta(best[2].name, best[3])
+
+
+def _fitted(row: Encoder, pair: Pair, max_ram: int | None) -> bytes | None:
+    """The row's payload for the pair within ``max_ram``, or None when it cannot fit."""
+    data = row.fit(pair, max_ram) if row.fit is not None else row.encode(pair.old, pair.new)
+    if data is None or (max_ram is not None and row.decode_ram(data) > max_ram):
+        return None
+    return data
+
+
+def _payloads(
+    rows: list[Encoder], pair: Pair, max_ram: int | None
+) -> Iterator[tuple[Encoder, bytes]]:
+    """The payloads worth comparing: per family, the best-scored row that fits, and a close second.
+
+    Rows of one family (a back end and its filtered twins) encode different
+    views of the pair with the same coder, so their cheap scores
+    (:attr:`Encoder.score`) say which view will be smaller; encoding every
+    view in full is what made staging slow.  Rows are tried best score first;
+    after the first payload, a later row is tried only while its score is
+    :func:`._core.close` to that payload's row, and at most two payloads per
+    family are made.  A row that cannot fit does not count.  Rows without a
+    score are always encoded.
+    """
+    families: dict[str, list[Encoder]] = {}
+    for row in rows:
+        families.setdefault(row.family or row.name, []).append(row)
+    for members in families.values():
+        ranked: list[tuple[int, int, Encoder]] = []
+        for k, row in enumerate(members):
+            if row.score is None or len(members) == 1:
+                data = _fitted(row, pair, max_ram)
+                if data is not None:
+                    yield row, data
+            else:
+                ranked.append((row.score(pair), k, row))
+        ranked.sort(key=lambda t: t[:2])
+        made: list[int] = []
+        for value, _, row in ranked:
+            if made and (len(made) == 2 or not close(value, made[0])):
+                break
+            data = _fitted(row, pair, max_ram)
+            if data is not None:
+                made.append(value)
+                yield row, data
 
 
 def apply(

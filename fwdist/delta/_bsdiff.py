@@ -126,7 +126,7 @@ def cover_triples(old: bytes, new: bytes, covers: list[_match.Cover]) -> Transfo
     return triples, b"".join(diffs), b"".join(extras)
 
 
-def _proxy_size(transform: Transform) -> int:
+def proxy_size(transform: Transform) -> int:
     """The five columns' bytes under fast raw LZMA2 (preset 1, 64 KiB dictionary).
 
     A cheap stand-in for the back ends' real coding (a few ms where preset 9e
@@ -141,20 +141,49 @@ def _proxy_size(transform: Transform) -> int:
     )
 
 
-def _triples(old: bytes, new: bytes) -> Transform:
+def rediff(transform: Transform, old: bytes, new: bytes) -> Transform:
+    """``transform``'s copies and extra bytes, its diff taken again against ``old``.
+
+    Any cover list is a valid transform of a pair whose old image has the
+    same size, so the copies bsdiff found between two images are reused for
+    another view of old (the Thumb-2 filter's predicted old, which differs
+    only in address operands) without a second suffix sort: only the diff
+    bytes change.
+    """
+    triples, _, extra = transform
+    o = np.frombuffer(old, dtype=np.uint8)
+    w = np.frombuffer(new, dtype=np.uint8)
+    diffs: list[bytes] = []
+    old_pos = new_pos = 0
+    for seek, x, y in triples:
+        old_pos += seek
+        if not (old_pos >= 0 and old_pos + x <= len(old) and new_pos + x + y <= len(new)):
+            raise ValueError("transform does not fit the images")
+        diffs.append((w[new_pos : new_pos + x] - o[old_pos : old_pos + x]).tobytes())
+        old_pos += x
+        new_pos += x + y
+    if new_pos != len(new):
+        raise ValueError("transform does not cover the new image")
+    return triples, b"".join(diffs), extra
+
+
+def _triples(old: bytes, new: bytes, bsdiffs: Transform | None = None) -> Transform:
     """The transform the back ends encode: :mod:`._match`'s covers or bsdiff's, whichever
     compresses smaller.
 
     The matcher wins by 1-4 % on device firmware, but bsdiff's covers win on
     the synthetic sample (its relocations favour fewer, longer covers); both
     are cheap next to the final coding, so both are made and ranked by
-    :func:`_proxy_size`.  Pairs above :data:`._match.MAX_IMAGE` take bsdiff's.
+    :func:`proxy_size`.  Pairs above :data:`._match.MAX_IMAGE` take bsdiff's.
+    ``bsdiffs``, when given, stands for bsdiff's own transform (one the caller
+    already holds, see :func:`rediff`), so it is not computed again.
     """
-    bsdiffs = bsdiff4_triples(old, new)
+    if bsdiffs is None:
+        bsdiffs = bsdiff4_triples(old, new)
     if len(old) + len(new) > _match.MAX_IMAGE:
         return bsdiffs
     matched = cover_triples(old, new, _match.covers(old, new))
-    return min((matched, bsdiffs), key=_proxy_size)
+    return min((matched, bsdiffs), key=proxy_size)
 
 
 def _columns_of(transform: Transform) -> tuple[bytes, bytes, bytes, bytes, bytes]:
@@ -172,7 +201,9 @@ def _columns_of(transform: Transform) -> tuple[bytes, bytes, bytes, bytes, bytes
     return bytes(seeks), bytes(xs), bytes(ys), diff, extra
 
 
-def columns(old: bytes, new: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+def columns(
+    old: bytes, new: bytes, bsdiffs: Transform | None = None
+) -> tuple[bytes, bytes, bytes, bytes, bytes]:
     """The five raw streams (seek, x, y, diff, extra), before compression.
 
     Columns compress better than interleaved triples (each column has its own
@@ -180,7 +211,7 @@ def columns(old: bytes, new: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
     against rows).  The seek column stores ``seek - previous y``: an insertion
     of y bytes then shows up as 0, the displacement change it really is.
     """
-    return _columns_of(_triples(old, new))
+    return _columns_of(_triples(old, new, bsdiffs))
 
 
 # --------------------------------------------------------------------------

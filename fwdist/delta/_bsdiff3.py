@@ -31,6 +31,7 @@ Payload layout (``uv`` = unsigned LEB128)::
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Generic, NamedTuple, TypeVar
@@ -46,6 +47,7 @@ from fwdist.delta._core import (
     Sink,
     read_exact,
 )
+from fwdist.delta._pair import Pair
 from fwdist.leb128 import encode as uv
 
 STREAMS: Final = ("control", "diff", "extra")
@@ -90,8 +92,31 @@ def control_rows(seeks: bytes, xs: bytes, ys: bytes) -> bytes:
     return bytes(out)
 
 
+_LONG_ZEROS: Final = re.compile(b"\\x00{%d,}" % _MIN_ZERO_RUN)
+
+
 def zero_runs(diff: bytes) -> bytes:
-    """``diff`` as zero-run records: ``uv zeros | uv n | n bytes``, never a record of nothing."""
+    """``diff`` as zero-run records: ``uv zeros | uv n | n bytes``, never a record of nothing.
+
+    The fast path of :func:`zero_runs_bytewise` (a byte loop took 0.1 s per
+    400 KB diff): the long zero runs are found by ``re`` in C; a record is the
+    zeros before its literals (the leading ones, then each long run) and the
+    literals up to the next long run.  A property test holds the two equal.
+    """
+    n = len(diff)
+    pos = zeros = n - len(diff.lstrip(b"\0"))
+    out = bytearray()
+    for run in _LONG_ZEROS.finditer(diff, pos):
+        out += uv(zeros) + uv(run.start() - pos) + diff[pos : run.start()]
+        zeros = run.end() - run.start()
+        pos = run.end()
+    if zeros or pos < n:
+        out += uv(zeros) + uv(n - pos) + diff[pos:]
+    return bytes(out)
+
+
+def zero_runs_bytewise(diff: bytes) -> bytes:
+    """:func:`zero_runs` one byte at a time: the generic twin its property test compares with."""
     out = bytearray()
     i, n = 0, len(diff)
     while i < n:
@@ -132,6 +157,16 @@ class ZeroRunReader(Reader):
         if self._pos < len(self._buf) or self._zeros or self._literals:
             raise DeltaError(f"{self.name} stream has data past the end of the image")
         self._inner.finish()
+
+
+def streams(pair: Pair) -> tuple[bytes, bytes, bytes, bytes]:
+    """(control rows, diff, diff zero-run coded, extra) of the pair, made once for both."""
+
+    def make() -> tuple[bytes, bytes, bytes, bytes]:
+        seeks, xs, ys, diff, extra = pair.columns
+        return control_rows(seeks, xs, ys), diff, zero_runs(diff), extra
+
+    return pair.memo("bsdiff3 streams", make)
 
 
 # --------------------------------------------------------------------------

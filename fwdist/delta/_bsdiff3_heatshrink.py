@@ -86,8 +86,8 @@ def fit(pair: Pair, max_ram: int | None) -> bytes | None:
     Every combination of grid points whose RAM fits is weighed by its
     (estimated) bytes; fewest bytes, then least RAM, wins.
     """
-    seeks, xs, ys, diff, extra = pair.columns
-    streams = [_bsdiff3.control_rows(seeks, xs, ys), _bsdiff3.zero_runs(diff), extra]
+    control, _, coded, extra = _bsdiff3.streams(pair)
+    streams = [control, coded, extra]
     options = [_options(data) for data in streams]
     room = None if max_ram is None else max_ram - _bsdiff3.REPLAY_RAM
     best: tuple[int, int, tuple[tuple[int, int, Coder, bytes | None], ...]] | None = None

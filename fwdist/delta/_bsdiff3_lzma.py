@@ -168,12 +168,11 @@ def fit(pair: Pair, max_ram: int | None) -> bytes | None:
 
     Diff raw and diff zero-run coded are planned and encoded each; the smaller payload wins.
     """
-    seeks, xs, ys, diff, extra = pair.columns
-    control = _bsdiff3.control_rows(seeks, xs, ys)
+    control, diff, zero_coded, extra = _bsdiff3.streams(pair)
     budget = 1 << 62 if max_ram is None else max_ram
     best: bytes | None = None
     bodies: dict[tuple[int, int, int], bytes] = {}
-    for flags, coded in ((0, diff), (_bsdiff3.ZERO_RUNS, _bsdiff3.zero_runs(diff))):
+    for flags, coded in ((0, diff), (_bsdiff3.ZERO_RUNS, zero_coded)):
         streams = [control, coded, extra]
         plan = _plan(streams, budget)
         if plan is None:

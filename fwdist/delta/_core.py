@@ -67,6 +67,20 @@ class InstructionSet(enum.Enum):
     XTENSA = "xtensa"
 
 
+SCORE_MARGIN: Final = 0.02
+"""How close to the best cheap score (as a share of it) a candidate must be to be encoded too.
+
+Scores (:func:`fwdist.delta._bsdiff.proxy_size`) rank candidate transforms
+so that only the best is encoded in full; one within 2 % is encoded as
+well, since the estimate can misjudge by a few bytes what the full coder makes.
+"""
+
+
+def close(score: int, best: int) -> bool:
+    """Whether ``score`` is within :data:`SCORE_MARGIN` of ``best`` (then it is encoded too)."""
+    return score <= best * (1 + SCORE_MARGIN)
+
+
 class DeltaError(ValueError):
     """A payload that is malformed, truncated, oversized or for other images.
 
@@ -87,6 +101,13 @@ class Encoder:
     """The smallest payload this encoder makes whose decoder needs <= max_ram (None: any), or
     None when it cannot fit; it reuses the pair's bsdiff transform.  Rows without it are
     encoded whole and dropped when their decode_ram exceeds the budget."""
+    score: Callable[[Pair], int] | None = None
+    """A cheap estimate of the transform this row encodes (fewer is better), comparable among
+    the rows of one ``family``: :func:`fwdist.delta.encode` encodes only the best-scored row of
+    a family (and a close second).  Rows without it are always encoded."""
+    family: str = ""
+    """The back end this row wraps (its own name if empty): rows of one family differ only
+    in the view of the pair they encode, so their scores compare."""
 
 
 # --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ start may be 0; later gaps are at least 1.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 from fwdist.delta import _bsdiff, _thumb2
@@ -32,6 +33,7 @@ from fwdist.delta._core import (
     Encoder,
     ReadAt,
     Sink,
+    close,
     read_exact,
     unzigzag,
     zigzag,
@@ -57,15 +59,28 @@ displacement says nothing about where code moved.
 def address_map(old: bytes, new_abs: bytes) -> _thumb2.AddressMap:
     """Where each region of old went in new, from bsdiff's copies: the fewest entries that say so.
 
+    The copies come from matching old (calls made absolute, nothing
+    predicted) against new with calls absolute, so that calls to moved
+    functions do not break matches (:func:`_map_copies`).
+    """
+    return _map_of(_map_copies(old, new_abs), len(old))
+
+
+def _map_copies(old: bytes, new_abs: bytes) -> _bsdiff.Transform:
+    """bsdiff's transform of (old with calls made absolute, ``new_abs``): the map's copies."""
+    seen = _thumb2.predict(old, 0, _thumb2.AddressMap((), (), len(old)), None, len(old))
+    return _bsdiff.bsdiff4_triples(seen, new_abs)
+
+
+def _map_of(transform: _bsdiff.Transform, old_size: int) -> _thumb2.AddressMap:
+    """The address map a transform's copies say: the fewest entries that say so.
+
     Copies are taken in their start order; one that begins inside an earlier
     one counts from where that one ends (bsdiff's copies overlap by a byte or
     two at an insertion), one that ends inside it not at all; consecutive
-    equal displacements merge.  The copies come from matching old (calls made
-    absolute, nothing predicted) against new with calls absolute, so that
-    calls to moved functions do not break matches.
+    equal displacements merge.
     """
-    seen = _thumb2.predict(old, 0, _thumb2.AddressMap((), (), len(old)), None, len(old))
-    triples, _, _ = _bsdiff.bsdiff4_triples(seen, new_abs)
+    triples, _, _ = transform
     copies: list[tuple[int, int, int]] = []
     old_pos = new_pos = 0
     for seek, x, y in triples:
@@ -81,7 +96,7 @@ def address_map(old: bytes, new_abs: bytes) -> _thumb2.AddressMap:
         deltas: list[int] = []
         end = 0
         for start, x, delta in copies:
-            if x < min_copy or start + x <= end or not 0 <= start < len(old):
+            if x < min_copy or start + x <= end or not 0 <= start < old_size:
                 continue
             start, end = max(start, end), start + x
             if (deltas and deltas[-1] == delta) or (not deltas and delta == 0):
@@ -89,7 +104,7 @@ def address_map(old: bytes, new_abs: bytes) -> _thumb2.AddressMap:
             starts.append(start)
             deltas.append(delta)
         if len(starts) <= _thumb2.MAX_MAP_ENTRIES:
-            return _thumb2.AddressMap(tuple(starts), tuple(deltas), len(old))
+            return _thumb2.AddressMap(tuple(starts), tuple(deltas), old_size)
         min_copy *= 2
 
 
@@ -136,6 +151,63 @@ def base_candidates(old: bytes) -> list[int | None]:
     return out
 
 
+@dataclass(frozen=True)
+class View:
+    """One link address and the pair the inner encoder sees for it: (old predicted, new_abs)."""
+
+    base: int | None
+    pair: Pair
+    score: int
+    """:func:`._bsdiff.proxy_size` of the map's copies over this view."""
+
+
+@dataclass(frozen=True)
+class Views:
+    """The address map and the views worth encoding, best score first (one or two)."""
+
+    amap: _thumb2.AddressMap
+    views: tuple[View, ...]
+    score: int
+    """The best view's score plus the packed map's bytes: comparable with an unfiltered
+    pair's :func:`._bsdiff.proxy_size` of bsdiff's transform (:func:`score`)."""
+
+
+def _choose(pair: Pair) -> Views:
+    """Score every candidate link address cheaply and keep the best (and a close second).
+
+    One suffix sort serves them all: the map's own bsdiff copies are
+    re-diffed against each candidate's predicted old (:func:`._bsdiff.rediff`)
+    and ranked by :func:`._bsdiff.proxy_size`.  Only a kept view is
+    transformed in full (matcher and its own bsdiff, whichever is smaller:
+    the re-diffed copies cost up to 3 bytes on nrf52-ble-conn-sd), once for
+    all inner encoders.  Before, every candidate was transformed and encoded
+    by every inner encoder.
+    """
+    old = pair.old
+    new_abs = _thumb2.absolute(pair.new)
+    copies = _map_copies(old, new_abs)
+    amap = _map_of(copies, len(old))
+    scored: list[View] = []
+    for base in base_candidates(old):
+        seen = _thumb2.predict(old, 0, amap, base, len(old))
+        transform = _bsdiff.rediff(copies, seen, new_abs)
+        scored.append(View(base, Pair(seen, new_abs), _bsdiff.proxy_size(transform)))
+    scored.sort(key=lambda v: v.score)  # stable: ties keep the candidates' order
+    best = scored[0].score
+    kept = tuple(v for v in scored[:2] if close(v.score, best))
+    return Views(amap, kept, best + len(_pack_map(amap)))
+
+
+def views(pair: Pair) -> Views:
+    """:func:`_choose` of ``pair``, made once per pair whichever inner encoder asks."""
+    return pair.memo("thumb2", lambda: _choose(pair))
+
+
+def score(pair: Pair) -> int:
+    """The filter's estimate for ``pair``: see :attr:`Views.score`."""
+    return views(pair).score
+
+
 class _Header:
     """A parsed filter header: base (or None), map entries and bytes, where the inner starts."""
 
@@ -170,28 +242,25 @@ def make(inner: Encoder) -> Encoder:
     """The Thumb-2-filtered twin of ``inner``: named ``inner.name + '+thumb2'``."""
 
     def fit(pair: Pair, max_ram: int | None) -> bytes | None:
-        """Every candidate base (and none) with one map; the smallest payload that fits wins.
+        """The chosen link addresses' views (:func:`views`); the smallest payload that fits wins.
 
         The map's RAM comes off the budget first; the inner encoder fits what is left.
         """
-        old = pair.old
-        new_abs = _thumb2.absolute(pair.new)
-        amap = address_map(old, new_abs)
-        budget = None if max_ram is None else max_ram - _thumb2.ram(len(amap.starts))
+        chosen = views(pair)
+        budget = None if max_ram is None else max_ram - _thumb2.ram(len(chosen.amap.starts))
         if budget is not None and budget <= 0:
             return None
         best: bytes | None = None
-        for base in base_candidates(old):
-            seen = _thumb2.predict(old, 0, amap, base, len(old))
+        for view in chosen.views:
             if inner.fit is not None:
-                data = inner.fit(Pair(seen, new_abs), budget)
+                data = inner.fit(view.pair, budget)
             else:
-                data = inner.encode(seen, new_abs)
+                data = inner.encode(view.pair.old, view.pair.new)
                 if budget is not None and inner.decode_ram(data) > budget:
                     data = None
             if data is None:
                 continue
-            payload = _pack(base, amap, data)
+            payload = _pack(view.base, chosen.amap, data)
             if best is None or len(payload) < len(best):
                 best = payload
         return best
@@ -229,7 +298,9 @@ def make(inner: Encoder) -> Encoder:
         parsed = _Header(head)
         return inner.decode_ram(head[parsed.size :]) + _thumb2.ram(parsed.entries)
 
-    return Encoder(f"{inner.name}+thumb2", TAG, encode, apply, decode_ram, fit)
+    return Encoder(
+        f"{inner.name}+thumb2", TAG, encode, apply, decode_ram, fit, score=score, family=inner.name
+    )
 
 
 def _predicted_old(

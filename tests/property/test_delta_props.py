@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fwdist import delta
-from fwdist.delta import PIECE, DeltaError, encode, encode_with
+from fwdist.delta import PIECE, DeltaError, _bsdiff3, encode, encode_with
 from tests.delta_helpers import apply_into, bsdiff_layout, run
 
 ENCODER_NAMES = sorted(delta.ENCODERS)
@@ -159,3 +159,15 @@ def test_damaged_payloads_parse_or_raise_delta_error(
         payload[pos % len(payload)] = value
     _contract(encoder, old, bytes(payload), len(new))
     _contract(encoder, old, bytes(payload[: cut % (len(payload) + 1)]), len(new))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"\0", b"\0" * 3, b"\0" * 4, b"\0" * 9, b"\x01", b"\xff\x02"]), max_size=40
+    )
+)
+def test_zero_runs_fast_path_is_its_bytewise_twin(parts: list[bytes]) -> None:
+    """The ``re`` fast path of the zero-run coder makes the bytewise records, byte for byte."""
+    diff = b"".join(parts)
+    assert _bsdiff3.zero_runs(diff) == _bsdiff3.zero_runs_bytewise(diff)

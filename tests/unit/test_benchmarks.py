@@ -1036,7 +1036,16 @@ def test_a_device_pair_without_peers_still_measures_fwdist_and_says_why(
             for r in rows
         )
         assert all(r.checked == (figure == "air_bytes") for r in rows)
-    assert len(records) == 2 + 3 * len(device_peers.PEERS)
+    assert len(records) == 2 + 3 * len(device_peers.PEERS) + 3
+    in_process, *ratios = records[-3:]
+    assert in_process.name == f"{prefix}/stage_seconds_in_process"
+    assert in_process.peer == "bsdiff" and in_process.skipped and in_process.value
+    assert [r.name for r in ratios] == [
+        f"{prefix}/stage_vs_bsdiff_seconds",
+        f"{prefix}/stage_vs_bsdiff_rss",
+    ]
+    assert all(r.value is None and r.skipped for r in ratios)
+    assert all("bsdiff not installed" in str(r.skipped) for r in ratios)
     ram = records[1]
     assert ram.checked and ram.value is not None and ram.value > 0
     assert records[0].value == 24_576

@@ -91,9 +91,11 @@ def test_transform_is_computed_once_per_encode(monkeypatch: pytest.MonkeyPatch) 
     calls = []
     real = _bsdiff.columns
 
-    def counting(old: bytes, new: bytes) -> tuple[bytes, bytes, bytes, bytes, bytes]:
+    def counting(
+        old: bytes, new: bytes, bsdiffs: _bsdiff.Transform | None = None
+    ) -> tuple[bytes, bytes, bytes, bytes, bytes]:
         calls.append(1)
-        return real(old, new)
+        return real(old, new, bsdiffs)
 
     monkeypatch.setattr(_bsdiff, "columns", counting)
     encode(OLD, NEW)

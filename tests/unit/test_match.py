@@ -146,7 +146,7 @@ def test_the_transform_that_compresses_smaller_is_kept() -> None:
     """On the seeded pair bsdiff's fewer, longer covers compress smaller than the matcher's."""
     bsdiffs = _bsdiff.bsdiff4_triples(OLD, NEW)
     matched = _bsdiff.cover_triples(OLD, NEW, _match.covers(OLD, NEW))
-    assert (_bsdiff._proxy_size(bsdiffs), _bsdiff._proxy_size(matched)) == (3_906, 3_978)
+    assert (_bsdiff.proxy_size(bsdiffs), _bsdiff.proxy_size(matched)) == (3_906, 3_978)
     assert _bsdiff._triples(OLD, NEW) == bsdiffs
 
 
