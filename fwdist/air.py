@@ -56,11 +56,15 @@ import hashlib
 import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist.errors import ManifestError
+
+if TYPE_CHECKING:  # fwdist.keys imports this module; a Signer is only a type here
+    from fwdist.keys import Signer
 from fwdist.manifest import (
     MAX_PIECE_SIZE,
     SHA256_BYTES,
@@ -436,7 +440,7 @@ def signature_block_bytes(count: int = 1) -> int:
     return 1 + count * (1 + SIGNATURE_BYTES)
 
 
-def sign(m: AirManifest, keys: Sequence[Ed25519PrivateKey]) -> bytes:
+def sign(m: AirManifest, keys: Sequence[Signer]) -> bytes:
     """The manifest's wire bytes, signed by each key (distinct keys, 1..MAX_SIGNATURES)."""
     body = encode_body(m)
     if not 0 < len(keys) <= MAX_SIGNATURES:
@@ -572,7 +576,7 @@ def payload_refs(m: Manifest) -> tuple[PayloadRef, ...]:
 
 
 def sign_release(m: Manifest, tables: Mapping[bytes, PieceTable],
-                 keys: Sequence[Ed25519PrivateKey]) -> tuple[bytes, ...]:
+                 keys: Sequence[Signer]) -> tuple[bytes, ...]:
     """One signed format 2 manifest per payload of ``m``, in :func:`payload_refs` order."""
     return tuple(sign(from_release(m, ref, tables[ref.table_sha256]).manifest, keys)
                  for ref in payload_refs(m))

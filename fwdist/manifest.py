@@ -22,14 +22,17 @@ import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from fwdist.errors import ManifestError
+
+if TYPE_CHECKING:  # fwdist.keys imports this module; a Signer is only a type here
+    from fwdist.keys import Signer
 
 FORMAT = 1
 SIGNING_CONTEXT = b"fwdist manifest v1\x00"
@@ -194,7 +197,7 @@ def encode_body(m: Manifest) -> bytes:
     return _pack(dict(sorted(body.items())))
 
 
-def sign(m: Manifest, private_key: Ed25519PrivateKey) -> bytes:
+def sign(m: Manifest, private_key: Signer) -> bytes:
     """The manifest's wire bytes, signed."""
     body = encode_body(m)
     sig = private_key.sign(SIGNING_CONTEXT + body)

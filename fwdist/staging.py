@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist import air, delta, hardware
 from fwdist.chunker import ChunkerParams, chunk_stream
 from fwdist.errors import ManifestError, StagingError
 from fwdist.hardware import Profile
-from fwdist.keys import public_pem
+from fwdist.keys import Signer, public_pem
 from fwdist.lockbox import BoxConfig, misfit
 from fwdist.manifest import (
     MAX_PIECE_SIZE,
@@ -262,7 +262,7 @@ def check_image(image: Path) -> int:
 def stage(
     store: Store,
     image: Path,
-    key: Ed25519PrivateKey,
+    key: Signer,
     opts: StageOptions,
     progress: Progress | None = None,
     *,

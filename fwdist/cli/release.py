@@ -9,6 +9,7 @@ from typing import Any
 
 from fwdist import keys
 from fwdist.chunker import ChunkerParams
+from fwdist.cli.key import add_key_options, add_secret_options, key_options, signer_from_args
 from fwdist.cli.output import emit_json, human_bytes, iso_time, progress_bar
 from fwdist.errors import FwdistError, StagingError, StoreError
 from fwdist.manifest import Manifest, PayloadRef, Version
@@ -63,17 +64,20 @@ def manifest_json(m: Manifest, manifest_bytes: int) -> dict[str, Any]:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    private, public = keys.generate(Path(args.keyfile))
+    passphrase = None
+    if args.encrypt:
+        passphrase = key_options(args).passphrase.read(args.keyfile, confirm=True).encode()
+    private, public = keys.generate(Path(args.keyfile), passphrase)
     if args.json:
-        emit_json({"private": str(private), "public": str(public)})
+        emit_json({"private": str(private), "public": str(public), "encrypted": args.encrypt})
     else:
-        print(f"wrote {private} (private, 0600) and {public}")
+        how = "encrypted, 0600" if args.encrypt else "private, 0600"
+        print(f"wrote {private} ({how}) and {public}")
     return 0
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
     image = Path(args.image)
-    key = keys.load_private(Path(args.key))
     also_trust = [keys.load_public(Path(p)) for p in args.trust or ()]
     try:
         chunker = ChunkerParams(args.min_piece, args.avg_piece, args.max_piece)
@@ -97,6 +101,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     size = check_image(image)
     if not args.init_store and not Path(args.store).exists():
         raise StoreError(f"no store at {args.store} (stage --init-store creates one)")
+    key = signer_from_args(args)  # after the cheap checks, before the store is made
     store = Store.open(args.store, create=args.init_store)
     with progress_bar(f"staging {image.name}", size, args.json) as advance:
         result = stage(store, image, key, opts, progress=advance, also_trust=also_trust)
@@ -231,13 +236,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = command("keygen", cmd_keygen, "make an Ed25519 signing keypair: KEYFILE and KEYFILE.pub")
     p.add_argument("keyfile")
+    p.add_argument("--encrypt", action="store_true",
+                   help="encrypt KEYFILE under a passphrase (PKCS#8): from --passphrase-env, "
+                   "--passphrase-file, else asked twice on the terminal")
+    add_secret_options(p)
 
     p = command("stage", cmd_stage, "stage an image as a signed release in a store")
     p.add_argument("image")
     p.add_argument("--store", required=True)
     p.add_argument("--product", required=True)
     p.add_argument("--version", required=True, help="X.Y.Z, newer than every staged release")
-    p.add_argument("--key", required=True, help="private key file from keygen")
+    add_key_options(p)
     p.add_argument(
         "--init-store", action="store_true", help="create the store if there is none yet"
     )
