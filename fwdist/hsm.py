@@ -110,7 +110,10 @@ class Pkcs11Uri:
     def _value(name: str, value: str) -> Any:
         if name == "id":
             return unquote_to_bytes(value)
-        text = unquote(value, errors="strict")
+        try:
+            text = unquote(value, errors="strict")
+        except UnicodeDecodeError:
+            raise SignerError(f"pkcs11 URI {name}= is not UTF-8 once decoded") from None
         if name == "slot-id":
             if not text.isdigit():
                 raise SignerError(f"pkcs11 URI slot-id must be a number, got {text!r}")
@@ -225,7 +228,8 @@ def _one_key(s: Any, uri: Pkcs11Uri, cls: ObjectClass) -> Any:
     obj = objs[0]
     key_type = obj[Attribute.KEY_TYPE]
     if key_type != KeyType.EC_EDWARDS:
-        raise SignerError(f"{uri} is a {KeyType(key_type).name} key, not an Ed25519 key")
+        name = getattr(key_type, "name", f"0x{key_type:x}")
+        raise SignerError(f"{uri} is not an Ed25519 key (its key type is {name})")
     return obj
 
 
