@@ -56,15 +56,12 @@ import hashlib
 import itertools
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist.errors import ManifestError
-
-if TYPE_CHECKING:  # fwdist.keys imports this module; a Signer is only a type here
-    from fwdist.keys import Signer
+from fwdist.keys import Signer
 from fwdist.manifest import (
     MAX_PIECE_SIZE,
     SHA256_BYTES,
@@ -445,9 +442,26 @@ def sign(m: AirManifest, keys: Sequence[Signer]) -> bytes:
     body = encode_body(m)
     if not 0 < len(keys) <= MAX_SIGNATURES:
         raise ManifestError(f"a manifest carries 1..{MAX_SIGNATURES} signatures")
-    sigs = sorted((Signature(key_id(k.public_key())[0], k.sign(SIGNING_CONTEXT + body))
-                   for k in keys), key=lambda s: (s.hint, s.signature))
-    return body + _signature_block(sigs)
+    return _signed(body, [_signature(body, k) for k in keys])
+
+
+def _signature(body: bytes, signer: Signer) -> Signature:
+    return Signature(key_id(signer.public_key())[0], signer.sign(SIGNING_CONTEXT + body))
+
+
+def _signed(body: bytes, sigs: Sequence[Signature]) -> bytes:
+    if len(sigs) > MAX_SIGNATURES:
+        raise ManifestError(f"a manifest carries 1..{MAX_SIGNATURES} signatures")
+    return body + _signature_block(sorted(sigs, key=lambda s: (s.hint, s.signature)))
+
+
+def add_signature(wire: bytes, signer: Signer) -> bytes:
+    """The same manifest with one more signature: signers of a threshold sign one by one."""
+    sa = decode(wire)
+    public = signer.public_key()
+    if signers(sa, {key_id(public): public}):
+        raise ManifestError("manifest already carries a signature of that key")
+    return _signed(sa.body, [*sa.signatures, _signature(sa.body, signer)])
 
 
 def decode_prefix(data: bytes) -> tuple[SignedAir, int]:
