@@ -411,6 +411,21 @@ class Store:
             raise StoreError(f"release {product}@{version} is already staged")
         self._write_atomic(path, wire)
 
+    def put_signatures(self, product: str, version: str, wire: bytes, bundle: bytes) -> None:
+        """Replace a staged release's manifest and format 2 bundle by copies that carry one
+        more signature (``fwdist sign``): the bundle first, each file atomically.
+
+        Not undone by a transaction: what they replace is gone, and a bundle with one
+        signature more than its manifest is harmless (the next ``fwdist sign`` adds the
+        manifest's).
+        """
+        path = self.manifest_path(product, version)
+        if not os.path.lexists(path):
+            raise StoreError(f"no release {product}@{version} in the store")
+        for dest, data in ((self.air_path(product, version), bundle), (path, wire)):
+            self._write_atomic(dest, data)
+            self._created.remove(dest)
+
     def air_path(self, product: str, version: str) -> Path:
         path = self.manifest_path(product, version)
         return path.with_name(path.name + AIR_SUFFIX)

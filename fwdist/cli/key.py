@@ -43,9 +43,10 @@ def add_secret_options(p: argparse.ArgumentParser) -> None:
                    "$FWDIST_PKCS11_MODULE, else /usr/lib/softhsm/libsofthsm2.so)")
 
 
-def add_key_options(p: argparse.ArgumentParser, help: str = SPEC_HELP) -> None:
-    """``--key SPEC`` (required) and the options that unlock it."""
-    p.add_argument("--key", required=True, metavar="SPEC", help=help)
+def add_key_options(p: argparse.ArgumentParser, help: str = SPEC_HELP,
+                    required: bool = True) -> None:
+    """``--key SPEC`` and the options that unlock it."""
+    p.add_argument("--key", required=required, metavar="SPEC", help=help)
     add_secret_options(p)
 
 
