@@ -30,3 +30,12 @@ class KeyFileError(FwdistError):
 
 class PlanError(FwdistError):
     """A plan asks for what no box does: a downgrade, or the version the box already runs."""
+
+
+class SignerError(FwdistError):
+    """A signing key cannot be opened or cannot sign: a wrong passphrase or PIN, no such
+    token or key object, a key that is not Ed25519, a PKCS#11 module that will not load."""
+
+
+class TrustError(FwdistError):
+    """Trust metadata (a root or a timestamp) is malformed, under-signed, stale or expired."""

@@ -291,7 +291,7 @@ def recorded_keys(store: Store) -> dict[bytes, Ed25519PublicKey]:
     return {key_id(k): k for k in keys}
 
 
-def _check_release(
+def check_release(
     store: Store, product: str, version: str, trusted: Mapping[bytes, Ed25519PublicKey]
 ) -> Iterator[str]:
     name = f"{product}@{version}"
@@ -328,6 +328,19 @@ def _check_release(
             yield f"{name}: delta from {ref.source_version}: {e}"
 
 
+def check_objects(store: Store, report: VerifyReport) -> None:
+    """Strays are problems, and every object is re-hashed: counted into ``report``."""
+    report.problems.extend(
+        f"{stray}: not part of an fwdist store; left alone" for stray in store.strays()
+    )
+    for oid in store.object_ids():
+        report.objects += 1
+        try:
+            store.get_content(oid, MAX_OBJECT_BYTES)
+        except StoreError as e:
+            report.problems.append(str(e))
+
+
 def verify_store(
     store: Store, pubkey: Path | Sequence[Path], only: tuple[str, str] | None = None
 ) -> VerifyReport:
@@ -340,19 +353,11 @@ def verify_store(
     report = VerifyReport()
     trusted = load_trusted(pubkey)
     if only is None:
-        report.problems.extend(
-            f"{stray}: not part of an fwdist store; left alone" for stray in store.strays()
-        )
-        for oid in store.object_ids():
-            report.objects += 1
-            try:
-                store.get_content(oid, MAX_OBJECT_BYTES)
-            except StoreError as e:
-                report.problems.append(str(e))
+        check_objects(store, report)
     releases = [only] if only else store.releases()
     for product, version in releases:
         report.releases += 1
-        report.problems.extend(_check_release(store, product, version, trusted))
+        report.problems.extend(check_release(store, product, version, trusted))
     return report
 
 

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import zstandard
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist import air, delta, hardware
 from fwdist.chunker import ChunkerParams, chunk_stream
 from fwdist.errors import ManifestError, StagingError
 from fwdist.hardware import Profile
-from fwdist.keys import public_pem
+from fwdist.keys import Signer, public_pem
 from fwdist.lockbox import BoxConfig, misfit
 from fwdist.manifest import (
     MAX_PIECE_SIZE,
@@ -39,6 +39,7 @@ from fwdist.manifest import (
     check_name,
     key_id,
     sign,
+    sign_all,
 )
 from fwdist.releases import ReleaseScan, read_image, scan_releases
 from fwdist.store import Store, compress
@@ -262,7 +263,7 @@ def check_image(image: Path) -> int:
 def stage(
     store: Store,
     image: Path,
-    key: Ed25519PrivateKey,
+    key: Signer | None,
     opts: StageOptions,
     progress: Progress | None = None,
     *,
@@ -270,8 +271,10 @@ def stage(
 ) -> StageResult:
     """Stage ``image`` as ``opts.product@opts.version``; all or nothing.
 
+    With ``key`` None the release is staged unsigned (an offline signing flow's draft:
+    ``fwdist sign`` adds each signature, and its format 2 manifests with the first).
     Only staged releases that verify against ``key`` (or a key in ``also_trust``,
-    for a key rotation) count: they set the version floor, the security counter's
+    for a key rotation or a signing role) count: they set the version floor, the security counter's
     floor and the delta sources. Whatever else sits in the store is listed in
     ``StageResult.ignored``. The previous release is read under the store lock,
     so two concurrent stages see each other's results.
@@ -280,7 +283,7 @@ def stage(
     version = check_options(opts)
     hw = opts.hardware or opts.product
     image_size = check_image(image)
-    trusted = [key.public_key(), *also_trust]
+    trusted = [*([key.public_key()] if key is not None else []), *also_trust]
     now = int(time.time()) if opts.now is None else opts.now
     expires = None if opts.expires_days is None else now + math.ceil(opts.expires_days * 86400)
     with store.transaction():
@@ -354,13 +357,14 @@ def stage(
             created=now,
             expires=expires,
         )
-        wire = sign(manifest, key)
-        try:  # what a box speaking protocol 2 is offered: one manifest per payload
-            bundle = air.encode_bundle(air.sign_release(manifest, tables, [key]))
-        except ManifestError as e:
-            raise StagingError(f"cannot make the format 2 manifests: {e}") from None
-        store.put_air(opts.product, str(version), bundle)
-        store.put_key(key_id(key.public_key()), public_pem(key.public_key()))
+        wire = sign(manifest, key) if key is not None else sign_all(manifest, [])
+        if key is not None:
+            try:  # what a box speaking protocol 2 is offered: one manifest per payload
+                bundle = air.encode_bundle(air.sign_release(manifest, tables, [key]))
+            except ManifestError as e:
+                raise StagingError(f"cannot make the format 2 manifests: {e}") from None
+            store.put_air(opts.product, str(version), bundle)
+            store.put_key(key_id(key.public_key()), public_pem(key.public_key()))
         store.put_manifest(opts.product, str(version), wire)
         written = store.written_objects()
     return StageResult(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from fwdist import keys
+from fwdist import keys, signoff
 from fwdist.chunker import ChunkerParams
+from fwdist.cli.key import add_key_options, add_secret_options, key_options, signer_from_args
 from fwdist.cli.output import emit_json, human_bytes, iso_time, progress_bar
 from fwdist.errors import FwdistError, StagingError, StoreError
 from fwdist.manifest import Manifest, PayloadRef, Version
@@ -63,17 +65,20 @@ def manifest_json(m: Manifest, manifest_bytes: int) -> dict[str, Any]:
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
-    private, public = keys.generate(Path(args.keyfile))
+    passphrase = None
+    if args.encrypt:
+        passphrase = key_options(args).passphrase.read(args.keyfile, confirm=True).encode()
+    private, public = keys.generate(Path(args.keyfile), passphrase)
     if args.json:
-        emit_json({"private": str(private), "public": str(public)})
+        emit_json({"private": str(private), "public": str(public), "encrypted": args.encrypt})
     else:
-        print(f"wrote {private} (private, 0600) and {public}")
+        how = "encrypted, 0600" if args.encrypt else "private, 0600"
+        print(f"wrote {private} ({how}) and {public}")
     return 0
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
     image = Path(args.image)
-    key = keys.load_private(Path(args.key))
     also_trust = [keys.load_public(Path(p)) for p in args.trust or ()]
     try:
         chunker = ChunkerParams(args.min_piece, args.avg_piece, args.max_piece)
@@ -97,6 +102,10 @@ def cmd_stage(args: argparse.Namespace) -> int:
     size = check_image(image)
     if not args.init_store and not Path(args.store).exists():
         raise StoreError(f"no store at {args.store} (stage --init-store creates one)")
+    if (args.key is None) == (not args.unsigned):
+        raise StagingError("stage takes --key SPEC, or --unsigned for an offline signing flow")
+    # after the cheap checks, before the store is made
+    key = signer_from_args(args) if args.key is not None else None
     store = Store.open(args.store, create=args.init_store)
     with progress_bar(f"staging {image.name}", size, args.json) as advance:
         result = stage(store, image, key, opts, progress=advance, also_trust=also_trust)
@@ -156,6 +165,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     store = Store.open(args.store)
     only = parse_release(args.release) if args.release else None
+    if (args.root is None) == (not args.pubkey):
+        raise FwdistError("verify takes --pubkey KEY (repeatable) or --root FILE")
+    if args.root is not None:
+        return verify_root(args, store, only)
     report = verify_store(store, [Path(p) for p in args.pubkey], only)
     if args.json:
         emit_json(
@@ -172,6 +185,30 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if report.ok:
             print(f"ok: {report.releases} releases, {report.objects} objects")
     return 0 if report.ok else 1
+
+
+def verify_root(args: argparse.Namespace, store: Store, only: tuple[str, str] | None) -> int:
+    """``verify --root``: the chain from the user's root, the timestamp, each release's
+    threshold (formats 1 and 2), images and deltas."""
+    try:
+        anchor = Path(args.root).read_bytes()
+    except OSError as e:
+        raise FwdistError(f"cannot read root {args.root}: {e.strerror}") from None
+    tr = signoff.verify_under_root(store, anchor, only, now=int(time.time()))
+    r = tr.report
+    if args.json:
+        emit_json({"ok": tr.ok, "releases": r.releases, "objects": r.objects,
+                   "problems": r.problems, "root_version": tr.root_version,
+                   "timestamp_version": tr.timestamp_version, "revoked": tr.revoked,
+                   "drafts": tr.drafts})
+    else:
+        for problem in r.problems:
+            print(f"fwdist: verify: {problem}")
+        if tr.ok:
+            ts = f"timestamp {tr.timestamp_version}" if tr.timestamp_version else "no timestamp"
+            print(f"ok: root {tr.root_version}, {ts}, {r.releases} releases, {r.objects} objects"
+                  + (f"; revoked: {', '.join(tr.revoked)}" if tr.revoked else ""))
+    return 0 if tr.ok else 1
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -231,13 +268,21 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = command("keygen", cmd_keygen, "make an Ed25519 signing keypair: KEYFILE and KEYFILE.pub")
     p.add_argument("keyfile")
+    p.add_argument("--encrypt", action="store_true",
+                   help="encrypt KEYFILE under a passphrase (PKCS#8): from --passphrase-env, "
+                   "--passphrase-file, else asked twice on the terminal")
+    add_secret_options(p)
 
     p = command("stage", cmd_stage, "stage an image as a signed release in a store")
     p.add_argument("image")
     p.add_argument("--store", required=True)
     p.add_argument("--product", required=True)
     p.add_argument("--version", required=True, help="X.Y.Z, newer than every staged release")
-    p.add_argument("--key", required=True, help="private key file from keygen")
+    add_key_options(p, required=False)
+    p.add_argument("--unsigned", action="store_true",
+                   help="stage without signing (no --key): release signers add their "
+                   "signatures with fwdist sign, and the release counts once they reach "
+                   "its role's threshold")
     p.add_argument(
         "--init-store", action="store_true", help="create the store if there is none yet"
     )
@@ -291,10 +336,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--store", required=True)
     p.add_argument(
         "--pubkey",
-        required=True,
         action="append",
         help="the public key releases must be signed by (repeatable); keys recorded in the "
         "store are never trusted, since anyone who can write the store can add one",
+    )
+    p.add_argument(
+        "--root",
+        metavar="FILE",
+        help="instead of --pubkey: a root you trust; the store's root chain is followed from "
+        "it, its timestamp checked, and each release must carry its role's threshold",
     )
     p.add_argument("release", nargs="?", metavar="NAME@X.Y.Z")
 

@@ -263,6 +263,8 @@ def test_every_json_output_has_the_schema_and_exactly_the_documented_fields(
         (tmp_path / f"fw{r}.bin").write_bytes(SAMPLE.image(r))
     outputs = {
         "keygen": ok_json("keygen", tmp_path / "k"),
+        "key generate": ok_json("key", "generate", tmp_path / "k2"),
+        "key show": ok_json("key", "show", tmp_path / "k2", "--public-out", tmp_path / "k2.pem"),
         "stage": ok_json("stage", tmp_path / "fw2.bin", "--store", tmp_path / "s", "--product",
                          "p", "--version", "2.0.0", "--key", tmp_path / "k", "--init-store"),
         "inspect": ok_json("inspect", "--store", store, "lockbox@1.1.0"),
