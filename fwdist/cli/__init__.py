@@ -23,9 +23,16 @@ import fwdist
 from fwdist.errors import FwdistError
 
 # Modules that add subcommands, in help order.
-COMMAND_MODULES = ("fwdist.cli.release", "fwdist.cli.hardware", "fwdist.cli.demo",
-                   "fwdist.cli.sim", "fwdist.cli.device", "fwdist.cli.key",
-                   "fwdist.cli.trust")
+COMMAND_MODULES = (
+    "fwdist.cli.release",
+    "fwdist.cli.hardware",
+    "fwdist.cli.demo",
+    "fwdist.cli.sim",
+    "fwdist.cli.device",
+    "fwdist.cli.key",
+    "fwdist.cli.trust",
+    "fwdist.cli.server",
+)
 
 # Loggers whose records -q/-v govern: the engine and the simulator.
 LOGGERS = ("fwdist", "sim")

@@ -33,6 +33,7 @@ from fwdist.emulator import (
 )
 from fwdist.hardware import Profile
 from fwdist.manifest import Version
+from fwdist.outbox import Outbox
 from fwdist.releases import load_trusted, phone_cache
 from fwdist.store import Store
 
@@ -93,12 +94,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     status = init_state(Path(args.state), args.product, Path(args.pubkey), Path(args.image),
                         args.version, counter=args.security_counter, hardware=hw,
                         slot_size=args.slot_size, ram=args.ram, ack_every=args.ack_every,
-                        profile=profile)
+                        profile=profile, box_id=args.id)
     if args.json:
         emit_json(status)
     else:
         print(f"provisioned {status['product']} {status['running_version']} in {args.state} "
-              f"(sha256 {status['running_sha256'][:16]}...)")
+              f"as box {status['box_id']} (sha256 {status['running_sha256'][:16]}...)")
     return 0
 
 
@@ -142,9 +143,12 @@ def cmd_push(args: argparse.Namespace) -> int:
     _positive("--max-seconds", args.max_seconds)
     _positive("--idle-seconds", args.idle_seconds)
     _positive("--rate", args.rate)
+    if args.store is None and args.cache is None:
+        raise DeviceError("give the releases with --store DIR or a phone's --cache DIR")
     trusted = load_trusted([Path(k) for k in args.pubkey]).values()
     version = str(Version.parse(args.version)) if args.version else None
-    cache = phone_cache(Store.open(args.store), args.product, version, trusted)
+    # a phone's cache (`fwdist app sync`) is a store of the releases it fetched: no network
+    cache = phone_cache(Store.open(args.store or args.cache), args.product, version, trusted)
     try:
         out = trio.run(lambda: push(cache, host, port, max_bytes=args.max_bytes,
                                     max_seconds=args.max_seconds,
@@ -152,6 +156,9 @@ def cmd_push(args: argparse.Namespace) -> int:
                                     quiet=args.json))
     except ConnectionError as e:
         raise DeviceError(str(e)) from None
+    if args.cache is not None:  # carried home: the next `fwdist app sync` uploads them
+        outbox = Outbox(Path(args.cache))
+        out["box_reports_kept"] = sum(outbox.add(bytes.fromhex(w)) for w in out["box_reports"])
     if args.json:
         emit_json(out)
     else:
@@ -193,6 +200,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "hardware profile says it instead)")
     p.add_argument("--ack-every", type=int, default=DEFAULT_ACK_EVERY, metavar="BYTES",
                    help="acknowledge persisted bytes this often")
+    p.add_argument("--id", metavar="ID", help="the box's id in the fleet (default: the hex of "
+                   "its new device key's 8-byte key id)")
 
     p = command(box_sub, "serve", cmd_serve, "run the box on TCP, one session at a time")
     p.add_argument("--state", required=True, metavar="DIR")
@@ -212,14 +221,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     app_sub = app.add_subparsers(dest="app_command", required=True, metavar="COMMAND")
     p = command(app_sub, "push", cmd_push,
                 "one session: push the newest verified release (or --version) to a box")
-    p.add_argument("--store", required=True, metavar="DIR")
+    p.add_argument("--store", metavar="DIR", help="take the release from this store")
+    p.add_argument("--cache", metavar="DIR",
+                   help="a phone's cache (`fwdist app sync`): keep the box's signed reports in "
+                   "its outbox for the next sync, and without --store take the release from it")
     p.add_argument("--product", required=True)
     p.add_argument("--pubkey", required=True, action="append", metavar="KEYFILE.pub",
                    help="the public key releases must be signed by (repeatable); only a "
                    "release it verifies is pushed")
     p.add_argument("--version", metavar="X.Y.Z",
                    help="push this release (default: the newest that verifies)")
-    p.add_argument("--to", required=True, metavar="HOST:PORT")
+    p.add_argument("--to", "--connect", dest="to", required=True, metavar="HOST:PORT")
     p.add_argument("--max-bytes", type=int, metavar="N", help="walk away after sending N bytes")
     p.add_argument("--max-seconds", type=float, metavar="S", help="walk away after S seconds")
     p.add_argument("--idle-seconds", type=float, default=trio_link.PHONE_IDLE_SECONDS,
