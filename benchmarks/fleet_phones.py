@@ -15,6 +15,7 @@ deadline; that is what a phone in the field does, and why ingest must be idempot
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -61,8 +62,8 @@ class Tally:
         if not self.latencies:
             raise ValueError("no request succeeded: no latency to report")
         ordered = sorted(self.latencies)
-        rank = min(len(ordered) - 1, max(0, round(q * len(ordered) + 0.5) - 1))
-        return ordered[rank]
+        rank = min(len(ordered), max(1, math.ceil(q * len(ordered))))
+        return ordered[rank - 1]
 
 
 async def upload(
