@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -27,6 +28,14 @@ READY = re.compile(r"fwdist server: listening on (http://[0-9.]+:\d+)")
 STATIC_READY = re.compile(r"Serving HTTP on ([0-9.]+) port (\d+)")
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
+
+
+def free_port() -> int:
+    """A loopback port free just now: a server restarted on it is found by the same URL."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
 
 
 class ProcessError(RuntimeError):

@@ -22,12 +22,13 @@ import contextlib
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchmarks.fleet_processes import free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
 """Where Debian installs each major version's server binaries (``15/bin/initdb``...)."""
@@ -60,13 +61,6 @@ def find_bindir() -> Path:
         f"no PostgreSQL server binaries (initdb, pg_ctl) under {PG_ROOT}/*/bin; "
         "install Debian's postgresql package"
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
