@@ -24,6 +24,8 @@ from benchmarks import bench_fleet
 from benchmarks.fleet_phones import Tally, upload
 from benchmarks.fleet_processes import ServerProcess, free_port, fwdist_cli
 
+pytest.importorskip("fwdist.server", reason="the fleet server is not in this tree yet (issue 13)")
+
 BOXES = 24
 REPORTS_PER_BOX = 50
 PHONES = 6
