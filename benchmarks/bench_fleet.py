@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Sequence
@@ -73,7 +74,7 @@ class Load:
         return self.boxes * self.reports_per_box
 
 
-QUICK = Load(boxes=1000, reports_per_box=20, phones=200, batch=20, fetchers=50,
+QUICK = Load(boxes=400, reports_per_box=40, phones=200, batch=20, fetchers=20,
              image_bytes=256 * 1024)  # fmt: skip
 FULL = Load(boxes=4000, reports_per_box=25, phones=500, batch=50, fetchers=200,
             image_bytes=1024 * 1024)  # fmt: skip
@@ -200,6 +201,15 @@ async def _replay(url: str, token: str, batch: list[bytes]) -> Tally:
     return tally
 
 
+def _serving_store(staged: Path, served: Path) -> None:
+    """The server's own store, trusting the staging key (publish re-verifies every signature)."""
+    from fwdist.store import Store
+
+    keys = Store.open(served, create=True).root / "keys"
+    for pem in (staged / "keys").iterdir():
+        shutil.copyfile(pem, keys / pem.name)
+
+
 def _heard_from(url: str, token: str) -> int:
     r = httpx.get(f"{url}/v1/fleet", headers={"Authorization": f"Bearer {token}"}, timeout=60)
     r.raise_for_status()
@@ -232,6 +242,7 @@ def _run(tmp: Path, load: Load) -> list[Record]:
     reports = make_reports(load, version)
     phones = phone_batches(reports, load)
     served = tmp / "served"
+    _serving_store(staged, served)
     with ServerProcess.fwdist(served, tmp / "server.log") as server:
         release_token = _token(served, "release")
         app_token = _token(served, "app")
