@@ -201,7 +201,7 @@ async def _replay(url: str, token: str, batch: list[bytes]) -> Tally:
     return tally
 
 
-def _serving_store(staged: Path, served: Path) -> None:
+def serving_store(staged: Path, served: Path) -> None:
     """The server's own store, trusting the staging key (publish re-verifies every signature)."""
     from fwdist.store import Store
 
@@ -242,7 +242,7 @@ def _run(tmp: Path, load: Load) -> list[Record]:
     reports = make_reports(load, version)
     phones = phone_batches(reports, load)
     served = tmp / "served"
-    _serving_store(staged, served)
+    serving_store(staged, served)
     with ServerProcess.fwdist(served, tmp / "server.log") as server:
         release_token = _token(served, "release")
         app_token = _token(served, "app")

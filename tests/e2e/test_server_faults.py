@@ -1,4 +1,5 @@
-"""Faults with real processes: ``kill -9`` the server in a burst of uploads; the phones retry.
+"""Faults with real processes: ``kill -9`` the server in a burst of uploads (the phones retry),
+and ``kill -9`` a phone in the middle of a download (it resumes).
 
 The promise under test (issue 13): after the phones retry, no report is lost and none
 is counted twice. A ``kill -9`` is the honest fault: no handler runs, the open SQLite
@@ -7,12 +8,15 @@ was lost cannot know whether its batch was stored, so it sends it again. Ingest 
 idempotent on (box id, seq), so the second copy of a stored report is a
 ``duplicate``, and the server's history per box is then exactly seq 1..N.
 
-Each test runs on the embedded SQLite and on a real PostgreSQL server (tests/pg_helpers.py).
+The burst runs on the embedded SQLite and on a real PostgreSQL server (tests/pg_helpers.py).
 """
 
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,8 +25,9 @@ import pytest
 import trio
 
 from benchmarks import bench_fleet
-from benchmarks.fleet_phones import Tally, upload
+from benchmarks.fleet_phones import Tally, fetch_resumable, upload
 from benchmarks.fleet_processes import ServerProcess, free_port, fwdist_cli
+from fwdist.testing import make_releases
 
 pytest.importorskip("fwdist.server", reason="the fleet server is not in this tree yet (issue 13)")
 
@@ -122,3 +127,46 @@ def test_kill_9_in_a_burst_loses_no_report_and_counts_none_twice(
             BOXES, BOXES, {"1.0.0": BOXES}
         )  # fmt: skip
     assert server.proc is not None and server.proc.returncode == 0  # SIGTERM: a clean stop
+
+
+PHONE = """
+import sys
+from pathlib import Path
+from benchmarks.fleet_phones import fetch_resumable
+fetch_resumable(sys.argv[1], Path(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
+"""
+
+
+def test_a_phone_killed_mid_download_fetches_only_the_rest(tmp_path: Path) -> None:
+    """The phone process is killed -9 a third of the way through a pack; the next run asks
+    for the rest by Range and receives exactly the bytes it lacked."""
+    releases = make_releases(tmp_path / "staging", count=1, size=256 * 1024, seed=13,
+                             deltas=False)  # fmt: skip
+    version = releases.releases[0].manifest.version
+    served = tmp_path / "served"
+    bench_fleet.serving_store(releases.store.root, served)
+    with ServerProcess.fwdist(served, tmp_path / "server.log") as server:
+        release, read = (_token(served, (), s) for s in ("release", "read"))
+        fwdist_cli("publish", "--store", releases.store.root, "--server", server.url,
+                   "--token", release, f"{bench_fleet.PRODUCT}@{version}")  # fmt: skip
+        url = f"{server.url}/v1/releases/{bench_fleet.PRODUCT}/{version}/pack/0"
+        whole = httpx.get(url, headers={"Authorization": f"Bearer {read}"}).content
+        assert len(whole) > 30 * 1024
+
+        dest = tmp_path / "phone" / "pack-0"
+        dest.parent.mkdir()
+        part = dest.with_name("pack-0.part")
+        phone = subprocess.Popen([sys.executable, "-c", PHONE, url, str(dest), read, "0.02"])
+        deadline = time.monotonic() + 60
+        while not (part.exists() and part.stat().st_size >= len(whole) // 3):
+            assert phone.poll() is None, "the phone ended before it could be killed"
+            assert time.monotonic() < deadline, "the phone made no progress"
+            time.sleep(0.005)
+        phone.kill()
+        assert phone.wait(10) == -signal.SIGKILL
+        held = part.stat().st_size
+        assert len(whole) // 3 <= held < len(whole)
+
+        received = fetch_resumable(url, dest, read)
+    assert received == len(whole) - held
+    assert dest.read_bytes() == whole and not part.exists()
