@@ -13,6 +13,7 @@ The burst runs on the embedded SQLite and on a real PostgreSQL server (tests/pg_
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import signal
 import subprocess
@@ -28,8 +29,12 @@ from benchmarks import bench_fleet
 from benchmarks.fleet_phones import Tally, fetch_resumable, upload
 from benchmarks.fleet_processes import ServerProcess, free_port, fwdist_cli
 from fwdist.testing import make_releases
+from tests.server_helpers import db_url
 
-pytest.importorskip("fwdist.server", reason="the fleet server is not in this tree yet (issue 13)")
+needs_ingest = pytest.mark.skipif(
+    importlib.util.find_spec("fwdist.server.reports") is None,
+    reason="the server's report ingest is not in this tree yet (issue 13)",
+)
 
 BOXES = 24
 REPORTS_PER_BOX = 50
@@ -41,12 +46,13 @@ DOWN_S = 0.5
 RETRY_FOR_S = 120.0
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_args(request: pytest.FixtureRequest) -> tuple[str, ...]:
+__all__ = ["db_url"]  # the fixture: SQLite, then PostgreSQL
+
+
+@pytest.fixture
+def db_args(db_url: str) -> tuple[str, ...]:
     """``fwdist server`` and ``fwdist token`` arguments naming the database."""
-    if request.param == "sqlite":
-        return ()
-    return ("--db", request.getfixturevalue("pg_url"))
+    return ("--db", db_url)
 
 
 def _token(store: Path, db_args: tuple[str, ...], scope: str) -> str:
@@ -91,10 +97,11 @@ async def _burst_with_a_kill(
     return tally, accepted_at_kill
 
 
+@needs_ingest
 def test_kill_9_in_a_burst_loses_no_report_and_counts_none_twice(
     tmp_path: Path, db_args: tuple[str, ...]
 ) -> None:
-    store = tmp_path / "served"
+    store = tmp_path / "server-store"  # where db_url's SQLite file lives
     load = bench_fleet.Load(boxes=BOXES, reports_per_box=REPORTS_PER_BOX, phones=PHONES,
                             batch=BATCH, fetchers=0, image_bytes=0)  # fmt: skip
     phones = bench_fleet.phone_batches(bench_fleet.make_reports(load, "1.0.0"), load)
