@@ -109,7 +109,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "postgresql":
         url: str = request.getfixturevalue("pg_url")
         return url
-    return db.default_url(tmp_path / "server-store")
+    return db.default_url(tmp_path)  # tmp_path/fleet.db, beside the server's store
 
 
 @pytest.fixture

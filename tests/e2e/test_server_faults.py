@@ -101,7 +101,7 @@ async def _burst_with_a_kill(
 def test_kill_9_in_a_burst_loses_no_report_and_counts_none_twice(
     tmp_path: Path, db_args: tuple[str, ...]
 ) -> None:
-    store = tmp_path / "server-store"  # where db_url's SQLite file lives
+    store = tmp_path / "server-store"
     load = bench_fleet.Load(boxes=BOXES, reports_per_box=REPORTS_PER_BOX, phones=PHONES,
                             batch=BATCH, fetchers=0, image_bytes=0)  # fmt: skip
     phones = bench_fleet.phone_batches(bench_fleet.make_reports(load, "1.0.0"), load)
