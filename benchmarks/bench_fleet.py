@@ -21,7 +21,6 @@ timings are reported, never checked (these machines are noisy).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import shutil
 import tempfile
@@ -37,7 +36,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from benchmarks.fleet_phones import Tally, download, upload
 from benchmarks.fleet_processes import ProcessError, ServerProcess, fwdist_cli
-from benchmarks.record import Record, failed, skipped
+from benchmarks.record import Record, failed
 from fwdist import report
 from fwdist.protocol import BoxState
 
@@ -47,12 +46,6 @@ HARDWARE = "lb-r2"
 STATIC_PEER = "python -m http.server"
 REGISTER_WORKERS = 16
 REQUEST_TIMEOUT_S = 120.0
-INGEST = "fwdist.server.reports"
-REPORT_NAMES = (
-    "fleet/reports_per_second", "fleet/report_latency_p50", "fleet/report_latency_p99",
-    "fleet/reports_lost", "fleet/replays_counted", "fleet/boxes_unheard",
-    "fleet/reports/requests_failed",
-)  # fmt: skip
 NAMES = (
     ("fleet/reports_per_second", "reports/s"),
     ("fleet/report_latency_p50", "ms"),
@@ -236,9 +229,6 @@ def _objects(store: Path) -> tuple[list[str], list[bytes]]:
 
 
 def run(quick: bool) -> list[Record]:
-    if importlib.util.find_spec("fwdist.server") is None:
-        reason = "not in this tree yet: fwdist.server (issue 13)"
-        return [skipped(name, unit, reason) for name, unit in NAMES]
     load = QUICK if quick else FULL
     with tempfile.TemporaryDirectory(prefix="fwdist-bench-fleet-") as tmp_:
         tmp = Path(tmp_)
@@ -252,16 +242,11 @@ def _run(tmp: Path, load: Load) -> list[Record]:
     staged, version = _stage(tmp / "staging", load)
     served = tmp / "served"
     serving_store(staged, served)
-    records: list[Record] = []
     with ServerProcess.fwdist(served, tmp / "server.log") as server:
         release, app, read = (_token(served, s) for s in ("release", "app", "read"))
         fwdist_cli("publish", "--store", staged, "--server", server.url, "--token", release,
                    f"{PRODUCT}@{version}")  # fmt: skip
-        if importlib.util.find_spec(INGEST) is None:
-            why = f"not in this tree yet: {INGEST} (issue 13)"
-            records += [skipped(name, unit, why) for name, unit in NAMES if name in REPORT_NAMES]
-        else:
-            records += _reports(server, load, version, release, app, read)
+        records = _reports(server, load, version, release, app, read)
         paths, sha = _objects(served)
         fetched, fetch_s = trio.run(_phones_fetch, server.url, load.fetchers, paths, sha)
         rss = server.peak_rss_bytes()

@@ -13,7 +13,6 @@ The burst runs on the embedded SQLite and on a real PostgreSQL server (tests/pg_
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import subprocess
@@ -30,11 +29,6 @@ from benchmarks.fleet_phones import Tally, fetch_resumable, upload
 from benchmarks.fleet_processes import ServerProcess, free_port, fwdist_cli
 from fwdist.testing import make_releases
 from tests.server_helpers import db_url
-
-needs_ingest = pytest.mark.skipif(
-    importlib.util.find_spec("fwdist.server.reports") is None,
-    reason="the server's report ingest is not in this tree yet (issue 13)",
-)
 
 BOXES = 24
 REPORTS_PER_BOX = 50
@@ -97,7 +91,6 @@ async def _burst_with_a_kill(
     return tally, accepted_at_kill
 
 
-@needs_ingest
 def test_kill_9_in_a_burst_loses_no_report_and_counts_none_twice(
     tmp_path: Path, db_args: tuple[str, ...]
 ) -> None:
