@@ -23,6 +23,7 @@ from pathlib import Path
 from benchmarks import (
     bench_chunking,
     bench_devices,
+    bench_fleet,
     bench_lockbox,
     bench_pairs,
     bench_release,
@@ -35,7 +36,7 @@ from benchmarks.limits import LIMITS_FILE, Limits, Move, check, updated, worse_t
 from benchmarks.record import Machine, Record, failed, skipped
 from benchmarks.report import document, markdown
 
-SECTIONS = ("chunking", "staging", "pairs", "devices", "release", "lockbox", "sim")
+SECTIONS = ("chunking", "staging", "pairs", "devices", "release", "lockbox", "sim", "fleet")
 SIM_MODULE = "benchmarks.bench_sim"
 SIM_FIGURES = (
     ("sim/accesses_per_second", "accesses/s"),
@@ -159,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "release": bench_release.run,
         "lockbox": lambda: bench_lockbox.run(args.quick, peer_tools, cache),
         "sim": lambda: run_sim(args.quick),
+        "fleet": lambda: bench_fleet.run(args.quick),
     }
     records: list[Record] = []
     for section in SECTIONS:

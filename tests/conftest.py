@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
 from fwdist.testing import Releases, make_releases
+from tests.pg_helpers import PostgresServer, PostgresUnavailable, in_ci, postgres_server
 
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
 settings.register_profile("dev", deadline=None)
@@ -101,3 +102,25 @@ def release_history(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., R
         return built[key]
 
     return history
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL cluster for the whole run (see tests/pg_helpers.py).
+
+    Skipped with the reason when the binaries are missing; under ``CI`` that is a failure,
+    because ``.ci/run`` installs them.
+    """
+    try:
+        with postgres_server() as server:
+            yield server
+    except PostgresUnavailable as e:
+        if in_ci():
+            pytest.fail(f"CI is set but PostgreSQL is unavailable: {e}")
+        pytest.skip(f"PostgreSQL unavailable: {e}")
+
+
+@pytest.fixture
+def pg_url(pg_server: PostgresServer) -> str:
+    """A fresh, empty database on the shared cluster: ``postgresql+psycopg://...``."""
+    return pg_server.create_database()

@@ -7,8 +7,8 @@ Use the fixtures by importing them into a test module::
 ``fleet_server`` starts a server on an empty store (made under ``tmp_path``) that trusts
 the key of ``fwdist.testing.make_releases`` (seed 1), with one live token per scope in
 ``server.tokens``; ``server.client(Scope.RELEASE)`` is an ``httpx.Client`` that sends it.
-``db_url`` is the database the server uses: None (the embedded SQLite default) here;
-a PostgreSQL run parametrizes it.
+``db_url`` is the database the server uses: the embedded SQLite file, and a PostgreSQL
+database (the fixture is parametrized: each test runs on both).
 """
 
 from __future__ import annotations
@@ -102,9 +102,13 @@ def prepare(store_dir: Path, db_url: str, trusted: list[Ed25519PrivateKey]
         engine.dispose()
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    """The server's database: the embedded SQLite file (a PostgreSQL run overrides this)."""
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The server's database: the embedded SQLite file, then a fresh database on a real
+    PostgreSQL server (``pg_url``, tests/pg_helpers.py): every server test runs on both."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("pg_url")
+        return url
     return db.default_url(tmp_path)  # tmp_path/fleet.db, beside the server's store
 
 

@@ -1,0 +1,156 @@
+"""Simulated phones for the fleet benchmark and fault tests: upload report batches, fetch objects.
+
+A phone is one ``httpx.AsyncClient`` (its own connections, as a real phone has) driven
+by trio. It does what the contract (``docs/fleet-api.md``) says a phone does, nothing
+more: ``POST /v1/reports`` with the signed reports it carries, each prefixed by its
+length as a LEB128 varint, and ``GET`` of content-addressed object paths. Every request
+is timed, and every answer counted by outcome, so the benchmark's figures and the fault
+tests' exact counts come from the same tally.
+
+``retry``: a phone whose request fails at the transport (the server was killed, is
+restarting, refused the connection) or gets a 5xx sends the same batch again until the
+deadline; that is what a phone in the field does, and why ingest must be idempotent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import trio
+
+REPORTS_TYPE = "application/x-fwdist-reports"
+RETRY_PAUSE_S = 0.1
+
+
+def leb128(n: int) -> bytes:
+    """Unsigned LEB128: 7 bits a byte, low first, the high bit set on all but the last."""
+    if n < 0:
+        raise ValueError(f"LEB128 of a negative number: {n}")
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def frame_reports(wires: Sequence[bytes]) -> bytes:
+    """The body of ``POST /v1/reports``: each signed report prefixed by its length."""
+    return b"".join(leb128(len(w)) + w for w in wires)
+
+
+@dataclass
+class Tally:
+    """What all phones saw: latencies of the successful requests, report results by status,
+    transport failures and HTTP errors, retries, bytes fetched and objects that mismatched."""
+
+    latencies: list[float] = field(default_factory=list)
+    results: Counter[str] = field(default_factory=Counter)
+    failures: Counter[str] = field(default_factory=Counter)
+    retries: int = 0
+    bytes_fetched: int = 0
+    corrupt: int = 0
+
+    def percentile(self, q: float) -> float:
+        """The ``q`` quantile (0..1) of the latencies, nearest rank, in seconds."""
+        if not self.latencies:
+            raise ValueError("no request succeeded: no latency to report")
+        ordered = sorted(self.latencies)
+        rank = min(len(ordered), max(1, math.ceil(q * len(ordered))))
+        return ordered[rank - 1]
+
+
+async def upload(
+    client: httpx.AsyncClient,
+    token: str,
+    batches: Sequence[Sequence[bytes]],
+    tally: Tally,
+    retry_until: float | None = None,
+) -> None:
+    """POST each batch in turn; with ``retry_until`` (a ``time.monotonic()`` deadline) resend a
+    batch whose request failed until it is answered."""
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": REPORTS_TYPE}
+    for batch in batches:
+        body = frame_reports(batch)
+        while True:
+            t = time.perf_counter()
+            try:
+                r = await client.post("/v1/reports", content=body, headers=headers)
+            except httpx.TransportError as e:
+                tally.failures[type(e).__name__] += 1
+                outcome = None
+            else:
+                outcome = r
+                if r.status_code >= 500:
+                    tally.failures[f"HTTP {r.status_code}"] += 1
+                    outcome = None
+            if outcome is not None:
+                tally.latencies.append(time.perf_counter() - t)
+                if outcome.status_code != 200:
+                    tally.failures[f"HTTP {outcome.status_code}"] += 1
+                else:
+                    tally.results.update(x["status"] for x in outcome.json()["results"])
+                break
+            if retry_until is None or time.monotonic() > retry_until:
+                break
+            tally.retries += 1
+            await trio.sleep(RETRY_PAUSE_S)
+
+
+async def download(
+    client: httpx.AsyncClient, paths: Sequence[str], sha256: Sequence[bytes], tally: Tally
+) -> None:
+    """GET every path; a body whose SHA-256 differs from the file's counts as corrupt."""
+    for path, digest in zip(paths, sha256, strict=True):
+        t = time.perf_counter()
+        try:
+            r = await client.get(path)
+        except httpx.TransportError as e:
+            tally.failures[type(e).__name__] += 1
+            continue
+        if r.status_code != 200:
+            tally.failures[f"HTTP {r.status_code}"] += 1
+            continue
+        tally.latencies.append(time.perf_counter() - t)
+        tally.bytes_fetched += len(r.content)
+        if hashlib.sha256(r.content).digest() != digest:
+            tally.corrupt += 1
+
+
+def fetch_resumable(
+    url: str, dest: Path, token: str | None = None, pause_per_kib: float = 0.0
+) -> int:
+    """GET ``url`` into ``dest`` as a phone does, resuming what an earlier, killed run left.
+
+    The bytes land in ``dest.part``, appended as they arrive; a run that finds a
+    ``.part`` asks only for the rest (``Range: bytes=N-``, answered 206), and the file is
+    renamed to ``dest`` once whole. Returns the bytes received by this run.
+    ``pause_per_kib`` slows the phone down (a test kills it mid-download).
+    """
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    received = 0
+    with httpx.stream("GET", url, headers=headers, timeout=60) as r:
+        if r.status_code != (206 if have else 200):
+            raise httpx.HTTPStatusError(
+                f"GET {url} from byte {have}: HTTP {r.status_code}", request=r.request, response=r
+            )
+        with part.open("ab") as out:
+            for chunk in r.iter_bytes(1024):
+                out.write(chunk)
+                out.flush()
+                received += len(chunk)
+                if pause_per_kib:
+                    time.sleep(pause_per_kib)
+    part.rename(dest)
+    return received
