@@ -36,6 +36,7 @@ from fwdist.rollout._plan import (
     format_share,
     parse_share,
 )
+from fwdist.rollout._reports import evidence, outcome
 
 __all__ = [
     "FAILURES",
@@ -63,10 +64,12 @@ __all__ = [
     "Verdict",
     "Window",
     "decide",
+    "evidence",
     "format_share",
     "in_cohort",
     "in_window",
     "offered_share",
+    "outcome",
     "parse_share",
     "point",
     "position",

@@ -9,8 +9,9 @@ from fractions import Fraction
 
 import pytest
 
+from fwdist import report
 from fwdist.errors import RolloutError
-from fwdist.protocol import Reason
+from fwdist.protocol import BoxState, Reason
 from fwdist.rollout import (
     TRANSITIONS,
     WHOLE,
@@ -30,10 +31,12 @@ from fwdist.rollout import (
     Verdict,
     Window,
     decide,
+    evidence,
     format_share,
     in_cohort,
     in_window,
     offered_share,
+    outcome,
     parse_share,
     point,
     proceed,
@@ -348,3 +351,39 @@ def test_an_offer_round_trips_through_json_and_refuses_nonsense() -> None:
     for bad in ({**doc, "state": "bored"}, {**doc, "share_bp": 10_001}, {**doc, "id": 3}, {}):
         with pytest.raises(RolloutError, match=r"^malformed rollout offer"):
             RolloutOffer.from_json(bad)
+
+
+# --- box reports as evidence -----------------------------------------------------------------
+
+
+def box_report(
+    running: str = "1.0.0", target: str | None = None, last: object = None
+) -> report.Report:
+    return report.Report(
+        "box-1", 7, "lockbox", "lb-r2", running, bytes(8),
+        report.TargetProgress(target, 10, 100) if target else None,
+        80, BoxState.IDLE, last, 0,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_a_report_says_one_outcome_about_the_release() -> None:
+    R = report.Outcome
+    last = report.LastResult
+    cases = [
+        (box_report("1.1.0", last=last("1.1.0", R.SELF_TEST_FAILED)), Outcome.INSTALLED, None),
+        (box_report(target="1.1.0", last=last("1.1.0", R.BUILD_FAILED)), Outcome.IN_PROGRESS, None),
+        (box_report(target="1.2.0"), Outcome.HEARD, None),
+        (box_report(last=last("1.0.5", R.BUILD_FAILED)), Outcome.HEARD, None),
+        (box_report(last=last("1.1.0", R.BUILD_FAILED)), Outcome.FAILED, None),
+        (box_report(last=last("1.1.0", R.UNUSABLE)), Outcome.FAILED, None),
+        (box_report(last=last("1.1.0", R.FAILED)), Outcome.FAILED, None),
+        (box_report(last=last("1.1.0", R.SELF_TEST_FAILED)), Outcome.REVERTED, None),
+        (box_report(last=last("1.1.0", R.TRIALS_EXHAUSTED)), Outcome.REVERTED, None),
+        (box_report("1.2.0", last=last("1.1.0", R.INSTALLED)), Outcome.INSTALLED, None),
+        (box_report(last=last("1.1.0", R.REFUSED, int(Reason.EXPIRED))), Outcome.REJECTED, 6),
+        (box_report(last=last("1.1.0", R.REFUSED, int(Reason.NOT_NEWER))), Outcome.NOT_ELIGIBLE, 8),
+        (box_report(last=last("1.1.0", R.REFUSED, 200)), Outcome.REJECTED, 200),
+    ]
+    for rep, want, reason in cases:
+        assert outcome(rep, "1.1.0") == (want, reason), rep
+    assert evidence(cases[4][0], "1.1.0", 99) == Evidence("box-1", 7, 99, Outcome.FAILED, None)
