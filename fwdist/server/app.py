@@ -19,7 +19,8 @@ from starlette.routing import BaseRoute
 
 from fwdist.server.context import ClientError, Server, error_response
 
-ROUTE_MODULES = ("fwdist.server.objects", "fwdist.server.api", "fwdist.server.fleet_api")
+ROUTE_MODULES = ("fwdist.server.objects", "fwdist.server.api", "fwdist.server.fleet_api",
+                 "fwdist.server.rollout_api")
 """Modules whose ``routes()`` make up the application, in matching order."""
 
 log = logging.getLogger(__name__)
