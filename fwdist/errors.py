@@ -39,3 +39,8 @@ class SignerError(FwdistError):
 
 class TrustError(FwdistError):
     """Trust metadata (a root or a timestamp) is malformed, under-signed, stale or expired."""
+
+
+class RolloutError(FwdistError):
+    """A rollout plan or command asks for something impossible (shares that shrink, a pause
+    of a rollout that is not running, ...)."""

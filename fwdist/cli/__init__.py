@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "fwdist.cli.key",
     "fwdist.cli.trust",
     "fwdist.cli.server",
+    "fwdist.cli.rollout",
 )
 
 # Loggers whose records -q/-v govern: the engine and the simulator.
