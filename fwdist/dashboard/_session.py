@@ -52,6 +52,8 @@ def decode(cookie: str, key: bytes, now: int) -> Principal | None:
         payload, tag = _unb64(body), _unb64(mac)
     except (binascii.Error, ValueError):
         return None
+    if _b64(payload) != body or _b64(tag) != mac:  # one spelling per cookie: no malleability
+        return None
     if not hmac.compare_digest(tag, _mac(key, payload)):
         return None
     try:
