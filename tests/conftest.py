@@ -21,6 +21,9 @@ settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True
 settings.register_profile("dev", deadline=None)
 settings.load_profile("ci")
 
+# the dashboard's headless Chromium (`browser`), defined beside its helpers
+pytest_plugins = ("tests.browser_helpers",)
+
 SMALL_CHUNKS = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384)
 
 
