@@ -36,7 +36,7 @@ from fwdist.delta._core import (
     Reader,
     uv,
 )
-from fwdist.delta._pair import Pair
+from fwdist.delta._pair import Pair, bsdiff_score
 
 TAG: Final = 0x41
 NAME: Final = "bsdiff3-lzma"
@@ -192,4 +192,6 @@ def encode(old: bytes, new: bytes) -> bytes:
     return payload
 
 
-ENCODER: Final = Encoder(NAME, TAG, encode, LAYOUT.apply, LAYOUT.decode_ram, fit)
+ENCODER: Final = Encoder(
+    NAME, TAG, encode, LAYOUT.apply, LAYOUT.decode_ram, fit, score=bsdiff_score
+)
