@@ -291,3 +291,28 @@ def test_rediffed_copies_rebuild_new_from_another_old() -> None:
     assert spell(other, again) == spell(OLD, t) == NEW
     with pytest.raises(ValueError, match="does not fit"):
         _bsdiff.rediff(t, other[:100], NEW)
+
+
+def test_zstd_tables_are_capped_for_large_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Level 22 sizes chain and hash tables to the window; above MAX_TABLE_LOG they are capped
+    (the 11 MB pair's zstd-dict encoder held 385 MB of them), below it nothing changes."""
+    import zstandard
+
+    from fwdist.delta import _zstd
+
+    made: list[tuple[int, int]] = []
+    real = zstandard.ZstdCompressionParameters.from_level
+
+    def spy(level: int, **kw: Any) -> zstandard.ZstdCompressionParameters:
+        params = real(level, **kw)
+        made.append((params.chain_log, params.hash_log))
+        return params
+
+    monkeypatch.setattr(zstandard.ZstdCompressionParameters, "from_level", spy)
+    small = _zstd.compress(NEW, 20, OLD, content_size=True)
+    assert made == [(18, 17)]  # a small pair: the level's own tables, one call
+    made.clear()
+    monkeypatch.setattr(_zstd, "MAX_TABLE_LOG", 16)
+    capped = _zstd.compress(NEW, 20, OLD, content_size=True)
+    assert made == [(18, 17), (16, 16)]
+    assert len(capped) >= len(small)
