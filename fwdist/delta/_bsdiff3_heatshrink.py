@@ -24,7 +24,7 @@ from typing import Final
 
 from fwdist.delta import _bsdiff3, _heatshrink
 from fwdist.delta._core import Cursor, Encoder, ReadAt, Reader, sample
-from fwdist.delta._pair import Pair
+from fwdist.delta._pair import Pair, bsdiff_score
 
 TAG: Final = 0x51
 NAME: Final = "bsdiff3-heatshrink"
@@ -115,4 +115,6 @@ def encode(old: bytes, new: bytes) -> bytes:
     return payload
 
 
-ENCODER: Final = Encoder(NAME, TAG, encode, LAYOUT.apply, LAYOUT.decode_ram, fit)
+ENCODER: Final = Encoder(
+    NAME, TAG, encode, LAYOUT.apply, LAYOUT.decode_ram, fit, score=bsdiff_score
+)

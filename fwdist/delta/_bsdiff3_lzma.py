@@ -35,7 +35,7 @@ from fwdist.delta._core import (
     ReadAt,
     Reader,
 )
-from fwdist.delta._pair import Pair
+from fwdist.delta._pair import Pair, bsdiff_score
 from fwdist.leb128 import encode as uv
 
 TAG: Final = 0x41
@@ -192,4 +192,6 @@ def encode(old: bytes, new: bytes) -> bytes:
     return payload
 
 
-ENCODER: Final = Encoder(NAME, TAG, encode, LAYOUT.apply, LAYOUT.decode_ram, fit)
+ENCODER: Final = Encoder(
+    NAME, TAG, encode, LAYOUT.apply, LAYOUT.decode_ram, fit, score=bsdiff_score
+)

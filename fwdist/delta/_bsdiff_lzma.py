@@ -25,7 +25,7 @@ from typing import Final
 
 from fwdist.delta import _bsdiff, _lzma, _zstd
 from fwdist.delta._core import Cursor, DeltaError, Encoder, ReadAt, Reader
-from fwdist.delta._pair import Pair
+from fwdist.delta._pair import Pair, bsdiff_score
 
 TAG: Final = 0x31
 
@@ -174,4 +174,6 @@ def decode_ram(head: bytes) -> int:
 _MIN_RAM: Final = _bsdiff.BUFFERS_RAM
 """No bsdiff-lzma payload decodes in less: the three pieces alone."""
 
-ENCODER: Final = Encoder("bsdiff-lzma", TAG, encode, FORMAT.apply, decode_ram, fit)
+ENCODER: Final = Encoder(
+    "bsdiff-lzma", TAG, encode, FORMAT.apply, decode_ram, fit, score=bsdiff_score
+)

@@ -18,7 +18,7 @@ from typing import Final
 
 from fwdist.delta import _bsdiff, _zstd
 from fwdist.delta._core import Cursor, DeltaError, Encoder
-from fwdist.delta._pair import Pair
+from fwdist.delta._pair import Pair, bsdiff_score
 
 TAG: Final = 0x21
 
@@ -86,4 +86,6 @@ def decode_ram(head: bytes) -> int:
 _MIN_RAM: Final = _zstd.window_ram(10) + _bsdiff.BUFFERS_RAM
 """No bsdiff-zstd payload decodes in less: one stream decoder (the last is always counted)."""
 
-ENCODER: Final = Encoder("bsdiff-zstd", TAG, encode, FORMAT.apply, decode_ram, fit)
+ENCODER: Final = Encoder(
+    "bsdiff-zstd", TAG, encode, FORMAT.apply, decode_ram, fit, score=bsdiff_score
+)

@@ -44,6 +44,17 @@ keep 4096, which saves 5-20 bytes on the smallest pairs.
 """
 
 
+MAX_TABLE_LOG: Final = 22
+"""Largest chain and hash table logs the encoder asks libzstd for (4 MiB entries each).
+
+Level 22 sizes them to the window: on an 11 MB pair (zstandard 0.22 -> 0.23)
+zstd-dict's encoder held 385 MB of tables (593 MB peak for the stage), on a
+5 MB one 257 MB.  Every device pair and orjson already stay at 21, so their
+bytes do not move; above that the cap bounds the encoder near 32 MB of tables
+plus its window.
+"""
+
+
 def compress(
     data: bytes,
     window_log: int,
@@ -57,8 +68,7 @@ def compress(
     sizes so that tiny inputs get tiny tables (zstd also shrinks the window to
     the input, which is why callers read the window back from the header).
     """
-    params = zstd.ZstdCompressionParameters.from_level(
-        LEVEL,
+    fields: dict[str, int] = dict(
         source_size=len(data),
         dict_size=len(dict_data),
         window_log=window_log,
@@ -69,6 +79,14 @@ def compress(
         write_dict_id=False,
         format=zstd.FORMAT_ZSTD1_MAGICLESS,
     )
+    params = zstd.ZstdCompressionParameters.from_level(LEVEL, **fields)
+    if max(params.chain_log, params.hash_log) > MAX_TABLE_LOG:
+        params = zstd.ZstdCompressionParameters.from_level(
+            LEVEL,
+            chain_log=min(params.chain_log, MAX_TABLE_LOG),
+            hash_log=min(params.hash_log, MAX_TABLE_LOG),
+            **fields,
+        )
     return zstd.ZstdCompressor(compression_params=params, dict_data=_raw_dict(dict_data)).compress(
         data
     )

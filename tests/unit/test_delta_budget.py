@@ -238,3 +238,81 @@ def test_empty_zero_run_record_is_refused() -> None:
     )
     with pytest.raises(DeltaError, match="empty zero-run record"):
         run("bsdiff3-heatshrink", bytes(4), payload, 4)
+
+
+def test_only_the_best_scored_view_of_a_back_end_is_encoded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """encode() ranks a back end's rows (plain, +thumb2) by their cheap scores and encodes the
+    best; the other only when its score is within SCORE_MARGIN of it."""
+    from fwdist.delta import _core
+
+    fitted: list[str] = []
+    real = delta._fitted
+
+    def spy(row: _core.Encoder, pair: Pair, max_ram: int | None) -> bytes | None:
+        fitted.append(row.name)
+        return real(row, pair, max_ram)
+
+    monkeypatch.setattr(delta, "_fitted", spy)
+    names = ["bsdiff3-lzma", "bsdiff3-lzma+thumb2"]
+    pair = Pair(OLD, NEW)
+    scores = {n: delta.ENCODERS[n].score(pair) for n in names}  # type: ignore[misc]
+    assert scores == {"bsdiff3-lzma": 3_906, "bsdiff3-lzma+thumb2": 4_201}
+    assert not _core.close(scores["bsdiff3-lzma+thumb2"], scores["bsdiff3-lzma"])
+    d = encode(OLD, NEW, max_ram=32768, formats=names)
+    assert fitted == ["bsdiff3-lzma"] and d.encoder == "bsdiff3-lzma"
+    # within the margin the second is encoded too, and the smaller payload still wins
+    fitted.clear()
+    monkeypatch.setattr(_core, "SCORE_MARGIN", 0.1)
+    assert encode(OLD, NEW, max_ram=32768, formats=names) == d
+    assert fitted == ["bsdiff3-lzma", "bsdiff3-lzma+thumb2"]
+
+
+def test_rediffed_copies_rebuild_new_from_another_old() -> None:
+    """bsdiff's copies found on one old, re-diffed against another of its size, still spell new."""
+
+    def spell(old: bytes, transform: _bsdiff.Transform) -> bytes:
+        triples, diff, extra = transform
+        out, pos, d, e = bytearray(), 0, 0, 0
+        for seek, x, y in triples:
+            pos += seek
+            pairs = zip(old[pos : pos + x], diff[d : d + x], strict=True)
+            out += bytes((a + b) & 0xFF for a, b in pairs)
+            out += extra[e : e + y]
+            pos, d, e = pos + x, d + x, e + y
+        return bytes(out)
+
+    t = _bsdiff.bsdiff4_triples(OLD, NEW)
+    assert _bsdiff.rediff(t, OLD, NEW) == t
+    other = bytes(b ^ 0x5A for b in OLD)
+    again = _bsdiff.rediff(t, other, NEW)
+    assert (again[0], again[2]) == (t[0], t[2]) and again[1] != t[1]
+    assert spell(other, again) == spell(OLD, t) == NEW
+    with pytest.raises(ValueError, match="does not fit"):
+        _bsdiff.rediff(t, other[:100], NEW)
+
+
+def test_zstd_tables_are_capped_for_large_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Level 22 sizes chain and hash tables to the window; above MAX_TABLE_LOG they are capped
+    (the 11 MB pair's zstd-dict encoder held 385 MB of them), below it nothing changes."""
+    import zstandard
+
+    from fwdist.delta import _zstd
+
+    made: list[tuple[int, int]] = []
+    real = zstandard.ZstdCompressionParameters.from_level
+
+    def spy(level: int, **kw: Any) -> zstandard.ZstdCompressionParameters:
+        params = real(level, **kw)
+        made.append((params.chain_log, params.hash_log))
+        return params
+
+    monkeypatch.setattr(zstandard.ZstdCompressionParameters, "from_level", spy)
+    small = _zstd.compress(NEW, 20, OLD, content_size=True)
+    assert made == [(18, 17)]  # a small pair: the level's own tables, one call
+    made.clear()
+    monkeypatch.setattr(_zstd, "MAX_TABLE_LOG", 16)
+    capped = _zstd.compress(NEW, 20, OLD, content_size=True)
+    assert made == [(18, 17), (16, 16)]
+    assert len(capped) >= len(small)

@@ -217,3 +217,32 @@ def test_filtered_decode_ram_is_inner_plus_map() -> None:
 def test_malformed_filtered_payloads_raise_delta_error(payload: bytes, message: str) -> None:
     with pytest.raises(DeltaError, match=message):
         run("bsdiff-lzma+thumb2", b"old image bytes", payload, 3)
+
+
+def test_link_addresses_are_scored_and_only_the_best_transformed() -> None:
+    """The views of a Thumb-2 pair: every candidate base scored, the best (and a close
+    second) kept, once per pair for all inner encoders."""
+    from fwdist.delta import _bsdiff, _filtered, _thumb2
+    from fwdist.delta._core import close
+    from fwdist.delta._pair import Pair
+
+    old, new = _thumb_pair(7)
+    pair = Pair(old, new)
+    views = _filtered.views(pair)
+    assert views is _filtered.views(pair)  # memoized: the inner encoders share it
+    scores = [v.score for v in views.views]
+    assert scores == sorted(scores) and all(close(s, scores[0]) for s in scores)
+    assert 1 <= len(views.views) <= 2
+    assert views.score == scores[0] + len(_filtered._pack_map(views.amap))
+    # the score is the map's copies re-diffed against that base's prediction
+    new_abs = _thumb2.absolute(new)
+    copies = _filtered._map_copies(old, new_abs)
+    best = views.views[0]
+    assert best.pair.new == new_abs
+    assert best.pair.old == _thumb2.predict(old, 0, views.amap, best.base, len(old))
+    assert best.score == _bsdiff.proxy_size(_bsdiff.rediff(copies, best.pair.old, new_abs))
+    rest = [b for b in _filtered.base_candidates(old) if b not in {v.base for v in views.views}]
+    for base in rest:
+        seen = _thumb2.predict(old, 0, views.amap, base, len(old))
+        other = _bsdiff.proxy_size(_bsdiff.rediff(copies, seen, new_abs))
+        assert other >= scores[-1]
