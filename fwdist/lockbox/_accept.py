@@ -15,12 +15,12 @@ from collections.abc import Callable, Mapping
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fwdist import air
+from fwdist import air, trust
 from fwdist import protocol as p
 from fwdist.errors import ManifestError
 from fwdist.lockbox import _air
 from fwdist.lockbox._config import BoxConfig
-from fwdist.lockbox._state import Prev, PState, Stream, TargetRec
+from fwdist.lockbox._state import ROOT_ROOM, WORST_STAMP, Prev, PState, Stream, TargetRec
 from fwdist.manifest import Manifest, PayloadRef, Version, decode
 
 
@@ -120,9 +120,14 @@ def still_valid(m: Manifest, now: int, s: PState) -> p.Reason | None:
     """The rules time and installs can break, checked at the offer and again just before
     the install: expiry against the latest time the box can prove (``now``, or for a box
     without a clock the newest signed ``created`` it has seen), counter and version against
-    what runs."""
+    what runs; the trust the box holds: a release its timestamp revoked, a root that expired
+    (every policy is checked again just before the install, after rotations and timestamps)."""
     if m.expires is not None and max(now, s.clock) > m.expires:
         return p.Reason.EXPIRED
+    if s.stamp is not None and m.version in s.stamp.revoked:
+        return p.Reason.REVOKED
+    if s.root is not None and trust.expired(trust.decode_root(s.root).root, max(now, s.clock)):
+        return p.Reason.ROOT_EXPIRED
     if m.security_counter < s.running_counter:
         return p.Reason.COUNTER_LOWER
     if m.parsed_version <= Version.parse(s.running_version):
@@ -155,7 +160,8 @@ def worst_snapshot(s: PState, config: BoxConfig, staging_sectors: int, m: Manife
     # (failed and last grow only as the target goes: FAIL and CONFIRM drop it)
     worst = PState(s.running_version, s.running_counter, s.running_sha256, s.running_size,
                    s.active, failed=list(s.failed), last=s.last,
-                   clock=max(s.clock, m.created, (1 << 32) - 1))
+                   clock=max(s.clock, m.created, (1 << 32) - 1),
+                   root=bytes(max(ROOT_ROOM, len(s.root or b""))), stamp=WORST_STAMP)
     worst.target = TargetRec(tag, m.version, m.security_counter, 1,
                              config.manifest_sectors * config.sector_size, ref.table_sha256,
                              p.BoxState.TESTING, config.max_trials, streams)
