@@ -35,7 +35,8 @@ def rel(release_history: Callable[..., Releases]) -> Releases:
     return release_history(1, 8 * 1024, 7, deltas=False)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(ops, max_size=12))
 def test_trust_only_moves_forward(rel: Releases, steps: list[tuple[str, object]]) -> None:
     config = box_config(rel)
