@@ -123,6 +123,9 @@ class ReleaseRole:
 
 @dataclass(frozen=True)
 class Root:
+    """Who may sign what: the root role (signs the next root), the timestamp role, and the
+    release roles; version N+1 replaces N only through :func:`verify_chain`."""
+
     version: int
     expires: int
     root: Threshold

@@ -20,7 +20,7 @@ from fwdist import protocol as p
 from fwdist.errors import ManifestError
 from fwdist.lockbox import _air
 from fwdist.lockbox._config import BoxConfig
-from fwdist.lockbox._state import ROOT_ROOM, WORST_STAMP, Prev, PState, Stream, TargetRec
+from fwdist.lockbox._state import Prev, PState, Stream, TargetRec
 from fwdist.manifest import Manifest, PayloadRef, Version, decode
 
 
@@ -142,7 +142,9 @@ def worst_snapshot(s: PState, config: BoxConfig, staging_sectors: int, m: Manife
     A release whose state would not fit a journal half is refused here, up front, rather
     than accepted and then failing mid-transfer when the journal compacts. The bound
     packs a real worst case: a stream per piece and the table, each with the largest
-    ``received`` and a strike; a clock; the replaced target's pieces kept beside them; as
+    ``received`` and a strike; a clock; the root and timestamp the box holds (a larger one
+    arriving later is judged against this target: ``Lockbox.offer_root``); the replaced
+    target's pieces kept beside them; as
     many staging sectors as the payload and the replaced target can hold, named with the
     highest (longest) numbers.
     """
@@ -161,7 +163,7 @@ def worst_snapshot(s: PState, config: BoxConfig, staging_sectors: int, m: Manife
     worst = PState(s.running_version, s.running_counter, s.running_sha256, s.running_size,
                    s.active, failed=list(s.failed), last=s.last,
                    clock=max(s.clock, m.created, (1 << 32) - 1),
-                   root=bytes(max(ROOT_ROOM, len(s.root or b""))), stamp=WORST_STAMP)
+                   root=s.root, stamp=s.stamp)
     worst.target = TargetRec(tag, m.version, m.security_counter, 1,
                              config.manifest_sectors * config.sector_size, ref.table_sha256,
                              p.BoxState.TESTING, config.max_trials, streams)

@@ -32,7 +32,7 @@ from fwdist.lockbox._config import BoxConfig, Layout, LockboxError
 from fwdist.lockbox._receive import Receiver
 from fwdist.lockbox._session import TRANSITIONS, Action, End, Open, Session
 from fwdist.lockbox._staging import Staging, StagingFull
-from fwdist.lockbox._state import PState, Stream, TargetRec, unpack
+from fwdist.lockbox._state import PState, StampWire, Stream, TargetRec, unpack
 from fwdist.lockbox._update import (
     TABLE,
     Built,
@@ -202,6 +202,8 @@ class Lockbox:
         records = _trust.judge_links(self.root, links, max(now, self._state.clock))
         if isinstance(records, p.Reason):
             return records
+        if records and not self._trust_fits(replace(self._state, root=records[-1].wire)):
+            return p.Reason.TOO_LARGE
         for rec in records:
             self._commit(rec)
         self._verified = None
@@ -214,9 +216,24 @@ class Lockbox:
         rec = _trust.judge_stamp(self.root, self._state, self.config, wire, now)
         if isinstance(rec, p.Reason):
             return rec
+        if not self._trust_fits(replace(self._state, stamp=StampWire(*rec))):
+            return p.Reason.TOO_LARGE
         self._commit(rec)
         self._recheck_target(now)
         return None
+
+    def _trust_fits(self, s: PState) -> bool:
+        """Whether a journal half holds ``s`` (the state with a new root or timestamp) at its
+        target's worst case, as :func:`_accept.worst_snapshot` judged the target against the
+        root and timestamp the box held then: whichever comes second is judged against the
+        other, so no later compaction overflows."""
+        t, m, ref = s.target, self.manifest, self.ref
+        if t is not None and m is not None and ref is not None:
+            size = _accept.worst_snapshot(s, self.config, self.layout.staging.sectors, m, ref,
+                                          t.tag)
+        else:
+            size = len(self._pack(s.to_wire()))
+        return size <= self.journal.snapshot_room()
 
     def _target_wire(self) -> bytes | None:
         t = self._state.target

@@ -71,16 +71,9 @@ class StampWire(NamedTuple):
 
 
 ROOT_ROOM = 1024
-"""The largest signed root a box keeps (a 2-of-3 root is 423 bytes): the journal's snapshot
-must hold it beside the largest target state, so a larger root link is refused."""
+"""The largest signed root a box keeps (a 2-of-3 root is 423 bytes)."""
 MAX_REVOKED = 16
 """Revoked versions of its product (newer than the one it runs) a box keeps."""
-_LONGEST_VERSION = "999999999.999999999.999999999"
-WORST_STAMP = StampWire((1 << 32) - 1, (1 << 32) - 1, (1 << 32) - 1, _LONGEST_VERSION,
-                        [_LONGEST_VERSION] * MAX_REVOKED)
-"""The largest stamp a box keeps (what its worst-case snapshot counts)."""
-
-
 class StateWire(NamedTuple):
     """The snapshot: one msgpack array of these fields, in this order. Trailing fields at
     their defaults are left out (``clock`` only when the box has seen a time, ``root`` only

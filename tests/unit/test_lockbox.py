@@ -237,7 +237,7 @@ def test_the_update_table_uses_only_journal_phases() -> None:
     assert UPDATE_PHASES == (p.BoxState.IDLE, p.BoxState.RECEIVING, p.BoxState.BUILT,
                              p.BoxState.TESTING)
     assert {phase for phase, _ in PHASES} | set(PHASES.values()) == set(UPDATE_PHASES)
-    assert len(PHASES) == 25  # (20, CLOCK in each of the four phases, ROLLBACK)
+    assert len(PHASES) == 33  # (20, CLOCK, ROOT and STAMP in each of the four phases, ROLLBACK)
 
 
 def test_table_covers_the_conversation() -> None:
