@@ -113,7 +113,8 @@ class Reason(enum.IntEnum):
     COUNTER_LOWER = 7
     NOT_NEWER = 8
     OLDER_THAN_TARGET = 9
-    TOO_LARGE = 10  # the image is larger than a slot (or the manifest than its region)
+    TOO_LARGE = 10  # the image is larger than a slot (or the manifest than its region, or a
+    # root or timestamp than the journal holds beside the target)
     FAILED_BEFORE = 11
     # No payload fits the box; which limit the smallest candidate broke:
     TOO_MANY_PIECES = 12  # more pieces than the box tracks

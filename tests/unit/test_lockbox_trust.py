@@ -274,3 +274,25 @@ def test_provisioning_refuses_a_root_short_of_its_own_threshold(rel: Releases) -
     with pytest.raises(LockboxError, match="1 of the 2 signatures"):
         Lockbox.provision(config.make_flash(), config, rel.releases[0].image, "1.0.0",
                           root=trust.sign(root_v1(), ROOT_KEYS[:1]))
+
+
+def test_a_root_too_large_for_the_journal_beside_the_target_is_refused(rel: Releases) -> None:
+    """On 1 KiB sectors a journal half cannot hold an 8-key release role's root beside a
+    target: the root is refused (TOO_LARGE), the target kept, nothing changed."""
+    config = box_config(rel, sector_size=1024)
+    flash = config.make_flash()
+    r = rel.releases[0]
+    Lockbox.provision(flash, config, r.image, r.version, r.manifest.security_counter,
+                      root=ROOT1)
+    box = Lockbox(flash, config, {})
+    box.boot(NOW)
+    assert Phone([good(rel.releases[1])]).session(box, NOW).rejected is None
+    same = unchanged(box)
+    wide = trust.next_root(root_v1(), releases=(
+        trust.ReleaseRole(threshold(2, [key(f"wide{i}") for i in range(8)])),
+        trust.ReleaseRole(threshold(2, [key(f"wider{i}") for i in range(8)]), "lockbox")))
+    link = trust.sign(wide, ROOT_KEYS[:2])
+    assert 800 < len(link) <= 1024
+    assert box.offer_root([link], NOW) is p.Reason.TOO_LARGE
+    same()
+    assert box.status()["target_version"] == rel.releases[1].version
