@@ -127,7 +127,8 @@ class Lockbox:
         self.staging.torn.clear()
         self._verified = None  # keys may have changed since: verify the stored manifest again
         self.builder.forget()
-        fresh = _images.reconcile(s, self.layout.slots, self.layout.manifests, self._verify)
+        fresh = _images.reconcile(s, self.layout.slots, self.layout.manifests,
+                                  lambda wire: self._verify(wire, s))
         if fresh is not None:  # the journal disagrees with the images: trust what flash proves
             s = fresh
         self.s = s
@@ -157,7 +158,7 @@ class Lockbox:
             self.rx.adopt_prev(s, t)
         self.rx.finish_streams(s, t)
 
-    def _verify(self, wire: bytes) -> Manifest:
+    def _verify(self, wire: bytes, booting: PState | None = None) -> Manifest:
         """:func:`~fwdist.manifest.verify`, remembering the last manifest that verified.
 
         An offer is checked when it arrives, again when it becomes the target and
@@ -170,7 +171,7 @@ class Lockbox:
         running = b"" if self.s is None else self.s.running_sha256
         if self._verified is not None and self._verified[:2] == (wire, running):
             return self._verified[2]
-        keys, threshold = self.release_policy()
+        keys, threshold = _trust.policy(self._root_of(booting or self._state), self.config)
         if _air.is_format2(wire):
             m = _air.view(air.verify(wire, keys, threshold), self.config, running)
         else:
@@ -183,7 +184,10 @@ class Lockbox:
     @property
     def root(self) -> trust.Root | None:
         """The root the box trusts (its legacy keys as root 0 when it holds no signed root)."""
-        s = self._state
+        return self._root_of(self._state)
+
+    def _root_of(self, s: PState) -> trust.Root | None:
+        """The root state ``s`` trusts (decoded once per root bytes)."""
         if self._root is None or self._root[0] != s.root:
             self._root = (s.root, _trust.current_root(s, self.trusted))
         return self._root[1]

@@ -296,3 +296,19 @@ def test_a_root_too_large_for_the_journal_beside_the_target_is_refused(rel: Rele
     assert box.offer_root([link], NOW) is p.Reason.TOO_LARGE
     same()
     assert box.status()["target_version"] == rel.releases[1].version
+
+
+def test_a_box_that_reconciles_its_journal_with_its_images_keeps_its_root(
+        rel: Releases) -> None:
+    """A running image that rotted makes boot rebuild the state from what flash proves
+    (verifying stored manifests under the box's root): the root and timestamp stay."""
+    box = boxed(rel)
+    assert box.offer_root([trust.sign(trust.next_root(root_v1()), ROOT_KEYS[:2])], NOW) is None
+    assert box.offer_timestamp(timestamp(1, T0), NOW) is None
+    Phone([good(rel.releases[1])]).session(box, NOW)
+    before = box.trust_status()
+    slot = box.layout.slots[box.s.active]  # type: ignore[union-attr]
+    slot.erase(0, slot.flash.sector_size)
+    box.boot(NOW)
+    assert box.trust_status() == before
+    assert box.trust_status()["root_version"] == 2
