@@ -59,10 +59,11 @@ def _round_up(n: int, unit: int) -> int:
 def init_state(
     state: Path,
     product: str,
-    pubkey: Path,
+    pubkey: Path | None,
     image: Path,
     version: str,
     *,
+    root: Path | None = None,
     counter: int = 0,
     hardware: str | None = None,
     slot_size: int | None = None,
@@ -72,7 +73,8 @@ def init_state(
     profile: Profile | None = None,
     box_id: str | None = None,
 ) -> dict[str, Any]:
-    """Provision a box as it leaves the factory: ``image`` running in slot 0, ``pubkey`` trusted.
+    """Provision a box as it leaves the factory: ``image`` running in slot 0, trusting the signed
+    ``root`` (:mod:`fwdist.trust`, kept in its flash) or, the legacy way, the one key ``pubkey``.
 
     The box gets a device key of its own (``device.key``), made here as a real box makes
     it on the part, and an id: ``box_id``, or the hex of the device key's 8-byte key id.
@@ -99,7 +101,15 @@ def init_state(
                         ("--staging-size", staging_size)):
         if value is not None and value <= 0:
             raise DeviceError(f"{flag} must be positive, got {value}")
-    public = keys.load_public(pubkey)
+    if (pubkey is None) == (root is None):
+        raise DeviceError("give the box a signed root (--root) or a release key (--pubkey)")
+    public = None if pubkey is None else keys.load_public(pubkey)
+    root_wire = None
+    if root is not None:
+        try:
+            root_wire = root.read_bytes()
+        except OSError as e:
+            raise DeviceError(f"cannot read root {root}: {e.strerror}") from None
     try:
         firmware = image.read_bytes()
     except OSError as e:
@@ -128,17 +138,22 @@ def init_state(
         raise DeviceError(f"cannot write {state}: {e.strerror}") from None
     try:
         (work / "trusted").mkdir()
-        (work / "trusted" / f"{key_id(public).hex()}.pub").write_bytes(keys.public_pem(public))
+        if public is not None:
+            (work / "trusted" / f"{key_id(public).hex()}.pub").write_bytes(
+                keys.public_pem(public))
         keys.generate(work / DEVICE_KEY)
         device = keys.load_public(work / (DEVICE_KEY + ".pub"))
         flash = FileFlash(work / "flash.bin", config.flash_size(), config.sector_size,
                           config.align)
         try:
-            Lockbox.provision(flash, config, firmware, version, counter)
+            Lockbox.provision(flash, config, firmware, version, counter, root=root_wire)
         finally:
             flash.close()
-        _write_json(work / "box.json", {"format": STATE_FORMAT, "config": config.as_json(),
-                                        "id": box_id or key_id(device).hex()})
+        meta: dict[str, Any] = {"format": STATE_FORMAT, "config": config.as_json(),
+                                "id": box_id or key_id(device).hex()}
+        if root_wire is not None:
+            meta["root"] = True  # its trust is the root in its flash, not trusted/
+        _write_json(work / "box.json", meta)
         if state.is_dir():
             state.rmdir()  # empty, checked above
         os.replace(work, state)
@@ -213,9 +228,17 @@ def trusted_keys(state: Path) -> dict[bytes, Any]:
     for path in sorted((state / "trusted").glob("*.pub")):
         k = keys.load_public(path)
         found[key_id(k)] = k
-    if not found:
+    if not found and not _has_root(state):
         raise DeviceError(f"{state} trusts no release key (trusted/ is empty)")
     return found
+
+
+def _has_root(state: Path) -> bool:
+    """Whether the box was provisioned with a signed root (its flash holds its trust)."""
+    try:
+        return json.loads((state / "box.json").read_text()).get("root") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def open_box(state: Path, flash_path: Path | None = None) -> tuple[Lockbox, FileFlash]:
@@ -244,7 +267,7 @@ def load_status(state: Path) -> dict[str, Any]:
         try:
             box.boot(int(time.time()))
             ident = box.reporter.identity.box_id if box.reporter else None
-            return {"box_id": ident, **box.status()}
+            return {"box_id": ident, **box.status(), "trust": box.trust_status()}
         finally:
             flash.close()
 

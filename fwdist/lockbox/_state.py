@@ -61,10 +61,28 @@ class LastWire(NamedTuple):
     reason: int = 0
 
 
+class StampWire(NamedTuple):
+    """What the box keeps of the latest verified timestamp: only what concerns its product
+    (the latest version, and the revoked versions newer than the one it runs)."""
+
+    version: int
+    time: int
+    expires: int
+    latest: str | None
+    revoked: list[str]
+
+
+ROOT_ROOM = 1024
+"""The largest signed root a box keeps (a 2-of-3 root is 423 bytes)."""
+MAX_REVOKED = 16
+"""Revoked versions of its product (newer than the one it runs) a box keeps."""
+
+
 class StateWire(NamedTuple):
     """The snapshot: one msgpack array of these fields, in this order. Trailing fields at
-    their default are not written (a box that never saw a time nor signed a report writes
-    the nine-field array it always did)."""
+    their defaults are left out (``clock`` only when the box has seen a time, ``seq_limit``
+    once it has signed a report, ``root`` once it holds a signed root, ``stamp`` once it has
+    verified a timestamp): a box that never did writes the nine-field array it always did."""
 
     running_version: str
     running_counter: int
@@ -77,6 +95,12 @@ class StateWire(NamedTuple):
     last: tuple[Any, ...] | None  # LastWire, without outcome and reason when both are 0
     clock: int = 0
     seq_limit: int = 0
+    root: bytes | None = None
+    stamp: StampWire | None = None
+
+
+_DEFAULTS = (0, 0, None, None)  # clock, seq_limit, root, stamp
+_OPTIONAL_FROM = 9
 
 
 @dataclass
@@ -143,8 +167,9 @@ class PState:
     failed: list[bytes] = field(default_factory=list)
     last: tuple[str, bool] | None = None
     clock: int = 0
-    """The latest time the box has proof of (a signed manifest's ``created``): a lower bound
-    on the time now, which a box without a clock checks expiry against."""
+    """The latest time the box has proof of (a signed manifest's ``created``, a verified
+    timestamp's time): a lower bound on the time now, which a box without a clock checks
+    expiry against."""
     outcome: int = 0
     """Why the last install failed (a :class:`fwdist.report.Outcome`), 0 when it succeeded or
     its cause was not recorded; ``reason`` the :class:`~fwdist.protocol.Reason` with it."""
@@ -152,6 +177,10 @@ class PState:
     seq_limit: int = 0
     """Report sequence numbers below this are reserved (maybe used): after a reboot the box
     signs its next report with ``seq_limit``, never a number it may have used before."""
+    root: bytes | None = None
+    """The signed root the box trusts (:mod:`fwdist.trust`); None: the legacy keys it was
+    built with (``lockbox init --pubkey``)."""
+    stamp: StampWire | None = None
 
     def used_sectors(self) -> set[int]:
         used: set[int] = set()
@@ -181,8 +210,11 @@ class PState:
             last = lw if self.outcome or self.reason else lw[:2]
         w = StateWire(self.running_version, self.running_counter, self.running_sha256,
                       self.running_size, self.active, tw, pw, self.failed, last, self.clock,
-                      self.seq_limit)
-        return w[:-2] if not (self.clock or self.seq_limit) else w if self.seq_limit else w[:-1]
+                      self.seq_limit, self.root, self.stamp)
+        n = len(w)
+        while n > _OPTIONAL_FROM and w[n - 1] == _DEFAULTS[n - 1 - _OPTIONAL_FROM]:
+            n -= 1
+        return w[:n]
 
     @classmethod
     def from_wire(cls, raw: list[Any]) -> PState:
@@ -203,4 +235,6 @@ class PState:
             lw = LastWire(*w.last)
             s.last, s.outcome, s.reason = (lw.version, lw.ok), lw.outcome, lw.reason
         s.clock, s.seq_limit = w.clock, w.seq_limit
+        s.root = w.root
+        s.stamp = None if w.stamp is None else StampWire(*w.stamp)
         return s
