@@ -55,10 +55,11 @@ def _round_up(n: int, unit: int) -> int:
 def init_state(
     state: Path,
     product: str,
-    pubkey: Path,
+    pubkey: Path | None,
     image: Path,
     version: str,
     *,
+    root: Path | None = None,
     counter: int = 0,
     hardware: str | None = None,
     slot_size: int | None = None,
@@ -67,7 +68,8 @@ def init_state(
     ack_every: int = DEFAULT_ACK_EVERY,
     profile: Profile | None = None,
 ) -> dict[str, Any]:
-    """Provision a box as it leaves the factory: ``image`` running in slot 0, ``pubkey`` trusted.
+    """Provision a box as it leaves the factory: ``image`` running in slot 0, trusting the signed
+    ``root`` (:mod:`fwdist.trust`, kept in its flash) or, the legacy way, the one key ``pubkey``.
 
     With a hardware ``profile`` the box is that model (its id, decoder RAM, formats, sector,
     alignment, slot and staging sizes), and the sizes may not also be given one by one.
@@ -89,7 +91,15 @@ def init_state(
                         ("--staging-size", staging_size)):
         if value is not None and value <= 0:
             raise DeviceError(f"{flag} must be positive, got {value}")
-    public = keys.load_public(pubkey)
+    if (pubkey is None) == (root is None):
+        raise DeviceError("give the box a signed root (--root) or a release key (--pubkey)")
+    public = None if pubkey is None else keys.load_public(pubkey)
+    root_wire = None
+    if root is not None:
+        try:
+            root_wire = root.read_bytes()
+        except OSError as e:
+            raise DeviceError(f"cannot read root {root}: {e.strerror}") from None
     try:
         firmware = image.read_bytes()
     except OSError as e:
@@ -118,14 +128,19 @@ def init_state(
         raise DeviceError(f"cannot write {state}: {e.strerror}") from None
     try:
         (work / "trusted").mkdir()
-        (work / "trusted" / f"{key_id(public).hex()}.pub").write_bytes(keys.public_pem(public))
+        if public is not None:
+            (work / "trusted" / f"{key_id(public).hex()}.pub").write_bytes(
+                keys.public_pem(public))
         flash = FileFlash(work / "flash.bin", config.flash_size(), config.sector_size,
                           config.align)
         try:
-            Lockbox.provision(flash, config, firmware, version, counter)
+            Lockbox.provision(flash, config, firmware, version, counter, root=root_wire)
         finally:
             flash.close()
-        _write_json(work / "box.json", {"format": STATE_FORMAT, "config": config.as_json()})
+        meta: dict[str, Any] = {"format": STATE_FORMAT, "config": config.as_json()}
+        if root_wire is not None:
+            meta["root"] = True  # its trust is the root in its flash, not trusted/
+        _write_json(work / "box.json", meta)
         if state.is_dir():
             state.rmdir()  # empty, checked above
         os.replace(work, state)
@@ -171,9 +186,17 @@ def trusted_keys(state: Path) -> dict[bytes, Any]:
     for path in sorted((state / "trusted").glob("*.pub")):
         k = keys.load_public(path)
         found[key_id(k)] = k
-    if not found:
+    if not found and not _has_root(state):
         raise DeviceError(f"{state} trusts no release key (trusted/ is empty)")
     return found
+
+
+def _has_root(state: Path) -> bool:
+    """Whether the box was provisioned with a signed root (its flash holds its trust)."""
+    try:
+        return json.loads((state / "box.json").read_text()).get("root") is True
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def open_box(state: Path, flash_path: Path | None = None) -> tuple[Lockbox, FileFlash]:
@@ -201,7 +224,7 @@ def load_status(state: Path) -> dict[str, Any]:
         box, flash = open_box(state, copy)
         try:
             box.boot(int(time.time()))
-            return box.status()
+            return {**box.status(), "trust": box.trust_status()}
         finally:
             flash.close()
 

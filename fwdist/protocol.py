@@ -113,7 +113,8 @@ class Reason(enum.IntEnum):
     COUNTER_LOWER = 7
     NOT_NEWER = 8
     OLDER_THAN_TARGET = 9
-    TOO_LARGE = 10  # the image is larger than a slot (or the manifest than its region)
+    TOO_LARGE = 10  # the image is larger than a slot (or the manifest than its region, or a
+    # root or timestamp than the journal holds beside the target)
     FAILED_BEFORE = 11
     # No payload fits the box; which limit the smallest candidate broke:
     TOO_MANY_PIECES = 12  # more pieces than the box tracks
@@ -121,6 +122,13 @@ class Reason(enum.IntEnum):
     NO_STAGING_ROOM = 14  # its bytes do not fit the staging area
     UNKNOWN_ENCODER = 15  # the box cannot apply that delta encoder
     WRONG_BASE = 16  # a format 2 delta made from another image than the one the box runs
+    # Trust (fwdist.trust): a release, or the root links and timestamp a phone relays
+    REVOKED = 17  # the box's latest timestamp revokes this release
+    ROOT_EXPIRED = 18  # the box's root has expired: it takes no release until a rotation
+    BAD_ROOT = 19  # a root link is malformed, under-signed, skips a version or is too large
+    BAD_TIMESTAMP = 20  # a timestamp is malformed or not signed by the root's timestamp role
+    STALE_TIMESTAMP = 21  # a timestamp no newer than the box's own (a replay)
+    METADATA_EXPIRED = 22  # the chain's last root, or the timestamp, expired at the box's time
 
 
 class BoxState(enum.IntEnum):

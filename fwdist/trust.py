@@ -123,6 +123,9 @@ class ReleaseRole:
 
 @dataclass(frozen=True)
 class Root:
+    """Who may sign what: the root role (signs the next root), the timestamp role, and the
+    release roles; version N+1 replaces N only through :func:`verify_chain`."""
+
     version: int
     expires: int
     root: Threshold
@@ -173,10 +176,10 @@ class Signed:
         return self.meta
 
 
-def legacy_root(public: Ed25519PublicKey) -> Root:
-    """The root of a box provisioned with one key: that key, 1-of-1, in every role."""
-    one = Threshold.of(1, [public])
-    return Root(0, NEVER, one, one, (ReleaseRole(one),))
+def legacy_root(public: Ed25519PublicKey, *more: Ed25519PublicKey) -> Root:
+    """The root of a box provisioned with keys (usually one): any one of them, in every role."""
+    any_one = Threshold.of(1, [public, *more])
+    return Root(0, NEVER, any_one, any_one, (ReleaseRole(any_one),))
 
 
 # --------------------------------------------------------------------------- encoding

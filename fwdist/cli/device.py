@@ -90,8 +90,10 @@ def _profile(args: argparse.Namespace) -> tuple[str | None, Profile | None]:
 
 def cmd_init(args: argparse.Namespace) -> int:
     hw, profile = _profile(args)
-    status = init_state(Path(args.state), args.product, Path(args.pubkey), Path(args.image),
-                        args.version, counter=args.security_counter, hardware=hw,
+    status = init_state(Path(args.state), args.product,
+                        None if args.pubkey is None else Path(args.pubkey), Path(args.image),
+                        args.version, root=None if args.root is None else Path(args.root),
+                        counter=args.security_counter, hardware=hw,
                         slot_size=args.slot_size, ram=args.ram, ack_every=args.ack_every,
                         profile=profile)
     if args.json:
@@ -182,7 +184,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "(ending in .json, as `fwdist hardware show --json` prints it); with --store, "
                    "the id of a profile in that store")
     p.add_argument("--store", metavar="DIR", help="take the --hardware profile from this store")
-    p.add_argument("--pubkey", required=True, metavar="KEYFILE.pub", help="release key to trust")
+    trust_from = p.add_mutually_exclusive_group(required=True)
+    trust_from.add_argument("--root", metavar="ROOT", help="signed root metadata to trust "
+                            "(fwdist.trust: k-of-n release signers, rotatable)")
+    trust_from.add_argument("--pubkey", metavar="KEYFILE.pub",
+                            help="one release key to trust (legacy single-key root)")
     p.add_argument("--image", required=True, metavar="FILE", help="firmware the box runs")
     p.add_argument("--version", required=True, metavar="X.Y.Z", help="version of that firmware")
     p.add_argument("--security-counter", type=int, default=0, metavar="N")

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fwdist import air
+from fwdist import air, trust
 from fwdist import protocol as p
 from fwdist.errors import ManifestError
 from fwdist.lockbox import _air
@@ -120,9 +120,14 @@ def still_valid(m: Manifest, now: int, s: PState) -> p.Reason | None:
     """The rules time and installs can break, checked at the offer and again just before
     the install: expiry against the latest time the box can prove (``now``, or for a box
     without a clock the newest signed ``created`` it has seen), counter and version against
-    what runs."""
+    what runs; the trust the box holds: a release its timestamp revoked, a root that expired
+    (every policy is checked again just before the install, after rotations and timestamps)."""
     if m.expires is not None and max(now, s.clock) > m.expires:
         return p.Reason.EXPIRED
+    if s.stamp is not None and m.version in s.stamp.revoked:
+        return p.Reason.REVOKED
+    if s.root is not None and trust.expired(trust.decode_root(s.root).root, max(now, s.clock)):
+        return p.Reason.ROOT_EXPIRED
     if m.security_counter < s.running_counter:
         return p.Reason.COUNTER_LOWER
     if m.parsed_version <= Version.parse(s.running_version):
@@ -137,7 +142,9 @@ def worst_snapshot(s: PState, config: BoxConfig, staging_sectors: int, m: Manife
     A release whose state would not fit a journal half is refused here, up front, rather
     than accepted and then failing mid-transfer when the journal compacts. The bound
     packs a real worst case: a stream per piece and the table, each with the largest
-    ``received`` and a strike; a clock; the replaced target's pieces kept beside them; as
+    ``received`` and a strike; a clock; the root and timestamp the box holds (a larger one
+    arriving later is judged against this target: ``Lockbox.offer_root``); the replaced
+    target's pieces kept beside them; as
     many staging sectors as the payload and the replaced target can hold, named with the
     highest (longest) numbers.
     """
@@ -155,7 +162,8 @@ def worst_snapshot(s: PState, config: BoxConfig, staging_sectors: int, m: Manife
     # (failed and last grow only as the target goes: FAIL and CONFIRM drop it)
     worst = PState(s.running_version, s.running_counter, s.running_sha256, s.running_size,
                    s.active, failed=list(s.failed), last=s.last,
-                   clock=max(s.clock, m.created, (1 << 32) - 1))
+                   clock=max(s.clock, m.created, (1 << 32) - 1),
+                   root=s.root, stamp=s.stamp)
     worst.target = TargetRec(tag, m.version, m.security_counter, 1,
                              config.manifest_sectors * config.sector_size, ref.table_sha256,
                              p.BoxState.TESTING, config.max_trials, streams)

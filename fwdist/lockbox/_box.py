@@ -21,17 +21,18 @@ from typing import Any
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fwdist import air
+from fwdist import air, trust
 from fwdist import protocol as p
 from fwdist import protocol_v2 as v2
+from fwdist.errors import ManifestError
 from fwdist.flash import AlignedWriter, Flash
 from fwdist.journal import Journal, JournalFull
-from fwdist.lockbox import _accept, _air, _build, _images
+from fwdist.lockbox import _accept, _air, _build, _images, _trust
 from fwdist.lockbox._config import BoxConfig, Layout, LockboxError
 from fwdist.lockbox._receive import Receiver
 from fwdist.lockbox._session import TRANSITIONS, Action, End, Open, Session
 from fwdist.lockbox._staging import Staging, StagingFull
-from fwdist.lockbox._state import PState, Stream, TargetRec, unpack
+from fwdist.lockbox._state import PState, StampWire, Stream, TargetRec, unpack
 from fwdist.lockbox._update import (
     TABLE,
     Built,
@@ -48,7 +49,7 @@ from fwdist.lockbox._update import (
     record_from_wire,
     record_wire,
 )
-from fwdist.manifest import Manifest, PayloadRef, PieceTable, verify
+from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version, verify
 
 SelfTest = Callable[[Manifest, Callable[[int, int], bytes]], bool]
 S = Session
@@ -90,6 +91,7 @@ class Lockbox:
         self.s: PState | None = None
         self._news: tuple[str, bool] | None = None
         self._verified: tuple[bytes, bytes, Manifest] | None = None
+        self._root: tuple[bytes | None, trust.Root | None] | None = None
         # one packer per box, reused: packb() sets one up (with a 1 MiB buffer) per call, and a
         # module-wide one would be state shared by every box
         self._pack: Callable[[object], bytes] = msgpack.Packer(use_bin_type=True).pack
@@ -105,13 +107,15 @@ class Lockbox:
 
     @classmethod
     def provision(cls, flash: Flash, config: BoxConfig, image: bytes, version: str,
-                  counter: int = 0, clock: int = 0) -> None:
+                  counter: int = 0, clock: int = 0, root: bytes | None = None) -> None:
         """Factory programming: the image into slot 0 and a first journal snapshot.
 
         ``clock`` is the time of programming, if known: the box, which may have no clock of
-        its own, then refuses manifests that expired before it was made.
+        its own, then refuses manifests that expired before it was made. ``root`` is the
+        signed root (:mod:`fwdist.trust`) it trusts; without one it trusts the keys it is
+        built with (``trusted``), as a legacy single-key root.
         """
-        _build.provision(flash, config, image, version, counter, clock)
+        _build.provision(flash, config, image, version, counter, clock, root)
 
     def boot(self, now: int = 0) -> None:
         """Power on: replay the journal, finish what a power cut interrupted, be ready."""
@@ -123,7 +127,8 @@ class Lockbox:
         self.staging.torn.clear()
         self._verified = None  # keys may have changed since: verify the stored manifest again
         self.builder.forget()
-        fresh = _images.reconcile(s, self.layout.slots, self.layout.manifests, self._verify)
+        fresh = _images.reconcile(s, self.layout.slots, self.layout.manifests,
+                                  lambda wire: self._verify(wire, s))
         if fresh is not None:  # the journal disagrees with the images: trust what flash proves
             s = fresh
         self.s = s
@@ -153,7 +158,7 @@ class Lockbox:
             self.rx.adopt_prev(s, t)
         self.rx.finish_streams(s, t)
 
-    def _verify(self, wire: bytes) -> Manifest:
+    def _verify(self, wire: bytes, booting: PState | None = None) -> Manifest:
         """:func:`~fwdist.manifest.verify`, remembering the last manifest that verified.
 
         An offer is checked when it arrives, again when it becomes the target and
@@ -166,12 +171,115 @@ class Lockbox:
         running = b"" if self.s is None else self.s.running_sha256
         if self._verified is not None and self._verified[:2] == (wire, running):
             return self._verified[2]
+        keys, threshold = _trust.policy(self._root_of(booting or self._state), self.config)
         if _air.is_format2(wire):
-            m = _air.view(air.verify(wire, self.trusted), self.config, running)
+            m = _air.view(air.verify(wire, keys, threshold), self.config, running)
         else:
-            m = verify(wire, self.trusted)
+            m = verify(wire, keys, threshold)
         self._verified = (wire, running, m)
         return m
+
+    # -- trust -------------------------------------------------------------------------
+
+    @property
+    def root(self) -> trust.Root | None:
+        """The root the box trusts (its legacy keys as root 0 when it holds no signed root)."""
+        return self._root_of(self._state)
+
+    def _root_of(self, s: PState) -> trust.Root | None:
+        """The root state ``s`` trusts (decoded once per root bytes)."""
+        if self._root is None or self._root[0] != s.root:
+            self._root = (s.root, _trust.current_root(s, self.trusted))
+        return self._root[1]
+
+    def release_policy(self) -> tuple[dict[bytes, Ed25519PublicKey], int]:
+        """The keys and threshold that sign this box's releases under its root."""
+        return _trust.policy(self.root, self.config)
+
+    def offer_root(self, links: list[bytes], now: int = 0) -> p.Reason | None:
+        """Take a relayed root chain: each new link a ROOT record, then the target re-judged.
+
+        Nothing changes unless the whole chain verifies (a bad link refuses all of it); a
+        target that the new root's release role would not accept (a fast-forward a removed
+        key signed) is dropped, as TUF resets after a fast-forward attack.
+        """
+        records = _trust.judge_links(self.root, links, max(now, self._state.clock))
+        if isinstance(records, p.Reason):
+            return records
+        if records and not self._trust_fits(replace(self._state, root=records[-1].wire)):
+            return p.Reason.TOO_LARGE
+        for rec in records:
+            self._commit(rec)
+        self._verified = None
+        self._recheck_target(now)  # (even when current: a cut may have come before the drop)
+        return None
+
+    def offer_timestamp(self, wire: bytes, now: int = 0) -> p.Reason | None:
+        """Take a relayed timestamp: newer than the box's, signed by the timestamp role, not
+        expired; its time raises the box's clock, a target it revokes is dropped."""
+        rec = _trust.judge_stamp(self.root, self._state, self.config, wire, now)
+        if isinstance(rec, p.Reason):
+            return rec
+        if not self._trust_fits(replace(self._state, stamp=StampWire(*rec))):
+            return p.Reason.TOO_LARGE
+        self._commit(rec)
+        self._recheck_target(now)
+        return None
+
+    def _trust_fits(self, s: PState) -> bool:
+        """Whether a journal half holds ``s`` (the state with a new root or timestamp) at its
+        target's worst case, as :func:`_accept.worst_snapshot` judged the target against the
+        root and timestamp the box held then: whichever comes second is judged against the
+        other, so no later compaction overflows."""
+        t, m, ref = s.target, self.manifest, self.ref
+        if t is not None and m is not None and ref is not None:
+            size = _accept.worst_snapshot(s, self.config, self.layout.staging.sectors, m, ref,
+                                          t.tag)
+        else:
+            size = len(self._pack(s.to_wire()))
+        return size <= self.journal.snapshot_room()
+
+    def _target_wire(self) -> bytes | None:
+        t = self._state.target
+        if t is None:
+            return None
+        return self.layout.manifests[t.mslot].read(0, t.mlen)
+
+    def _policy_reason(self, now: int) -> p.Reason | None:
+        """Why the target no longer passes: its signatures under the current root, the
+        release's revocation, the root's and the manifest's expiry, counter and version."""
+        wire = self._target_wire()
+        if wire is None:
+            return None
+        try:
+            m = self._verify(wire)
+        except ManifestError:
+            return p.Reason.BAD_SIGNATURE
+        return _accept.still_valid(m, now, self._state)
+
+    def _recheck_target(self, now: int) -> None:
+        t = self._state.target
+        if t is None or t.phase == p.BoxState.TESTING:
+            return
+        if self._policy_reason(now) is not None:
+            self._commit(Fail())
+            self._news = (t.version, False)
+            self.rx.forget()
+
+    def trust_status(self) -> dict[str, Any]:
+        """Root version, proven time, the timestamp's word on this product, and whether the
+        box is kept behind the latest release it has seen signed (a freeze)."""
+        s = self._state
+        root = self.root
+        st = s.stamp
+        latest = None if st is None else st.latest
+        frozen = latest is not None and Version.parse(latest) > Version.parse(
+            s.running_version)
+        return {"root_version": None if root is None else root.version,
+                "root_expires": None if root is None else root.expires,
+                "time": s.clock, "timestamp_version": None if st is None else st.version,
+                "latest": latest, "revoked": [] if st is None else list(st.revoked),
+                "behind_latest": frozen}
 
     @property
     def manifest(self) -> Manifest | None:
@@ -416,7 +524,8 @@ class Lockbox:
     def judge(self, wire: bytes, now: int) -> p.Reason | None:
         """Why the box would reject these manifest bytes now, or None to accept."""
         return _accept.judge(wire, now, self._state, self.config, self.layout.staging.sectors,
-                             self.trusted, self._verify, self.journal.snapshot_room())
+                             self.release_policy()[0], self._verify,
+                             self.journal.snapshot_room())
 
     def _take_target(self, wire: bytes, tag: bytes) -> None:
         s = self._state
@@ -477,7 +586,7 @@ class Lockbox:
             if self.battery < self.manifest.min_battery:
                 return IdleStep.WAIT_BATTERY
             m = self.manifest
-            if _accept.still_valid(m, now, s) is not None:  # expired while it waited, say
+            if self._policy_reason(now) is not None:  # expired, revoked, re-rooted since
                 self._commit(Fail())
                 self._news = (m.version, False)
                 self.rx.forget()

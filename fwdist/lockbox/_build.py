@@ -16,12 +16,13 @@ from typing import IO, cast
 import msgpack
 import zstandard
 
-from fwdist import delta
+from fwdist import delta, trust
+from fwdist.errors import TrustError
 from fwdist.flash import AlignedWriter, Flash, Region
 from fwdist.journal import Journal
 from fwdist.lockbox._config import BoxConfig, Layout, LockboxError
 from fwdist.lockbox._staging import BLOCK, Staging
-from fwdist.lockbox._state import PState, Stream, TargetRec
+from fwdist.lockbox._state import ROOT_ROOM, PState, Stream, TargetRec
 from fwdist.manifest import Manifest, PayloadRef, PieceEntry, PieceTable, Version
 
 MAX_WINDOW = 1 << 20  # pieces are at most 1 MiB (manifest.MAX_PIECE_SIZE); so is a zstd window
@@ -116,9 +117,17 @@ class Builder:
 
 
 def provision(flash: Flash, config: BoxConfig, image: bytes, version: str, counter: int,
-              clock: int = 0) -> None:
-    """Factory programming: the image into slot 0 and a first journal snapshot."""
+              clock: int = 0, root: bytes | None = None) -> None:
+    """Factory programming: the image into slot 0 and a first journal snapshot (holding
+    ``root``, a signed root a threshold of its own root keys signed, when given)."""
     Version.parse(version)
+    if root is not None:
+        try:
+            trust.verify_root(root)
+        except TrustError as e:
+            raise LockboxError(f"cannot provision with that root: {e}") from None
+        if len(root) > ROOT_ROOM:
+            raise LockboxError(f"a root of {len(root)} bytes is over the box's {ROOT_ROOM}")
     if not 0 < len(image) <= config.slot_size:
         raise LockboxError(f"image of {len(image)} bytes does not fit a "
                            f"{config.slot_size}-byte slot")
@@ -128,5 +137,6 @@ def provision(flash: Flash, config: BoxConfig, image: bytes, version: str, count
     w = AlignedWriter(slot)
     w.write(image)
     w.close()
-    state = PState(version, counter, hashlib.sha256(image).digest(), len(image), clock=clock)
+    state = PState(version, counter, hashlib.sha256(image).digest(), len(image), clock=clock,
+                   root=root)
     Journal(layout.journal).format(msgpack.packb(state.to_wire(), use_bin_type=True))

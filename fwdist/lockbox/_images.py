@@ -93,7 +93,8 @@ def reconcile(s: PState, slots: tuple[Region, Region], manifests: tuple[Region, 
                 best = (m, i)
                 break
     fresh = PState(s.running_version, s.running_counter, s.running_sha256, s.running_size,
-                   s.active, failed=list(s.failed), last=s.last)
+                   s.active, failed=list(s.failed), last=s.last, clock=s.clock, root=s.root,
+                   stamp=s.stamp)
     if best is not None:
         m, i = best
         fresh.running_version, fresh.running_counter = m.version, m.security_counter

@@ -59,9 +59,26 @@ class LastWire(NamedTuple):
     ok: bool
 
 
+class StampWire(NamedTuple):
+    """What the box keeps of the latest verified timestamp: only what concerns its product
+    (the latest version, and the revoked versions newer than the one it runs)."""
+
+    version: int
+    time: int
+    expires: int
+    latest: str | None
+    revoked: list[str]
+
+
+ROOT_ROOM = 1024
+"""The largest signed root a box keeps (a 2-of-3 root is 423 bytes)."""
+MAX_REVOKED = 16
+"""Revoked versions of its product (newer than the one it runs) a box keeps."""
 class StateWire(NamedTuple):
-    """The snapshot: one msgpack array of these fields, in this order (``clock`` only when
-    the box has seen a time: a box that never did writes the nine-field array it always did)."""
+    """The snapshot: one msgpack array of these fields, in this order. Trailing fields at
+    their defaults are left out (``clock`` only when the box has seen a time, ``root`` only
+    once it holds a signed root, ``stamp`` once it has verified a timestamp): a box that
+    never did writes the nine-field array it always did."""
 
     running_version: str
     running_counter: int
@@ -73,6 +90,12 @@ class StateWire(NamedTuple):
     failed: list[bytes]
     last: LastWire | None
     clock: int = 0
+    root: bytes | None = None
+    stamp: StampWire | None = None
+
+
+_DEFAULTS = (0, None, None)  # clock, root, stamp
+_OPTIONAL_FROM = 9
 
 
 @dataclass
@@ -139,8 +162,13 @@ class PState:
     failed: list[bytes] = field(default_factory=list)
     last: tuple[str, bool] | None = None
     clock: int = 0
-    """The latest time the box has proof of (a signed manifest's ``created``): a lower bound
-    on the time now, which a box without a clock checks expiry against."""
+    """The latest time the box has proof of (a signed manifest's ``created``, a verified
+    timestamp's time): a lower bound on the time now, which a box without a clock checks
+    expiry against."""
+    root: bytes | None = None
+    """The signed root the box trusts (:mod:`fwdist.trust`); None: the legacy keys it was
+    built with (``lockbox init --pubkey``)."""
+    stamp: StampWire | None = None
 
     def used_sectors(self) -> set[int]:
         used: set[int] = set()
@@ -166,8 +194,12 @@ class PState:
         )
         last = None if self.last is None else LastWire(*self.last)
         w = StateWire(self.running_version, self.running_counter, self.running_sha256,
-                      self.running_size, self.active, tw, pw, self.failed, last, self.clock)
-        return w if self.clock else w[:-1]
+                      self.running_size, self.active, tw, pw, self.failed, last, self.clock,
+                      self.root, self.stamp)
+        n = len(w)
+        while n > _OPTIONAL_FROM and w[n - 1] == _DEFAULTS[n - 1 - _OPTIONAL_FROM]:
+            n -= 1
+        return w[:n]
 
     @classmethod
     def from_wire(cls, raw: list[Any]) -> PState:
@@ -186,4 +218,6 @@ class PState:
         s.failed = list(w.failed)
         s.last = None if w.last is None else (w.last[0], w.last[1])
         s.clock = w.clock
+        s.root = w.root
+        s.stamp = None if w.stamp is None else StampWire(*w.stamp)
         return s

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from fwdist import protocol as p
 from fwdist.air import PIECE_HASH_BYTES
 from fwdist.lockbox._config import LockboxError
-from fwdist.lockbox._state import Prev, PState, Stream, TargetRec
+from fwdist.lockbox._state import Prev, PState, StampWire, Stream, TargetRec
 
 TABLE = p.TABLE  # the stream id of the piece table
 
@@ -42,6 +42,8 @@ class Rec(enum.IntEnum):
     FAIL = 14
     CLOCK = 15
     ROLLBACK = 16
+    ROOT = 17
+    STAMP = 18
 
 
 class Target(NamedTuple):
@@ -148,15 +150,32 @@ class Clock(NamedTuple):
     time: int
 
 
+class RootLink(NamedTuple):
+    """The box trusts root ``wire`` from now on (verified as the next link of its chain)."""
+
+    wire: bytes
+
+
+class Stamp(NamedTuple):
+    """A verified timestamp, as much of it as concerns this box; its time is proof that the
+    time is at least ``time`` (the clock moves with it, in the same record)."""
+
+    version: int
+    time: int
+    expires: int
+    latest: str | None
+    revoked: list[str]
+
+
 Record = (Target | Alloc | Replace | Trim | Progress | Done | Keep | DropPrev | Reset | Built
-          | Trial | Revert | Confirm | Fail | Clock | Rollback)
+          | Trial | Revert | Confirm | Fail | Clock | Rollback | RootLink | Stamp)
 
 RECORD_TYPES: dict[Rec, type[Record]] = {
     Rec.TARGET: Target, Rec.ALLOC: Alloc, Rec.REPLACE: Replace, Rec.TRIM: Trim,
     Rec.PROGRESS: Progress, Rec.DONE: Done, Rec.KEEP: Keep, Rec.DROP_PREV: DropPrev,
     Rec.RESET: Reset, Rec.BUILT: Built, Rec.TRIAL: Trial, Rec.REVERT: Revert,
     Rec.CONFIRM: Confirm, Rec.FAIL: Fail, Rec.CLOCK: Clock,
-    Rec.ROLLBACK: Rollback,
+    Rec.ROLLBACK: Rollback, Rec.ROOT: RootLink, Rec.STAMP: Stamp,
 }
 KIND: dict[type[Record], Rec] = {cls: kind for kind, cls in RECORD_TYPES.items()}
 
@@ -199,6 +218,8 @@ PHASES: dict[tuple[p.BoxState, Rec], p.BoxState] = {
     (_B.TESTING, Rec.FAIL): _B.IDLE,  # self-test failed (or too many trials): old image
     (_B.TESTING, Rec.REVERT): _B.BUILT,  # reset during the trial: old image, try again later
     **{(ph, Rec.CLOCK): ph for ph in UPDATE_PHASES},  # time moves on in every phase
+    **{(ph, Rec.ROOT): ph for ph in UPDATE_PHASES},  # a root rotates in every phase
+    **{(ph, Rec.STAMP): ph for ph in UPDATE_PHASES},  # and a timestamp arrives in every phase
 }
 """The update machine: (phase, journal record) -> phase after it. Other records are refused."""
 
@@ -253,8 +274,18 @@ def _clock(s: PState, rec: Clock) -> None:
     s.clock = max(s.clock, rec.time)
 
 
+def _root(s: PState, rec: RootLink) -> None:
+    s.root = rec.wire
+
+
+def _stamp(s: PState, rec: Stamp) -> None:
+    s.stamp = StampWire(*rec)
+    s.clock = max(s.clock, rec.time)
+
+
 _STATE_EFFECTS: dict[Rec, Callable[[PState, Any], None]] = {
     Rec.TARGET: _new_target, Rec.DROP_PREV: _drop_prev, Rec.CLOCK: _clock,
+    Rec.ROOT: _root, Rec.STAMP: _stamp,
 }
 
 

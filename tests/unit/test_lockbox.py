@@ -159,7 +159,8 @@ RECORDS: dict[Rec, list[object]] = {
     Rec.PROGRESS: [5, 0, 200], Rec.DONE: [6, 0], Rec.KEEP: [7, 1, 0, 100],
     Rec.DROP_PREV: [8], Rec.RESET: [9, 0], Rec.BUILT: [10], Rec.TRIAL: [11], Rec.REVERT: [12],
     Rec.CONFIRM: [13, "1.1.0", 0, bytes(32), 1000], Rec.FAIL: [14], Rec.CLOCK: [15, 1_700_000_000],
-    Rec.ROLLBACK: [16, 0, 64, 1],
+    Rec.ROLLBACK: [16, 0, 64, 1], Rec.ROOT: [17, b"root"],
+    Rec.STAMP: [18, 3, 1_700_000_000, 1_700_086_400, "1.3.0", ["1.2.0"]],
 }
 
 
@@ -186,7 +187,8 @@ RECORD_BYTES: dict[Rec, str] = {
     Rec.PROGRESS: "930500ccc8", Rec.DONE: "920600", Rec.KEEP: "9407010064", Rec.DROP_PREV: "9108",
     Rec.RESET: "920900", Rec.BUILT: "910a", Rec.TRIAL: "910b", Rec.REVERT: "910c",
     Rec.CONFIRM: "950da5312e312e3000c420" + "00" * 32 + "cd03e8", Rec.FAIL: "910e",
-    Rec.CLOCK: "920fce6553f100", Rec.ROLLBACK: "9410004001",
+    Rec.CLOCK: "920fce6553f100", Rec.ROLLBACK: "9410004001", Rec.ROOT: "9211c404726f6f74",
+    Rec.STAMP: "961203ce6553f100ce65554280a5312e332e3091a5312e322e30",
 }
 
 
@@ -235,7 +237,7 @@ def test_the_update_table_uses_only_journal_phases() -> None:
     assert UPDATE_PHASES == (p.BoxState.IDLE, p.BoxState.RECEIVING, p.BoxState.BUILT,
                              p.BoxState.TESTING)
     assert {phase for phase, _ in PHASES} | set(PHASES.values()) == set(UPDATE_PHASES)
-    assert len(PHASES) == 25  # (20, CLOCK in each of the four phases, ROLLBACK)
+    assert len(PHASES) == 33  # (20, CLOCK, ROOT and STAMP in each of the four phases, ROLLBACK)
 
 
 def test_table_covers_the_conversation() -> None:
