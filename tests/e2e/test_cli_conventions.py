@@ -269,6 +269,8 @@ def test_every_json_output_has_the_schema_and_exactly_the_documented_fields(
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     for r in (0, 2):
         (tmp_path / f"fw{r}.bin").write_bytes(SAMPLE.image(r))
+    rk, root1 = tmp_path / "rk", tmp_path / "root1"
+    assert fwdist("keygen", rk).returncode == 0
     outputs = {
         "keygen": ok_json("keygen", tmp_path / "k"),
         "key generate": ok_json("key", "generate", tmp_path / "k2"),
@@ -280,6 +282,21 @@ def test_every_json_output_has_the_schema_and_exactly_the_documented_fields(
         "plan": ok_json("plan", "--store", store, "--product", "lockbox", "--from", "1.0.0",
                         "--to", "1.1.0"),
         "gc": ok_json("gc", "--store", tmp_path / "s"),
+        "root create": ok_json("root", "create", root1, "--root-keys", f"1:{rk}.pub",
+                               "--timestamp-keys", f"1:{rk}.pub", "--release-keys",
+                               f"1:{released}/release.key.pub,{tmp_path}/k.pub",
+                               "--expires", "30"),
+        "root sign": ok_json("root", "sign", root1, "--key", rk),
+        "root publish": ok_json("root", "publish", root1, "--store", tmp_path / "s"),
+        "root show": ok_json("root", "show", root1),
+        "root rotate": ok_json("root", "rotate", tmp_path / "root2", "--store", tmp_path / "s",
+                               "--root", root1, "--expires", "30"),
+        "sign": ok_json("sign", "p@2.0.0", "--store", tmp_path / "s", "--root", root1, "--key",
+                        released / "release.key"),
+        "timestamp issue": ok_json("timestamp", "issue", "--store", tmp_path / "s", "--root",
+                                   root1, "--key", rk),
+        "revoke": ok_json("revoke", "p@2.0.0", "--store", tmp_path / "s", "--root", root1,
+                          "--key", rk),
         "hardware set": ok_json("hardware", "set", "nrf52832", "--store", tmp_path / "s",
                                 "--ram", "32768", "--flash", "524288", "--sector", "4096",
                                 "--align", "4", "--slot", "163840", "--staging", "180224"),
