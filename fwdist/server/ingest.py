@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import Engine
 
 from fwdist import report as box_report
-from fwdist.report import Report, ReportError
+from fwdist.report import Report, ReportError, SignedReport
 from fwdist.server import db
 from fwdist.server.context import ClientError
 
@@ -95,9 +95,10 @@ def split(body: bytes) -> Iterator[bytes]:
         pos += n
 
 
-def verify_report(wire: bytes, public_key: bytes) -> Report:
-    """The one place a report's signature is checked (``fwdist.report``, s2's codec)."""
-    return box_report.verify(wire, Ed25519PublicKey.from_public_bytes(public_key))
+def verify_report(signed: SignedReport, public_key: bytes) -> Report:
+    """The one place a report's signature is checked (``fwdist.report``, s2's codec), on the
+    report :func:`ingest` decoded already (parsing it again cost a fifth of ingest's time)."""
+    return box_report.verify_signed(signed, Ed25519PublicKey.from_public_bytes(public_key))
 
 
 def _row(r: Report, wire: bytes, now: int) -> dict[str, Any]:
@@ -115,23 +116,34 @@ def _row(r: Report, wire: bytes, now: int) -> dict[str, Any]:
     }
 
 
+_BOXES = (sa.select(db.boxes.c.id, db.boxes.c.product, db.boxes.c.public_key)
+          .where(db.boxes.c.id.in_(sa.bindparam("ids", expanding=True))))
+_STORED = (sa.select(db.reports.c.box_id, db.reports.c.seq, db.reports.c.wire)
+           .where(db.reports.c.box_id.in_(sa.bindparam("ids", expanding=True)),
+                  db.reports.c.seq.in_(sa.bindparam("seqs", expanding=True))))
+"""Built once, with expanding parameters, so SQLAlchemy compiles each once (building and
+compiling a fresh ``IN`` of (box, seq) tuples per request took a third of ingest's time).
+``_STORED`` reads a superset of the pairs asked for (any of the boxes at any of the seqs);
+:func:`_known` keeps the pairs."""
+CHUNK = 500
+
+
 def _known(engine: Engine, reports: list[Report]) -> tuple[dict[str, Any], dict[Any, bytes]]:
     ids = sorted({r.box_id for r in reports})
-    keys = sorted({(r.box_id, r.seq) for r in reports})
+    keys = {(r.box_id, r.seq) for r in reports}
     boxes: dict[str, Any] = {}
     stored: dict[Any, bytes] = {}
     with engine.connect() as conn:
-        for i in range(0, len(ids), 500):
-            for b in conn.execute(sa.select(db.boxes.c.id, db.boxes.c.product,
-                                            db.boxes.c.public_key)
-                                  .where(db.boxes.c.id.in_(ids[i:i + 500]))):
+        for i in range(0, len(ids), CHUNK):
+            for b in conn.execute(_BOXES, {"ids": ids[i:i + CHUNK]}):
                 boxes[b.id] = b
-        pair = sa.tuple_(db.reports.c.box_id, db.reports.c.seq)
-        for i in range(0, len(keys), 500):
-            for s in conn.execute(sa.select(db.reports.c.box_id, db.reports.c.seq,
-                                            db.reports.c.wire)
-                                  .where(pair.in_(keys[i:i + 500]))):
-                stored[(s.box_id, s.seq)] = s.wire
+        pairs = sorted(keys)
+        for i in range(0, len(pairs), CHUNK):
+            chunk = pairs[i:i + CHUNK]
+            params = {"ids": sorted({b for b, _ in chunk}), "seqs": sorted({q for _, q in chunk})}
+            for s in conn.execute(_STORED, params):
+                if (s.box_id, s.seq) in keys:
+                    stored[(s.box_id, s.seq)] = s.wire
     return boxes, stored
 
 
@@ -139,16 +151,17 @@ def ingest(engine: Engine, body: bytes, now: int) -> list[Result]:
     """Verify and store the reports of one request; one result per report, in order."""
     wires = list(split(body))
     results: list[Result | None] = [None] * len(wires)
-    decoded: dict[int, Report] = {}
+    signed: dict[int, SignedReport] = {}
     for i, wire in enumerate(wires):
         try:
-            decoded[i] = box_report.decode(wire).report
+            signed[i] = box_report.decode(wire)
         except ReportError as e:
             results[i] = Result(Status.REJECTED, str(e))
+    decoded = {i: sr.report for i, sr in signed.items()}
     boxes, stored = _known(engine, list(decoded.values()))
     fresh: dict[tuple[str, int], int] = {}  # (box, seq) -> index of the report that adds it
     for i, r in decoded.items():
-        results[i] = _classify(r, wires[i], boxes, stored, fresh, wires)
+        results[i] = _classify(signed[i], boxes, stored, fresh, wires)
         if results[i] is None:
             fresh[(r.box_id, r.seq)] = i
     if fresh:
@@ -173,9 +186,10 @@ def ingest(engine: Engine, body: bytes, now: int) -> list[Result]:
     return [res or Result(Status.ACCEPTED) for res in results]
 
 
-def _classify(r: Report, wire: bytes, boxes: dict[str, Any], stored: dict[Any, bytes],
+def _classify(sr: SignedReport, boxes: dict[str, Any], stored: dict[Any, bytes],
               fresh: dict[tuple[str, int], int], wires: list[bytes]) -> Result | None:
     """The result of a decoded report, or None when it is new and is to be stored."""
+    r, wire = sr.report, sr.wire
     box = boxes.get(r.box_id)
     name = f"box report {r.box_id}#{r.seq}"
     if box is None:
@@ -183,7 +197,7 @@ def _classify(r: Report, wire: bytes, boxes: dict[str, Any], stored: dict[Any, b
     if box.product != r.product:
         return Result(Status.REJECTED, f"{name}: the box is registered as {box.product}")
     try:
-        verify_report(wire, box.public_key)
+        verify_report(sr, box.public_key)
     except ReportError as e:
         return Result(Status.REJECTED, str(e))
     key = (r.box_id, r.seq)
