@@ -25,25 +25,9 @@ from pathlib import Path
 import httpx
 import trio
 
-REPORTS_TYPE = "application/x-fwdist-reports"
+from fwdist.server.ingest import MEDIA_TYPE, frame_reports
+
 RETRY_PAUSE_S = 0.1
-
-
-def leb128(n: int) -> bytes:
-    """Unsigned LEB128: 7 bits a byte, low first, the high bit set on all but the last."""
-    if n < 0:
-        raise ValueError(f"LEB128 of a negative number: {n}")
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def frame_reports(wires: Sequence[bytes]) -> bytes:
-    """The body of ``POST /v1/reports``: each signed report prefixed by its length."""
-    return b"".join(leb128(len(w)) + w for w in wires)
 
 
 @dataclass
@@ -70,13 +54,13 @@ class Tally:
 async def upload(
     client: httpx.AsyncClient,
     token: str,
-    batches: Sequence[Sequence[bytes]],
+    batches: Sequence[list[bytes]],
     tally: Tally,
     retry_until: float | None = None,
 ) -> None:
     """POST each batch in turn; with ``retry_until`` (a ``time.monotonic()`` deadline) resend a
     batch whose request failed until it is answered."""
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": REPORTS_TYPE}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": MEDIA_TYPE}
     for batch in batches:
         body = frame_reports(batch)
         while True:

@@ -173,6 +173,12 @@ def check(r: Report) -> None:
 def encode_body(r: Report) -> bytes:
     """The canonical msgpack body of ``r`` (checked first)."""
     check(r)
+    return _encode(r)
+
+
+def _encode(r: Report) -> bytes:
+    """The body of a checked report (:func:`decode` checks once, not twice: server ingest
+    decodes every report a fleet sends)."""
     t = None if r.target is None else [r.target.version, r.target.held, r.target.total]
     last = None if r.last is None else [r.last.version, int(r.last.outcome), r.last.reason]
     fields = [FORMAT, r.box_id, r.seq, r.product, r.hardware, r.running_version,
@@ -247,8 +253,8 @@ def decode(wire: bytes) -> SignedReport:
         raise ReportError(f"box report of {len(wire)} bytes is not "
                           f"{SIGNATURE_BYTES + 1}..{MAX_REPORT_BYTES}")
     body, sig = wire[:-SIGNATURE_BYTES], wire[-SIGNATURE_BYTES:]
-    r = _from_fields(_unpack(body))
-    if encode_body(r) != body:
+    r = _from_fields(_unpack(body))  # checked
+    if _encode(r) != body:
         raise ReportError("box report body is not in canonical form")
     return SignedReport(r, body, sig)
 
@@ -256,7 +262,12 @@ def decode(wire: bytes) -> SignedReport:
 def verify(wire: bytes, public_key: Ed25519PublicKey) -> Report:
     """The report in ``wire`` if the device key ``public_key`` signed it, else
     :class:`ReportError`."""
-    sr = decode(wire)
+    return verify_signed(decode(wire), public_key)
+
+
+def verify_signed(sr: SignedReport, public_key: Ed25519PublicKey) -> Report:
+    """:func:`verify` for a report :func:`decode` parsed already (a server that decodes a
+    report to find its box's key need not parse it twice)."""
     try:
         public_key.verify(sr.signature, SIGNING_CONTEXT + sr.body)
     except InvalidSignature:

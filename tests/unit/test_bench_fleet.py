@@ -1,4 +1,4 @@
-"""The fleet benchmark's own parts: the report framing, who carries what, the tally, processes."""
+"""The fleet benchmark's own parts: who carries what, the tally, server processes."""
 
 from __future__ import annotations
 
@@ -6,50 +6,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from benchmarks import bench_fleet
-from benchmarks.fleet_phones import Tally, frame_reports, leb128
+from benchmarks.fleet_phones import Tally
 from benchmarks.fleet_processes import ProcessError, ServerProcess
 from fwdist import report
-
-
-def _read_leb128(data: bytes, at: int) -> tuple[int, int]:
-    """An independent reader: value and the offset after it."""
-    value = shift = 0
-    while True:
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return value, at
-
-
-@pytest.mark.parametrize(
-    ("n", "wire"),
-    [(0, b"\x00"), (1, b"\x01"), (127, b"\x7f"), (128, b"\x80\x01"), (300, b"\xac\x02"),
-     (16_384, b"\x80\x80\x01")],
-)  # fmt: skip
-def test_leb128_bytes(n: int, wire: bytes) -> None:
-    assert leb128(n) == wire
-
-
-def test_leb128_refuses_a_negative_length() -> None:
-    with pytest.raises(ValueError, match="negative"):
-        leb128(-1)
-
-
-@given(st.lists(st.binary(max_size=600), max_size=20))
-def test_framed_reports_split_back_into_the_same_reports(wires: list[bytes]) -> None:
-    body = frame_reports(wires)
-    at, out = 0, []
-    while at < len(body):
-        size, at = _read_leb128(body, at)
-        out.append(body[at : at + size])
-        at += size
-    assert out == wires
 
 
 def test_a_phone_carries_its_own_boxes_reports_in_seq_order_once_each() -> None:
