@@ -105,7 +105,7 @@ def prepare(store_dir: Path, db_url: str, trusted: list[Ed25519PrivateKey]
 @pytest.fixture
 def db_url(tmp_path: Path) -> str:
     """The server's database: the embedded SQLite file (a PostgreSQL run overrides this)."""
-    return db.default_url(tmp_path / "server-store")
+    return db.default_url(tmp_path)  # tmp_path/fleet.db, beside the server's store
 
 
 @pytest.fixture

@@ -72,14 +72,16 @@ def upgrade() -> None:
         sa.Column("wire", sa.LargeBinary, nullable=False),
         sa.Column("received_at", sa.BigInteger, nullable=False),
         sa.Column("running_version", sa.String(32), nullable=False),
+        sa.Column("running_image", sa.LargeBinary(8), nullable=False),
         sa.Column("target_version", sa.String(32), nullable=True),
         sa.Column("held", sa.BigInteger, nullable=True),
         sa.Column("total", sa.BigInteger, nullable=True),
         sa.Column("battery", sa.Integer, nullable=False),
-        sa.Column("state", sa.String(32), nullable=False),
-        sa.Column("result", sa.String(32), nullable=False),
-        sa.Column("reason", sa.Integer, nullable=True),
-        sa.Column("box_time", sa.BigInteger, nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("last_version", sa.String(32), nullable=True),
+        sa.Column("last_outcome", sa.String(24), nullable=True),
+        sa.Column("last_reason", sa.Integer, nullable=True),
+        sa.Column("clock", sa.BigInteger, nullable=False),
     )
 
 
