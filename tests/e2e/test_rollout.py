@@ -24,6 +24,7 @@ from fwdist.server.auth import Scope
 from fwdist.server.client import Client, publish
 from fwdist.server.ingest import frame_reports
 from fwdist.testing import Releases, make_releases
+from tests.e2e.test_cli_conventions import documented_fields
 from tests.server_helpers import RunningServer, db_url, fleet_server
 
 __all__ = ["db_url", "fleet_server"]  # fixtures
@@ -82,12 +83,19 @@ def test_a_release_engineer_starts_pauses_resumes_and_yanks(fleet_server: Runnin
     assert "a phase share must be 0.01..100 %" in nonsense.stderr
 
     paused = rollout("pause", "lockbox@1.1.0-1", "--json")
-    assert json.loads(paused.stdout)["state"] == "paused"
+    outputs = {"rollout start": doc, "rollout pause": json.loads(paused.stdout)}
+    assert outputs["rollout pause"]["state"] == "paused"
     twice = rollout("pause", "lockbox@1.1.0-1")
     assert (twice.returncode, twice.stderr) == (
         1, "fwdist: error: POST /v1/rollouts/lockbox@1.1.0-1/pause: 409 lockbox@1.1.0-1: a rollout "
            "that is paused cannot pause\n")
-    assert json.loads(rollout("resume", "lockbox@1.1.0-1", "--json").stdout)["state"] == "active"
+    outputs["rollout resume"] = json.loads(rollout("resume", "lockbox@1.1.0-1", "--json").stdout)
+    assert outputs["rollout resume"]["state"] == "active"
+    outputs["rollout status"] = json.loads(rollout("status", "lockbox@1.1.0-1", "--json").stdout)
+    other = json.loads(rollout("start", "lockbox@1.2.0", "--phases", "50,100", "--json").stdout)
+    outputs["rollout abort"] = json.loads(rollout("abort", other["id"], "--json").stdout)
+    assert (outputs["rollout abort"]["id"], outputs["rollout abort"]["state"]) == (
+        "lockbox@1.2.0-1", "aborted")
 
     status = rollout("status", "lockbox@1.1.0-1")
     lines = status.stdout.splitlines()
@@ -103,9 +111,14 @@ def test_a_release_engineer_starts_pauses_resumes_and_yanks(fleet_server: Runnin
     yank = fwdist("release", "yank", "lockbox@1.1.0", "--server", url, "--token", token, "--json")
     assert json.loads(yank.stdout) == {"schema": 1, "product": "lockbox", "version": "1.1.0",
                                        "state": "yanked", "rollouts_stopped": ["lockbox@1.1.0-1"]}
-    listed = json.loads(rollout("status", "--json").stdout)["rollouts"]
+    outputs["release yank"] = json.loads(yank.stdout)
+    outputs["rollout list"] = json.loads(rollout("list", "--json").stdout)
+    listed = outputs["rollout list"]["rollouts"]
     assert [(r["id"], r["state"], r["share_bp"]) for r in listed] == [
-        ("lockbox@1.1.0-1", "aborted", 0)]
+        ("lockbox@1.1.0-1", "aborted", 0), ("lockbox@1.2.0-1", "aborted", 0)]
+    documented = documented_fields()
+    for command, out in outputs.items():
+        assert (out["schema"], set(out)) == (1, documented[command]), command
     with fleet_server.client(Scope.READ) as reader:
         states = {r["version"]: r["state"] for r in reader.get("/v1/releases").json()["releases"]}
     assert states == {"1.0.0": "published", "1.1.0": "yanked", "1.2.0": "published",
