@@ -246,6 +246,9 @@ CHECKED_ELSEWHERE = {  # commands that need a running server: their JSON is chec
     "fleet status": "tests/e2e/test_server_cli.py", "fleet boxes": "tests/e2e/test_server_cli.py",
     "fleet box": "tests/e2e/test_server_cli.py",
     "app sync": "tests/e2e/test_phone_sync.py", "box register": "tests/e2e/test_phone_sync.py",
+    **{f"rollout {c}": "tests/e2e/test_rollout.py"
+       for c in ("start", "status", "list", "pause", "resume", "abort")},
+    "release yank": "tests/e2e/test_rollout.py",
 }
 
 
