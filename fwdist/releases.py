@@ -141,20 +141,25 @@ def air_manifests(store: Store, m: Manifest) -> tuple[bytes, ...]:
     data = store.get_air(m.product, m.version)
     if data is None:
         return ()
-    name = f"{m.product}@{m.version}"
     try:
-        wires = air.decode_bundle(data)
-        refs = air.payload_refs(m)
-        if len(wires) != len(refs):
-            raise ManifestError(f"{len(wires)} format 2 manifests for {len(refs)} payloads")
-        for wire, ref in zip(wires, refs, strict=True):
-            am = air.decode(wire).manifest
-            if (am.image_sha256, am.pieces, am.size) != (m.image_sha256, ref.pieces, ref.size) or (
-                    am.version != m.version or am.is_delta != ref.is_delta):
-                raise ManifestError("a format 2 manifest does not match its payload")
+        return check_air_bundle(m, data)
     except ManifestError as e:
-        raise AppError(f"{name}: its format 2 manifests are unusable ({e}); "
+        raise AppError(f"{m.product}@{m.version}: its format 2 manifests are unusable ({e}); "
                        "stage it again") from None
+
+
+def check_air_bundle(m: Manifest, data: bytes) -> tuple[bytes, ...]:
+    """The format 2 manifests of bundle ``data``, one per payload of ``m``, each describing
+    its payload (signatures are the caller's to check); ManifestError otherwise."""
+    wires = air.decode_bundle(data)
+    refs = air.payload_refs(m)
+    if len(wires) != len(refs):
+        raise ManifestError(f"{len(wires)} format 2 manifests for {len(refs)} payloads")
+    for wire, ref in zip(wires, refs, strict=True):
+        am = air.decode(wire).manifest
+        if (am.image_sha256, am.pieces, am.size) != (m.image_sha256, ref.pieces, ref.size) or (
+                am.version != m.version or am.is_delta != ref.is_delta):
+            raise ManifestError("a format 2 manifest does not match its payload")
     return wires
 
 

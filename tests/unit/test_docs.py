@@ -23,7 +23,7 @@ from pathlib import Path
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fwdist import air
+from fwdist import air, report
 from fwdist import protocol as p
 from fwdist import protocol_v2 as v2
 from fwdist.flash import Region
@@ -92,6 +92,17 @@ def example_air_manifest() -> bytes:
     return air.sign(lean.manifest, [Ed25519PrivateKey.from_private_bytes(EXAMPLE_KEY_SEED)])
 
 
+def example_box_report() -> bytes:
+    """A box on 1.0.0, 4,096 of the example delta's 11,368 bytes held, signed by its device key
+    (private bytes: SHA-256 of ``b"fwdist docs example device"``)."""
+    rep = report.Report("0123456789abcdef", 17, "lockbox", "lb-r2", "1.0.0",
+                        hashlib.sha256(b"example image 1.0.0").digest()[:8],
+                        report.TargetProgress("1.1.0", 4096, 11368), 87, p.BoxState.RECEIVING,
+                        report.LastResult("0.9.0", report.Outcome.INSTALLED), CREATED)
+    device = hashlib.sha256(b"fwdist docs example device").digest()
+    return report.sign(rep, Ed25519PrivateKey.from_private_bytes(device))
+
+
 def example_events() -> dict[str, p.Event]:
     tag = p.release_tag(example_manifest())
     running = hashlib.sha256(b"example image 1.0.0").digest()
@@ -145,6 +156,7 @@ def examples() -> dict[str, bytes]:
         "manifest": example_manifest(),
         "delta-table": dtable.encode(),
         "air-manifest": example_air_manifest(),
+        "box-report": example_box_report(),
         "journal-snapshot": snapshot,
         "journal-progress": progress,
     }

@@ -1,0 +1,136 @@
+"""The fleet server's parts without a process: schema, OpenAPI table, ranges, packs, framing."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.routing import Route
+
+from fwdist.server import auth, db, ingest, migrate, openapi, pack
+from fwdist.server.app import all_routes
+from fwdist.server.auth import Scope
+from fwdist.server.caching import byte_range
+from fwdist.server.context import ClientError
+from tests.server_helpers import db_url
+
+__all__ = ["db_url"]  # fixture
+
+
+def test_the_migrations_make_exactly_the_tables_db_declares(db_url: str) -> None:
+    engine = db.make_engine(db_url)
+    assert migrate.current(engine) is None
+    assert migrate.upgrade(engine) == migrate.head() == "0001_fleet"
+    assert migrate.upgrade(engine) == "0001_fleet"  # a second start changes nothing
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
+        names = set(sa.inspect(conn).get_table_names())
+    assert names >= {"tokens", "releases", "payloads", "boxes", "box_tags", "reports",
+                     "alembic_version"}
+    engine.dispose()
+
+
+def test_sqlite_runs_in_wal_with_a_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
+    engine = db.make_engine(db.default_url(tmp_path))
+    with engine.connect() as conn:
+        pragmas = [conn.exec_driver_sql(f"PRAGMA {p}").scalar()
+                   for p in ("journal_mode", "busy_timeout", "foreign_keys")]
+    assert pragmas == ["wal", db.BUSY_TIMEOUT_MS, 1]
+    engine.dispose()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "mysql://x/y", "nonsense"])
+def test_a_database_url_fwdist_cannot_use_is_one_line(url: str) -> None:
+    with pytest.raises(Exception, match="--db") as e:
+        db.make_engine(url)
+    assert "\n" not in str(e.value)
+
+
+def test_tokens_are_stored_hashed_and_revocation_sticks(tmp_path: Path) -> None:
+    engine = db.make_engine(db.default_url(tmp_path))
+    migrate.upgrade(engine)
+    secret = auth.create(engine, "ci", Scope.APP, 100)
+    assert secret.startswith("fwd_app_") and len(secret) == len("fwd_app_") + 43
+    with engine.connect() as conn:
+        stored = conn.execute(sa.select(db.tokens.c.secret_sha256)).scalar_one()
+    assert stored == hashlib.sha256(secret.encode()).digest()
+    assert auth.scope_of(engine, secret) is Scope.APP
+    assert auth.scope_of(engine, secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
+    assert (auth.revoke(engine, "ci", 200), auth.revoke(engine, "ci", 300)) == (True, False)
+    assert auth.scope_of(engine, secret) is None
+    assert [(t.name, t.revoked_at) for t in auth.listing(engine)] == [("ci", 200)]
+    engine.dispose()
+
+
+def test_the_openapi_document_describes_exactly_the_registered_routes() -> None:
+    registered = {(m.lower(), r.path.replace(":path}", "}"))
+                  for r in all_routes() if isinstance(r, Route)
+                  for m in (r.methods or ()) if m != "HEAD"}
+    documented = {(m, p) for p, ops in openapi.document()["paths"].items() for m in ops}
+    assert documented == registered
+
+
+@given(st.integers(0, 300), st.integers(0, 300) | st.none(), st.integers(0, 200))
+def test_a_satisfiable_range_is_the_slice_rfc_9110_names(first: int, last: int | None,
+                                                         size: int) -> None:
+    header = f"bytes={first}-" + ("" if last is None else str(last))
+    got = byte_range(header, size)
+    if last is not None and last < first:
+        assert got is None
+    elif first >= size:
+        assert got is False
+    else:
+        end = size if last is None else min(last + 1, size)
+        assert got == (first, end)
+
+
+@given(st.integers(0, 300), st.integers(0, 200))
+def test_a_suffix_range_is_the_last_n_bytes(n: int, size: int) -> None:
+    got = byte_range(f"bytes=-{n}", size)
+    assert got == (False if n == 0 else (max(0, size - n), size))
+
+
+@pytest.mark.parametrize("header", ["bytes=1-2,4-5", "items=0-1", "bytes=-", "bytes=a-b"])
+def test_a_range_we_do_not_answer_gets_the_whole_body(header: str) -> None:
+    assert byte_range(header, 100) is None
+
+
+@given(st.lists(st.tuples(st.binary(min_size=32, max_size=32), st.binary(min_size=1,
+                                                                          max_size=64)),
+                max_size=8))
+def test_a_pack_decodes_to_what_it_encodes(objects: list[tuple[bytes, bytes]]) -> None:
+    data = pack.encode(objects)
+    assert list(pack.decode_pack(data).objects) == objects
+    assert len(data) == pack.index_size(len(objects)) + sum(len(f) for _, f in objects)
+    if objects:
+        with pytest.raises(pack.PackError):
+            pack.decode_pack(data[:-1])
+
+
+def test_a_pack_index_is_nine_bytes_then_thirty_six_per_object() -> None:
+    data = pack.encode([(b"\xab" * 32, b"xyz")])
+    assert data == b"fwpk\x01\x00\x00\x00\x01" + b"\xab" * 32 + b"\x00\x00\x00\x03xyz"
+
+
+@given(st.lists(st.binary(min_size=1, max_size=512), max_size=20))
+def test_report_framing_splits_back_into_the_reports(wires: list[bytes]) -> None:
+    assert list(ingest.split(ingest.frame_reports(wires))) == wires
+
+
+@given(st.binary(max_size=64))
+def test_any_body_splits_or_is_refused_with_a_4xx(body: bytes) -> None:
+    try:
+        list(ingest.split(body))
+    except ClientError as e:
+        assert e.status in (400, 413)
+
+
+def test_leb128_is_seven_bits_a_byte_low_first() -> None:
+    assert [ingest.leb128(n) for n in (0, 127, 128, 300)] == [
+        b"\x00", b"\x7f", b"\x80\x01", b"\xac\x02"]
