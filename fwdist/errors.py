@@ -30,3 +30,8 @@ class KeyFileError(FwdistError):
 
 class PlanError(FwdistError):
     """A plan asks for what no box does: a downgrade, or the version the box already runs."""
+
+
+class RolloutError(FwdistError):
+    """A rollout plan or command asks for something impossible (shares that shrink, a pause
+    of a rollout that is not running, ...)."""

@@ -24,7 +24,8 @@ from fwdist.errors import FwdistError
 
 # Modules that add subcommands, in help order.
 COMMAND_MODULES = ("fwdist.cli.release", "fwdist.cli.hardware", "fwdist.cli.demo",
-                   "fwdist.cli.sim", "fwdist.cli.device", "fwdist.cli.server")
+                   "fwdist.cli.sim", "fwdist.cli.device", "fwdist.cli.server",
+                   "fwdist.cli.rollout")
 
 # Loggers whose records -q/-v govern: the engine and the simulator.
 LOGGERS = ("fwdist", "sim")
