@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute
 from fwdist.server.context import ClientError, Server, error_response
 
 ROUTE_MODULES = ("fwdist.server.objects", "fwdist.server.api", "fwdist.server.fleet_api",
-                 "fwdist.server.openapi", "fwdist.server.rollout_api")
+                 "fwdist.server.openapi", "fwdist.server.rollout_api", "fwdist.server.dashboard")
 """Modules whose ``routes()`` make up the application, in matching order."""
 
 log = logging.getLogger(__name__)
