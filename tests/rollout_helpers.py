@@ -1,8 +1,8 @@
 """A fleet in a migrated database, for the rollout tests: releases, boxes, signed reports.
 
-Rows are written straight into the tables, as the server's routes would after their checks
-(the rollout code reads them back and is what these tests check). Every box's report is
-signed for real with one seeded device key, so :mod:`fwdist.report` decodes it.
+Releases are rows written straight into the table (publishing is tested elsewhere); boxes
+are registered and reports ingested through the server's own registry and ingest, each
+report signed for real with one seeded device key.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from sqlalchemy.engine import Engine
 
 from fwdist import report
 from fwdist.protocol import BoxState
-from fwdist.server import db
+from fwdist.server import db, ingest, registry
 from fwdist.server.process import open_database
+from fwdist.server.registry import BoxEntry
 
 DEVICE_KEY = Ed25519PrivateKey.from_private_bytes(hashlib.sha256(b"r1 test device").digest())
 
@@ -35,26 +36,20 @@ class Fleet:
 
     def boxes(self, ids: list[str], product: str = "lockbox", tags: tuple[str, ...] = ()) -> None:
         key = DEVICE_KEY.public_key().public_bytes_raw()
-        with self.engine.begin() as conn:
-            conn.execute(db.boxes.insert(), [
-                {"id": b, "product": product, "hardware": "lb-r2", "public_key": key,
-                 "registered_at": 1, "last_seq": None} for b in ids])
-            rows = [{"box_id": b, "tag": t} for b in ids for t in tags]
-            if rows:
-                conn.execute(db.box_tags.insert(), rows)
+        for b in ids:
+            registry.register(self.engine, BoxEntry(b, product, "lb-r2", key, tags), 1)
 
     def report(self, box: str, at: int, running: str = "1.0.0", target: str | None = None,
                last: report.LastResult | None = None) -> None:
+        """A signed report from ``box``, ingested at ``at`` as ``POST /v1/reports`` would."""
         seq = self.seqs[box] = self.seqs.get(box, 0) + 1
         rep = report.Report(
             box, seq, "lockbox", "lb-r2", running, bytes(8),
             report.TargetProgress(target, 1, 2) if target else None, 90,
             BoxState.RECEIVING if target else BoxState.IDLE, last, 0)
-        with self.engine.begin() as conn:
-            conn.execute(db.reports.insert().values(
-                box_id=box, seq=seq, wire=report.sign(rep, DEVICE_KEY), received_at=at,
-                running_version=running, target_version=target, held=None, total=None,
-                battery=90, state="idle", result="none", reason=None, box_time=0))
+        body = ingest.frame_reports([report.sign(rep, DEVICE_KEY)])
+        [result] = ingest.ingest(self.engine, body, at)
+        assert result.status is ingest.Status.ACCEPTED, result
 
 
 def fleet(tmp: Path, url: str | None = None) -> Fleet:

@@ -24,7 +24,7 @@ from fwdist.rollout._evidence import (
     tally,
 )
 from fwdist.rollout._machine import OFFERING, TRANSITIONS, Event, PhaseMachine, State, Transition
-from fwdist.rollout._offer import Answer, BoxView, RolloutOffer, in_window, retry_at
+from fwdist.rollout._offer import Answer, BoxView, RolloutOffer, SyncPolicy, in_window, retry_at
 from fwdist.rollout._plan import (
     WHOLE,
     AbortPolicy,
@@ -59,6 +59,7 @@ __all__ = [
     "RetryPolicy",
     "RolloutOffer",
     "State",
+    "SyncPolicy",
     "Tally",
     "Transition",
     "Verdict",

@@ -218,13 +218,16 @@ def decide(
             f"(threshold {abort.threshold_bp / 100:g} %, minimum {abort.min_finished})",
         )
     missing = []
+    if not t.eligible:  # boxes registered later join it; nothing is rolled out to no one
+        missing.append("no eligible box yet")
     if share < plan.phases[phase].share_bp:
         missing.append("the rate limit is still widening the phase")
     installed = t.count(Outcome.INSTALLED)
     if installed * WHOLE < crit.installed_bp * t.offered:
         missing.append(f"{installed} of {t.offered} installed")
-    if t.offered_heard < crit.min_heard:
-        missing.append(f"heard from {t.offered_heard} of the {crit.min_heard} boxes required")
+    heard_needed = min(crit.min_heard, t.offered)  # not more boxes than the phase offers
+    if t.offered_heard < heard_needed:
+        missing.append(f"heard from {t.offered_heard} of the {heard_needed} boxes required")
     if now - phase_began < crit.min_seconds:
         missing.append(f"{now - phase_began} s of the {crit.min_seconds} s required")
     if missing:

@@ -126,3 +126,36 @@ class RolloutOffer:
             )
         except (TypeError, ValueError, AttributeError) as e:
             raise RolloutError(f"malformed rollout offer: {e}") from None
+
+
+@dataclass(frozen=True)
+class SyncPolicy:
+    """What a phone may offer, from its last ``/v1/sync``: the releases listed there (yanked
+    ones and those whose every rollout was aborted are not) and the rollouts' rules.
+
+    A release listed with no rollout is offered to every box, as before rollouts existed;
+    a release under a rollout only where :meth:`RolloutOffer.answer` says so. A phone that
+    has not synced since a yank still holds the old policy: the weaker, phone-side rule
+    docs/rollouts.md describes.
+    """
+
+    releases: frozenset[tuple[str, str]]
+    rollouts: tuple[RolloutOffer, ...] = ()
+
+    @classmethod
+    def from_sync(cls, doc: Any) -> SyncPolicy:
+        try:
+            listed = frozenset((r["product"], r["version"]) for r in doc["releases"])
+            offers = tuple(RolloutOffer.from_json(o) for o in doc["rollouts"])
+        except (TypeError, KeyError) as e:
+            raise RolloutError(f"malformed sync document: {e}") from None
+        return cls(listed, offers)
+
+    def answer(self, product: str, version: str, box: BoxView, now: int) -> Answer:
+        """Whether to offer ``product@version`` to ``box`` now, and why not."""
+        if (product, version) not in self.releases:
+            return Answer.STOPPED
+        mine = [o for o in self.rollouts if (o.product, o.version) == (product, version)]
+        if not mine:
+            return Answer.OFFER
+        return mine[-1].answer(box, now)  # the newest rollout of the release decides

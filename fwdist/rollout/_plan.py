@@ -57,8 +57,9 @@ class Criteria:
     """When a phase has succeeded: all three hold at once (zero means "no requirement").
 
     ``installed_bp`` is the share of the phase's cohort that reports running the release;
-    ``min_heard`` counts cohort boxes heard from since the phase began; ``min_seconds`` is
-    the phase's minimum age. ``manual`` (hawkBit's "pause after success"): when they hold,
+    ``min_heard`` counts cohort boxes heard from since the phase began (at most as many as
+    the cohort holds: 1 % of a small fleet may be no box at all); ``min_seconds`` is the
+    phase's minimum age. ``manual`` (hawkBit's "pause after success"): when they hold,
     the rollout waits in *succeeded* for a person's ``resume`` instead of moving on.
     """
 

@@ -101,6 +101,39 @@ reports = sa.Table(
 )
 
 
+# rollouts (r1, fwdist.server.rollouts): each rollout's plan and machine, every transition
+rollouts = sa.Table(
+    "rollouts",
+    metadata,
+    sa.Column("id", sa.String(112), primary_key=True),
+    sa.Column("product", sa.String(64), nullable=False),
+    sa.Column("version", sa.String(32), nullable=False),
+    sa.Column("plan", sa.Text, nullable=False),  # fwdist.rollout.Plan.to_json()
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("phase", sa.Integer, nullable=False),
+    sa.Column("phase_began", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("decision", sa.Text, nullable=True),  # the latest Decision.to_json()
+    sa.ForeignKeyConstraint(
+        ["product", "version"], ["releases.product", "releases.version"], ondelete="CASCADE"
+    ),
+)
+
+rollout_events = sa.Table(
+    "rollout_events",
+    metadata,
+    sa.Column("rollout_id", sa.String(112), sa.ForeignKey("rollouts.id", ondelete="CASCADE"),
+              primary_key=True),
+    sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.BigInteger, nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),
+    sa.Column("before", sa.String(16), nullable=False),
+    sa.Column("after", sa.String(16), nullable=False),
+    sa.Column("phase", sa.Integer, nullable=False),
+    sa.Column("decision", sa.Text, nullable=True),  # what an automatic event was decided on
+)
+
+
 def default_url(store: Path) -> str:
     """The embedded database: ``fleet.db`` in the store directory."""
     return f"sqlite:///{(Path(store) / DB_FILE).resolve()}"

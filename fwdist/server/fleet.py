@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from fwdist.errors import StoreError
 from fwdist.report import Outcome
-from fwdist.server import catalog, db
+from fwdist.server import catalog, db, rollouts
 from fwdist.server.objects import TIMESTAMP, read_trust_file
 from fwdist.server.publish import ReleaseState
 
@@ -67,10 +67,14 @@ def trust_state(store_root: Path) -> dict[str, Any]:
     return {"root_versions": len(versions), "timestamp_etag": etag}
 
 
-def sync(engine: Engine, store_root: Path) -> dict[str, Any]:
-    """What a phone needs to decide what to fetch (``GET /v1/sync``)."""
+def sync(engine: Engine, store_root: Path, now: int) -> dict[str, Any]:
+    """What a phone needs to decide what to fetch (``GET /v1/sync``): the published releases
+    but those whose every rollout was aborted, and the rollouts that still offer (r1)."""
+    withheld = rollouts.withheld(engine)
     releases = [r for r in catalog.list_releases(engine)
-                if r["state"] == ReleaseState.PUBLISHED.value]
+                if r["state"] == ReleaseState.PUBLISHED.value
+                and (r["product"], r["version"]) not in withheld]
     in_use = {p: s["versions"] for p, s in summary(engine)["products"].items()}
-    return {"releases": releases, "versions_in_use": in_use, "rollouts": [],
+    offers = [o.to_json() for o in rollouts.offers(engine, now)]
+    return {"releases": releases, "versions_in_use": in_use, "rollouts": offers,
             "trust": trust_state(store_root)}

@@ -76,7 +76,8 @@ async def get_fleet(request: Request) -> Response:
 async def get_sync(request: Request) -> Response:
     await require(request, Scope.APP)
     server = server_of(request)
-    return JSONResponse(await blocking(fleet.sync, server.engine, server.store_root))
+    return JSONResponse(await blocking(fleet.sync, server.engine, server.store_root,
+                                       server.now()))
 
 
 def routes() -> list[BaseRoute]:

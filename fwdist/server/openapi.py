@@ -63,6 +63,17 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("get", "/v1/sync", "what a phone needs to decide what to fetch", ("app",),
               (200, 401, 403)),
     Operation("get", "/v1/openapi.json", "this document", STATIC, (200,)),
+    # rollouts (r1): docs/rollouts.md
+    Operation("post", "/v1/rollouts", "start a rollout of a published release (a plan)",
+              ("release",), (201, 400, 401, 403, 404, 409, 413, 422), "application/json"),
+    Operation("get", "/v1/rollouts", "every rollout (?product=, ?version=), each weighed now",
+              READ_ANY, (200, 401)),
+    Operation("get", "/v1/rollouts/{id}", "one rollout: plan, state, latest decision, history",
+              READ_ANY, (200, 401, 404)),
+    *(Operation("post", f"/v1/rollouts/{{id}}/{what}", f"{what} a rollout", ("release",),
+                (200, 401, 403, 404, 409)) for what in ("pause", "resume", "abort")),
+    Operation("post", "/v1/releases/{product}/{version}/yank", "withdraw a release; its "
+              "rollouts stop", ("release",), (200, 401, 403, 404)),
 )
 
 _PARAM = re.compile(r"{(\w+)(?::\w+)?}")

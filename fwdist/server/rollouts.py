@@ -40,37 +40,6 @@ from fwdist.rollout import (
 )
 from fwdist.server import db
 
-rollouts = sa.Table(
-    "rollouts",
-    db.metadata,
-    sa.Column("id", sa.String(112), primary_key=True),
-    sa.Column("product", sa.String(64), nullable=False),
-    sa.Column("version", sa.String(32), nullable=False),
-    sa.Column("plan", sa.Text, nullable=False),  # fwdist.rollout.Plan.to_json()
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("phase", sa.Integer, nullable=False),
-    sa.Column("phase_began", sa.BigInteger, nullable=False),
-    sa.Column("created_at", sa.BigInteger, nullable=False),
-    sa.Column("decision", sa.Text, nullable=True),  # the latest Decision.to_json()
-    sa.ForeignKeyConstraint(
-        ["product", "version"], ["releases.product", "releases.version"], ondelete="CASCADE"
-    ),
-)
-
-rollout_events = sa.Table(
-    "rollout_events",
-    db.metadata,
-    sa.Column("rollout_id", sa.String(112), sa.ForeignKey("rollouts.id", ondelete="CASCADE"),
-              primary_key=True),
-    sa.Column("n", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("at", sa.BigInteger, nullable=False),
-    sa.Column("event", sa.String(16), nullable=False),
-    sa.Column("before", sa.String(16), nullable=False),
-    sa.Column("after", sa.String(16), nullable=False),
-    sa.Column("phase", sa.Integer, nullable=False),
-    sa.Column("decision", sa.Text, nullable=True),  # what an automatic event was decided on
-)
-
 LIVE = (State.PENDING, State.ACTIVE, State.PAUSED, State.SUCCEEDED)
 """States in which a rollout still changes; at most one rollout of a release is in one."""
 WEIGHED = (State.ACTIVE, State.PAUSED)
@@ -103,7 +72,7 @@ class Loaded:
 
 
 def _load(conn: Connection, rollout_id: str) -> Loaded:
-    row = conn.execute(sa.select(rollouts).where(rollouts.c.id == rollout_id)).first()
+    row = conn.execute(sa.select(db.rollouts).where(db.rollouts.c.id == rollout_id)).first()
     if row is None:
         raise NotFound(f"no rollout {rollout_id}")
     plan = Plan.from_json(json.loads(row.plan))
@@ -120,16 +89,10 @@ def _eligible(conn: Connection, plan: Plan) -> list[str]:
         query = query.where(b.c.id.in_(sa.select(t.c.box_id).where(t.c.tag == tag)))
     ids = list(conn.execute(query).scalars())
     target = Version.parse(plan.version)
-    latest = (
-        sa.select(r.c.box_id, sa.func.max(r.c.seq).label("seq"))
-        .where(r.c.box_id.in_(ids))
-        .group_by(r.c.box_id)
-        .subquery()
-    )
     running = conn.execute(
         sa.select(r.c.box_id, r.c.running_version).join(
-            latest, sa.and_(r.c.box_id == latest.c.box_id, r.c.seq == latest.c.seq)
-        )
+            b, sa.and_(r.c.box_id == b.c.id, r.c.seq == b.c.last_seq)
+        ).where(b.c.product == plan.product)
     ).all()
     newer = {box for box, version in running if Version.parse(version) > target}
     return [box for box in ids if box not in newer]
@@ -162,7 +125,7 @@ def _save(conn: Connection, got: Loaded, state: State, phase: int, decision: Dec
         values["phase_began"] = m.history[-1].at
     if decision is not None:
         values["decision"] = json.dumps(decision.to_json(), sort_keys=True)
-    ro = rollouts
+    ro = db.rollouts
     done = conn.execute(
         ro.update()
         .where(ro.c.id == got.rollout_id, ro.c.state == state.value, ro.c.phase == phase)
@@ -171,8 +134,8 @@ def _save(conn: Connection, got: Loaded, state: State, phase: int, decision: Dec
     if done.rowcount != 1:
         raise Lost(got.rollout_id)
     base = conn.execute(
-        sa.select(sa.func.count()).select_from(rollout_events)
-        .where(rollout_events.c.rollout_id == got.rollout_id)
+        sa.select(sa.func.count()).select_from(db.rollout_events)
+        .where(db.rollout_events.c.rollout_id == got.rollout_id)
     ).scalar_one()
     doc = json.dumps(decision.to_json(), sort_keys=True) if decision is not None else None
     rows = [
@@ -182,7 +145,7 @@ def _save(conn: Connection, got: Loaded, state: State, phase: int, decision: Dec
         for i, t in enumerate(m.history[events_from:])
     ]
     if rows:
-        conn.execute(rollout_events.insert(), rows)
+        conn.execute(db.rollout_events.insert(), rows)
 
 
 AUTOMATIC = frozenset({Event.CRITERIA_MET, Event.AUTO_ABORT, Event.START, Event.FINISH})
@@ -239,7 +202,7 @@ def current_share(got: Loaded, now: int) -> int:
 
 def status_json(conn: Connection, got: Loaded, now: int) -> dict[str, Any]:
     """The rollout as the API shows it: plan, state, phase, share, latest decision, history."""
-    e = rollout_events
+    e = db.rollout_events
     events = conn.execute(
         sa.select(e).where(e.c.rollout_id == got.rollout_id).order_by(e.c.n)
     ).all()
@@ -265,7 +228,7 @@ def status_json(conn: Connection, got: Loaded, now: int) -> dict[str, Any]:
 
 
 def _next_id(conn: Connection, plan: Plan) -> str:
-    ro = rollouts
+    ro = db.rollouts
     n = conn.execute(
         sa.select(sa.func.count()).select_from(ro)
         .where(ro.c.product == plan.product, ro.c.version == plan.version)
@@ -283,7 +246,7 @@ def _start(conn: Connection, plan: Plan, now: int) -> dict[str, Any]:
         raise NotFound(f"no release {plan.release} on this server (publish it first)")
     if rel.state != "published":
         raise Conflict(f"{plan.release} is {rel.state}: it cannot be rolled out")
-    ro = rollouts
+    ro = db.rollouts
     live = conn.execute(
         sa.select(ro.c.id).where(
             ro.c.product == plan.product, ro.c.version == plan.version,
@@ -355,7 +318,7 @@ def status(engine: Engine, rollout_id: str, now: int) -> dict[str, Any]:
 
 
 def _ids(conn: Connection, product: str | None, version: str | None) -> list[str]:
-    ro = rollouts
+    ro = db.rollouts
     query = sa.select(ro.c.id).order_by(ro.c.created_at, ro.c.id)
     if product is not None:
         query = query.where(ro.c.product == product)
@@ -406,7 +369,7 @@ def yank(engine: Engine, product: str, version: str, now: int) -> list[str]:
 
 
 def _offers(conn: Connection, now: int) -> list[RolloutOffer]:
-    ro = rollouts
+    ro = db.rollouts
     live = [s.value for s in (*LIVE, State.COMPLETED)]
     ids = conn.execute(
         sa.select(ro.c.id).where(ro.c.state.in_(live)).order_by(ro.c.created_at, ro.c.id)
@@ -429,7 +392,7 @@ def offers(engine: Engine, now: int) -> list[RolloutOffer]:
 def withheld(engine: Engine) -> set[tuple[str, str]]:
     """Releases a phone must not be given at all: those whose every rollout was aborted
     (a release with no rollout is offered to every box, as before rollouts existed)."""
-    ro = rollouts
+    ro = db.rollouts
     with engine.connect() as conn:
         rows = conn.execute(sa.select(ro.c.product, ro.c.version, ro.c.state)).all()
     states: dict[tuple[str, str], set[str]] = {}

@@ -229,3 +229,28 @@ def test_publish_cli_prints_what_it_uploaded(fleet_server: RunningServer,
     wrong = fwdist(*args[:6], "fwd_release_" + "B" * 43, "lockbox@1.0.0")
     assert (wrong.returncode, wrong.stderr) == (
         1, "fwdist: error: GET /v1/releases/lockbox/1.0.0: 401 the token is unknown or revoked\n")
+
+
+def test_publish_refuses_a_format_2_bundle_that_does_not_verify(fleet_server: RunningServer,
+                                                                 history: Releases) -> None:
+    r1 = history.releases[1]
+    bundle = history.store.get_air("lockbox", "1.1.0")
+    assert bundle is not None
+    with fleet_server.client(Scope.RELEASE) as c:
+        for oid in release_objects(history.store, "lockbox", "1.1.0"):
+            assert c.post(f"/v1/objects/{oid.hex()}",
+                          content=history.store.get_frame(oid)).status_code == 201
+        flipped = bytearray(bundle)
+        flipped[-1] ^= 1  # the last byte of the last format 2 manifest's signature
+        body = {"manifest": base64.b64encode(r1.wire).decode(),
+                "air": base64.b64encode(bytes(flipped)).decode()}
+        r = c.put("/v1/releases/lockbox/1.1.0", json=body)
+        assert (r.status_code, r.json()) == (
+            422, {"error": "format 2 bundle: manifest signature does not verify"})
+        assert c.get("/v1/releases/lockbox/1.1.0").status_code == 404
+        body["air"] = base64.b64encode(bundle).decode()
+        assert c.put("/v1/releases/lockbox/1.1.0", json=body).status_code == 201
+        body["air"] = None  # the same version again with other bytes: refused
+        r = c.put("/v1/releases/lockbox/1.1.0", json=body)
+        assert (r.status_code, r.json()) == (
+            409, {"error": "lockbox@1.1.0 is published with other bytes"})

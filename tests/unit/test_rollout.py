@@ -28,6 +28,7 @@ from fwdist.rollout import (
     RetryPolicy,
     RolloutOffer,
     State,
+    SyncPolicy,
     Verdict,
     Window,
     decide,
@@ -268,6 +269,17 @@ def test_success_needs_every_criterion_and_says_what_is_missing() -> None:
     assert one.why == "1 of 4 installed"
 
 
+def test_a_phase_asks_to_hear_from_no_more_boxes_than_it_offers() -> None:
+    p = plan(100, WHOLE, criteria=Criteria(min_heard=5))
+    small = FLEET[:20]
+    assert sum(in_cohort(RID, b, 100) for b in small) == 0
+    d = decide(RID, p, 0, BEGAN, BEGAN, small, [])
+    assert (d.verdict, d.tally.offered) == (Verdict.CRITERIA_MET, 0)
+    assert d.why == "0 of 0 installed, criteria met"
+    empty = decide(RID, p, 0, BEGAN, BEGAN, [], [])
+    assert (empty.verdict, empty.why) == (Verdict.WAIT, "no eligible box yet")
+
+
 def test_a_rate_limit_widens_the_phase_box_by_box_per_started_hour() -> None:
     p = plan(100, 1000, rate_per_hour=20)
     shares = [offered_share(p, 1, BEGAN, BEGAN + h * 3600, 10_000) for h in (0, 1, 44, 45, 99)]
@@ -387,3 +399,20 @@ def test_a_report_says_one_outcome_about_the_release() -> None:
     for rep, want, reason in cases:
         assert outcome(rep, "1.1.0") == (want, reason), rep
     assert evidence(cases[4][0], "1.1.0", 99) == Evidence("box-1", 7, 99, Outcome.FAILED, None)
+
+
+def test_a_phone_follows_its_last_sync_listed_releases_and_their_rollouts() -> None:
+    inside = next(b for b in FLEET if in_cohort(RID, b, 1000))
+    outside = next(b for b in FLEET if not in_cohort(RID, b, 1000))
+    doc = {
+        "releases": [{"product": "lockbox", "version": v} for v in ("1.1.0", "1.2.0")],
+        "rollouts": [offer(S.ABORTED).to_json(), offer().to_json()],
+    }
+    policy = SyncPolicy.from_sync(doc)
+    now = 1_700_006_400
+    assert policy.answer("lockbox", "1.1.0", BoxView(inside), now) is Answer.OFFER
+    assert policy.answer("lockbox", "1.1.0", BoxView(outside), now) is Answer.NOT_IN_COHORT
+    assert policy.answer("lockbox", "1.2.0", BoxView(outside), now) is Answer.OFFER  # no rollout
+    assert policy.answer("lockbox", "1.3.0", BoxView(inside), now) is Answer.STOPPED  # not listed
+    with pytest.raises(RolloutError, match="^malformed sync document"):
+        SyncPolicy.from_sync({"releases": []})
