@@ -87,6 +87,26 @@ def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "the
         time.sleep(0.1)
 
 
+def text_of(web: WebDriver, element_id: str) -> str:
+    """The element's rendered text ("" if absent), read in one script: a live update may
+    replace the element between a find and a read, which Selenium calls a stale element."""
+    got = web.execute_script(
+        "const e = document.getElementById(arguments[0]); return e ? e.innerText.trim() : '';",
+        element_id,
+    )
+    return str(got)
+
+
+def cells_of(web: WebDriver, element_id: str) -> list[str]:
+    """The rendered text of each ``td`` under the element, read in one script."""
+    got = web.execute_script(
+        "const e = document.getElementById(arguments[0]);"
+        "return e ? Array.from(e.querySelectorAll('td'), td => td.innerText.trim()) : [];",
+        element_id,
+    )
+    return [str(c) for c in got]
+
+
 @contextlib.contextmanager
 def serve_asgi(app: Any) -> Iterator[str]:
     """Serve ``app`` on 127.0.0.1 (a free port) with Hypercorn's trio worker; yield its URL."""

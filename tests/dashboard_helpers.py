@@ -42,16 +42,17 @@ def box(i: int, version: str = "1.1.0") -> BoxSummary:
 
 
 def rollout(installed: int = 3, failed: int = 1, state: str = "active") -> RolloutView:
+    heard = installed + failed + 5 + 2  # and 5 in progress, 2 reverted: all offered
     return RolloutView(
         id="r1",
         product="lockbox",
         version="1.1.0",
         state=state,
         phases=(
-            PhaseView(1, 1.0, "succeeded", T0, PhaseCounts(10, 10, 0, 9, 1, 0, 0)),
+            PhaseView(1, 1.0, "succeeded", T0, PhaseCounts(10, 10, 0, 9, 1, 0, 0, 10)),
             PhaseView(2, 10.0, state, T0 + 7200,
-                      PhaseCounts(100, 90, 5, installed, failed, 2, 100 - installed - failed - 7)),
-            PhaseView(3, 100.0, "pending", None, PhaseCounts(0, 0, 0, 0, 0, 0, 0)),
+                      PhaseCounts(100, 90, 5, installed, failed, 2, 90 - heard, heard)),
+            PhaseView(3, 100.0, "pending", None, PhaseCounts(0, 0, 0, 0, 0, 0, 0, 0)),
         ),
         failure_reasons={"battery too low": failed, "image hash mismatch": 1},
         decision=None,

@@ -48,16 +48,13 @@ class PhaseCounts:
     """One rollout phase's boxes by what their latest report since the phase began says."""
 
     eligible: int
-    offered: int
+    offered: int  # eligible boxes inside the phase's cohort
     in_progress: int
     installed: int
-    failed: int
-    reverted: int
-    not_heard_from: int
-
-    @property
-    def heard_from(self) -> int:
-        return self.eligible - self.not_heard_from
+    failed: int  # install failed, or rejected for a reason other than "not eligible"
+    reverted: int  # reverted after the test boot
+    not_heard_from: int  # offered boxes with no report since the phase began
+    heard_from: int  # eligible boxes with a report since the phase began (the coverage)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ ROUTE_MODULES = (
     "fwdist.server.fleet_api",
     "fwdist.server.rollout_api",
     "fwdist.server.openapi",
+    "fwdist.server.dashboard",
 )
 """Modules whose ``routes()`` make up the application, in matching order."""
 

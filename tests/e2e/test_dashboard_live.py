@@ -18,7 +18,8 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 from fwdist.dashboard import ReportRow, create_app
-from tests.browser_helpers import screenshot, serve_asgi, wait_until
+from tests.browser_helpers import cells_of, screenshot, serve_asgi, wait_until
+from tests.browser_helpers import text_of as text
 from tests.dashboard_helpers import APP_TOKEN, READ_TOKEN, RELEASE_TOKEN, T0, FakeFleet, rollout
 
 MARK = "window.__fwdistNoReload = 'still here'"
@@ -41,11 +42,6 @@ def log_in(web: WebDriver, url: str, token: str) -> None:
     wait_until(lambda: web.find_elements(By.ID, "token"), what="the login form")
     web.find_element(By.ID, "token").send_keys(token)
     web.find_element(By.ID, "login").click()
-
-
-def text(web: WebDriver, element_id: str) -> str:
-    found = web.find_elements(By.ID, element_id)
-    return str(found[0].text) if found else ""
 
 
 def still_same_page(web: WebDriver, handle: str) -> None:
@@ -89,8 +85,7 @@ def test_the_open_overview_follows_the_fleet_without_a_reload(
     aborted = rollout(installed=40, failed=12, state="aborted")
     fleet.set_rollout(dataclasses.replace(aborted, decision=decision))
     wait_until(lambda: text(browser, "rollout-state-r1") == "aborted", what="the abort")
-    cells = browser.find_element(By.ID, "phase-r1-2").find_elements(By.TAG_NAME, "td")
-    assert [c.text for c in cells[4:]] == ["100", "90", "5", "40", "12", "2", "41"]
+    assert cells_of(browser, "phase-r1-2")[4:] == ["100", "90", "5", "40", "12", "2", "31"]
     assert text(browser, "rollout-coverage-r1") == (
         "59 of 100 eligible boxes heard from since phase 2 began (59.0 %)"
     )
@@ -103,16 +98,13 @@ def test_a_box_page_grows_its_history_live(browser: WebDriver, url: str, fleet: 
     log_in(browser, url, RELEASE_TOKEN)
     browser.get(url + "/boxes/box-001")
     wait_until(lambda: text(browser, "live-status").startswith("live"), what="the event stream")
-    rows = browser.find_elements(By.CSS_SELECTOR, "#history tr")
-    assert [r.find_elements(By.TAG_NAME, "td")[0].text for r in rows[1:]] == ["3", "2", "1"]
+    assert cells_of(browser, "history")[::7] == ["3", "2", "1"]  # seq, the first of 7 columns
     handle = browser.current_window_handle
     browser.execute_script(MARK)
     fleet.add_report("box-001", ReportRow(4, T0 + 9000, "1.2.0", "installing",
                                           "1.2.0 (4,096 of 65,536 B)", 71, None))  # fmt: skip
-    wait_until(lambda: len(browser.find_elements(By.CSS_SELECTOR, "#history tr")) == 5,
-               what="the new report's row")  # fmt: skip
-    first = browser.find_elements(By.CSS_SELECTOR, "#history tr")[1]
-    assert [c.text for c in first.find_elements(By.TAG_NAME, "td")] == [
+    wait_until(lambda: len(cells_of(browser, "history")) == 4 * 7, what="the new report's row")
+    assert cells_of(browser, "history")[:7] == [
         "4", "2026-09-21 16:43 UTC", "1.2.0", "installing", "1.2.0 (4,096 of 65,536 B)", "71 %", "–"
     ]  # fmt: skip
     still_same_page(browser, handle)
