@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from fwdist.delta import _bsdiff, _lzma, _zstd
+from fwdist.delta import _bsdiff, _bsdiff_zstd, _lzma, _zstd
 from fwdist.delta._core import Cursor, DeltaError, Encoder, ReadAt, Reader
 from fwdist.delta._pair import Pair, bsdiff_score
 
@@ -108,18 +108,19 @@ FORMAT: Final = _bsdiff.ColumnFormat[Coder](
 )
 
 
-def _smallest_coding(data: bytes, zstd_log: int) -> tuple[Coder, bytes]:
+def _smallest_coding(data: bytes, zstd_frame: tuple[int, bytes]) -> tuple[Coder, bytes]:
     """zstd and the best-ranked LZMA variant on one stream; keep the fewest bytes (then least RAM).
 
     The variants are ranked by :func:`._lzma.rank`'s cheap estimate and only
     the first is encoded at full cost (trying all four at 9e was half of the
-    stage time).  The LZMA dictionary is the stream's size rounded up to a
+    stage time); the zstd frame is the one :func:`._bsdiff_zstd.frames` made, shared with
+    ``bsdiff-zstd``.  The LZMA dictionary is the stream's size rounded up to a
     power of two, capped at :data:`LZMA_DICT_LOG`: a small control column gets
     a small dictionary, so the decoder's RAM follows what the payload needs.
     """
     if not data:
         return _EMPTY, b""
-    got_log, body = _zstd.strip_stream_frame(_zstd.compress(data, zstd_log))
+    got_log, body = zstd_frame
     options = [(len(body), _zstd.window_ram(got_log), (_ZSTD_CODER, got_log), body)]
     dict_log = min(LZMA_DICT_LOG, max(_lzma.MIN_DICT_LOG, (len(data) - 1).bit_length()))
     props = _lzma.rank(data, _LZMA_VARIANTS, 1 << dict_log)[0]
@@ -138,8 +139,8 @@ def fit(pair: Pair, max_ram: int | None) -> bytes | None:
     if max_ram is not None and max_ram < _MIN_RAM:
         return None
     coded = [
-        _smallest_coding(data, log)
-        for data, log in zip(pair.columns, _bsdiff.ZSTD_WINDOW_LOGS, strict=True)
+        _smallest_coding(data, frame)
+        for data, frame in zip(pair.columns, _bsdiff_zstd.frames(pair), strict=True)
     ]
     coders = bytes(b for coder, _ in coded for b in coder)
     return FORMAT.pack(len(pair.new), coders, (body for _, body in coded))

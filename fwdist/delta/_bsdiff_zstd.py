@@ -37,6 +37,23 @@ def _read_logs(cur: Cursor) -> list[int]:
 FORMAT: Final = _bsdiff.ColumnFormat[int]("bsdiff-zstd", TAG, 3, _read_logs, _zstd.open_stream)
 
 
+def frames(pair: Pair) -> list[tuple[int, bytes]]:
+    """(window log, stripped frame) of each column at level 22, made once per pair.
+
+    An empty column is (10, b"").  ``bsdiff-lzma`` weighs these very frames
+    against LZMA column by column, so the pair keeps them (:meth:`Pair.memo`):
+    level 22 over the columns was encoded twice before, 170 s of an 11 MB pair.
+    """
+
+    def make() -> list[tuple[int, bytes]]:
+        out: list[tuple[int, bytes]] = []
+        for data, log in zip(pair.columns, _bsdiff.ZSTD_WINDOW_LOGS, strict=True):
+            out.append(_zstd.strip_stream_frame(_zstd.compress(data, log)) if data else (10, b""))
+        return out
+
+    return pair.memo("zstd column frames", make)
+
+
 def fit(pair: Pair, max_ram: int | None) -> bytes | None:
     """bsdiff transform (the pair's, shared), five columns, each a stripped zstd frame.
 
@@ -45,16 +62,8 @@ def fit(pair: Pair, max_ram: int | None) -> bytes | None:
     """
     if max_ram is not None and max_ram < _MIN_RAM:
         return None
-    window_logs: list[int] = []
-    bodies: list[bytes] = []
-    for data, log in zip(pair.columns, _bsdiff.ZSTD_WINDOW_LOGS, strict=True):
-        if not data:
-            window_logs.append(10)
-            bodies.append(b"")
-            continue
-        got_log, body = _zstd.strip_stream_frame(_zstd.compress(data, log))
-        window_logs.append(got_log)
-        bodies.append(body)
+    window_logs = [log for log, _ in frames(pair)]
+    bodies = [body for _, body in frames(pair)]
     nib = [w - 10 for w in window_logs] + [0]
     return FORMAT.pack(
         len(pair.new), bytes(nib[i] | nib[i + 1] << 4 for i in range(0, 6, 2)), bodies

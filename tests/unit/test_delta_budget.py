@@ -316,3 +316,22 @@ def test_zstd_tables_are_capped_for_large_windows(monkeypatch: pytest.MonkeyPatc
     capped = _zstd.compress(NEW, 20, OLD, content_size=True)
     assert made == [(18, 17), (16, 16)]
     assert len(capped) >= len(small)
+
+
+def test_bsdiff_zstd_and_bsdiff_lzma_share_their_zstd_frames(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """bsdiff-lzma weighs the very frames bsdiff-zstd stores: one level-22 encode per column."""
+    from fwdist.delta import _zstd
+
+    calls: list[int] = []
+    real = _zstd.compress
+
+    def spy(data: bytes, window_log: int, *args: Any, **kw: Any) -> bytes:
+        calls.append(window_log)
+        return real(data, window_log, *args, **kw)
+
+    monkeypatch.setattr(_zstd, "compress", spy)
+    d = encode(OLD, NEW, formats=["bsdiff-zstd", "bsdiff-lzma"])
+    assert calls == list(_bsdiff.ZSTD_WINDOW_LOGS)  # five columns, once each
+    assert d == delta.Delta("bsdiff-lzma", delta.encode_with("bsdiff-lzma", OLD, NEW))
