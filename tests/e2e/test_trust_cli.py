@@ -17,7 +17,7 @@ import pytest
 
 from fwdist.sample import SampleFirmware
 from tests.e2e.test_key_cli import fwdist, refused
-from tests.softhsm import SoftHsm, make_softhsm
+from tests.softhsm import SoftHsm, release_token
 
 HSM_KEY = "pkcs11:token=release;object=release-hsm"
 SAMPLE = SampleFirmware(size=48 * 1024, seed=33)
@@ -53,9 +53,7 @@ class Engineer:
 
 @pytest.fixture
 def eng(tmp_path: Path) -> Engineer:
-    hsm = make_softhsm(tmp_path / "hsm")
-    hsm.init_token("release")
-    e = Engineer(tmp_path, hsm)
+    e = Engineer(tmp_path, release_token(tmp_path / "hsm"))
     for name in ("r1", "r2", "r3", "a", "b", "c", "ts"):
         e.run("keygen", tmp_path / name)
     e.run("key", "generate", HSM_KEY, "--pin-file", e.pin, "--public-out", tmp_path / "hsm.pub")
