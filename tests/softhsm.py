@@ -66,3 +66,10 @@ def make_softhsm(root: Path) -> SoftHsm:
     hsm.conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n"
                         "log.level = ERROR\n")
     return hsm
+
+
+def release_token(root: Path, label: str = "release") -> SoftHsm:
+    """A SoftHSM2 under ``root`` with one initialised token (user PIN :data:`PIN`)."""
+    hsm = make_softhsm(root)
+    hsm.init_token(label)
+    return hsm

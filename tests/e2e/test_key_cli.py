@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from fwdist.sample import SampleFirmware
-from tests.softhsm import PIN, SoftHsm, make_softhsm
+from tests.softhsm import PIN, SoftHsm, release_token
 
 KEY_URI = "pkcs11:token=release;object=release-hsm"
 
@@ -40,9 +40,7 @@ def refused(proc: subprocess.CompletedProcess[str], line: str) -> None:
 
 @pytest.fixture
 def hsm(tmp_path: Path) -> SoftHsm:
-    h = make_softhsm(tmp_path / "hsm")
-    h.init_token("release")
-    return h
+    return release_token(tmp_path / "hsm")
 
 
 @pytest.fixture

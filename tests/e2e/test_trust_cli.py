@@ -17,7 +17,7 @@ import pytest
 
 from fwdist.sample import SampleFirmware
 from tests.e2e.test_key_cli import fwdist, refused
-from tests.softhsm import SoftHsm, make_softhsm
+from tests.softhsm import SoftHsm, release_token
 
 HSM_KEY = "pkcs11:token=release;object=release-hsm"
 SAMPLE = SampleFirmware(size=48 * 1024, seed=33)
@@ -53,9 +53,7 @@ class Engineer:
 
 @pytest.fixture
 def eng(tmp_path: Path) -> Engineer:
-    hsm = make_softhsm(tmp_path / "hsm")
-    hsm.init_token("release")
-    e = Engineer(tmp_path, hsm)
+    e = Engineer(tmp_path, release_token(tmp_path / "hsm"))
     for name in ("r1", "r2", "r3", "a", "b", "c", "ts"):
         e.run("keygen", tmp_path / name)
     e.run("key", "generate", HSM_KEY, "--pin-file", e.pin, "--public-out", tmp_path / "hsm.pub")
@@ -183,3 +181,25 @@ def test_root_create_refusals_write_nothing(eng: Engineer, args: list[str], line
     proc = eng.run("root", "create", d / "draft", *(a.format(d=d) for a in args), ok=False)
     refused(proc, line.format(d=d))
     assert not (d / "draft").exists()
+
+
+def test_release_roles_by_product_and_hardware(eng: Engineer) -> None:
+    d = eng.d
+    made = eng.run("root", "create", d / "root1", "--root-keys", f"1:{d}/r1.pub",
+                   "--timestamp-keys", f"1:{d}/ts.pub", "--release-keys",
+                   f"lockbox/lb-r2=1:{d}/c.pub", "--release-keys", f"2:{d}/a.pub,{d}/b.pub",
+                   "--release-keys", f"lockbox=1:{d}/b.pub", "--expires", "30", "--json")
+    roles = [(r["product"], r["hardware"], r["threshold"], sorted(r["keys"]))
+             for r in made["releases"]]
+    assert roles == [
+        (None, None, 2, sorted([eng.key_id("a"), eng.key_id("b")])),
+        ("lockbox", None, 1, [eng.key_id("b")]),
+        ("lockbox", "lb-r2", 1, [eng.key_id("c")]),
+    ]
+    eng.run("root", "sign", d / "root1", "--key", d / "r1")
+    eng.run("stage", d / "fw0.bin", "--store", eng.store, "--init-store", "--product",
+            "lockbox", "--hardware", "lb-r2", "--version", "1.0.0", "--unsigned")
+    # b signs every lockbox, but lb-r2's own role is the most specific: only c counts there
+    refused(eng.sign("1.0.0", d / "b", ok=False),
+            f"{d}/b is not a release signer of root 1 for lockbox/lb-r2")
+    assert eng.sign("1.0.0", d / "c")["released"] is True
