@@ -51,9 +51,8 @@ import binascii
 import hashlib
 from dataclasses import dataclass, replace
 
-from fwdist import leb128
+from fwdist import leb128, report
 from fwdist import protocol as p
-from fwdist import report
 
 VERSION = 2
 MIN_FRAME = p.MIN_FRAME_V2

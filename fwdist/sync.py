@@ -239,7 +239,7 @@ def _index(client: Client, path: str, pieces: int) -> tuple[list[tuple[bytes, in
     return index, index_size(len(index)) + sum(n for _, n in index)
 
 
-def _checked(ref: PayloadRef, data: bytes) -> list[tuple[bytes, bytes]]:
+def check_pack(ref: PayloadRef, data: bytes) -> list[tuple[bytes, bytes]]:
     """The pack's objects, each checked against its name, the table against ``ref``."""
     try:
         objects = list(decode_pack(data).objects)
@@ -279,7 +279,7 @@ def fetch_payload(client: Client, store: Store, m: Manifest, index: int, ref: Pa
     dest = partial / f"{ref.table_sha256.hex()}.pack"
     data = _download(client, path, dest, total)
     try:
-        objects = _checked(ref, data)
+        objects = check_pack(ref, data)
     except SyncError:
         dest.unlink()  # never resume from bytes that did not check out
         raise

@@ -145,7 +145,9 @@ def test_two_phones_carry_releases_out_and_reports_home(
         Outbox(p1).add(wire)
         again = _sync(server, p1, tmp_path)
         assert (again["reports"]["duplicate"], Outbox(p1).pending()) == (1, [])
-        assert _states(again) == [(0, "held"), (1, "held")]
+        # the fleet now runs 1.0.0 on one box: its delta comes first, then the full image
+        assert _states(again) == [(1, "held"), (0, "held")]
+        assert [p["boxes"] for p in again["releases"][0]["payloads"]] == [1, 1]
     finally:
         server.stop()
 
