@@ -58,9 +58,10 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist.errors import ManifestError
+from fwdist.keys import Signer
 from fwdist.manifest import (
     MAX_PIECE_SIZE,
     SHA256_BYTES,
@@ -436,14 +437,31 @@ def signature_block_bytes(count: int = 1) -> int:
     return 1 + count * (1 + SIGNATURE_BYTES)
 
 
-def sign(m: AirManifest, keys: Sequence[Ed25519PrivateKey]) -> bytes:
+def sign(m: AirManifest, keys: Sequence[Signer]) -> bytes:
     """The manifest's wire bytes, signed by each key (distinct keys, 1..MAX_SIGNATURES)."""
     body = encode_body(m)
     if not 0 < len(keys) <= MAX_SIGNATURES:
         raise ManifestError(f"a manifest carries 1..{MAX_SIGNATURES} signatures")
-    sigs = sorted((Signature(key_id(k.public_key())[0], k.sign(SIGNING_CONTEXT + body))
-                   for k in keys), key=lambda s: (s.hint, s.signature))
-    return body + _signature_block(sigs)
+    return _signed(body, [_signature(body, k) for k in keys])
+
+
+def _signature(body: bytes, signer: Signer) -> Signature:
+    return Signature(key_id(signer.public_key())[0], signer.sign(SIGNING_CONTEXT + body))
+
+
+def _signed(body: bytes, sigs: Sequence[Signature]) -> bytes:
+    if len(sigs) > MAX_SIGNATURES:
+        raise ManifestError(f"a manifest carries 1..{MAX_SIGNATURES} signatures")
+    return body + _signature_block(sorted(sigs, key=lambda s: (s.hint, s.signature)))
+
+
+def add_signature(wire: bytes, signer: Signer) -> bytes:
+    """The same manifest with one more signature: signers of a threshold sign one by one."""
+    sa = decode(wire)
+    public = signer.public_key()
+    if signers(sa, {key_id(public): public}):
+        raise ManifestError("manifest already carries a signature of that key")
+    return _signed(sa.body, [*sa.signatures, _signature(sa.body, signer)])
 
 
 def decode_prefix(data: bytes) -> tuple[SignedAir, int]:
@@ -572,7 +590,7 @@ def payload_refs(m: Manifest) -> tuple[PayloadRef, ...]:
 
 
 def sign_release(m: Manifest, tables: Mapping[bytes, PieceTable],
-                 keys: Sequence[Ed25519PrivateKey]) -> tuple[bytes, ...]:
+                 keys: Sequence[Signer]) -> tuple[bytes, ...]:
     """One signed format 2 manifest per payload of ``m``, in :func:`payload_refs` order."""
     return tuple(sign(from_release(m, ref, tables[ref.table_sha256]).manifest, keys)
                  for ref in payload_refs(m))

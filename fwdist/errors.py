@@ -30,3 +30,7 @@ class KeyFileError(FwdistError):
 
 class PlanError(FwdistError):
     """A plan asks for what no box does: a downgrade, or the version the box already runs."""
+
+
+class TrustError(FwdistError):
+    """Trust metadata (a root or a timestamp) is malformed, under-signed, stale or expired."""

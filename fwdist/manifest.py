@@ -10,6 +10,10 @@ devices, the body is a map with small integer keys rather than strings.
 Wire form: ``msgpack([FORMAT, body, key_id, signature])`` where ``body`` is the
 canonical msgpack of the fields, ``key_id`` the first 8 bytes of SHA-256 of the
 raw Ed25519 public key, and ``signature`` Ed25519 over ``SIGNING_CONTEXT + body``.
+A release signed by a threshold of signers (or not yet by anyone: the offline flow's
+draft) is ``msgpack([FORMAT, body, [[key_id, signature], ...]])``, signatures in
+ascending key id order; one signature always takes the first form, so every manifest
+signed before thresholds keeps its bytes, and one manifest has one encoding.
 
 The piece tables are not inside the manifest: each payload names its table by
 SHA-256, and a box fetches only the table of the payload it takes (the delta for
@@ -19,17 +23,21 @@ its running version, or the full image).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from fwdist.errors import ManifestError
+
+if TYPE_CHECKING:
+    from fwdist.keys import Signer
 
 FORMAT = 1
 SIGNING_CONTEXT = b"fwdist manifest v1\x00"
@@ -40,6 +48,7 @@ MAX_NAME = 64
 KEY_ID_BYTES = 8
 SHA256_BYTES = 32
 SIGNATURE_BYTES = 64
+MAX_SIGNATURES = 8
 
 _VERSION_RE = re.compile(r"^(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})\.(0|[1-9]\d{0,8})$")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -194,11 +203,31 @@ def encode_body(m: Manifest) -> bytes:
     return _pack(dict(sorted(body.items())))
 
 
-def sign(m: Manifest, private_key: Ed25519PrivateKey) -> bytes:
+def sign(m: Manifest, private_key: Signer) -> bytes:
     """The manifest's wire bytes, signed."""
+    return sign_all(m, [private_key])
+
+
+def sign_all(m: Manifest, signers: Sequence[Signer]) -> bytes:
+    """The manifest's wire bytes signed by each of ``signers`` (none: an unsigned draft)."""
     body = encode_body(m)
-    sig = private_key.sign(SIGNING_CONTEXT + body)
-    wire = _pack([FORMAT, body, key_id(private_key.public_key()), sig])
+    return _envelope(body, [_signature(body, s) for s in signers])
+
+
+def _signature(body: bytes, signer: Signer) -> tuple[bytes, bytes]:
+    return key_id(signer.public_key()), signer.sign(SIGNING_CONTEXT + body)
+
+
+def _envelope(body: bytes, sigs: Sequence[tuple[bytes, bytes]]) -> bytes:
+    ordered = sorted(sigs)
+    if len(ordered) > MAX_SIGNATURES:
+        raise ManifestError(f"a manifest carries at most {MAX_SIGNATURES} signatures")
+    if any(a[0] == b[0] for a, b in itertools.pairwise(ordered)):
+        raise ManifestError("manifest already carries a signature of that key")
+    if len(ordered) == 1:
+        wire = _pack([FORMAT, body, *ordered[0]])
+    else:
+        wire = _pack([FORMAT, body, [list(sig) for sig in ordered]])
     if len(wire) > MAX_MANIFEST_BYTES:
         raise ManifestError(
             f"manifest is {len(wire)} bytes, over the {MAX_MANIFEST_BYTES}-byte limit"
@@ -206,14 +235,24 @@ def sign(m: Manifest, private_key: Ed25519PrivateKey) -> bytes:
     return wire
 
 
+def add_signature(wire: bytes, signer: Signer) -> bytes:
+    """The same manifest with one more signature: signers of a threshold sign one by one."""
+    sm = decode(wire)
+    return _envelope(sm.body, [*sm.signatures, _signature(sm.body, signer)])
+
+
 @dataclass(frozen=True)
 class SignedManifest:
-    """A decoded manifest with the key id it claims; the signature is checked by :func:`verify`."""
+    """A decoded manifest with the signatures it carries, checked by :func:`verify`.
+
+    ``key_id`` and ``signature`` are the first (key id order) signature's, empty for a draft.
+    """
 
     manifest: Manifest
     key_id: bytes
     body: bytes
     signature: bytes
+    signatures: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def _unpack_limited(data: bytes, what: str) -> Any:
@@ -247,36 +286,52 @@ def decode(wire: bytes) -> SignedManifest:
             f"manifest is {len(wire)} bytes, over the {MAX_MANIFEST_BYTES}-byte limit"
         )
     env = _unpack_limited(wire, "manifest")
-    if not isinstance(env, list) or len(env) != 4:
-        raise ManifestError("manifest envelope must be a 4-element array")
-    fmt, body, kid, sig = env
+    if not isinstance(env, list) or len(env) not in (3, 4):
+        raise ManifestError("manifest envelope must be a 3- or 4-element array")
+    fmt, body = env[:2]
     if type(fmt) is not int:
         raise ManifestError("manifest format must be an integer")
     if fmt != FORMAT:
         raise ManifestError(f"unknown manifest format {fmt} (this fwdist reads format {FORMAT})")
-    if not (isinstance(body, bytes) and isinstance(kid, bytes) and isinstance(sig, bytes)):
+    raw_sigs = [env[2:]] if len(env) == 4 else env[2]
+    if not isinstance(raw_sigs, list) or len(raw_sigs) > MAX_SIGNATURES:
+        raise ManifestError(f"a manifest carries a list of at most {MAX_SIGNATURES} signatures")
+    if not isinstance(body, bytes) or not all(
+            isinstance(e, list) and len(e) == 2 and all(isinstance(v, bytes) for v in e)
+            for e in raw_sigs):
         raise ManifestError("manifest envelope fields must be byte strings")
-    if len(kid) != KEY_ID_BYTES or len(sig) != SIGNATURE_BYTES:
+    sigs = tuple((e[0], e[1]) for e in raw_sigs)
+    if any(len(kid) != KEY_ID_BYTES or len(sig) != SIGNATURE_BYTES for kid, sig in sigs):
         raise ManifestError("manifest key id or signature has the wrong length")
     fields = _unpack_limited(body, "manifest body")
     m = _manifest_from_map(fields)
     if encode_body(m) != body:
         raise ManifestError("manifest body is not in canonical form")
-    if _pack([FORMAT, body, kid, sig]) != wire:
+    if any(a[0] >= b[0] for a, b in itertools.pairwise(sigs)):
+        raise ManifestError("manifest signatures are not in ascending key id order, or repeat")
+    if _envelope(body, sigs) != wire:
         raise ManifestError("manifest envelope is not in canonical form")
-    return SignedManifest(m, kid, body, sig)
+    first = sigs[0] if sigs else (b"", b"")
+    return SignedManifest(m, first[0], body, first[1], sigs)
 
 
-def verify(wire: bytes, trusted: Mapping[bytes, Ed25519PublicKey]) -> Manifest:
-    """Decode and check the signature against the trusted keys (by key id)."""
+def verify(wire: bytes, trusted: Mapping[bytes, Ed25519PublicKey], threshold: int = 1) -> Manifest:
+    """Decode and require ``threshold`` distinct trusted keys (by key id) to have signed."""
     sm = decode(wire)
-    key = trusted.get(sm.key_id)
-    if key is None:
-        raise ManifestError(f"manifest is signed by unknown key {sm.key_id.hex()}")
-    try:
-        key.verify(sm.signature, SIGNING_CONTEXT + sm.body)
-    except InvalidSignature:
-        raise ManifestError("manifest signature does not verify") from None
+    known = [(kid, sig) for kid, sig in sm.signatures if kid in trusted]
+    if not known:
+        unknown = sm.key_id.hex() if sm.signatures else "(none: an unsigned draft)"
+        raise ManifestError(f"manifest is signed by unknown key {unknown}")
+    good = 0
+    for kid, sig in known:
+        try:
+            trusted[kid].verify(sig, SIGNING_CONTEXT + sm.body)
+        except InvalidSignature:
+            continue
+        good += 1
+    if good < max(threshold, 1):
+        raise ManifestError("manifest signature does not verify" if threshold <= 1 else
+                            f"manifest has {good} of the {threshold} signatures it needs")
     return sm.manifest
 
 

@@ -12,6 +12,9 @@ Layout::
                                   trust root (whoever can write the store can write here too)
     DIR/hardware/ID.json          a box model's hardware profile (:mod:`fwdist.hardware`);
                                   made by the first ``fwdist hardware set``
+    DIR/trust/root/N              signed root metadata version N (:mod:`fwdist.trust`); the
+                                  chain 1, 2, ... that phones carry to boxes
+    DIR/trust/timestamp           the latest signed timestamp (replaced by each new one)
     DIR/tmp/NAME.HEX16            writes in progress; never read
     DIR/lock                      the writers' lock
 
@@ -49,13 +52,14 @@ from pathlib import Path
 
 import zstandard
 
-from fwdist.errors import ManifestError, StoreError
+from fwdist import trust
+from fwdist.errors import ManifestError, StoreError, TrustError
 from fwdist.manifest import MAX_MANIFEST_BYTES, MAX_PIECE_SIZE, MAX_TABLE_BYTES, Version, check_name
 
 _FORMAT_FILE = "fwdist-store"
 _FORMAT_LINE = b"fwdist store v1\n"
 _LAYOUT_DIRS = ("objects", "releases", "keys", "tmp")
-_OPTIONAL_DIRS = ("hardware",)
+_OPTIONAL_DIRS = ("hardware", "trust")
 """Made on first use, so stores made before hardware profiles existed open as they are."""
 MAX_PROFILE_BYTES = 4096
 """Far above any profile fwdist writes (about 300 bytes): the most a profile read takes."""
@@ -74,6 +78,7 @@ _OBJECT = re.compile(r"[0-9a-f]{64}")
 _KEY = re.compile(r"[0-9a-f]{16}\.pub")
 _PROFILE_SUFFIX = ".json"
 _TMP = re.compile(r".+\.[0-9a-f]{16}")
+_ROOT_VERSION = re.compile(r"0|[1-9][0-9]{0,9}")
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
@@ -500,6 +505,72 @@ class Store:
             return []
         return self._scan(sub)
 
+    # -- trust metadata --------------------------------------------------------------
+
+    def put_root(self, wire: bytes) -> int:
+        """Store a signed root as ``trust/root/N`` (N its version); returns N.
+
+        A version is written once: the same bytes again is a no-op, other bytes are
+        refused (a root version names one root forever, as the chain needs). Signatures
+        are the signer's business (:func:`fwdist.trust.verify_chain`), not the store's.
+        """
+        try:
+            version = trust.decode_root(wire).root.version
+        except TrustError as e:
+            raise StoreError(f"not a root: {e}") from None
+        path = self.root / "trust" / "root" / str(version)
+        if os.path.lexists(path):
+            if self.get_root(version) == wire:
+                return version
+            raise StoreError(f"root {version} is already in the store, with other bytes")
+        (self.root / "trust").mkdir(exist_ok=True)
+        self._write_atomic(path, wire)
+        return version
+
+    def get_root(self, version: int) -> bytes | None:
+        path = self.root / "trust" / "root" / str(version)
+        try:
+            return _read_regular(path, trust.MAX_META_BYTES, f"trust/root/{version}", "root")
+        except FileNotFoundError:
+            return None
+
+    def root_versions(self) -> list[int]:
+        """The versions under ``trust/root/``, ascending."""
+        if not os.path.lexists(self.root / "trust" / "root"):
+            return []
+        return sorted(int(e.name) for e in self._scan("trust/root") if self._is_root(e))
+
+    def root_chain(self, after: int = 0) -> list[bytes]:
+        """The stored roots above version ``after``, in order (what a box at ``after`` needs)."""
+        out = []
+        for v in self.root_versions():
+            wire = self.get_root(v) if v > after else None
+            if wire is not None:
+                out.append(wire)
+        return out
+
+    def put_timestamp(self, wire: bytes) -> None:
+        """Replace ``trust/timestamp`` (atomically, durably); like a profile, not undone."""
+        try:
+            trust.decode_timestamp(wire)
+        except TrustError as e:
+            raise StoreError(f"not a timestamp: {e}") from None
+        (self.root / "trust").mkdir(exist_ok=True)
+        path = self.root / "trust" / "timestamp"
+        self._write_atomic(path, wire)
+        self._created.remove(path)
+
+    def get_timestamp(self) -> bytes | None:
+        try:
+            return _read_regular(self.root / "trust" / "timestamp", trust.MAX_META_BYTES,
+                                 "trust/timestamp", "timestamp")
+        except FileNotFoundError:
+            return None
+
+    @staticmethod
+    def _is_root(e: os.DirEntry[str]) -> bool:
+        return e.is_file(follow_symlinks=False) and _ROOT_VERSION.fullmatch(e.name) is not None
+
     # -- what is not ours ------------------------------------------------------------
 
     def strays(self) -> list[str]:
@@ -532,6 +603,13 @@ class Store:
                 stray(e)
         for e in self._optional("hardware"):
             if not self._is_profile(e):
+                stray(e)
+        for e in self._optional("trust"):
+            if e.name == "root" and e.is_dir(follow_symlinks=False):
+                for r in _entries(Path(e.path)):
+                    if not self._is_root(r):
+                        stray(r)
+            elif not (e.name == "timestamp" and e.is_file(follow_symlinks=False)):
                 stray(e)
         return sorted(out)
 

@@ -49,7 +49,8 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 
 def _engine(args: argparse.Namespace) -> Any:
-    return process.open_database(process.open_store(Path(args.store)), args.db)
+    """The server's database; the store must exist (``fwdist server`` makes it)."""
+    return process.open_database(Store.open(Path(args.store)).root, args.db)
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:

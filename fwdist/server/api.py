@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from typing import Any
 
@@ -24,9 +23,9 @@ from fwdist.server import catalog, pack
 from fwdist.server.auth import Scope
 from fwdist.server.caching import Cache, static_response
 from fwdist.server.context import (
-    MAX_JSON_BYTES,
     ClientError,
     blocking,
+    json_body,
     read_body,
     require,
     server_of,
@@ -48,14 +47,6 @@ def release_name(request: Request) -> tuple[str, str]:
     except FwdistError as e:
         raise ClientError(404, f"no release {product}@{version}: {e}") from None
     return product, version
-
-
-async def json_body(request: Request, limit: int = MAX_JSON_BYTES) -> Any:
-    body = await read_body(request, limit)
-    try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ClientError(400, f"the body is not JSON: {e}") from None
 
 
 def b64_field(doc: dict[str, Any], key: str, limit: int, optional: bool) -> bytes | None:

@@ -8,11 +8,12 @@ the event loop keeps serving other phones meanwhile. Errors a client caused leav
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from sqlalchemy.engine import Engine
@@ -102,3 +103,12 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ClientError(413, f"the body is larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def json_body(request: Request, limit: int = MAX_JSON_BYTES) -> Any:
+    """The request body parsed as JSON; 413 past ``limit`` bytes, 400 when it is not JSON."""
+    body = await read_body(request, limit)
+    try:
+        return json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ClientError(400, f"the body is not JSON: {e}") from None

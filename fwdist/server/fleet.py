@@ -8,17 +8,15 @@ report carried by a slow phone must not overwrite what a newer one said.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from fwdist.errors import StoreError
 from fwdist.report import Outcome
 from fwdist.server import catalog, db
-from fwdist.server.objects import TIMESTAMP, read_trust_file
 from fwdist.server.publish import ReleaseState
+from fwdist.store import Store
 
 FAILURES = frozenset(o.name.lower() for o in (
     Outcome.BUILD_FAILED, Outcome.SELF_TEST_FAILED, Outcome.TRIALS_EXHAUSTED, Outcome.UNUSABLE,
@@ -55,22 +53,17 @@ def summary(engine: Engine) -> dict[str, Any]:
     return {"products": dict(sorted(products.items()))}
 
 
-def trust_state(store_root: Path) -> dict[str, Any]:
+def trust_state(store: Store) -> dict[str, Any]:
     """How many root versions the store holds and the timestamp's ETag (None: none yet)."""
-    roots = store_root / "trust" / "root"
-    versions = sorted(int(e.name) for e in roots.iterdir() if e.name.isdigit()) if (
-        roots.is_dir()) else []
-    try:
-        etag: str | None = hashlib.sha256(read_trust_file(store_root, [TIMESTAMP])).hexdigest()
-    except StoreError:
-        etag = None
-    return {"root_versions": len(versions), "timestamp_etag": etag}
+    stamp = store.get_timestamp()
+    return {"root_versions": len(store.root_versions()),
+            "timestamp_etag": None if stamp is None else hashlib.sha256(stamp).hexdigest()}
 
 
-def sync(engine: Engine, store_root: Path) -> dict[str, Any]:
+def sync(engine: Engine, store: Store) -> dict[str, Any]:
     """What a phone needs to decide what to fetch (``GET /v1/sync``)."""
     releases = [r for r in catalog.list_releases(engine)
                 if r["state"] == ReleaseState.PUBLISHED.value]
     in_use = {p: s["versions"] for p, s in summary(engine)["products"].items()}
     return {"releases": releases, "versions_in_use": in_use, "rollouts": [],
-            "trust": trust_state(store_root)}
+            "trust": trust_state(store)}

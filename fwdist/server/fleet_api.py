@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -11,9 +9,9 @@ from starlette.routing import BaseRoute, Route
 from fwdist.server import fleet, ingest, registry
 from fwdist.server.auth import Scope
 from fwdist.server.context import (
-    MAX_JSON_BYTES,
     ClientError,
     blocking,
+    json_body,
     read_body,
     require,
     server_of,
@@ -25,12 +23,7 @@ READERS = (Scope.READ, Scope.RELEASE)
 
 async def post_box(request: Request) -> Response:
     await require(request, Scope.RELEASE)
-    body = await read_body(request, MAX_JSON_BYTES)
-    try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ClientError(400, f"the body is not JSON: {e}") from None
-    box = registry.parse_entry(doc)
+    box = registry.parse_entry(await json_body(request))
     server = server_of(request)
     created = await blocking(registry.register, server.engine, box, server.now())
     got = await blocking(registry.get_box, server.engine, box.id, 0)
@@ -76,7 +69,7 @@ async def get_fleet(request: Request) -> Response:
 async def get_sync(request: Request) -> Response:
     await require(request, Scope.APP)
     server = server_of(request)
-    return JSONResponse(await blocking(fleet.sync, server.engine, server.store_root))
+    return JSONResponse(await blocking(fleet.sync, server.engine, server.store()))
 
 
 def routes() -> list[BaseRoute]:

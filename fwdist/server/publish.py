@@ -2,8 +2,10 @@
 
 A client uploads the objects the server lacks (each checked against its name as it
 arrives), then the signed manifest and its format 2 bundle. The server trusts nothing it
-was sent: it checks the manifest's signature against the keys the server's own store
-records (``STORE/keys/``, written by whoever runs the server, never by a client), that
+was sent: it checks the manifest's signatures against the server store's own trust (when
+the store holds a root chain, ``trust/root/N``: the newest root's release role for the
+product and hardware, with its threshold; else the keys in ``STORE/keys/``, any one of
+them; both are written by whoever runs the server, never by a client), that
 the manifest names the release it is published as, that every table and piece it
 references is in the store and hashes to its name, and that each format 2 manifest is
 signed and describes its payload. Only then are the files written (bundle first, the
@@ -19,11 +21,12 @@ import hashlib
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import Engine
 
-from fwdist import air
-from fwdist.errors import FwdistError, ManifestError, StoreError
-from fwdist.manifest import MAX_TABLE_BYTES, Manifest, decode_table, verify
+from fwdist import air, trust
+from fwdist.errors import FwdistError, ManifestError, StoreError, TrustError
+from fwdist.manifest import MAX_TABLE_BYTES, Manifest, decode, decode_table, verify
 from fwdist.releases import check_air_bundle, recorded_keys
 from fwdist.server import db
 from fwdist.server.context import ClientError
@@ -86,13 +89,40 @@ def _check_payloads(store: Store, m: Manifest) -> None:
             raise ClientError(422, f"{name}: {e}") from None
 
 
-def check_upload(store: Store, up: Upload) -> Manifest:
-    """The verified manifest of ``up``; ClientError(422) for the first thing wrong."""
-    trusted = recorded_keys(store)
-    if not trusted:
-        raise ClientError(422, "the server trusts no signing key (put KEY.pub in STORE/keys/)")
+def release_signers(store: Store, product: str, hardware: str,
+                    now: int) -> tuple[dict[bytes, Ed25519PublicKey], int]:
+    """The keys (by id) and threshold a release of ``product`` on ``hardware`` needs.
+
+    With a root chain in the store: its first root must verify by its own keys, each later
+    one by the chain rule, and the newest root's release policy decides. Without one: the
+    recorded keys, any one of them (what ``fwdist server --trust KEY.pub`` records).
+    """
+    versions = store.root_versions()
+    if not versions:
+        keys = recorded_keys(store)
+        if not keys:
+            raise ClientError(422, "the server trusts no signing key "
+                                   "(fwdist server --trust KEY.pub)")
+        return keys, 1
     try:
-        m = verify(up.manifest, trusted)
+        first = store.get_root(versions[0])
+        assert first is not None
+        root = trust.verify_root(first)
+        chain = trust.verify_chain(root, store.root_chain(after=versions[0]), now)
+        return trust.release_policy(chain[-1] if chain else root, product, hardware)
+    except (TrustError, StoreError) as e:
+        raise ClientError(422, f"the server's trust root: {e}") from None
+
+
+def check_upload(store: Store, up: Upload, now: int) -> Manifest:
+    """The verified manifest of ``up``; ClientError(422) for the first thing wrong."""
+    try:
+        claimed = decode(up.manifest).manifest
+    except ManifestError as e:
+        raise ClientError(422, f"manifest: {e}") from None
+    trusted, threshold = release_signers(store, claimed.product, claimed.hardware, now)
+    try:
+        m = verify(up.manifest, trusted, threshold)
     except ManifestError as e:
         raise ClientError(422, f"manifest: {e}") from None
     if (m.product, m.version) != (up.product, up.version):
@@ -102,7 +132,7 @@ def check_upload(store: Store, up: Upload) -> Manifest:
     if up.air is not None:
         try:
             for wire in check_air_bundle(m, up.air):
-                air.verify(wire, trusted)
+                air.verify(wire, trusted, threshold)
         except ManifestError as e:
             raise ClientError(422, f"format 2 bundle: {e}") from None
     return m
@@ -110,7 +140,7 @@ def check_upload(store: Store, up: Upload) -> Manifest:
 
 def publish(store: Store, engine: Engine, up: Upload, now: int) -> Outcome:
     """Verify ``up`` and make it visible; HAD when exactly these bytes were published."""
-    m = check_upload(store, up)
+    m = check_upload(store, up, now)
     with store.transaction():  # the store's writer lock: two publishers do not interleave
         try:
             existing: bytes | None = store.get_manifest(up.product, up.version)

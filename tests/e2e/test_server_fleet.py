@@ -158,3 +158,21 @@ def test_fleet_cli_prints_the_summary(three_boxes: RunningServer) -> None:
          "--token", three_boxes.tokens[Scope.READ]], capture_output=True, text=True, timeout=120)
     assert (out.returncode, out.stdout) == (
         0, "lockbox: 3 boxes, heard from 2; 1.0.0: 1, 1.1.0: 1; 0 in progress, 0 failed\n")
+
+
+def test_sync_names_the_trust_roots_and_the_timestamp_etag(fleet_server: RunningServer) -> None:
+    from fwdist import trust
+    from fwdist.store import Store
+    from tests.trust_helpers import ROOT_KEYS, T0, root_v1, timestamp
+
+    store = Store.open(fleet_server.store)
+    store.put_root(trust.sign(root_v1(), ROOT_KEYS[:2]))
+    stamp = timestamp(1, T0)
+    with store.locked():
+        store.put_timestamp(stamp)
+    with fleet_server.client(Scope.APP) as phone:
+        got = phone.get("/v1/sync").json()["trust"]
+        served = phone.get("/trust/timestamp")
+    etag = hashlib.sha256(stamp).hexdigest()
+    assert got == {"root_versions": 1, "timestamp_etag": etag}
+    assert (served.content, served.headers["etag"]) == (stamp, f'"{etag}"')

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from fwdist.manifest import decode_table
@@ -229,3 +230,63 @@ def test_publish_cli_prints_what_it_uploaded(fleet_server: RunningServer,
     wrong = fwdist(*args[:6], "fwd_release_" + "B" * 43, "lockbox@1.0.0")
     assert (wrong.returncode, wrong.stderr) == (
         1, "fwdist: error: GET /v1/releases/lockbox/1.0.0: 401 the token is unknown or revoked\n")
+
+
+def test_publish_refuses_a_format_2_bundle_that_does_not_verify(fleet_server: RunningServer,
+                                                                 history: Releases) -> None:
+    r1 = history.releases[1]
+    bundle = history.store.get_air("lockbox", "1.1.0")
+    assert bundle is not None
+    with fleet_server.client(Scope.RELEASE) as c:
+        for oid in release_objects(history.store, "lockbox", "1.1.0"):
+            assert c.post(f"/v1/objects/{oid.hex()}",
+                          content=history.store.get_frame(oid)).status_code == 201
+        flipped = bytearray(bundle)
+        flipped[-1] ^= 1  # the last byte of the last format 2 manifest's signature
+        body = {"manifest": base64.b64encode(r1.wire).decode(),
+                "air": base64.b64encode(bytes(flipped)).decode()}
+        r = c.put("/v1/releases/lockbox/1.1.0", json=body)
+        assert (r.status_code, r.json()) == (
+            422, {"error": "format 2 bundle: manifest signature does not verify"})
+        assert c.get("/v1/releases/lockbox/1.1.0").status_code == 404
+        body["air"] = base64.b64encode(bundle).decode()
+        assert c.put("/v1/releases/lockbox/1.1.0", json=body).status_code == 201
+        body["air"] = None  # the same version again with other bytes: refused
+        r = c.put("/v1/releases/lockbox/1.1.0", json=body)
+        assert (r.status_code, r.json()) == (
+            409, {"error": "lockbox@1.1.0 is published with other bytes"})
+
+
+def test_with_a_root_chain_a_release_needs_its_release_role_threshold(
+        fleet_server: RunningServer, tmp_path: Path) -> None:
+    from fwdist import air, manifest, trust
+    from tests.trust_helpers import RELEASE_KEYS, ROOT_KEYS, root_v1
+
+    Store.open(fleet_server.store).put_root(trust.sign(root_v1(), ROOT_KEYS[:2]))
+    one = make_releases(tmp_path, count=1, size=16 * 1024, seed=4, key=RELEASE_KEYS[0])
+    legacy = make_releases(tmp_path / "legacy", count=1, size=16 * 1024, seed=1)
+    wire, bundle = one.releases[0].wire, one.store.get_air("lockbox", "1.0.0")
+    assert bundle is not None
+    with fleet_server.client(Scope.RELEASE) as c:
+        for oid in release_objects(one.store, "lockbox", "1.0.0"):
+            c.post(f"/v1/objects/{oid.hex()}", content=one.store.get_frame(oid))
+
+        def put(m: bytes, b: bytes | None) -> httpx.Response:
+            return c.put("/v1/releases/lockbox/1.0.0", json={
+                "manifest": base64.b64encode(m).decode(),
+                "air": None if b is None else base64.b64encode(b).decode()})
+
+        # the key STORE/keys/ records no longer suffices once the store has a root
+        legacy_wire = legacy.releases[0].wire
+        r = put(legacy_wire, None)
+        assert r.status_code == 422 and "signed by unknown key" in r.json()["error"]
+        r = put(wire, bundle)  # one of the two release signatures root 1 asks for
+        assert (r.status_code, r.json()) == (
+            422, {"error": "manifest: manifest has 1 of the 2 signatures it needs"})
+        both = manifest.add_signature(wire, RELEASE_KEYS[1])
+        r = put(both, bundle)
+        assert (r.status_code, r.json()) == (
+            422, {"error": "format 2 bundle: manifest signature does not verify"})
+        both_air = air.encode_bundle([air.add_signature(w, RELEASE_KEYS[1])
+                                      for w in air.decode_bundle(bundle)])
+        assert put(both, both_air).status_code == 201
