@@ -358,6 +358,7 @@ class SessionReport:
     box_limit: int | None = None  # after REJECTED for a size: the box's figure (its Reject)
     needed: int | None = None  # ... and what the least demanding payload for it needs
     protocol: int | None = None  # the version the session spoke (None: the box never answered)
+    box_reports: tuple[bytes, ...] = ()  # the box's signed reports (fwdist.report), to carry home
 
     @property
     def reason(self) -> str | None:
@@ -404,6 +405,7 @@ class SessionReport:
             "box_limit": self.box_limit,
             "needed": self.needed,
             "protocol": self.protocol,
+            "box_reports": [w.hex() for w in self.box_reports],
         }
 
 
@@ -425,6 +427,7 @@ TRANSITIONS: dict[tuple[Phase, type[Event]], str] = {
     **{(ph, ev): "progress" for ph in (Phase.SENDING, Phase.DONE)
        for ev in (Ack, PieceComplete, ReleaseComplete)},
     **{(ph, Installed): "installed" for ph in Phase},
+    **{(ph, v2.BoxReport): "box_report" for ph in Phase},
     **{(ph, Error): "error" for ph in _LIVE},
 }
 """The phone's table, h11-style: (phase, event from the box) -> action (``App._on_<action>``).
@@ -489,6 +492,7 @@ class App:
         self.produced_bytes = 0
         self.payload_produced = 0
         self.received_bytes = 0
+        self.box_reports: list[bytes] = []  # (checked by the frame decoder; signed by the box)
         self._send(Hello(version, max_frame))
 
     # -- the sans-I/O surface ----------------------------------------------------
@@ -600,6 +604,7 @@ class App:
             box_limit=self._limit[0] if self._limit else None,
             needed=self._limit[1] if self._limit else None,
             protocol=self.protocol,
+            box_reports=tuple(self.box_reports),
         )
 
     # -- the conversation ----------------------------------------------------------
@@ -650,6 +655,11 @@ class App:
     def _on_installed(self, ev: Installed) -> None:
         if ev.ok and ev.version == self.manifest.version:
             self.installed = True
+
+    def _on_box_report(self, ev: v2.BoxReport) -> None:
+        """Keep the box's report to carry home; the phone cannot check its signature (the
+        server holds the box's key) and need not: it only stores and forwards."""
+        self.box_reports.append(ev.wire)
 
     def _on_status_event(self, ev: Status | v2.Summary) -> None:
         try:

@@ -3,8 +3,11 @@
 This is what ``fwdist lockbox init|serve|status`` run; the CLI only parses
 arguments and prints. A box lives in a state directory::
 
-    STATE/box.json          what the box is: product, hardware, flash geometry (written last)
+    STATE/box.json          what the box is: its id, product, hardware, flash geometry
+                            (written last)
     STATE/trusted/ID.pub    the release key(s) the box trusts, as provisioned
+    STATE/device.key        the box's own Ed25519 key (PKCS#8, 0600), which signs its reports;
+    STATE/device.key.pub    its public half, what ``fwdist box register`` sends the server
     STATE/flash.bin         the whole NOR flash, every operation written and fsynced
     STATE/lock              held by ``serve``: one process drives a box at a time
 
@@ -31,10 +34,10 @@ from typing import Any
 import trio
 
 from fwdist import keys, trio_link
-from fwdist.errors import FwdistError
+from fwdist.errors import FwdistError, ManifestError
 from fwdist.flash import FileFlash, FlashError
 from fwdist.hardware import Profile
-from fwdist.lockbox import BoxConfig, IdleStep, Lockbox, LockboxError
+from fwdist.lockbox import BoxConfig, Identity, IdleStep, Lockbox, LockboxError
 from fwdist.manifest import Version, check_name, key_id
 from fwdist.pump import BoxEndpoint
 
@@ -42,6 +45,7 @@ STATE_FORMAT = "fwdist lockbox state v1"
 DEFAULT_RAM = 4 << 20
 DEFAULT_ACK_EVERY = 512
 DEFAULT_IDLE_TIMEOUT = 5.0  # seconds without a byte either way before a phone is dropped
+DEVICE_KEY = "device.key"
 
 
 class DeviceError(FwdistError):
@@ -66,8 +70,12 @@ def init_state(
     ram: int | None = None,
     ack_every: int = DEFAULT_ACK_EVERY,
     profile: Profile | None = None,
+    box_id: str | None = None,
 ) -> dict[str, Any]:
     """Provision a box as it leaves the factory: ``image`` running in slot 0, ``pubkey`` trusted.
+
+    The box gets a device key of its own (``device.key``), made here as a real box makes
+    it on the part, and an id: ``box_id``, or the hex of the device key's 8-byte key id.
 
     With a hardware ``profile`` the box is that model (its id, decoder RAM, formats, sector,
     alignment, slot and staging sizes), and the sizes may not also be given one by one.
@@ -82,6 +90,8 @@ def init_state(
         if hardware is not None and hardware != profile.id:
             raise DeviceError(f"hardware {hardware!r} is not the profile's {profile.id!r}")
     check_name("hardware", hardware or product)
+    if box_id is not None:
+        check_name("box id", box_id)
     version = str(Version.parse(version))
     if counter < 0:
         raise DeviceError(f"--security-counter must be 0 or more, got {counter}")
@@ -119,13 +129,16 @@ def init_state(
     try:
         (work / "trusted").mkdir()
         (work / "trusted" / f"{key_id(public).hex()}.pub").write_bytes(keys.public_pem(public))
+        keys.generate(work / DEVICE_KEY)
+        device = keys.load_public(work / (DEVICE_KEY + ".pub"))
         flash = FileFlash(work / "flash.bin", config.flash_size(), config.sector_size,
                           config.align)
         try:
             Lockbox.provision(flash, config, firmware, version, counter)
         finally:
             flash.close()
-        _write_json(work / "box.json", {"format": STATE_FORMAT, "config": config.as_json()})
+        _write_json(work / "box.json", {"format": STATE_FORMAT, "config": config.as_json(),
+                                        "id": box_id or key_id(device).hex()})
         if state.is_dir():
             state.rmdir()  # empty, checked above
         os.replace(work, state)
@@ -147,7 +160,7 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def read_config(state: Path) -> BoxConfig:
+def _read_meta(state: Path) -> dict[str, Any]:
     meta = state / "box.json"
     if not state.is_dir():
         raise DeviceError(f"{state} does not exist; make a box with `fwdist lockbox init`")
@@ -160,10 +173,39 @@ def read_config(state: Path) -> BoxConfig:
     if not (isinstance(raw, dict) and raw.get("format") == STATE_FORMAT
             and isinstance(raw.get("config"), dict)):
         raise DeviceError(f"{meta} is not a {STATE_FORMAT} file")
+    return raw
+
+
+def read_config(state: Path) -> BoxConfig:
     try:
-        return BoxConfig.from_json(raw["config"])
+        return BoxConfig.from_json(_read_meta(state)["config"])
     except (TypeError, LockboxError) as e:
-        raise DeviceError(f"{meta} holds a bad box configuration: {e}") from None
+        raise DeviceError(f"{state / 'box.json'} holds a bad box configuration: {e}") from None
+
+
+def read_identity(state: Path) -> Identity | None:
+    """The box's id and device key; None for a box provisioned before boxes had them."""
+    box_id = _read_meta(state).get("id")
+    if box_id is None and not (state / DEVICE_KEY).exists():
+        return None
+    if not isinstance(box_id, str):
+        raise DeviceError(f"{state / 'box.json'} holds no box id beside its device key")
+    try:
+        return Identity(box_id, keys.load_private(state / DEVICE_KEY))
+    except ManifestError as e:
+        raise DeviceError(f"{state / 'box.json'}: {e}") from None
+
+
+def registration(state: Path) -> dict[str, Any]:
+    """What the server's registry needs of this box (``POST /v1/boxes``): id, product,
+    hardware and the device public key (32 raw bytes, hex)."""
+    config, identity = read_config(state), read_identity(state)
+    if identity is None:
+        raise DeviceError(f"{state} has no device key (provisioned before boxes had one): "
+                          "provision it again with `fwdist lockbox init`")
+    public = keys.load_public(state / (DEVICE_KEY + ".pub")).public_bytes_raw()
+    return {"id": identity.box_id, "product": config.product, "hardware": config.hardware,
+            "public_key": public.hex()}
 
 
 def trusted_keys(state: Path) -> dict[bytes, Any]:
@@ -186,7 +228,7 @@ def open_box(state: Path, flash_path: Path | None = None) -> tuple[Lockbox, File
         raise DeviceError(str(e)) from None
     except OSError as e:
         raise DeviceError(f"cannot open the box's flash: {e.strerror}") from None
-    return Lockbox(flash, config, trusted_keys(state)), flash
+    return Lockbox(flash, config, trusted_keys(state), identity=read_identity(state)), flash
 
 
 def load_status(state: Path) -> dict[str, Any]:
@@ -201,7 +243,8 @@ def load_status(state: Path) -> dict[str, Any]:
         box, flash = open_box(state, copy)
         try:
             box.boot(int(time.time()))
-            return box.status()
+            ident = box.reporter.identity.box_id if box.reporter else None
+            return {"box_id": ident, **box.status()}
         finally:
             flash.close()
 

@@ -52,6 +52,7 @@ import hashlib
 from dataclasses import dataclass, replace
 
 from fwdist import protocol as p
+from fwdist import report
 
 VERSION = 2
 MIN_FRAME = p.MIN_FRAME_V2
@@ -88,6 +89,7 @@ T_RELEASE = 9
 T_INSTALLED = 10
 T_ERROR = 11
 T_SEEK = 12
+T_REPORT = 14
 
 
 def speaks_v2(first_byte: int) -> bool:
@@ -156,6 +158,17 @@ class Summary(p.Event):
 
     def runs(self, image_sha256: bytes) -> bool:
         return self.running_image == image_sha256[:IMAGE_BYTES]
+
+
+@dataclass(frozen=True)
+class BoxReport(p.Event):
+    """Box → phone: the box's signed report (:mod:`fwdist.report`), for the phone to carry home.
+
+    Version 1 has no such frame: a box in the field with version-1 firmware reports nothing.
+    """
+
+    TYPE = T_REPORT
+    wire: bytes
 
 
 def summarize(st: p.Status, version: int = VERSION) -> Summary:
@@ -298,6 +311,8 @@ def _body(ev: p.Event) -> bytes:
         return bytes((ev.ok,)) + _str(ev.version)
     if isinstance(ev, p.Error):
         return bytes((ev.code,)) + ev.message.encode()
+    if isinstance(ev, BoxReport):
+        return ev.wire
     raise p.LocalProtocolError(f"{type(ev).__name__} has no version-2 form")
 
 
@@ -305,7 +320,9 @@ _TYPES: dict[type, int] = {
     Summary: T_STATUS, p.Offer: T_OFFER, p.Accept: T_ACCEPT, p.Reject: T_REJECT,
     p.Data: T_DATA, Seek: T_SEEK, p.Ack: T_ACK, p.PieceComplete: T_PIECE,
     p.ReleaseComplete: T_RELEASE, p.Installed: T_INSTALLED, p.Error: T_ERROR,
+    BoxReport: T_REPORT,
 }
+_KINDS = frozenset(_TYPES.values())
 
 
 def _check_event(ev: p.Event) -> None:
@@ -326,6 +343,11 @@ def _check_event(ev: p.Event) -> None:
         p._check(ev)
         if len(ev.message.encode()) > 200:
             raise p.RemoteProtocolError("error message malformed")
+    elif isinstance(ev, BoxReport):
+        try:
+            report.decode(ev.wire)
+        except report.ReportError as e:
+            raise p.RemoteProtocolError(str(e)) from None
     else:
         p._check(ev)
 
@@ -339,9 +361,16 @@ def _position(piece: int, offset: int) -> bytes:
     return (piece + 1).to_bytes(2, "big") + offset.to_bytes(4, "big")
 
 
+REPORT_FRAME = OVERHEAD + report.MAX_REPORT_BYTES
+"""A report frame may be this large on any link (its signature alone is 64 bytes); like
+other control frames it crosses a small link in several writes, once or twice a session."""
+
+
 def limit(max_frame: int, kind: int) -> int:
     """The largest frame of ``kind`` a session of this frame size carries."""
-    return max_frame if kind == T_DATA else max(max_frame, CONTROL_FRAME)
+    if kind == T_DATA:
+        return max_frame
+    return max(max_frame, REPORT_FRAME if kind == T_REPORT else CONTROL_FRAME)
 
 
 def encode(ev: p.Event, max_frame: int, position: tuple[int, int] | None = None) -> bytes:
@@ -433,6 +462,8 @@ def _decode_body(kind: int, body: bytes, tag: bytes | None) -> p.Event:
         if ok > 1:
             raise p.RemoteProtocolError("installed frame malformed")
         ev = p.Installed(r.text(p.MAX_NAME), bool(ok))
+    elif kind == T_REPORT:
+        ev = BoxReport(r.rest())
     elif kind == T_ERROR:
         code = r.u8()
         try:
@@ -479,7 +510,7 @@ class FrameDecoder:
                 return None
             kind, n = buf[0] >> 4, (buf[0] & 0x0F) << 8 | buf[1]
             end = HEAD_BYTES + n + CHECK_BYTES
-            if kind < T_STATUS or kind > T_SEEK:
+            if kind not in _KINDS:
                 raise p.RemoteProtocolError(f"unknown frame type {kind}", p.ErrorCode.UNKNOWN_TYPE)
             if end > limit(self.max_frame, kind):
                 raise p.RemoteProtocolError(f"frame of {end} bytes is over the "

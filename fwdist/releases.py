@@ -92,8 +92,14 @@ def phone_cache(
     product: str,
     version: str | None = None,
     trusted: Iterable[Ed25519PublicKey] | None = None,
+    *,
+    partial: bool = False,
 ) -> PhoneCache:
     """Everything of one release a phone needs to serve every box.
+
+    ``partial``: the store is a phone's cache (``fwdist app sync`` within ``--max-cache``),
+    which may hold some payloads of the release and not others; those it lacks are left
+    out (a box that needs one is told the phone lacks it) instead of being an error.
 
     With ``trusted`` keys (what a user's phone has: ``app push --pubkey``) only a
     release they verify is carried, by default the newest verified one: a manifest
@@ -123,11 +129,14 @@ def phone_cache(
     frames: dict[bytes, bytes] = {}
     raw: dict[bytes, bytes] = {}
     for ref in (m.full, *m.deltas):
+        if partial and not store.has(ref.table_sha256):
+            continue
         data = tables[ref.table_sha256] = table_bytes(store, ref)
         table = decode_table(data, ref.table_sha256)
         held = frames if table.compressed else raw
         for i, entry in enumerate(table.pieces):
-            held[entry.id] = wire_piece(store, table, i)
+            if not partial or store.has(entry.id):
+                held[entry.id] = wire_piece(store, table, i)
     return PhoneCache(store.get_manifest(product, version), tables, frames, raw,
                       air_manifests(store, m))
 

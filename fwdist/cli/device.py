@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from fwdist import hardware, trio_link
+from fwdist import hardware, sync, trio_link
 from fwdist.app import App, PhoneCache
 from fwdist.cli.output import emit_json, progress_bar
 from fwdist.emulator import (
@@ -29,11 +29,14 @@ from fwdist.emulator import (
     load_status,
     locked,
     read_config,
+    registration,
     serve,
 )
 from fwdist.hardware import Profile
 from fwdist.manifest import Version
+from fwdist.outbox import Outbox
 from fwdist.releases import load_trusted, phone_cache
+from fwdist.server.client import Client
 from fwdist.store import Store
 
 
@@ -93,12 +96,12 @@ def cmd_init(args: argparse.Namespace) -> int:
     status = init_state(Path(args.state), args.product, Path(args.pubkey), Path(args.image),
                         args.version, counter=args.security_counter, hardware=hw,
                         slot_size=args.slot_size, ram=args.ram, ack_every=args.ack_every,
-                        profile=profile)
+                        profile=profile, box_id=args.id)
     if args.json:
         emit_json(status)
     else:
         print(f"provisioned {status['product']} {status['running_version']} in {args.state} "
-              f"(sha256 {status['running_sha256'][:16]}...)")
+              f"as box {status['box_id']} (sha256 {status['running_sha256'][:16]}...)")
     return 0
 
 
@@ -142,9 +145,13 @@ def cmd_push(args: argparse.Namespace) -> int:
     _positive("--max-seconds", args.max_seconds)
     _positive("--idle-seconds", args.idle_seconds)
     _positive("--rate", args.rate)
+    if args.store is None and args.cache is None:
+        raise DeviceError("give the releases with --store DIR or a phone's --cache DIR")
     trusted = load_trusted([Path(k) for k in args.pubkey]).values()
     version = str(Version.parse(args.version)) if args.version else None
-    cache = phone_cache(Store.open(args.store), args.product, version, trusted)
+    # a phone's cache (`fwdist app sync`) is a store of the releases it fetched: no network
+    cache = phone_cache(Store.open(args.store or args.cache), args.product, version, trusted,
+                        partial=args.store is None)
     try:
         out = trio.run(lambda: push(cache, host, port, max_bytes=args.max_bytes,
                                     max_seconds=args.max_seconds,
@@ -152,6 +159,10 @@ def cmd_push(args: argparse.Namespace) -> int:
                                     quiet=args.json))
     except ConnectionError as e:
         raise DeviceError(str(e)) from None
+    out["box_reports_kept"] = None
+    if args.cache is not None:  # carried home: the next `fwdist app sync` uploads them
+        outbox = Outbox(Path(args.cache))
+        out["box_reports_kept"] = sum(outbox.add(bytes.fromhex(w)) for w in out["box_reports"])
     if args.json:
         emit_json(out)
     else:
@@ -161,6 +172,40 @@ def cmd_push(args: argparse.Namespace) -> int:
               f"{out['version']} {state}" + (f" ({out['reason']})" if out["reason"] else ""))
     # a box that never answered, or that refused the release, is a failed push
     return 1 if out["box_version"] is None or out["rejected"] else 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    if args.max_cache is not None and args.max_cache < 0:
+        raise DeviceError(f"--max-cache must be 0 or more, got {args.max_cache}")
+    trusted = load_trusted([Path(k) for k in args.pubkey])
+    with Client(args.server, args.token) as client:
+        result = sync.sync(client, Path(args.cache), trusted, args.max_cache)
+    out = result.as_json()
+    if args.json:
+        emit_json(out)
+    else:
+        r = out["reports"]
+        print(f"reports: {r['accepted']} accepted, {r['duplicate']} duplicate, "
+              f"{r['rejected']} kept (rejected)")
+        for rel in out["releases"]:
+            states = ", ".join(f"{p['index']}:{p['state']}" for p in rel["payloads"])
+            print(f"{rel['product']} {rel['version']}: payloads {states}")
+        print(f"cache: {out['cache_bytes']} bytes")
+    failed = [p for rel in out["releases"] for p in rel["payloads"] if p["state"] == "failed"]
+    return 1 if failed else 0
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    body = {**registration(Path(args.state)), "tags": args.tag}
+    with Client(args.server, args.token) as client:
+        r = client.request("POST", "/v1/boxes", ok=(200, 201), json=body)
+    out = r.json()
+    if args.json:
+        emit_json(out)
+    else:
+        print(f"box {out['id']} ({out['product']}/{out['hardware']}) "
+              f"{'registered' if r.status_code == 201 else 'was registered already'}")
+    return 0
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -193,6 +238,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "hardware profile says it instead)")
     p.add_argument("--ack-every", type=int, default=DEFAULT_ACK_EVERY, metavar="BYTES",
                    help="acknowledge persisted bytes this often")
+    p.add_argument("--id", metavar="ID", help="the box's id in the fleet (default: the hex of "
+                   "its new device key's 8-byte key id)")
 
     p = command(box_sub, "serve", cmd_serve, "run the box on TCP, one session at a time")
     p.add_argument("--state", required=True, metavar="DIR")
@@ -212,18 +259,44 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     app_sub = app.add_subparsers(dest="app_command", required=True, metavar="COMMAND")
     p = command(app_sub, "push", cmd_push,
                 "one session: push the newest verified release (or --version) to a box")
-    p.add_argument("--store", required=True, metavar="DIR")
+    p.add_argument("--store", metavar="DIR", help="take the release from this store")
+    p.add_argument("--cache", metavar="DIR",
+                   help="a phone's cache (`fwdist app sync`): keep the box's signed reports in "
+                   "its outbox for the next sync, and without --store take the release from it")
     p.add_argument("--product", required=True)
     p.add_argument("--pubkey", required=True, action="append", metavar="KEYFILE.pub",
                    help="the public key releases must be signed by (repeatable); only a "
                    "release it verifies is pushed")
     p.add_argument("--version", metavar="X.Y.Z",
                    help="push this release (default: the newest that verifies)")
-    p.add_argument("--to", required=True, metavar="HOST:PORT")
+    p.add_argument("--to", "--connect", dest="to", required=True, metavar="HOST:PORT")
     p.add_argument("--max-bytes", type=int, metavar="N", help="walk away after sending N bytes")
     p.add_argument("--max-seconds", type=float, metavar="S", help="walk away after S seconds")
     p.add_argument("--idle-seconds", type=float, default=trio_link.PHONE_IDLE_SECONDS,
                    metavar="S", help="give up on a box that moved no byte for S seconds "
                    "(default: %(default)s)")
     p.add_argument("--rate", type=float, metavar="BYTES_PER_S", help="pace the link")
+
+    p = command(app_sub, "sync", cmd_sync,
+                "with coverage: upload the box reports carried, fetch the releases boxes need")
+    p.add_argument("--server", required=True, metavar="URL")
+    p.add_argument("--token", required=True, metavar="TOKEN", help="an app-scope token")
+    p.add_argument("--cache", required=True, metavar="DIR",
+                   help="the phone's cache (made on first use; `app push --cache` reads it)")
+    p.add_argument("--pubkey", required=True, action="append", metavar="KEYFILE.pub",
+                   help="the release key releases must be signed by (repeatable): nothing "
+                   "else enters the cache")
+    p.add_argument("--max-cache", type=int, metavar="BYTES",
+                   help="keep at most this many bytes of pieces and tables")
+
+    reg = sub.add_parser("box", help="a box and the fleet server: register",
+                         description="A box and the fleet server.")
+    reg_sub = reg.add_subparsers(dest="box_command", required=True, metavar="COMMAND")
+    p = command(reg_sub, "register", cmd_register,
+                "register an emulated box (id, product, hardware, device key) with the server")
+    p.add_argument("--server", required=True, metavar="URL")
+    p.add_argument("--token", required=True, metavar="TOKEN", help="a release-scope token")
+    p.add_argument("--state", required=True, metavar="DIR", help="the box's state directory")
+    p.add_argument("--tag", action="append", default=[], metavar="TAG",
+                   help="a group the box belongs to (repeatable)")
 

@@ -24,6 +24,7 @@ public; the modules behind them are not.
 from fwdist.lockbox._accept import misfit
 from fwdist.lockbox._box import IdleStep, Lockbox, SelfTest
 from fwdist.lockbox._config import BoxConfig, Layout, LockboxError
+from fwdist.lockbox._reports import SEQ_BLOCK, Identity
 from fwdist.lockbox._session import SESSION_EVENTS, TRANSITIONS, Action, End, Open, Session
 from fwdist.lockbox._staging import Staging, StagingFull
 from fwdist.lockbox._state import Prev, PState, Stream, TargetRec
@@ -39,11 +40,13 @@ from fwdist.lockbox._update import (
     Done,
     DropPrev,
     Fail,
+    GiveUp,
     Keep,
     Progress,
     Rec,
     Record,
     Replace,
+    ReportSeq,
     Reset,
     Revert,
     Rollback,
@@ -59,6 +62,7 @@ from fwdist.lockbox._update import (
 __all__ = [
     "PHASES",
     "RECORD_TYPES",
+    "SEQ_BLOCK",
     "SESSION_EVENTS",
     "TABLE",
     "TRANSITIONS",
@@ -73,6 +77,8 @@ __all__ = [
     "DropPrev",
     "End",
     "Fail",
+    "GiveUp",
+    "Identity",
     "IdleStep",
     "Keep",
     "Layout",
@@ -85,6 +91,7 @@ __all__ = [
     "Rec",
     "Record",
     "Replace",
+    "ReportSeq",
     "Reset",
     "Revert",
     "Rollback",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 import msgpack
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from fwdist import air
+from fwdist import air, report
 from fwdist import protocol as p
 from fwdist.errors import ManifestError
 from fwdist.lockbox import _air
@@ -137,9 +137,9 @@ def worst_snapshot(s: PState, config: BoxConfig, staging_sectors: int, m: Manife
     A release whose state would not fit a journal half is refused here, up front, rather
     than accepted and then failing mid-transfer when the journal compacts. The bound
     packs a real worst case: a stream per piece and the table, each with the largest
-    ``received`` and a strike; a clock; the replaced target's pieces kept beside them; as
-    many staging sectors as the payload and the replaced target can hold, named with the
-    highest (longest) numbers.
+    ``received`` and a strike; a clock and a report sequence limit; the replaced
+    target's pieces kept beside them; as many staging sectors as the payload and the
+    replaced target can hold, named with the highest (longest) numbers.
     """
     old = s.target
     held = 0 if old is None else sum(len(st.sectors) for st in old.streams.values())
@@ -155,7 +155,8 @@ def worst_snapshot(s: PState, config: BoxConfig, staging_sectors: int, m: Manife
     # (failed and last grow only as the target goes: FAIL and CONFIRM drop it)
     worst = PState(s.running_version, s.running_counter, s.running_sha256, s.running_size,
                    s.active, failed=list(s.failed), last=s.last,
-                   clock=max(s.clock, m.created, (1 << 32) - 1))
+                   clock=max(s.clock, m.created, (1 << 32) - 1),
+                   seq_limit=max(s.seq_limit, report.MAX_SEQ))
     worst.target = TargetRec(tag, m.version, m.security_counter, 1,
                              config.manifest_sectors * config.sector_size, ref.table_sha256,
                              p.BoxState.TESTING, config.max_trials, streams)

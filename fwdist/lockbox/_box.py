@@ -29,6 +29,7 @@ from fwdist.journal import Journal, JournalFull
 from fwdist.lockbox import _accept, _air, _build, _images
 from fwdist.lockbox._config import BoxConfig, Layout, LockboxError
 from fwdist.lockbox._receive import Receiver
+from fwdist.lockbox._reports import Facts, Identity, Reporter
 from fwdist.lockbox._session import TRANSITIONS, Action, End, Open, Session
 from fwdist.lockbox._staging import Staging, StagingFull
 from fwdist.lockbox._state import PState, Stream, TargetRec, unpack
@@ -37,7 +38,7 @@ from fwdist.lockbox._update import (
     Built,
     Clock,
     Confirm,
-    Fail,
+    GiveUp,
     Record,
     Reset,
     Revert,
@@ -49,6 +50,7 @@ from fwdist.lockbox._update import (
     record_wire,
 )
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, verify
+from fwdist.report import Outcome, TargetProgress
 
 SelfTest = Callable[[Manifest, Callable[[int, int], bytes]], bool]
 S = Session
@@ -74,7 +76,10 @@ class Lockbox:
     """One lockbox: drive it with :meth:`boot`, sessions, and :meth:`idle`."""
 
     def __init__(self, flash: Flash, config: BoxConfig, trusted: Mapping[bytes, Ed25519PublicKey],
-                 self_test: SelfTest | None = None) -> None:
+                 self_test: SelfTest | None = None, identity: Identity | None = None) -> None:
+        """``identity`` (an id and a device key) makes the box sign a report in each protocol 2
+        session (:meth:`_report`); a box without one reports nothing, as the field's firmware
+        before reports."""
         self.flash = flash
         self.config = config
         self.trusted = dict(trusted)
@@ -85,6 +90,7 @@ class Lockbox:
         self.builder = _build.Builder(self.staging)
         self.rx = Receiver(config, self.layout, self.staging, self.builder, self._commit,
                            self._verify)
+        self.reporter = None if identity is None else Reporter(identity, self._commit)
         self.battery = 100
         self.session = Session.CLOSED
         self.s: PState | None = None
@@ -127,6 +133,8 @@ class Lockbox:
         if fresh is not None:  # the journal disagrees with the images: trust what flash proves
             s = fresh
         self.s = s
+        if self.reporter is not None:
+            self.reporter.boot(s)
         if replay.dirty or fresh is not None:
             self.journal.compact(self._pack(s.to_wire()))
         self.rx.load(self._state)
@@ -135,7 +143,8 @@ class Lockbox:
             return
         if t.phase == p.BoxState.TESTING:
             # we were running the new image in test mode and it never confirmed: revert
-            back: Record = Fail() if t.trials >= self.config.max_trials else Revert()
+            back: Record = (GiveUp(Outcome.TRIALS_EXHAUSTED, 0)
+                            if t.trials >= self.config.max_trials else Revert())
             self._commit(back)
             if s.target is None:
                 self.rx.forget()
@@ -337,7 +346,26 @@ class Lockbox:
         if self._news is not None:
             self._send(out, p.Installed(*self._news))
             self._news = None
+        self._report(out)
         return S.READY
+
+    def _report(self, out: list[bytes]) -> None:
+        """Send a signed report of the box as it is now (protocol 2, a box with an identity).
+
+        When: right after the Summary (and Installed), so the first bytes of every session
+        carry it and a walk-away at any later byte still leaves the phone with it; it says
+        what any install between sessions did. Again after taking a new target (Accept) and
+        after the last piece (ReleaseComplete), the two moments a session changes what the
+        fleet should know; progress in between is not re-reported (a signature, a sequence
+        number and ~140 bytes each), the next session's first report has it.
+        """
+        if self.reporter is None or self.protocol != v2.VERSION:
+            return
+        held, total = self._progress()
+        t = self._state.target
+        facts = Facts(self.config.product, self.config.hardware, self.battery, self.box_state(),
+                      None if t is None else TargetProgress(t.version, min(held, total), total))
+        self._send(out, v2.BoxReport(self.reporter.sign(self._state, facts)))
 
     def box_state(self) -> p.BoxState:
         t = self._state.target
@@ -408,9 +436,12 @@ class Lockbox:
         created = self._verify(wire).created
         if created > max(now, self._state.clock):  # signed proof that it is later than we knew
             self._commit(Clock(created))  # (before the target: a cut between keeps the proof)
-        if t is None or t.tag != tag:
+        new = t is None or t.tag != tag
+        if new:
             self._take_target(wire, tag)
         self._send(out, p.Accept(tag, self._payload_index()))
+        if new:
+            self._report(out)
         return S.READY
 
     def judge(self, wire: bytes, now: int) -> p.Reason | None:
@@ -441,7 +472,15 @@ class Lockbox:
     # -- data --------------------------------------------------------------------------------
 
     def _on_data(self, ev: p.Data, now: int, out: list[bytes]) -> Session:
-        self.rx.data(self._state, ev, lambda e: self._send(out, e))
+        sent: list[p.Event] = []
+
+        def send(e: p.Event) -> None:
+            sent.append(e)
+            self._send(out, e)
+
+        self.rx.data(self._state, ev, send)
+        if any(isinstance(e, p.ReleaseComplete) for e in sent):
+            self._report(out)
         return S.READY
 
     # -- installing ----------------------------------------------------------------------------
@@ -467,7 +506,7 @@ class Lockbox:
                     self.journal.compact(self._pack(fresh.to_wire()))
                     self.rx.forget()
                     return IdleStep.DAMAGED
-                self._commit(Fail())
+                self._commit(GiveUp(Outcome.BUILD_FAILED, 0))
                 self.rx.forget()
                 self._news = (self._state.last or ("", False))[0], False
                 return IdleStep.FAILED
@@ -477,8 +516,9 @@ class Lockbox:
             if self.battery < self.manifest.min_battery:
                 return IdleStep.WAIT_BATTERY
             m = self.manifest
-            if _accept.still_valid(m, now, s) is not None:  # expired while it waited, say
-                self._commit(Fail())
+            why = _accept.still_valid(m, now, s)
+            if why is not None:  # expired while it waited, say
+                self._commit(GiveUp(Outcome.REFUSED, int(why)))
                 self._news = (m.version, False)
                 self.rx.forget()
                 return IdleStep.REFUSED
@@ -494,7 +534,7 @@ class Lockbox:
                 self._news = (m.version, True)
                 self.rx.forget()
                 return IdleStep.INSTALLED
-            self._commit(Fail())
+            self._commit(GiveUp(Outcome.SELF_TEST_FAILED, 0))
             self._news = (m.version, False)
             self.rx.forget()
             return IdleStep.REVERTED
@@ -513,12 +553,22 @@ class Lockbox:
         s = self._state
         return self.layout.slots[s.active].read(0, s.running_size)
 
+    def _progress(self) -> tuple[int, int]:
+        """(payload bytes held, payload bytes in all) of the target's payload; (0, 0) for none."""
+        t = self._state.target
+        if t is None or self.ref is None:
+            return 0, 0
+        pieces = self.table.pieces if self.table else ()
+        held = sum(min(st.received, pieces[i].wire_size if i < len(pieces) else 0)
+                   for i, st in t.streams.items() if i >= 0)
+        return held, self.ref.size
+
     def status(self) -> dict[str, Any]:
         """A JSON-ready summary for CLIs, tests and the simulator."""
         s = self._state
         t = s.target
-        pieces = self.table.pieces if self.table else ()
         streams = t.streams if t else {}
+        held, needed = self._progress()
         return {
             "state": self.box_state().name.lower(),
             "session": self.session.value,
@@ -535,9 +585,8 @@ class Lockbox:
             "table_done": bool(t and streams.get(TABLE, Stream()).done),
             "pieces_total": self.ref.pieces if self.ref and t else 0,
             "pieces_done": sum(1 for i, st in streams.items() if i >= 0 and st.done),
-            "received_bytes": sum(min(st.received, pieces[i].wire_size if i < len(pieces) else 0)
-                                  for i, st in streams.items() if i >= 0),
-            "needed_bytes": self.ref.size if self.ref and t else 0,
+            "received_bytes": held,
+            "needed_bytes": needed,
             "last_result": None if s.last is None else {"version": s.last[0], "ok": s.last[1]},
             "failed_tags": [x.hex() for x in s.failed],
             "flash_ops": self.flash.ops,

@@ -29,7 +29,7 @@ from fwdist.lockbox._update import (
     TABLE,
     Done,
     DropPrev,
-    Fail,
+    GiveUp,
     Keep,
     Progress,
     Record,
@@ -37,6 +37,7 @@ from fwdist.lockbox._update import (
     Rollback,
 )
 from fwdist.manifest import MAX_TABLE_BYTES, Manifest, PayloadRef, PieceTable, decode_table
+from fwdist.report import Outcome
 
 Send = Callable[[p.Event], None]
 
@@ -87,14 +88,14 @@ class Receiver:
         try:
             m = self._verify(wire)
         except ManifestError:  # the key was withdrawn, or the slot rotted: give the target up
-            self._commit(Fail())
+            self._commit(GiveUp(Outcome.UNUSABLE, 0))
             return
         self.manifest = m
         # the payload the box chose when it took the target (its table is on record)
         self.ref = next((r for r in (m.full, *m.deltas) if r.table_sha256 == t.table_sha256),
                         None)
         if self.ref is None:  # a record that names no payload of its manifest: give it up
-            self._commit(Fail())
+            self._commit(GiveUp(Outcome.UNUSABLE, 0))
             self.forget()
             return
         if _air.is_format2(wire):
@@ -280,7 +281,7 @@ class Receiver:
         except ManifestError:
             # these are the signed bytes, so the release itself is broken: give it up for good
             # rather than fetch the same table forever
-            self._commit(Fail())
+            self._commit(GiveUp(Outcome.UNUSABLE, 0))
             self.forget()
             return False
         self._commit(Done(TABLE))

@@ -57,11 +57,14 @@ class PrevWire(NamedTuple):
 class LastWire(NamedTuple):
     version: str
     ok: bool
+    outcome: int = 0  # (written, with reason, only when not 0: a failure whose cause is known)
+    reason: int = 0
 
 
 class StateWire(NamedTuple):
-    """The snapshot: one msgpack array of these fields, in this order (``clock`` only when
-    the box has seen a time: a box that never did writes the nine-field array it always did)."""
+    """The snapshot: one msgpack array of these fields, in this order. Trailing fields at
+    their default are not written (a box that never saw a time nor signed a report writes
+    the nine-field array it always did)."""
 
     running_version: str
     running_counter: int
@@ -71,8 +74,9 @@ class StateWire(NamedTuple):
     target: TargetWire | None
     prev: PrevWire | None
     failed: list[bytes]
-    last: LastWire | None
+    last: tuple[Any, ...] | None  # LastWire, without outcome and reason when both are 0
     clock: int = 0
+    seq_limit: int = 0
 
 
 @dataclass
@@ -141,6 +145,13 @@ class PState:
     clock: int = 0
     """The latest time the box has proof of (a signed manifest's ``created``): a lower bound
     on the time now, which a box without a clock checks expiry against."""
+    outcome: int = 0
+    """Why the last install failed (a :class:`fwdist.report.Outcome`), 0 when it succeeded or
+    its cause was not recorded; ``reason`` the :class:`~fwdist.protocol.Reason` with it."""
+    reason: int = 0
+    seq_limit: int = 0
+    """Report sequence numbers below this are reserved (maybe used): after a reboot the box
+    signs its next report with ``seq_limit``, never a number it may have used before."""
 
     def used_sectors(self) -> set[int]:
         used: set[int] = set()
@@ -164,10 +175,14 @@ class PState:
             pv.table_sha256, pv.table_len, pv.table_sectors,
             [PrevPieceWire(i, s) for i, s in sorted(pv.pieces.items())],
         )
-        last = None if self.last is None else LastWire(*self.last)
+        last = None
+        if self.last is not None:
+            lw = LastWire(*self.last, self.outcome, self.reason)
+            last = lw if self.outcome or self.reason else lw[:2]
         w = StateWire(self.running_version, self.running_counter, self.running_sha256,
-                      self.running_size, self.active, tw, pw, self.failed, last, self.clock)
-        return w if self.clock else w[:-1]
+                      self.running_size, self.active, tw, pw, self.failed, last, self.clock,
+                      self.seq_limit)
+        return w[:-2] if not (self.clock or self.seq_limit) else w if self.seq_limit else w[:-1]
 
     @classmethod
     def from_wire(cls, raw: list[Any]) -> PState:
@@ -184,6 +199,8 @@ class PState:
             pieces = {pp.piece: list(pp.sectors) for pp in (PrevPieceWire(*x) for x in pv.pieces)}
             s.prev = Prev(pv.table_sha256, pv.table_len, list(pv.table_sectors), pieces)
         s.failed = list(w.failed)
-        s.last = None if w.last is None else (w.last[0], w.last[1])
-        s.clock = w.clock
+        if w.last is not None:
+            lw = LastWire(*w.last)
+            s.last, s.outcome, s.reason = (lw.version, lw.ok), lw.outcome, lw.reason
+        s.clock, s.seq_limit = w.clock, w.seq_limit
         return s

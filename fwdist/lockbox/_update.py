@@ -42,6 +42,8 @@ class Rec(enum.IntEnum):
     FAIL = 14
     CLOCK = 15
     ROLLBACK = 16
+    REPORT_SEQ = 21
+    GIVE_UP = 22
 
 
 class Target(NamedTuple):
@@ -142,6 +144,22 @@ class Fail(NamedTuple):
     """The target is given up (bad build, failed self-test, manifest no longer valid)."""
 
 
+class GiveUp(NamedTuple):
+    """As :class:`Fail`, with the cause: ``outcome`` a :class:`fwdist.report.Outcome`,
+    ``reason`` the :class:`~fwdist.protocol.Reason` of a refusal (else 0). One record, so a
+    power cut never leaves a failure without its cause or a cause without its failure."""
+
+    outcome: int
+    reason: int
+
+
+class ReportSeq(NamedTuple):
+    """The box may sign reports with sequence numbers below ``limit`` (reserved a block at a
+    time, so most reports write no flash; a reboot skips what was reserved and not used)."""
+
+    limit: int
+
+
 class Clock(NamedTuple):
     """The box has proof that the time is at least ``time`` (a verified manifest's ``created``)."""
 
@@ -149,14 +167,14 @@ class Clock(NamedTuple):
 
 
 Record = (Target | Alloc | Replace | Trim | Progress | Done | Keep | DropPrev | Reset | Built
-          | Trial | Revert | Confirm | Fail | Clock | Rollback)
+          | Trial | Revert | Confirm | Fail | Clock | Rollback | ReportSeq | GiveUp)
 
 RECORD_TYPES: dict[Rec, type[Record]] = {
     Rec.TARGET: Target, Rec.ALLOC: Alloc, Rec.REPLACE: Replace, Rec.TRIM: Trim,
     Rec.PROGRESS: Progress, Rec.DONE: Done, Rec.KEEP: Keep, Rec.DROP_PREV: DropPrev,
     Rec.RESET: Reset, Rec.BUILT: Built, Rec.TRIAL: Trial, Rec.REVERT: Revert,
     Rec.CONFIRM: Confirm, Rec.FAIL: Fail, Rec.CLOCK: Clock,
-    Rec.ROLLBACK: Rollback,
+    Rec.ROLLBACK: Rollback, Rec.REPORT_SEQ: ReportSeq, Rec.GIVE_UP: GiveUp,
 }
 KIND: dict[type[Record], Rec] = {cls: kind for kind, cls in RECORD_TYPES.items()}
 
@@ -191,14 +209,18 @@ PHASES: dict[tuple[p.BoxState, Rec], p.BoxState] = {
     **{(_B.RECEIVING, rec): _B.RECEIVING for rec in (*_TRANSFER, Rec.DROP_PREV)},
     (_B.RECEIVING, Rec.BUILT): _B.BUILT,  # every piece verified, the new image checked
     (_B.RECEIVING, Rec.FAIL): _B.IDLE,  # the image did not build to the signed SHA-256
+    (_B.RECEIVING, Rec.GIVE_UP): _B.IDLE,  # (FAIL with its cause, as in each phase below)
     (_B.BUILT, Rec.TARGET): _B.RECEIVING,  # a newer release while waiting to install
     (_B.BUILT, Rec.DROP_PREV): _B.BUILT,
     (_B.BUILT, Rec.TRIAL): _B.TESTING,  # boot the new image in test mode
     (_B.BUILT, Rec.FAIL): _B.IDLE,  # the stored manifest no longer verifies
+    (_B.BUILT, Rec.GIVE_UP): _B.IDLE,
     (_B.TESTING, Rec.CONFIRM): _B.IDLE,  # self-test passed: the new image runs
     (_B.TESTING, Rec.FAIL): _B.IDLE,  # self-test failed (or too many trials): old image
+    (_B.TESTING, Rec.GIVE_UP): _B.IDLE,
     (_B.TESTING, Rec.REVERT): _B.BUILT,  # reset during the trial: old image, try again later
     **{(ph, Rec.CLOCK): ph for ph in UPDATE_PHASES},  # time moves on in every phase
+    **{(ph, Rec.REPORT_SEQ): ph for ph in UPDATE_PHASES},  # reports are signed in every phase
 }
 """The update machine: (phase, journal record) -> phase after it. Other records are refused."""
 
@@ -253,8 +275,13 @@ def _clock(s: PState, rec: Clock) -> None:
     s.clock = max(s.clock, rec.time)
 
 
+def _report_seq(s: PState, rec: ReportSeq) -> None:
+    s.seq_limit = max(s.seq_limit, rec.limit)
+
+
 _STATE_EFFECTS: dict[Rec, Callable[[PState, Any], None]] = {
     Rec.TARGET: _new_target, Rec.DROP_PREV: _drop_prev, Rec.CLOCK: _clock,
+    Rec.REPORT_SEQ: _report_seq,
 }
 
 
@@ -311,12 +338,14 @@ def _confirm(s: PState, t: TargetRec, rec: Confirm) -> None:
     s.running_sha256, s.running_size = rec.sha256, rec.size
     s.active ^= 1
     s.last = (rec.version, True)
+    s.outcome = s.reason = 0
     s.target = s.prev = None
 
 
-def _fail(s: PState, t: TargetRec, rec: Fail) -> None:
+def _fail(s: PState, t: TargetRec, rec: Fail | GiveUp) -> None:
     s.failed = [*s.failed, t.tag][-8:]
     s.last = (t.version, False)
+    s.outcome, s.reason = (rec.outcome, rec.reason) if isinstance(rec, GiveUp) else (0, 0)
     s.target = s.prev = None
 
 
@@ -324,4 +353,5 @@ _TARGET_EFFECTS: dict[Rec, Callable[[PState, TargetRec, Any], None]] = {
     Rec.ALLOC: _alloc, Rec.REPLACE: _replace, Rec.TRIM: _trim, Rec.PROGRESS: _progress,
     Rec.DONE: _done, Rec.KEEP: _keep, Rec.RESET: _reset, Rec.BUILT: _built, Rec.TRIAL: _trial,
     Rec.REVERT: _built, Rec.CONFIRM: _confirm, Rec.FAIL: _fail, Rec.ROLLBACK: _rollback,
+    Rec.GIVE_UP: _fail,
 }

@@ -245,6 +245,7 @@ CHECKED_ELSEWHERE = {  # commands that need a running server: their JSON is chec
     "token revoke": "tests/e2e/test_server_cli.py", "publish": "tests/e2e/test_server_cli.py",
     "fleet status": "tests/e2e/test_server_cli.py", "fleet boxes": "tests/e2e/test_server_cli.py",
     "fleet box": "tests/e2e/test_server_cli.py",
+    "app sync": "tests/e2e/test_phone_sync.py", "box register": "tests/e2e/test_phone_sync.py",
 }
 
 

@@ -159,7 +159,7 @@ RECORDS: dict[Rec, list[object]] = {
     Rec.PROGRESS: [5, 0, 200], Rec.DONE: [6, 0], Rec.KEEP: [7, 1, 0, 100],
     Rec.DROP_PREV: [8], Rec.RESET: [9, 0], Rec.BUILT: [10], Rec.TRIAL: [11], Rec.REVERT: [12],
     Rec.CONFIRM: [13, "1.1.0", 0, bytes(32), 1000], Rec.FAIL: [14], Rec.CLOCK: [15, 1_700_000_000],
-    Rec.ROLLBACK: [16, 0, 64, 1],
+    Rec.ROLLBACK: [16, 0, 64, 1], Rec.REPORT_SEQ: [21, 16], Rec.GIVE_UP: [22, 5, 6],
 }
 
 
@@ -186,7 +186,8 @@ RECORD_BYTES: dict[Rec, str] = {
     Rec.PROGRESS: "930500ccc8", Rec.DONE: "920600", Rec.KEEP: "9407010064", Rec.DROP_PREV: "9108",
     Rec.RESET: "920900", Rec.BUILT: "910a", Rec.TRIAL: "910b", Rec.REVERT: "910c",
     Rec.CONFIRM: "950da5312e312e3000c420" + "00" * 32 + "cd03e8", Rec.FAIL: "910e",
-    Rec.CLOCK: "920fce6553f100", Rec.ROLLBACK: "9410004001",
+    Rec.CLOCK: "920fce6553f100", Rec.ROLLBACK: "9410004001", Rec.REPORT_SEQ: "921510",
+    Rec.GIVE_UP: "93160506",
 }
 
 
@@ -235,7 +236,8 @@ def test_the_update_table_uses_only_journal_phases() -> None:
     assert UPDATE_PHASES == (p.BoxState.IDLE, p.BoxState.RECEIVING, p.BoxState.BUILT,
                              p.BoxState.TESTING)
     assert {phase for phase, _ in PHASES} | set(PHASES.values()) == set(UPDATE_PHASES)
-    assert len(PHASES) == 25  # (20, CLOCK in each of the four phases, ROLLBACK)
+    # (20, CLOCK and REPORT_SEQ in each of the four phases, ROLLBACK, GIVE_UP where FAIL is)
+    assert len(PHASES) == 32
 
 
 def test_table_covers_the_conversation() -> None:
