@@ -118,6 +118,11 @@ class ServerProcess:
                 return int(line.split()[1]) * 1024
         raise ProcessError(f"no VmHWM in /proc/{self.pid}/status")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU the process (all its threads) has used so far."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def kill(self) -> None:
         """``kill -9``: no clean-up of any kind runs in the server (the fault tests' point)."""
         if self.proc is not None and self.proc.poll() is None:

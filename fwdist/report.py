@@ -262,12 +262,7 @@ def decode(wire: bytes) -> SignedReport:
 def verify(wire: bytes, public_key: Ed25519PublicKey) -> Report:
     """The report in ``wire`` if the device key ``public_key`` signed it, else
     :class:`ReportError`."""
-    return verify_signed(decode(wire), public_key)
-
-
-def verify_signed(sr: SignedReport, public_key: Ed25519PublicKey) -> Report:
-    """:func:`verify` for a report :func:`decode` parsed already (a server that decodes a
-    report to find its box's key need not parse it twice)."""
+    sr = decode(wire)
     try:
         public_key.verify(sr.signature, SIGNING_CONTEXT + sr.body)
     except InvalidSignature:
