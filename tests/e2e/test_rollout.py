@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from fwdist.server.client import Client, publish
 from fwdist.server.ingest import frame_reports
 from fwdist.testing import Releases, make_releases
 from tests.e2e.test_cli_conventions import documented_fields
+from tests.e2e.test_server_publish import fwdist, publish_all
 from tests.server_helpers import RunningServer, db_url, fleet_server
 
 __all__ = ["db_url", "fleet_server"]  # fixtures
@@ -33,17 +33,6 @@ __all__ = ["db_url", "fleet_server"]  # fixtures
 @pytest.fixture(scope="module")
 def history(tmp_path_factory: pytest.TempPathFactory) -> Releases:
     return make_releases(tmp_path_factory.mktemp("rollout"), count=4, size=16 * 1024, seed=1)
-
-
-def fwdist(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fwdist", *args], capture_output=True,
-                          text=True, timeout=120)
-
-
-def publish_all(server: RunningServer, history: Releases) -> None:
-    with Client(server.url, server.tokens[Scope.RELEASE]) as c:
-        for r in history.releases:
-            publish(c, history.store, "lockbox", r.version)
 
 
 def test_a_release_engineer_starts_pauses_resumes_and_yanks(fleet_server: RunningServer,
