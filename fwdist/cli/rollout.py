@@ -1,4 +1,4 @@
-"""``fwdist rollout start|status|pause|resume|abort`` and ``fwdist release yank``.
+"""``fwdist rollout start|status|list|pause|resume|abort`` and ``fwdist release yank``.
 
 Clients of a running server (``--server URL --token T``, a ``release`` token to change
 anything); the model is ``fwdist.rollout`` and the work is the server's. Every command
@@ -104,9 +104,13 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     with Client(args.server, args.token) as client:
-        if args.id is not None:
-            return _show(args, client.get_json(f"/v1/rollouts/{args.id}"))
-        doc = client.get_json("/v1/rollouts")
+        return _show(args, client.get_json(f"/v1/rollouts/{args.id}"))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    params = {k: v for k, v in (("product", args.product),) if v}
+    with Client(args.server, args.token) as client:
+        doc = client.get_json("/v1/rollouts", **params)
     if args.json:
         emit_json(doc)
     else:
@@ -181,10 +185,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--abort-min", type=int_at_least(1), default=10, metavar="N",
                    help="... once at least N boxes finished (default 10)")
 
-    p = r_sub.add_parser("status", help="one rollout's state and latest decision, or all")
+    p = r_sub.add_parser("status", help="one rollout: state, latest decision, history")
     p.set_defaults(handler=cmd_status)
     _client_options(p)
-    p.add_argument("id", nargs="?", metavar="ID", help="a rollout id (default: every rollout)")
+    p.add_argument("id", metavar="ID", help="a rollout id (PRODUCT@X.Y.Z-N)")
+    p = r_sub.add_parser("list", help="every rollout, oldest first")
+    p.set_defaults(handler=cmd_list)
+    _client_options(p)
+    p.add_argument("--product", metavar="NAME")
     for what, text in (("pause", "stop offering to new boxes"),
                        ("resume", "go on after a pause, or to the next phase after --manual"),
                        ("abort", "stop the rollout for good")):

@@ -151,6 +151,15 @@ def _save(conn: Connection, got: Loaded, state: State, phase: int, decision: Dec
 AUTOMATIC = frozenset({Event.CRITERIA_MET, Event.AUTO_ABORT, Event.START, Event.FINISH})
 
 
+def _news(stored: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether a decision says something the stored one did not (its time aside), so that
+    reading a rollout writes only when the evidence changed."""
+    if stored is None:
+        return True
+    return {k: v for k, v in stored.items() if k != "at"} != {
+        k: v for k, v in new.items() if k != "at"}
+
+
 def _evaluate(conn: Connection, rollout_id: str, now: int) -> Loaded:
     """Weigh the evidence until the machine stops moving (a phase whose criteria already
     hold is passed at once); write what changed."""
@@ -164,7 +173,7 @@ def _evaluate(conn: Connection, rollout_id: str, now: int) -> Loaded:
         stored = got.decision
         got.decision = decision.to_json()
         if not fired:
-            if stored != got.decision:  # record what was last decided, for status and the dashboard
+            if _news(stored, got.decision):  # what was last decided, for status and dashboard
                 _save(conn, got, state, phase, decision, before)
             return got
         _save(conn, got, state, phase, decision, before)

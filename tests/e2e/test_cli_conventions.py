@@ -245,6 +245,9 @@ CHECKED_ELSEWHERE = {  # commands that need a running server: their JSON is chec
     "token revoke": "tests/e2e/test_server_cli.py", "publish": "tests/e2e/test_server_cli.py",
     "fleet status": "tests/e2e/test_server_cli.py", "fleet boxes": "tests/e2e/test_server_cli.py",
     "fleet box": "tests/e2e/test_server_cli.py",
+    **{f"rollout {c}": "tests/e2e/test_rollout.py"
+       for c in ("start", "status", "list", "pause", "resume", "abort")},
+    "release yank": "tests/e2e/test_rollout.py",
 }
 
 

@@ -414,5 +414,5 @@ def test_a_phone_follows_its_last_sync_listed_releases_and_their_rollouts() -> N
     assert policy.answer("lockbox", "1.1.0", BoxView(outside), now) is Answer.NOT_IN_COHORT
     assert policy.answer("lockbox", "1.2.0", BoxView(outside), now) is Answer.OFFER  # no rollout
     assert policy.answer("lockbox", "1.3.0", BoxView(inside), now) is Answer.STOPPED  # not listed
-    with pytest.raises(RolloutError, match="^malformed sync document"):
+    with pytest.raises(RolloutError, match=r"^malformed sync document"):
         SyncPolicy.from_sync({"releases": []})

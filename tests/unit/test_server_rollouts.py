@@ -4,15 +4,17 @@ automatic abort at its threshold, pause/resume/abort, yank, and what phones are 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from fwdist import report
 from fwdist.protocol import Reason
 from fwdist.rollout import AbortPolicy, Criteria, Phase, Plan, State, in_cohort
-from fwdist.server import rollouts
+from fwdist.server import db, rollouts
 from tests.rollout_helpers import Fleet, fleet
 
 BOXES = [f"box-{i:03d}" for i in range(200)]
@@ -163,3 +165,19 @@ def test_tags_and_newer_boxes_shape_the_eligible_fleet(f: Fleet) -> None:
     f.report("eu-3", T0 - 100, running="2.0.0")  # already newer: not eligible
     doc = rollouts.start(f.engine, plan("1.1.0", 10_000, tags=frozenset({"eu"})), T0)
     assert (doc["decision"]["eligible"], doc["decision"]["offered"]) == (2, 2)
+
+
+def test_reading_a_rollout_writes_only_when_the_evidence_changed(f: Fleet) -> None:
+    rid = rollouts.start(f.engine, plan(), T0)["id"]
+
+    def stored_at() -> int:
+        with f.engine.connect() as conn:
+            row = conn.execute(sa.select(db.rollouts.c.decision)).scalar_one()
+        return int(json.loads(row)["at"])
+
+    assert stored_at() == T0
+    assert rollouts.status(f.engine, rid, T0 + 50)["decision"]["at"] == T0 + 50
+    assert stored_at() == T0  # nothing new was heard: nothing written
+    f.report(cohort(rid, 100)[0], T0 + 60, target="1.1.0")
+    assert rollouts.status(f.engine, rid, T0 + 70)["decision"]["outcomes"] == {"in_progress": 1}
+    assert stored_at() == T0 + 70
