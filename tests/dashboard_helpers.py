@@ -17,6 +17,7 @@ from fwdist.dashboard import (
     PhaseView,
     Principal,
     ProductFleet,
+    ReleaseView,
     ReportRow,
     RolloutView,
 )
@@ -74,6 +75,8 @@ class FakeFleet:
                         for s in range(3, 0, -1))
             for b in self.box_rows
         }  # fmt: skip
+        self.release_rows = (ReleaseView("lockbox", "1.1.0", "published", T0, 2, 21_003),
+                             ReleaseView("lockbox", "1.0.0", "published", T0 - 86400, 1, 20_871))
         self.revoked: set[str] = set()
 
     # -- ReadModel --
@@ -84,6 +87,10 @@ class FakeFleet:
     def rollouts(self) -> tuple[RolloutView, ...]:
         with self.lock:
             return self.rollout_views
+
+    def releases(self) -> tuple[ReleaseView, ...]:
+        with self.lock:
+            return self.release_rows
 
     def boxes(self) -> tuple[BoxSummary, ...]:
         with self.lock:

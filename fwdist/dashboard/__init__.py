@@ -18,6 +18,7 @@ from fwdist.dashboard._model import (
     Principal,
     ProductFleet,
     ReadModel,
+    ReleaseView,
     ReportRow,
     RolloutView,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "Principal",
     "ProductFleet",
     "ReadModel",
+    "ReleaseView",
     "ReportRow",
     "RolloutView",
     "create_app",

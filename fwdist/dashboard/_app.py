@@ -148,8 +148,9 @@ class Dashboard:
     async def overview_sections(self) -> Mapping[str, str]:
         fleet = await _run(self.model.fleet)
         rollouts = await _run(self.model.rollouts)
+        releases = await _run(self.model.releases)
         boxes = await _run(self.model.boxes)
-        return self.render.overview_sections(fleet, rollouts, boxes)
+        return self.render.overview_sections(fleet, rollouts, releases, boxes)
 
     async def overview(self, request: Request) -> Response:
         who = await self.principal(request)

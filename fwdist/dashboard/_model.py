@@ -96,6 +96,18 @@ class RolloutView:
 
 
 @dataclass(frozen=True)
+class ReleaseView:
+    """A published release: whether phones may still be given it."""
+
+    product: str
+    version: str
+    state: str  # "published" or "yanked"
+    published_at: int
+    payloads: int  # the full image and its deltas
+    full_bytes: int  # what a box with no usable delta receives
+
+
+@dataclass(frozen=True)
 class BoxSummary:
     id: str
     product: str
@@ -140,6 +152,8 @@ class ReadModel(Protocol):
     def fleet(self) -> tuple[ProductFleet, ...]: ...
 
     def rollouts(self) -> tuple[RolloutView, ...]: ...
+
+    def releases(self) -> tuple[ReleaseView, ...]: ...
 
     def boxes(self) -> tuple[BoxSummary, ...]: ...
 

@@ -18,7 +18,13 @@ import jinja2
 from markupsafe import Markup
 
 from fwdist.dashboard import _curve as curve
-from fwdist.dashboard._model import BoxDetail, BoxSummary, ProductFleet, RolloutView
+from fwdist.dashboard._model import (
+    BoxDetail,
+    BoxSummary,
+    ProductFleet,
+    ReleaseView,
+    RolloutView,
+)
 
 
 def _when(at: int | None) -> str:
@@ -94,11 +100,13 @@ class Renderer:
         self,
         fleet: Sequence[ProductFleet],
         rollouts: Sequence[RolloutView],
+        releases: Sequence[ReleaseView],
         boxes: Sequence[BoxSummary],
     ) -> dict[str, Markup]:
         return {
             "fleet": Markup(self._macros.fleet(fleet, curves(fleet))),
             "rollouts": Markup(self._macros.rollouts(rollouts)),
+            "releases": Markup(self._macros.releases(releases)),
             "boxes": Markup(self._macros.boxes(boxes)),
         }
 

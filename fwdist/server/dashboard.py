@@ -30,13 +30,14 @@ from fwdist.dashboard import (
     PhaseView,
     Principal,
     ProductFleet,
+    ReleaseView,
     ReportRow,
     RolloutView,
     create_app,
 )
 from fwdist.protocol import Reason
 from fwdist.rollout import format_share
-from fwdist.server import auth, db, fleet, registry, rollouts
+from fwdist.server import auth, catalog, db, fleet, registry, rollouts
 from fwdist.server.context import Server
 
 MOUNT = "/dashboard"
@@ -138,6 +139,13 @@ def rollout_view(status: dict[str, Any]) -> RolloutView:
     )
 
 
+def release_view(r: dict[str, Any]) -> ReleaseView:
+    """One release as ``catalog.list_releases`` lists it; payload 0 is the full image."""
+    full = next((p["bytes"] for p in r["payloads"] if p["index"] == 0), 0)
+    return ReleaseView(r["product"], r["version"], r["state"], r["published_at"],
+                       len(r["payloads"]), full)  # fmt: skip
+
+
 def _when_target(r: dict[str, Any]) -> str | None:
     if r["target_version"] is None:
         return None
@@ -215,6 +223,13 @@ class FleetReadModel:
             return tuple(rollout_view(s) for s in reversed(listed))  # newest first
 
         result: tuple[RolloutView, ...] = self._cached("rollouts", compute)
+        return result
+
+    def releases(self) -> tuple[ReleaseView, ...]:
+        def compute() -> tuple[ReleaseView, ...]:
+            return tuple(release_view(r) for r in reversed(catalog.list_releases(self.engine)))
+
+        result: tuple[ReleaseView, ...] = self._cached("releases", compute)
         return result
 
     def boxes(self) -> tuple[BoxSummary, ...]:

@@ -4,8 +4,9 @@ One page stays open through the whole story, and every step must reach it withou
 (the same window, and a marker left in the page's JavaScript state survives): boxes report
 1.0.0; a release engineer starts a 25 % -> 100 % rollout of 1.1.0 with ``fwdist rollout
 start``; the first cohort reports 1.1.0 installed and the rollout moves to its second phase;
-five boxes outside that cohort report failed installs and the automatic abort fires. Then a
-box page follows a new report live. Screenshots go to ``reports/dashboard/``.
+five boxes outside that cohort report failed installs and the automatic abort fires; ``fwdist
+release yank`` withdraws the release. Then a box page follows a new report live.
+Screenshots go to ``reports/dashboard/``.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ def test_the_dashboard_follows_a_rollout_to_its_automatic_abort_without_a_reload
     ]  # fmt: skip
     assert text(browser, "version-lockbox-1.0.0") == "40"
     assert "No rollouts." in text(browser, "rollouts")
+    assert row(browser, "release-lockbox@1.1.0")[:2] == ["lockbox 1.1.0", "published"]
     handle = browser.current_window_handle
     browser.execute_script(MARK)
     screenshot(browser, "01-fleet-on-1.0.0")
@@ -162,6 +164,14 @@ def test_the_dashboard_follows_a_rollout_to_its_automatic_abort_without_a_reload
     same_page(browser, handle)
     screenshot(browser, "04-automatic-abort")
 
+    # the release engineer withdraws the release: the page says so
+    yanked = fwdist("release", "yank", "lockbox@1.1.0", *server)
+    assert (yanked.returncode, yanked.stderr) == (0, "")
+    wait_until(lambda: row(browser, "release-lockbox@1.1.0")[1] == "yanked", what="the yank")
+    assert row(browser, "release-lockbox@1.0.0")[1] == "published"
+    same_page(browser, handle)
+    screenshot(browser, "05-release-yanked")
+
 
 def test_a_box_page_shows_its_history_and_grows_live(browser: WebDriver,
                                                      fleet: RunningServer) -> None:
@@ -184,4 +194,4 @@ def test_a_box_page_shows_its_history_and_grows_live(browser: WebDriver,
     assert (cells[0], cells[2:]) == ("3", ["1.0.0", "receiving", "1.1.0 (4,096 of 16,384 B)",
                                           "77 %", "–"])  # fmt: skip
     same_page(browser, handle)
-    screenshot(browser, "05-box-history")
+    screenshot(browser, "06-box-history")

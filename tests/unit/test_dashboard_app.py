@@ -105,6 +105,9 @@ async def test_a_read_token_logs_in_to_a_strict_http_only_cookie_and_sees_the_fl
         "11 of 100 eligible boxes heard from since phase 2 began (11.0 %)"
     )
     assert html.count('<tr id="box-') == 3
+    releases = html.split('id="releases"')[1]
+    assert re.findall(r'<tr id="release-([^"]+)">', releases) == ["lockbox@1.1.0", "lockbox@1.0.0"]
+    assert "<td>21,003 B</td>" in releases
     assert html.count("<polyline") == 2
     assert 'data-events="/dashboard/events"' in html and "/dashboard/live.js" in html
 
