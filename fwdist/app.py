@@ -326,6 +326,7 @@ class SessionEnd(enum.Enum):
     TARGET_OTHER = "box is receiving another build of this version"
     WAITING_INSTALL = "box holds the whole release and installs it when idle"
     OTHER_PRODUCT = "box is another product or hardware"
+    NOT_OFFERED = "the rollout does not offer this release to this box"
     NO_TABLE = "phone lacks the piece table for this box"
     NOTHING_HELD = "phone holds none of the pieces the box lacks"
     OLD_PROTOCOL = "box speaks an older protocol"  # the caller retries: see App.fallback
@@ -453,12 +454,18 @@ class App:
         batch_bytes: int = BATCH_BYTES,
         frame_cache: FrameCache | None = None,
         version: int = v2.VERSION,
+        offer: bool = True,
     ) -> None:
+        """``offer=False``: the phone's rollout policy (:class:`fwdist.rollout.SyncPolicy`,
+        decided by the caller, who knows which box it reached) does not offer this release
+        to this box now. The session still runs to the box's status and signed report, so
+        the box is heard from, and ends NOT_OFFERED before any of the release is sent."""
         if version not in protocol.PROTOCOL_VERSIONS:
             raise protocol.LocalProtocolError(f"the phone speaks versions "
                                               f"{protocol.PROTOCOL_VERSIONS}, not {version}")
         self.cache = cache
         self.version = version  # what the Hello names: the highest the phone will speak
+        self.offer = offer
         self.protocol: int | None = None  # what the box answered in
         self.frame_cache = frame_cache
         self.manifest = cache.manifest
@@ -545,7 +552,7 @@ class App:
             return None
         return App(self.cache, max_frame=max(protocol.MIN_FRAME, self.max_frame),
                    batch_bytes=self.batch_bytes, frame_cache=self.frame_cache,
-                   version=protocol.PROTOCOL_VERSION)
+                   version=protocol.PROTOCOL_VERSION, offer=self.offer)
 
     def data_to_send(self) -> bytes:
         if self.phase is Phase.SENDING and self._stream is not None:
@@ -728,6 +735,8 @@ class App:
             return self._finish(SessionEnd.BOX_NEWER)
         if theirs == mine:
             return self._finish(SessionEnd.BOX_OTHER_BUILD)
+        if not self.offer:
+            return self._finish(SessionEnd.NOT_OFFERED)
         t = st.target
         if t is not None and self._speaks_air() and t.tag in self.cache.air_tags:
             self._use_air(self.cache.air_tags[t.tag])  # a format 2 target: its payload is known

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fwdist import protocol as p
 from fwdist import protocol_v2 as v2
 from fwdist import report
-from fwdist.app import App
+from fwdist.app import App, SessionEnd
 from fwdist.lockbox import SEQ_BLOCK, Identity, IdleStep, Lockbox, PState, Rec
 from fwdist.pump import pump_session
 from fwdist.releases import phone_cache
@@ -107,6 +107,20 @@ def test_a_whole_update_reports_at_hello_accept_and_release_complete(rel: Releas
     (rep,) = [report.verify(w, DEVICE.public_key()) for w in after.box_reports]
     assert rep.seq == 3 and rep.running_version == rel.releases[1].version
     assert rep.last == report.LastResult(rel.releases[1].version, report.Outcome.INSTALLED)
+
+
+def test_a_phone_whose_rollout_does_not_offer_still_hears_the_box(rel: Releases) -> None:
+    box = _box(rel)
+    cache = phone_cache(rel.store, "lockbox", rel.releases[1].version)
+    session = pump_session(box, App(cache, offer=False), now=NOW)
+    assert (session.end, session.sent_bytes > 0, session.payload_sent) == (
+        SessionEnd.NOT_OFFERED, True, 0)
+    (rep,) = [report.verify(w, DEVICE.public_key()) for w in session.box_reports]
+    assert (rep.seq, rep.state, rep.target, rep.running_version) == (
+        0, p.BoxState.IDLE, None, rel.releases[0].version)
+    assert box.status()["state"] == "idle" and box.ref is None
+    offered = pump_session(box, App(cache), now=NOW)  # the next phone may offer: it installs
+    assert offered.complete and offered.payload_sent > 0
 
 
 def test_a_walk_away_after_the_first_frames_still_leaves_the_report(rel: Releases) -> None:
