@@ -1,11 +1,16 @@
 """``fwdist demo``: the whole pipeline on embedded defaults, nothing to set up.
 
-It makes a signing key, stages two releases of a generated sample firmware (the
-second with a delta from the first), verifies the store, prints what a box on
-the old release must receive, and then lets an emulated lockbox on the old
-release take the update the way it travels in the field: agents' phones that
-walk away after ``--session-bytes`` bytes each, until the box has every piece,
-builds the new image, installs it and confirms it.
+It makes a signing key, stages three releases of a generated sample firmware
+(each with a delta from the one before), verifies the store, prints what a box on
+the first release must receive for the second, and then lets an emulated lockbox
+on the first release take the update the way it travels in the field: agents'
+phones that walk away after ``--session-bytes`` bytes each, until the box has
+every piece, builds the new image, installs it and confirms it.
+
+Then the fleet (:mod:`fwdist.cli.demo_fleet`, skipped with ``--no-fleet``): a
+fleet server on SQLite, ``--boxes`` boxes and two phones, the second release
+rolled out in phases and the third, which fails on every third box, aborted by
+its rollout; it prints each round and the dashboard's address.
 
 Without ``--dir`` everything happens in a temporary directory that is deleted
 at the end (it holds a private key). With ``--dir`` the demo works only in a
@@ -17,23 +22,26 @@ A directory holding anything else is refused, because it is the user's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import hashlib
 import shutil
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fwdist import keys
 from fwdist.app import App
-from fwdist.cli import ExitCode
+from fwdist.cli import ExitCode, demo_fleet
 from fwdist.cli.args import int_at_least, int_in
 from fwdist.cli.output import emit_json
 from fwdist.errors import FwdistError
 from fwdist.lockbox import BoxConfig, IdleStep, Lockbox
 from fwdist.manifest import Manifest, key_id
 from fwdist.pump import pump_session
-from fwdist.releases import phone_cache, plan, verify_store
+from fwdist.releases import load_manifest, phone_cache, plan, verify_store
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
@@ -42,10 +50,12 @@ PRODUCT = "lockbox-demo"
 SAMPLE = SampleFirmware()  # versions only: the sizes come from --image-size
 MARKER = ".fwdist-demo"
 # Every entry the demo writes into its directory; nothing else is ever removed.
+FLEET_ENTRIES = frozenset({"fleet", f"fw-{SAMPLE.version(2)}.bin"})
+"""What only the fleet part writes (``--boxes 0`` writes none of it)."""
 ENTRIES = frozenset(
     {MARKER, "release.key", "release.key.pub", "store"}
     | {f"fw-{SAMPLE.version(r)}.bin" for r in (0, 1)}
-)
+) | FLEET_ENTRIES
 MIN_IMAGE, MAX_IMAGE = 4096, 4 << 20
 # A session must carry the Hello and the whole signed manifest (about 340 bytes) to progress.
 MIN_SESSION_BYTES = 512
@@ -98,12 +108,13 @@ def carry_update(
     pubkey: Path,
     old: bytes,
     old_version: str,
+    new_version: str,
     session_bytes: int,
     max_sessions: int = 10_000,
 ) -> dict[str, Any]:
     """An in-memory lockbox on ``old`` takes the newest release, one short session at a time."""
     public = keys.load_public(pubkey)
-    cache = phone_cache(store, PRODUCT)
+    cache = phone_cache(store, PRODUCT, new_version)
     cfg = box_config(cache.manifest, len(old))
     flash = cfg.make_flash()
     Lockbox.provision(flash, cfg, old, old_version)
@@ -136,13 +147,16 @@ def carry_update(
     }
 
 
-def run_demo(workdir: Path, image_size: int, session_bytes: int) -> dict[str, Any]:
+def run_demo(workdir: Path, image_size: int, session_bytes: int, boxes: int = 0,
+             fleet_session_bytes: int = 16_384,
+             keep_serving: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+    """The pipeline, and with ``boxes`` the fleet loop (:func:`demo_fleet.run_fleet`)."""
     sample = SampleFirmware(size=image_size)
     key_path, pub_path = keys.generate(workdir / "release.key")
     key = keys.load_private(key_path)
     store = Store.open(workdir / "store", create=True)
     staged = []
-    for release in (0, 1):
+    for release in (0, 1, 2) if boxes else (0, 1):
         image = workdir / f"fw-{sample.version(release)}.bin"
         image.write_bytes(sample.image(release))
         sources = (sample.version(release - 1),) if release else ()
@@ -153,9 +167,19 @@ def run_demo(workdir: Path, image_size: int, session_bytes: int) -> dict[str, An
     report = verify_store(store, pub_path)
     p = plan(store, PRODUCT, staged[0], staged[1])
     full = plan(store, PRODUCT, "0.0.0", staged[1])
-    box = carry_update(store, pub_path, sample.image(0), staged[0], session_bytes)
+    box = carry_update(store, pub_path, sample.image(0), staged[0], staged[1], session_bytes)
     new_sha = hashlib.sha256(sample.image(1)).hexdigest()
+    fleet = None
+    if boxes:
+        (workdir / "fleet").mkdir()
+        newest = load_manifest(store, PRODUCT, staged[2])
+        config = box_config(newest, max(len(sample.image(r)) for r in (0, 1, 2)))
+        fleet = demo_fleet.run_fleet(
+            workdir / "fleet", store, pub_path, PRODUCT, (staged[0], staged[1], staged[2]),
+            (sample.image(0),), config, boxes=boxes,
+            session_bytes=fleet_session_bytes, keep_serving=keep_serving)
     return {
+        "fleet": fleet,
         "lockbox": box,
         "installed": box["running_version"] == staged[1] and box["running_sha256"] == new_sha,
         "workdir": str(workdir),
@@ -175,7 +199,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with tempfile.TemporaryDirectory(prefix="fwdist-demo-") as tmp:
             out = _run_in(Path(tmp), args)
         out.update(workdir=None, store=None, pubkey=None)  # deleted with the private key
-    ok = out["verified"] and out["installed"]
+    fleet = out["fleet"]
+    ok = out["verified"] and out["installed"] and (
+        fleet is None or [r["state"] for r in fleet["rollouts"]] == ["completed", "aborted"])
     if args.json:
         emit_json(out)
         return ExitCode.OK if ok else ExitCode.ERROR
@@ -205,12 +231,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"  now running {box['running_version']}, sha256 {box['running_sha256'][:16]}... "
         f"({'the new image' if out['installed'] else 'NOT the new image'})"
     )
+    if out["fleet"] is not None:
+        print_fleet(out["fleet"])
     return ExitCode.OK if ok else ExitCode.ERROR
+
+
+def _wait(dashboard: str, read_token: str) -> None:
+    """``--keep-serving``: the fleet server stays up, with its dashboard, until Ctrl-C."""
+    print(f"dashboard: {dashboard} (log in with the read token {read_token}); "
+          "Ctrl-C stops the server", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(3600)
+
+
+def print_fleet(fleet: dict[str, Any]) -> None:
+    print(f"a fleet server on SQLite ({fleet['server']}), {fleet['boxes']} boxes, two phones "
+          "that sync with coverage and visit boxes offline:")
+    for r in fleet["rollouts"]:
+        print(f"  rollout {r['id']}:")
+        for rd in r["rounds"]:
+            versions = ", ".join(f"{n} on {v}" for v, n in rd["versions"].items())
+            print(f"    round {rd['round']}: {rd['state']}, phase {rd['phase'] + 1} at "
+                  f"{rd['share_bp'] / 100:g} %; boxes: {versions}")
+        d = r["decision"] or {}
+        print(f"    -> {r['state']}" + (f": {d['why']}" if d.get("why") else ""))
+    versions = fleet["fleet"]["products"].get(PRODUCT, {}).get("versions", {})
+    print(f"  the fleet as its reports tell it: {versions}; phones now offer "
+          f"{', '.join(fleet['offered_after_abort']) or 'nothing'}")
+    print(f"  dashboard: {fleet['dashboard']} (up while the demo ran; --keep-serving keeps it)")
 
 
 def _run_in(workdir: Path, args: argparse.Namespace) -> dict[str, Any]:
     try:
-        return run_demo(workdir, args.image_size, args.session_bytes)
+        return run_demo(workdir, args.image_size, args.session_bytes, args.boxes,
+                        args.fleet_session_bytes, _wait if args.keep_serving else None)
     except OSError as e:
         raise FwdistError(f"cannot write in {workdir}: {e.strerror}") from None
 
@@ -241,4 +296,21 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="bytes an agent's phone gets across before walking away "
         f"(default 2000, at least {MIN_SESSION_BYTES}: the Hello and the manifest)",
     )
+    p.add_argument(
+        "--boxes",
+        type=int_in(0, 200),
+        default=24,
+        metavar="N",
+        help="boxes in the fleet part (a server, two phones, two rollouts); 0 skips it "
+        "(default 24)",
+    )
+    p.add_argument(
+        "--fleet-session-bytes",
+        type=int_at_least(MIN_SESSION_BYTES),
+        default=16_384,
+        metavar="BYTES",
+        help="bytes per showing in the fleet part (default 16384)",
+    )
+    p.add_argument("--keep-serving", action="store_true",
+                   help="keep the fleet server and its dashboard up at the end, until Ctrl-C")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")

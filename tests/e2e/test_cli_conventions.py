@@ -306,7 +306,7 @@ def test_every_json_output_has_the_schema_and_exactly_the_documented_fields(
                                 "--align", "4", "--slot", "163840", "--staging", "180224"),
         "hardware show": ok_json("hardware", "show", "nrf52832", "--store", tmp_path / "s"),
         "hardware list": ok_json("hardware", "list", "--store", tmp_path / "s"),
-        "demo": ok_json("demo", "--image-size", "8192"),
+        "demo": ok_json("demo", "--image-size", "8192", "--boxes", "0"),
         "lockbox init": ok_json("lockbox", "init", "--state", tmp_path / "b", "--product", "p",
                                 "--pubkey", released / "release.key.pub", "--image",
                                 tmp_path / "fw0.bin", "--version", "1.0.0"),

@@ -12,13 +12,18 @@ from pathlib import Path
 
 import pytest
 
-from fwdist.cli.demo import ENTRIES, MARKER, run_demo
+from fwdist.cli.demo import ENTRIES, FLEET_ENTRIES, MARKER, run_demo
 from fwdist.sample import SampleFirmware
 
 
 def fwdist(*args: str | Path, cwd: Path | None = None,
            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "fwdist", *map(str, args)], capture_output=True,
+    """``fwdist demo`` without its fleet part (``--boxes 0``) unless the test asks for one:
+    the fleet has its own test below, and these check the pipeline and the directory."""
+    argv = [*map(str, args)]
+    if argv[:1] == ["demo"] and "--boxes" not in argv:
+        argv += ["--boxes", "0"]
+    return subprocess.run([sys.executable, "-m", "fwdist", *argv], capture_output=True,
                           text=True, timeout=300, cwd=cwd, env={**os.environ, **(env or {})})
 
 
@@ -68,11 +73,11 @@ def test_the_demo_reuses_its_own_directory_but_not_one_a_user_added_to(tmp_path:
     d = tmp_path / "demo"
     first = fwdist("demo", "--dir", d, "--image-size", "8192", "--json")
     assert first.returncode == 0, first.stderr
-    assert {p.name for p in d.iterdir()} == ENTRIES
+    assert {p.name for p in d.iterdir()} == ENTRIES - FLEET_ENTRIES
     assert json.loads(first.stdout)["workdir"] == str(d)
     again = fwdist("demo", "--dir", d, "--image-size", "8192", "--json")
     assert again.returncode == 0, again.stderr
-    assert {p.name for p in d.iterdir()} == ENTRIES
+    assert {p.name for p in d.iterdir()} == ENTRIES - FLEET_ENTRIES
     (d / "my-results.csv").write_text("1,2\n")
     before = tree(d)
     proc = fwdist("demo", "--dir", d, "--image-size", "8192")
@@ -124,3 +129,27 @@ def test_every_accepted_image_size_installs(tmp_path: Path, size: int, session_b
     moved = plan["format2_overhead_bytes"] + plan["payload_bytes"]
     assert out["lockbox"]["sessions"] >= -(-moved // session_bytes)
     assert (tmp_path / "fw-1.1.0.bin").read_bytes() == new
+
+
+def test_the_fleet_part_rolls_one_release_out_and_aborts_the_failing_one() -> None:
+    """A real server process, nine boxes, two phones: 1.1.0 reaches every box in three phases;
+    1.2.0 fails its self-test on every third box and its rollout aborts in its first phase,
+    after which phones offer 1.1.0 again. Cohorts are fixed by (rollout, box), so the counts
+    are exact."""
+    proc = fwdist("demo", "--image-size", "16384", "--boxes", "9", "--json")
+    assert proc.returncode == 0, proc.stderr
+    fleet = json.loads(proc.stdout)["fleet"]
+    good, bad = fleet["rollouts"]
+    assert (good["id"], good["state"], good["events"]) == (
+        "lockbox-demo@1.1.0-1", "completed",
+        ["start", "criteria_met", "start", "criteria_met", "start", "criteria_met", "finish"])
+    assert [r["versions"] for r in good["rounds"]][-1] == {"1.1.0": 9}
+    assert good["decision"]["why"] == "9 of 9 installed, criteria met"
+    assert (bad["id"], bad["state"], bad["events"]) == (
+        "lockbox-demo@1.2.0-1", "aborted", ["start", "auto_abort"])
+    assert bad["decision"]["why"] == "1 of 2 finished boxes failed (threshold 20 %, minimum 2)"
+    assert fleet["fleet"]["products"]["lockbox-demo"] == {
+        "boxes": 9, "failed": 1, "heard_from": 9, "in_progress": 0,
+        "versions": {"1.1.0": 8, "1.2.0": 1}}
+    assert fleet["offered_after_abort"] == ["1.1.0"]
+    assert fleet["dashboard"] == fleet["server"] + "/dashboard"
