@@ -16,10 +16,12 @@ from fwdist import keys
 from fwdist.cli.output import emit_json, human_bytes, iso_time
 from fwdist.cli.release import parse_release
 from fwdist.manifest import key_id
-from fwdist.server import auth, process
-from fwdist.server.auth import Scope
-from fwdist.server.client import Client, publish
 from fwdist.store import Store
+
+# The server's stack (Starlette, Hypercorn, SQLAlchemy, Alembic, httpx) is imported by the
+# handlers that use it, not here: every `fwdist` command builds this parser, and `fwdist app
+# push` must not pay seconds of imports for a server it never starts.
+SCOPES = ("release", "app", "read")
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -36,6 +38,8 @@ def _record_keys(store: Path, paths: list[str]) -> None:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    from fwdist.server import process
+
     store = Path(args.store)
     process.parse_listen(args.listen)
     _record_keys(store, args.trust or [])
@@ -50,14 +54,18 @@ def cmd_server(args: argparse.Namespace) -> int:
 
 def _engine(args: argparse.Namespace) -> Any:
     """The server's database; the store must exist (``fwdist server`` makes it)."""
+    from fwdist.server import process
+
     return process.open_database(Store.open(Path(args.store)).root, args.db)
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
+    from fwdist.server import auth
+
     auth.check_name(args.name)
     engine = _engine(args)
     try:
-        secret = auth.create(engine, args.name, Scope(args.scope), int(time.time()))
+        secret = auth.create(engine, args.name, auth.Scope(args.scope), int(time.time()))
     finally:
         engine.dispose()
     if args.json:
@@ -68,6 +76,8 @@ def cmd_token_create(args: argparse.Namespace) -> int:
 
 
 def cmd_token_list(args: argparse.Namespace) -> int:
+    from fwdist.server import auth
+
     engine = _engine(args)
     try:
         rows = auth.listing(engine)
@@ -86,6 +96,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from fwdist.server import auth
+
     engine = _engine(args)
     try:
         changed = auth.revoke(engine, args.name, int(time.time()))
@@ -99,6 +111,8 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    from fwdist.server.client import Client, publish
+
     product, version = parse_release(args.release)
     store = Store.open(args.store)
     store.get_manifest(product, version)  # refused in one line before any request
@@ -116,6 +130,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet_status(args: argparse.Namespace) -> int:
+    from fwdist.server.client import Client
+
     with Client(args.server, args.token) as client:
         doc = client.get_json("/v1/fleet")
     if args.json:
@@ -129,6 +145,8 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet_boxes(args: argparse.Namespace) -> int:
+    from fwdist.server.client import Client
+
     params = {k: v for k, v in (("product", args.product), ("tag", args.tag)) if v}
     with Client(args.server, args.token) as client:
         doc = client.get_json("/v1/boxes", **params)
@@ -143,6 +161,8 @@ def cmd_fleet_boxes(args: argparse.Namespace) -> int:
 
 
 def cmd_fleet_box(args: argparse.Namespace) -> int:
+    from fwdist.server.client import Client
+
     with Client(args.server, args.token) as client:
         doc = client.get_json(f"/v1/boxes/{args.id}", limit=str(args.limit))
     if args.json:
@@ -189,7 +209,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         return tp
 
     tp = token_command("create", cmd_token_create, "create a token and print its secret once")
-    tp.add_argument("--scope", required=True, choices=[s.value for s in Scope])
+    tp.add_argument("--scope", required=True, choices=SCOPES)
     tp.add_argument("name", metavar="NAME", help="a name to list and revoke it by")
     token_command("list", cmd_token_list, "list tokens (names and scopes, never secrets)")
     tp = token_command("revoke", cmd_token_revoke, "revoke a token: it is refused from now on")

@@ -26,8 +26,6 @@ from fwdist.server.context import Server
 from fwdist.store import Store
 
 READY_PREFIX = "fwdist server: listening on "
-MAX_REQUEST_BYTES = 16 * 1024 * 1024
-"""Hypercorn's cap on a request body: above the largest body any route accepts."""
 
 
 def parse_listen(text: str) -> tuple[str, int]:

@@ -134,3 +134,9 @@ def test_any_body_splits_or_is_refused_with_a_4xx(body: bytes) -> None:
 def test_leb128_is_seven_bits_a_byte_low_first() -> None:
     assert [ingest.leb128(n) for n in (0, 127, 128, 300)] == [
         b"\x00", b"\x7f", b"\x80\x01", b"\xac\x02"]
+
+
+def test_the_cli_offers_exactly_the_token_scopes() -> None:
+    from fwdist.cli.server import SCOPES
+
+    assert tuple(s.value for s in Scope) == SCOPES
