@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from fwdist import hardware, sync, trio_link
+from fwdist import hardware, trio_link
 from fwdist.app import App, PhoneCache
 from fwdist.cli.output import emit_json, progress_bar
 from fwdist.emulator import (
@@ -36,7 +36,6 @@ from fwdist.hardware import Profile
 from fwdist.manifest import Version
 from fwdist.outbox import Outbox
 from fwdist.releases import load_trusted, phone_cache
-from fwdist.server.client import Client
 from fwdist.store import Store
 
 
@@ -179,6 +178,9 @@ def cmd_push(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     if args.max_cache is not None and args.max_cache < 0:
         raise DeviceError(f"--max-cache must be 0 or more, got {args.max_cache}")
+    from fwdist import sync  # (imported when run: httpx and the server's parts load slowly)
+    from fwdist.server.client import Client
+
     trusted = load_trusted([Path(k) for k in args.pubkey])
     with Client(args.server, args.token) as client:
         result = sync.sync(client, Path(args.cache), trusted, args.max_cache)
@@ -198,6 +200,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
+    from fwdist.server.client import Client  # (imported when run, as in cmd_sync)
+
     body = {**registration(Path(args.state)), "tags": args.tag}
     with Client(args.server, args.token) as client:
         r = client.request("POST", "/v1/boxes", ok=(200, 201), json=body)
