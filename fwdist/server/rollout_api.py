@@ -18,9 +18,9 @@ from starlette.routing import BaseRoute, Route
 from fwdist.errors import RolloutError
 from fwdist.rollout import Plan
 from fwdist.server import rollouts
-from fwdist.server.api import json_body, release_name
+from fwdist.server.api import release_name
 from fwdist.server.auth import Scope
-from fwdist.server.context import ClientError, blocking, require, server_of
+from fwdist.server.context import ClientError, blocking, json_body, require, server_of
 
 READERS = (Scope.READ, Scope.RELEASE, Scope.APP)
 MAX_PLAN_BYTES = 16 * 1024
