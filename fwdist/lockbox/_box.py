@@ -53,6 +53,16 @@ from fwdist.lockbox._update import (
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version, verify
 from fwdist.report import Outcome, TargetProgress
 
+
+def _policy_give_up(why: p.Reason) -> GiveUp:
+    """The record of a target dropped because a policy no longer holds. A manifest that no
+    longer verifies (its key withdrawn by a rotation) is UNUSABLE, as when boot finds it so
+    (``Receiver.load``): a power cut between the two must not change what the box reports."""
+    if why is p.Reason.BAD_SIGNATURE:
+        return GiveUp(Outcome.UNUSABLE, 0)
+    return GiveUp(Outcome.REFUSED, int(why))
+
+
 SelfTest = Callable[[Manifest, Callable[[int, int], bytes]], bool]
 S = Session
 
@@ -272,7 +282,7 @@ class Lockbox:
             return
         why = self._policy_reason(now)
         if why is not None:
-            self._commit(GiveUp(Outcome.REFUSED, int(why)))
+            self._commit(_policy_give_up(why))
             self._news = (t.version, False)
             self.rx.forget()
 
@@ -628,7 +638,7 @@ class Lockbox:
             m = self.manifest
             why = self._policy_reason(now)
             if why is not None:  # expired, revoked, re-rooted since it was accepted
-                self._commit(GiveUp(Outcome.REFUSED, int(why)))
+                self._commit(_policy_give_up(why))
                 self._news = (m.version, False)
                 self.rx.forget()
                 return IdleStep.REFUSED
