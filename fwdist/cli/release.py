@@ -165,8 +165,6 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     store = Store.open(args.store)
     only = parse_release(args.release) if args.release else None
-    if (args.root is None) == (not args.pubkey):
-        raise FwdistError("verify takes --pubkey KEY (repeatable) or --root FILE")
     if args.root is not None:
         return verify_root(args, store, only)
     report = verify_store(store, [Path(p) for p in args.pubkey], only)
@@ -334,13 +332,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = command("verify", cmd_verify, "re-hash every object and check every release end to end")
     p.add_argument("--store", required=True)
-    p.add_argument(
+    trusted = p.add_mutually_exclusive_group(required=True)  # what to trust: a usage matter
+    trusted.add_argument(
         "--pubkey",
         action="append",
         help="the public key releases must be signed by (repeatable); keys recorded in the "
         "store are never trusted, since anyone who can write the store can add one",
     )
-    p.add_argument(
+    trusted.add_argument(
         "--root",
         metavar="FILE",
         help="instead of --pubkey: a root you trust; the store's root chain is followed from "

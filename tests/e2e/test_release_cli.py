@@ -232,7 +232,7 @@ def test_gc_removes_only_orphans(released: Path, tmp_path: Path) -> None:
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    out = json.loads(fwdist("demo", "--dir", tmp_path / "demo", "--json").stdout)
+    out = json.loads(fwdist("demo", "--dir", tmp_path / "demo", "--boxes", "0", "--json").stdout)
     assert out["verified"] is True
     assert out["releases"] == ["1.0.0", "1.1.0"]
     assert out["plan"]["air_bytes"] < out["full_air_bytes"] // 2
