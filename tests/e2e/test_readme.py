@@ -166,7 +166,7 @@ def test_every_block_says_what_it_is_and_the_quickstart_is_two_commands() -> Non
     commands = [line for line in quickstart(text)[1].splitlines()
                 if line.strip() and not line.strip().startswith("#")]
     assert len(commands) == 2 and commands[0].endswith("fwdist demo")
-    assert commands[1].endswith("python -m pytest -q")
+    assert commands[1].endswith("python -m pytest -q -n 2 --dist loadfile")
 
 
 def test_the_python_column_is_made_of_lines_of_the_program_below_it() -> None:
