@@ -101,9 +101,8 @@ class Phone:
         offer = self.policy.answer(product, version, view, now) is Answer.OFFER
         session = pump_session(box.lockbox, App(carried, offer=offer),
                                budget_bytes=session_bytes, now=now)
-        while (step := box.lockbox.idle(now)) is IdleStep.BUILT:
+        while box.lockbox.idle(now) is IdleStep.BUILT:  # built: install it in the same visit
             pass
-        del step
         outbox = Outbox(self.cache)
         for wire in session.box_reports:
             outbox.add(wire)
