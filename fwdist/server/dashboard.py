@@ -37,8 +37,8 @@ from fwdist.dashboard import (
 )
 from fwdist.protocol import Reason
 from fwdist.rollout import format_share
-from fwdist.server import auth, catalog, db, fleet, registry, rollouts
-from fwdist.server.context import Server
+from fwdist.server import auth, catalog, db, fleet, registry, rollouts, server_keys
+from fwdist.server.context import Server, blocking
 
 MOUNT = "/dashboard"
 SAMPLES = 48  # points on the curve: enough to see a phase's step, few enough to draw fast
@@ -279,24 +279,29 @@ class TokenLogins:
 
 class LazyDashboard:
     """An ASGI app that builds the dashboard on its first request, from the server that the
-    enclosing application carries (``routes()`` runs before the engine exists)."""
+    enclosing application carries (``routes()`` runs before the engine exists).
+
+    Its session key comes from the database (:mod:`fwdist.server.server_keys`), so a restart
+    or a second server process on the same database keeps everyone logged in.
+    """
 
     def __init__(self) -> None:
         self._app: ASGIApp | None = None
-        self._lock = threading.Lock()
 
-    def build(self, server: Server) -> ASGIApp:
-        with self._lock:
-            if self._app is None:
+    async def build(self, server: Server) -> ASGIApp:
+        if self._app is None:
+            key = await blocking(server_keys.get_or_create, server.engine,
+                                 server_keys.KeyName.DASHBOARD_SESSIONS, server.now())
+            if self._app is None:  # (two first requests: both read the same stored key)
                 self._app = create_app(FleetReadModel(server.engine, server.clock),
-                                       TokenLogins(server.engine), base=MOUNT,
+                                       TokenLogins(server.engine), key=key, base=MOUNT,
                                        clock=server.clock)  # fmt: skip
-            return self._app
+        return self._app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         server = scope["app"].state.server
         assert isinstance(server, Server)
-        await self.build(server)(scope, receive, send)
+        await (await self.build(server))(scope, receive, send)
 
 
 def routes() -> list[BaseRoute]:

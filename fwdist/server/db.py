@@ -133,6 +133,15 @@ rollout_events = sa.Table(
     sa.Column("decision", sa.Text, nullable=True),  # what an automatic event was decided on
 )
 
+# server_keys (fwdist.server.server_keys): secrets every server process on this database shares
+server_keys = sa.Table(
+    "server_keys",
+    metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("secret", sa.LargeBinary(32), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+)
+
 
 def default_url(store: Path) -> str:
     """The embedded database: ``fleet.db`` in the store directory."""

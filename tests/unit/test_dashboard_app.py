@@ -150,6 +150,38 @@ async def test_logging_out_clears_the_cookie(client: httpx.AsyncClient) -> None:
     assert (await client.get("/dashboard/")).status_code == 303
 
 
+@pytest.mark.parametrize("headers", [
+    {"origin": "https://evil.test"},
+    {"origin": "null"},
+    {"origin": "http://dash.test:8080"},
+    {"sec-fetch-site": "cross-site"},
+    {"sec-fetch-site": "same-site", "origin": "http://dash.test"},
+])
+async def test_a_form_posted_from_another_site_changes_no_session(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    r = await client.post("/dashboard/login", data={"token": READ_TOKEN}, headers=headers)
+    assert r.status_code == 403 and "set-cookie" not in r.headers
+    assert cells(r.text, "message") == "This form was posted from a page on another site."
+    await log_in(client)
+    r = await client.post("/dashboard/logout", headers=headers)
+    assert r.status_code == 403 and "set-cookie" not in r.headers
+    assert (await client.get("/dashboard/")).status_code == 200  # still logged in
+
+
+@pytest.mark.parametrize("headers", [
+    {},  # a client that is no browser (curl, a script)
+    {"origin": "http://dash.test"},
+    {"sec-fetch-site": "same-origin", "origin": "http://dash.test"},
+    {"sec-fetch-site": "none"},  # typed into the address bar or a bookmark
+])
+async def test_a_form_from_the_dashboard_itself_logs_in(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    r = await client.post("/dashboard/login", data={"token": READ_TOKEN}, headers=headers)
+    assert (r.status_code, r.headers["location"]) == (303, "/dashboard/")
+
+
 async def test_a_box_page_shows_its_history_newest_first_up_to_the_limit(
     client: httpx.AsyncClient,
 ) -> None:

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
 from fwdist.dashboard import PhaseCounts, Principal
-from fwdist.server import auth
+from fwdist.server import auth, db, server_keys
+from fwdist.server.app import make_app
 from fwdist.server.auth import Scope
+from fwdist.server.context import Server
 from fwdist.server.dashboard import TokenLogins, rollout_view
 from fwdist.server.process import open_database
 
@@ -73,3 +79,31 @@ def test_read_and_release_tokens_log_in_app_tokens_and_revoked_ones_do_not(
         assert not logins.active(Principal("not hex", "t-read"))
     finally:
         engine.dispose()
+
+
+async def test_a_session_outlives_a_restart_and_holds_on_every_process_of_one_database(
+    tmp_path: Path,
+) -> None:
+    engine = open_database(tmp_path, None)
+    secret = auth.create(engine, "watcher", Scope.READ, 100)
+
+    async def client_of(engine: Engine) -> httpx.AsyncClient:
+        app = make_app(Server(tmp_path, engine))
+        return httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://fleet.test")  # fmt: skip
+
+    first = await client_of(engine)
+    r = await first.post("/dashboard/login", data={"token": secret})
+    assert (r.status_code, r.headers["location"]) == (303, "/dashboard/")
+    cookie = first.cookies["fwdist_dashboard"]
+    engine.dispose()
+    again = open_database(tmp_path, None)  # a restart, or a second process on the same file
+    for client in (first, await client_of(again), await client_of(again)):
+        client.cookies.set("fwdist_dashboard", cookie)
+        assert (await client.get("/dashboard/")).status_code == 200
+        await client.aclose()
+    with again.connect() as conn:
+        keys = conn.execute(sa.select(db.server_keys.c.name)).scalars().all()
+    assert keys == ["dashboard-sessions"]
+    assert len(server_keys.get_or_create(again, server_keys.KeyName.DASHBOARD_SESSIONS, 5)) == 32
+    again.dispose()

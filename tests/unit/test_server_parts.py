@@ -26,13 +26,13 @@ __all__ = ["db_url"]  # fixture
 def test_the_migrations_make_exactly_the_tables_db_declares(db_url: str) -> None:
     engine = db.make_engine(db_url)
     assert migrate.current(engine) is None
-    assert migrate.upgrade(engine) == migrate.head() == "0002_rollouts"
-    assert migrate.upgrade(engine) == "0002_rollouts"  # a second start changes nothing
+    assert migrate.upgrade(engine) == migrate.head() == "0003_server_keys"
+    assert migrate.upgrade(engine) == "0003_server_keys"  # a second start changes nothing
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), db.metadata) == []
         names = set(sa.inspect(conn).get_table_names())
     assert names >= {"tokens", "releases", "payloads", "boxes", "box_tags", "reports",
-                     "rollouts", "rollout_events", "alembic_version"}
+                     "rollouts", "rollout_events", "server_keys", "alembic_version"}
     engine.dispose()
 
 
