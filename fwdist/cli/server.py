@@ -111,11 +111,18 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    from fwdist import signoff
     from fwdist.server.client import Client, publish
 
     product, version = parse_release(args.release)
     store = Store.open(args.store)
     store.get_manifest(product, version)  # refused in one line before any request
+    versions = store.root_versions()
+    if versions:  # a draft below its root's threshold: the store's one line, nothing sent
+        first = store.get_root(versions[0])
+        assert first is not None  # (listed, so present)
+        root, _ = signoff.current_root(store, first)
+        signoff.require_released(store, root, product, version)
     with Client(args.server, args.token) as client:
         result = publish(client, store, product, version)
     if args.json:
