@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from fwdist.sample import SampleFirmware
+from tests.e2e.test_cli_conventions import documented_fields
 from tests.e2e.test_key_cli import fwdist, refused
 from tests.softhsm import SoftHsm, release_token
 
@@ -191,6 +192,7 @@ def test_a_timestamp_role_of_two_keys_signs_in_two_steps(eng: Engineer) -> None:
     refused(eng.run(*sign, "--key", d / "a", ok=False),
             f"{d}/a is not a timestamp key of root 1")
     done = eng.run(*sign, "--key", HSM_KEY, "--pin-file", eng.pin, "--json")
+    assert set(done) == documented_fields()["timestamp sign"] == set(draft)
     assert (done["signatures"], done["published"], done["latest"]) == (
         2, True, {"lockbox": "1.0.0"})
     assert (eng.store / "trust" / "timestamp").read_bytes() == (d / "ts.draft").read_bytes()
