@@ -67,7 +67,12 @@ NAMES = (
 class Load:
     """How big a run is: ``boxes`` x ``reports_per_box`` reports, carried by ``phones`` phones
     in batches of ``batch``; then ``fetchers`` phones each fetch every object of a release
-    of ``image_bytes``."""
+    of ``image_bytes``.
+
+    ``batch`` is a phone's whole outbox (``boxes / phones * reports_per_box``): ``fwdist app
+    sync`` uploads all it carries in one request (up to ``MAX_REPORTS``), and so does a
+    benchmark phone.
+    """
 
     boxes: int
     reports_per_box: int
@@ -81,9 +86,9 @@ class Load:
         return self.boxes * self.reports_per_box
 
 
-QUICK = Load(boxes=400, reports_per_box=40, phones=200, batch=40, fetchers=20,
+QUICK = Load(boxes=400, reports_per_box=40, phones=200, batch=80, fetchers=20,
              image_bytes=256 * 1024)  # fmt: skip
-FULL = Load(boxes=4000, reports_per_box=25, phones=500, batch=100, fetchers=200,
+FULL = Load(boxes=4000, reports_per_box=25, phones=500, batch=200, fetchers=200,
             image_bytes=1024 * 1024)  # fmt: skip
 
 

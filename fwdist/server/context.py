@@ -51,6 +51,7 @@ class Server:
     store_root: Path
     engine: Engine
     clock: Callable[[], float] = field(default=time.time)
+    tokens: auth.TokenCache = field(default_factory=auth.TokenCache)
 
     def now(self) -> int:
         return int(self.clock())
@@ -76,13 +77,22 @@ async def blocking(fn: Callable[..., T], *args: object) -> T:
 
 
 async def require(request: Request, *allowed: Scope) -> Scope:
-    """The caller's scope, if its bearer token is live and one of ``allowed``; else 401/403."""
+    """The caller's scope, if its bearer token is live and one of ``allowed``; else 401/403.
+
+    A token seen live is believed for :data:`fwdist.server.auth.REVOCATION_DELAY_S`
+    (``server.tokens``): a revocation takes effect within that time.
+    """
     header = request.headers.get("authorization", "")
     kind, _, secret = header.partition(" ")
     if kind.lower() != "bearer" or not secret:
         raise ClientError(401, "this call needs a token (Authorization: Bearer TOKEN)",
                           {"WWW-Authenticate": "Bearer"})
-    scope = await blocking(auth.scope_of, server_of(request).engine, secret.strip())
+    server, secret = server_of(request), secret.strip()
+    scope = server.tokens.get(secret, time.monotonic())
+    if scope is None:
+        scope = await blocking(auth.scope_of, server.engine, secret)
+        if scope is not None:
+            server.tokens.put(secret, scope, time.monotonic())
     if scope is None:
         raise ClientError(401, "the token is unknown or revoked", {"WWW-Authenticate": "Bearer"})
     if scope not in allowed:

@@ -12,7 +12,8 @@ varint (``application/x-fwdist-reports``). Each gets one result, in order:
   bytes: different bytes under a known seq are a forgery or a broken box). Nothing of it
   is stored.
 
-Speed: one read of the boxes and known (box, seq) pairs per request, the signatures
+Speed: one read of the boxes (and of the known (box, seq) pairs, when a report is not
+newer than its box's newest) per request, the signatures
 checked on this worker thread, then one write transaction: ``INSERT ... ON CONFLICT DO
 NOTHING`` for all accepted rows at once and one update of each box's newest seq. The
 write transaction holds no read of its own, so SQLite's ``busy_timeout`` applies to it
@@ -124,16 +125,22 @@ def _row(r: Report, wire: bytes, now: int) -> dict[str, Any]:
 
 
 def _known(engine: Engine, reports: list[Report]) -> tuple[dict[str, Any], dict[Any, bytes]]:
+    """The boxes the reports name, and the stored bytes of those (box, seq) that may be
+    stored: only a seq at or below the box's ``last_seq`` can be (``last_seq`` is the
+    highest stored seq, written in the same transaction as the reports), so a batch of
+    news, every seq above it, costs one query, not two."""
     ids = sorted({r.box_id for r in reports})
-    keys = sorted({(r.box_id, r.seq) for r in reports})
     boxes: dict[str, Any] = {}
     stored: dict[Any, bytes] = {}
     with engine.connect() as conn:
         for i in range(0, len(ids), 500):
             for b in conn.execute(sa.select(db.boxes.c.id, db.boxes.c.product,
-                                            db.boxes.c.public_key)
+                                            db.boxes.c.public_key, db.boxes.c.last_seq)
                                   .where(db.boxes.c.id.in_(ids[i:i + 500]))):
                 boxes[b.id] = b
+        keys = sorted({(r.box_id, r.seq) for r in reports if r.box_id in boxes
+                       and boxes[r.box_id].last_seq is not None
+                       and r.seq <= boxes[r.box_id].last_seq})
         pair = sa.tuple_(db.reports.c.box_id, db.reports.c.seq)
         for i in range(0, len(keys), 500):
             for s in conn.execute(sa.select(db.reports.c.box_id, db.reports.c.seq,
