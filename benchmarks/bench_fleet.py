@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import ssl
 import tempfile
 import time
 from collections.abc import Sequence
@@ -35,8 +36,8 @@ import trio
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from benchmarks.fleet_phones import Tally, download, upload
-from benchmarks.fleet_processes import ProcessError, ServerProcess, fwdist_cli
+from benchmarks.fleet_phones import Tally, download, phone_client, upload
+from benchmarks.fleet_processes import FleetServer, ProcessError, fwdist_cli
 from benchmarks.record import Record, failed
 from fwdist import report
 from fwdist.protocol import BoxState
@@ -154,6 +155,7 @@ def _stage(root: Path, load: Load) -> tuple[Path, str]:
 async def _register(url: str, token: str, load: Load) -> None:
     headers = {"Authorization": f"Bearer {token}"}
     pending = iter(range(load.boxes))
+    tls = ssl.create_default_context()
 
     async def worker(client: httpx.AsyncClient) -> None:
         for i in pending:
@@ -164,7 +166,7 @@ async def _register(url: str, token: str, load: Load) -> None:
             if r.status_code != 201:
                 raise ProcessError(f"POST /v1/boxes {box_id(i)}: {r.status_code} {r.text[:200]}")
 
-    async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S) as client, \
+    async with phone_client(url, tls, REQUEST_TIMEOUT_S) as client, \
             trio.open_nursery() as nursery:  # fmt: skip
         for _ in range(REGISTER_WORKERS):
             nursery.start_soon(worker, client)
@@ -175,9 +177,10 @@ async def _phones_upload(
 ) -> tuple[Tally, float]:
     tally = Tally()
     headers = {"Authorization": f"Bearer {token}"}
+    tls = ssl.create_default_context()
 
     async def phone(batches: list[list[bytes]]) -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S) as client:
+        async with phone_client(url, tls, REQUEST_TIMEOUT_S) as client:
             r = await client.get("/v1/sync", headers=headers)
             if r.status_code != 200:
                 tally.failures[f"sync HTTP {r.status_code}"] += 1
@@ -194,9 +197,10 @@ async def _phones_fetch(
     url: str, fetchers: int, paths: list[str], sha: list[bytes]
 ) -> tuple[Tally, float]:
     tally = Tally()
+    tls = ssl.create_default_context()
 
     async def phone() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S) as client:
+        async with phone_client(url, tls, REQUEST_TIMEOUT_S) as client:
             await download(client, paths, sha, tally)
 
     t = time.perf_counter()
@@ -208,7 +212,7 @@ async def _phones_fetch(
 
 async def _replay(url: str, token: str, batch: list[bytes]) -> Tally:
     tally = Tally()
-    async with httpx.AsyncClient(base_url=url, timeout=REQUEST_TIMEOUT_S) as client:
+    async with phone_client(url, ssl.create_default_context(), REQUEST_TIMEOUT_S) as client:
         await upload(client, token, [batch], tally)
     return tally
 
@@ -249,7 +253,7 @@ def _run(tmp: Path, load: Load) -> list[Record]:
     staged, version = _stage(tmp / "staging", load)
     served = tmp / "served"
     serving_store(staged, served)
-    with ServerProcess.fwdist(served, tmp / "server.log") as server:
+    with FleetServer.fwdist(served, tmp / "server.log") as server:
         release, app, read = (_token(served, s) for s in ("release", "app", "read"))
         fwdist_cli("publish", "--store", staged, "--server", server.url, "--token", release,
                    f"{PRODUCT}@{version}")  # fmt: skip
@@ -257,7 +261,7 @@ def _run(tmp: Path, load: Load) -> list[Record]:
         paths, sha = _objects(served)
         fetched, fetch_s = trio.run(_phones_fetch, server.url, load.fetchers, paths, sha)
         rss = server.peak_rss_bytes()
-    with ServerProcess.static(served, tmp / "static.log") as static:
+    with FleetServer.static(served, tmp / "static.log") as static:
         peer_fetched, peer_s = trio.run(_phones_fetch, static.url, load.fetchers, paths, sha)
 
     mib = fetched.bytes_fetched / (1 << 20)
@@ -283,7 +287,7 @@ def _run(tmp: Path, load: Load) -> list[Record]:
 
 
 def _reports(
-    server: ServerProcess, load: Load, version: str, release: str, app: str, read: str
+    server: FleetServer, load: Load, version: str, release: str, app: str, read: str
 ) -> list[Record]:
     """Register the boxes, then the burst: every phone uploads its batches at once."""
     phones = phone_batches(make_reports(load, version), load)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from fwdist.server import auth
+from fwdist.server import auth, signatures
 from fwdist.server.auth import Scope
 from fwdist.store import Store
 
@@ -52,6 +52,9 @@ class Server:
     engine: Engine
     clock: Callable[[], float] = field(default=time.time)
     tokens: auth.TokenCache = field(default_factory=auth.TokenCache)
+    verify: Callable[[Sequence[signatures.Check]], list[bool]] = signatures.check
+    """How a request's report signatures are checked: inline, or a
+    :class:`fwdist.server.signatures.Verifier`'s processes (``fwdist server`` uses one)."""
 
     def now(self) -> int:
         return int(self.clock())
