@@ -13,6 +13,7 @@ Only what the fleet server speaks is understood: requests and answers framed by
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -59,6 +60,8 @@ class CountingProxy:
     _listener: socket.socket | None = None
     _threads: list[threading.Thread] = field(default_factory=list)
     _open: list[socket.socket] = field(default_factory=list)
+    _live: int = 0
+    _lock: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def url(self) -> str:
@@ -80,6 +83,12 @@ class CountingProxy:
         for th in self._threads:
             th.join(10)
 
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Until every connection so far has ended and logged its last answer (a killed
+        phone's cut answer is logged once the proxy notices the cut)."""
+        with self._lock:
+            assert self._lock.wait_for(lambda: self._live == 0, timeout), "a link stays open"
+
     def _spawn(self, target: object, *args: object) -> None:
         th = threading.Thread(target=target, args=args, daemon=True)  # type: ignore[arg-type]
         th.start()
@@ -94,6 +103,8 @@ class CountingProxy:
                 return
             server = socket.create_connection(self.upstream)
             self._open += [phone, server]
+            with self._lock:
+                self._live += 1
             asked: deque[tuple[str, str | None]] = deque()
             ready = threading.Semaphore(0)
             self._spawn(self._requests, phone, server, asked, ready)
@@ -119,6 +130,8 @@ class CountingProxy:
             return
         finally:
             ready.release()  # (wakes the answer side at the end)
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_WR)  # the phone is gone: so is its request side
 
     def _answers(self, server: socket.socket, phone: socket.socket,
                  asked: deque[tuple[str, str | None]], ready: threading.Semaphore) -> None:
@@ -154,3 +167,6 @@ class CountingProxy:
         finally:
             phone.close()
             server.close()
+            with self._lock:
+                self._live -= 1
+                self._lock.notify_all()
