@@ -2,7 +2,8 @@
 
 Only deterministic figures are checked (bytes, counts, accesses for a seed);
 timings are reported as ratios. The one exception is a hand-set ceiling on a
-timing ratio (``devices/*/stage_vs_bsdiff_*``, :mod:`benchmarks.bench_devices`):
+timing ratio (``devices/*/stage_vs_bsdiff_*``, :mod:`benchmarks.bench_devices`) and
+on the fleet server's CPU per report (``fleet/server_cpu_per_report``):
 stored under ``max`` like any limit, never moved by ``--update-limits`` (the
 record is not ``checked``), and loose enough for a loaded machine. Two kinds of rule:
 

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,10 +29,9 @@ from fwdist import keys
 from fwdist.manifest import key_id
 from fwdist.server import auth, db
 from fwdist.server.auth import Scope
-from fwdist.server.process import READY_PREFIX, open_database
+from fwdist.server.process import ServerProcess, open_database
 from fwdist.store import Store
 
-START_TIMEOUT_S = 60.0
 TEST_KEY_SEED = hashlib.sha256(b"fwdist test key 1").digest()
 """The key :func:`fwdist.testing.make_releases` signs with at seed 1."""
 
@@ -70,23 +66,9 @@ def start_server(store: Path, db_url: str, log: Path, listen: str = "127.0.0.1:0
                  *extra: str) -> RunningServer:
     """Start ``fwdist server`` (with ``extra`` options) and return once it printed its
     listening line."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    err = log.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fwdist", "server", "--store", str(store), "--db", db_url,
-         "--listen", listen, *extra], stdout=subprocess.DEVNULL, stderr=err, env=env)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        text = log.read_text(errors="replace")
-        for line in text.splitlines():
-            if line.startswith(READY_PREFIX):
-                return RunningServer(store, db_url, proc, line.removeprefix(READY_PREFIX),
-                                     stderr=log)
-        if proc.poll() is not None:
-            raise RuntimeError(f"fwdist server exited {proc.returncode}: {text}")
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"fwdist server did not start in {START_TIMEOUT_S}s")
+    server = ServerProcess.fwdist(store, log, *extra, db_url=db_url, listen=listen).start()
+    assert server.proc is not None
+    return RunningServer(store, db_url, server.proc, server.url, stderr=log)
 
 
 def prepare(store_dir: Path, db_url: str, trusted: list[Ed25519PrivateKey]

@@ -24,10 +24,6 @@ the server is a process, as it is in the field, and is stopped at the end unless
 from __future__ import annotations
 
 import hashlib
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,12 +45,11 @@ from fwdist.rollout import AbortPolicy, Answer, BoxView, Criteria, Phase, Plan, 
 from fwdist.server import auth
 from fwdist.server.auth import Scope
 from fwdist.server.client import Client, publish
-from fwdist.server.process import READY_PREFIX, open_database
+from fwdist.server.process import ProcessError, ServerProcess, open_database
 from fwdist.store import Store
 
 FAILED = frozenset({report.Outcome.BUILD_FAILED, report.Outcome.SELF_TEST_FAILED,
                     report.Outcome.TRIALS_EXHAUSTED})
-READY_TIMEOUT_S = 60
 ROUNDS = 12
 """Rounds of showings a rollout may take before the demo gives up on it (it needs 3-5)."""
 
@@ -116,30 +111,14 @@ class Phone:
 @contextmanager
 def running_server(store: Path, log: Path) -> Iterator[str]:
     """A ``fwdist server`` process on a free loopback port, stopped (SIGTERM) on the way out."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    with log.open("w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "fwdist", "server", "--store", str(store),
-                                 "--listen", "127.0.0.1:0"], stdout=subprocess.DEVNULL,
-                                stderr=err, env=env)
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            text = log.read_text()
-            if READY_PREFIX in text:
-                yield text.split(READY_PREFIX, 1)[1].split()[0]
-                return
-            if proc.poll() is not None or time.monotonic() > deadline:
-                tail = text.strip().splitlines()[-1:] or ["no output"]
-                raise FwdistError(f"the demo's fleet server did not start: {tail[0]}")
-            time.sleep(0.05)
+        server = ServerProcess.fwdist(store, log).start()
+    except ProcessError as e:
+        raise FwdistError(f"the demo's fleet server did not start: {e}") from None
+    try:
+        yield server.url
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        server.stop()
 
 
 def _self_test(i: int, fails: Callable[[int, Manifest], bool]

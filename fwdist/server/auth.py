@@ -12,13 +12,18 @@ import enum
 import hashlib
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from fwdist.errors import FwdistError
 from fwdist.server.db import tokens
+
+REVOCATION_DELAY_S = 2.0
+"""How long a running server may still accept a token after ``fwdist token revoke``: the
+lifetime of a live token's entry in :class:`TokenCache`."""
+MAX_CACHED_TOKENS = 4096
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _SECRET = re.compile(r"fwd_(release|app|read)_[A-Za-z0-9_-]{43}")
@@ -102,3 +107,35 @@ def scope_of(engine: Engine, secret: str) -> Scope | None:
     if row is None or row.revoked_at is not None:
         return None
     return Scope(row.scope)
+
+
+@dataclass
+class TokenCache:
+    """Live tokens' scopes, remembered for :data:`REVOCATION_DELAY_S` seconds.
+
+    Every API call checks its token; without this each request costs a database query
+    and a trip to a worker thread before its work starts (a phone's sync makes several
+    calls within a second). A revocation is seen once the entry expires, so a revoked
+    token works for at most ``ttl`` seconds more. Only live tokens are kept: an unknown
+    or revoked one is asked of the database every time (a token made a moment ago works
+    at once, and guessing fills nothing). Keyed by the secret's SHA-256, as stored.
+    Touched only from the server's event loop, never from a worker thread.
+    """
+
+    ttl: float = REVOCATION_DELAY_S
+    max_entries: int = MAX_CACHED_TOKENS
+    _live: dict[bytes, tuple[Scope, float]] = field(default_factory=dict)
+
+    def get(self, secret: str, now: float) -> Scope | None:
+        """The cached scope of ``secret``, or None when it must be asked of the database."""
+        hit = self._live.get(secret_sha256(secret))
+        if hit is None or now >= hit[1]:
+            return None
+        return hit[0]
+
+    def put(self, secret: str, scope: Scope, now: float) -> None:
+        if len(self._live) >= self.max_entries:
+            self._live = {k: v for k, v in self._live.items() if now < v[1]}
+            if len(self._live) >= self.max_entries:
+                self._live.clear()
+        self._live[secret_sha256(secret)] = (scope, now + self.ttl)

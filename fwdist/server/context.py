@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from fwdist.server import auth
+from fwdist.server import auth, signatures
 from fwdist.server.auth import Scope
 from fwdist.server.stamping import Stamper
 from fwdist.store import Store
@@ -53,6 +53,10 @@ class Server:
     engine: Engine
     clock: Callable[[], float] = field(default=time.time)
     stamper: Stamper | None = None  # the online timestamp role (``--timestamp-key``)
+    tokens: auth.TokenCache = field(default_factory=auth.TokenCache)
+    verify: Callable[[Sequence[signatures.Check]], list[bool]] = signatures.check
+    """How a request's report signatures are checked: inline, or a
+    :class:`fwdist.server.signatures.Verifier`'s processes (``fwdist server`` uses one)."""
 
     def now(self) -> int:
         return int(self.clock())
@@ -78,13 +82,22 @@ async def blocking(fn: Callable[..., T], *args: object) -> T:
 
 
 async def require(request: Request, *allowed: Scope) -> Scope:
-    """The caller's scope, if its bearer token is live and one of ``allowed``; else 401/403."""
+    """The caller's scope, if its bearer token is live and one of ``allowed``; else 401/403.
+
+    A token seen live is believed for :data:`fwdist.server.auth.REVOCATION_DELAY_S`
+    (``server.tokens``): a revocation takes effect within that time.
+    """
     header = request.headers.get("authorization", "")
     kind, _, secret = header.partition(" ")
     if kind.lower() != "bearer" or not secret:
         raise ClientError(401, "this call needs a token (Authorization: Bearer TOKEN)",
                           {"WWW-Authenticate": "Bearer"})
-    scope = await blocking(auth.scope_of, server_of(request).engine, secret.strip())
+    server, secret = server_of(request), secret.strip()
+    scope = server.tokens.get(secret, time.monotonic())
+    if scope is None:
+        scope = await blocking(auth.scope_of, server.engine, secret)
+        if scope is not None:
+            server.tokens.put(secret, scope, time.monotonic())
     if scope is None:
         raise ClientError(401, "the token is unknown or revoked", {"WWW-Authenticate": "Bearer"})
     if scope not in allowed:

@@ -57,7 +57,7 @@ async def post_reports(request: Request) -> Response:
         raise ClientError(415, f"reports are sent as {ingest.MEDIA_TYPE}")
     body = await read_body(request, ingest.MAX_BODY_BYTES)
     server = server_of(request)
-    results = await blocking(ingest.ingest, server.engine, body, server.now())
+    results = await blocking(ingest.ingest, server.engine, body, server.now(), server.verify)
     return JSONResponse({"results": [r.as_json() for r in results]})
 
 

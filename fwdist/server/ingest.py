@@ -12,8 +12,10 @@ varint (``application/x-fwdist-reports``). Each gets one result, in order:
   bytes: different bytes under a known seq are a forgery or a broken box). Nothing of it
   is stored.
 
-Speed: one read of the boxes and known (box, seq) pairs per request, the signatures
-checked on this worker thread, then one write transaction: ``INSERT ... ON CONFLICT DO
+Speed: one read of the boxes (and of the known (box, seq) pairs, when a report is not
+newer than its box's newest) per request, then the signatures, all at once (in
+:mod:`fwdist.server.signatures`' worker processes when the server has them), then one
+write transaction: ``INSERT ... ON CONFLICT DO
 NOTHING`` for all accepted rows at once and one update of each box's newest seq. The
 write transaction holds no read of its own, so SQLite's ``busy_timeout`` applies to it
 (a transaction that read before writing would fail at once under contention). A report
@@ -24,19 +26,19 @@ count and classified again.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy.engine import Engine
 
 from fwdist import report as box_report
 from fwdist.report import Report, ReportError, SignedReport
-from fwdist.server import db
+from fwdist.server import db, signatures
 from fwdist.server.context import ClientError
+
+Verify = Callable[[Sequence[signatures.Check]], list[bool]]
 
 MEDIA_TYPE = "application/x-fwdist-reports"
 MAX_REPORTS = 4096
@@ -96,16 +98,11 @@ def split(body: bytes) -> Iterator[bytes]:
         pos += n
 
 
-def verify_report(signed: SignedReport, public_key: Ed25519PublicKey) -> None:
-    """The one place a report's signature is checked: over ``fwdist.report``'s context and
-    the body :func:`fwdist.report.decode` parsed (what :func:`fwdist.report.verify` does,
-    without decoding the report a second time)."""
-    try:
-        public_key.verify(signed.signature, box_report.SIGNING_CONTEXT + signed.body)
-    except InvalidSignature:
-        r = signed.report
-        raise ReportError(f"box report {r.box_id}#{r.seq} is not signed by that box's key"
-                          ) from None
+def signature_check(signed: SignedReport, public_key: bytes) -> signatures.Check:
+    """What checks a report's signature: over ``fwdist.report``'s context and the body
+    :func:`fwdist.report.decode` parsed (what :func:`fwdist.report.verify` does, without
+    decoding the report a second time)."""
+    return public_key, signed.signature, box_report.SIGNING_CONTEXT + signed.body
 
 
 def _row(r: Report, wire: bytes, now: int) -> dict[str, Any]:
@@ -124,16 +121,22 @@ def _row(r: Report, wire: bytes, now: int) -> dict[str, Any]:
 
 
 def _known(engine: Engine, reports: list[Report]) -> tuple[dict[str, Any], dict[Any, bytes]]:
+    """The boxes the reports name, and the stored bytes of those (box, seq) that may be
+    stored: only a seq at or below the box's ``last_seq`` can be (``last_seq`` is the
+    highest stored seq, written in the same transaction as the reports), so a batch of
+    news, every seq above it, costs one query, not two."""
     ids = sorted({r.box_id for r in reports})
-    keys = sorted({(r.box_id, r.seq) for r in reports})
     boxes: dict[str, Any] = {}
     stored: dict[Any, bytes] = {}
     with engine.connect() as conn:
         for i in range(0, len(ids), 500):
             for b in conn.execute(sa.select(db.boxes.c.id, db.boxes.c.product,
-                                            db.boxes.c.public_key)
+                                            db.boxes.c.public_key, db.boxes.c.last_seq)
                                   .where(db.boxes.c.id.in_(ids[i:i + 500]))):
                 boxes[b.id] = b
+        keys = sorted({(r.box_id, r.seq) for r in reports if r.box_id in boxes
+                       and boxes[r.box_id].last_seq is not None
+                       and r.seq <= boxes[r.box_id].last_seq})
         pair = sa.tuple_(db.reports.c.box_id, db.reports.c.seq)
         for i in range(0, len(keys), 500):
             for s in conn.execute(sa.select(db.reports.c.box_id, db.reports.c.seq,
@@ -143,8 +146,22 @@ def _known(engine: Engine, reports: list[Report]) -> tuple[dict[str, Any], dict[
     return boxes, stored
 
 
-def ingest(engine: Engine, body: bytes, now: int) -> list[Result]:
-    """Verify and store the reports of one request; one result per report, in order."""
+def _needs_check(sr: SignedReport, boxes: dict[str, Any], stored: dict[Any, bytes]) -> bool:
+    """Whether :func:`_classify` may ask for this report's signature (checked beforehand,
+    all of a request's at once): a registered box of its product, bytes not stored."""
+    r = sr.report
+    box = boxes.get(r.box_id)
+    return (box is not None and box.product == r.product
+            and stored.get((r.box_id, r.seq)) != sr.wire)
+
+
+def ingest(engine: Engine, body: bytes, now: int,
+           verify: Verify = signatures.check) -> list[Result]:
+    """Verify and store the reports of one request; one result per report, in order.
+
+    ``verify`` checks a list of signatures at once (the server's
+    :class:`fwdist.server.signatures.Verifier`, on the other cores).
+    """
     wires = list(split(body))
     results: list[Result | None] = [None] * len(wires)
     signed: dict[int, SignedReport] = {}
@@ -155,11 +172,14 @@ def ingest(engine: Engine, body: bytes, now: int) -> list[Result]:
             results[i] = Result(Status.REJECTED, str(e))
     decoded = {i: sr.report for i, sr in signed.items()}
     boxes, stored = _known(engine, list(decoded.values()))
-    keys: dict[str, Ed25519PublicKey] = {}
+    asked = [i for i, sr in signed.items() if _needs_check(sr, boxes, stored)]
+    answers = verify([signature_check(signed[i], boxes[decoded[i].box_id].public_key)
+                      for i in asked])
+    good = {i for i, ok in zip(asked, answers, strict=True) if ok}
     fresh: dict[tuple[str, int], int] = {}  # (box, seq) -> index of the report that adds it
     for i, sr in signed.items():
         r = sr.report
-        results[i] = _classify(sr, boxes, keys, stored, fresh, wires)
+        results[i] = _classify(sr, boxes, i in good, stored, fresh, wires)
         if results[i] is None:
             fresh[(r.box_id, r.seq)] = i
     if fresh:
@@ -184,7 +204,7 @@ def ingest(engine: Engine, body: bytes, now: int) -> list[Result]:
     return [res or Result(Status.ACCEPTED) for res in results]
 
 
-def _classify(sr: SignedReport, boxes: dict[str, Any], keys: dict[str, Ed25519PublicKey],
+def _classify(sr: SignedReport, boxes: dict[str, Any], signed_by_box: bool,
               stored: dict[Any, bytes], fresh: dict[tuple[str, int], int],
               wires: list[bytes]) -> Result | None:
     """The result of a decoded report, or None when it is new and is to be stored.
@@ -205,12 +225,8 @@ def _classify(sr: SignedReport, boxes: dict[str, Any], keys: dict[str, Ed25519Pu
         return Result(Status.DUPLICATE)
     if box.product != r.product:
         return Result(Status.REJECTED, f"{name}: the box is registered as {box.product}")
-    if r.box_id not in keys:
-        keys[r.box_id] = Ed25519PublicKey.from_public_bytes(box.public_key)
-    try:
-        verify_report(sr, keys[r.box_id])
-    except ReportError as e:
-        return Result(Status.REJECTED, str(e))
+    if not signed_by_box:
+        return Result(Status.REJECTED, f"{name} is not signed by that box's key")
     if known is None:
         return None
     return Result(Status.REJECTED, f"{name}: the server holds other bytes under this seq")

@@ -1,5 +1,5 @@
 """Faults with real processes: ``kill -9`` the server in a burst of uploads (the phones retry),
-and ``kill -9`` a phone in the middle of a download (it resumes).
+and ``kill -9`` a phone's ``fwdist app sync`` in the middle of a pack (it resumes).
 
 The promise under test (issue 13): after the phones retry, no report is lost and none
 is counted twice. A ``kill -9`` is the honest fault: no handler runs, the open SQLite
@@ -25,9 +25,13 @@ import pytest
 import trio
 
 from benchmarks import bench_fleet
-from benchmarks.fleet_phones import Tally, fetch_resumable, upload
-from benchmarks.fleet_processes import ServerProcess, free_port, fwdist_cli
+from benchmarks.fleet_phones import Tally, upload
+from benchmarks.fleet_processes import FleetServer, free_port, fwdist_cli
+from fwdist import keys
+from fwdist.releases import phone_cache
+from fwdist.store import Store
 from fwdist.testing import make_releases
+from tests.counting_proxy import CountingProxy
 from tests.server_helpers import db_url
 
 BOXES = 24
@@ -69,7 +73,7 @@ def _register(url: str, token: str) -> None:
 
 
 async def _burst_with_a_kill(
-    server: ServerProcess, token: str, phones: list[list[list[bytes]]]
+    server: FleetServer, token: str, phones: list[list[list[bytes]]]
 ) -> tuple[Tally, int]:
     """All phones upload at once; the server is killed -9 mid-burst and restarted."""
     tally = Tally()
@@ -100,7 +104,7 @@ def test_kill_9_in_a_burst_loses_no_report_and_counts_none_twice(
     phones = bench_fleet.phone_batches(bench_fleet.make_reports(load, "1.0.0"), load)
     total = BOXES * REPORTS_PER_BOX
     listen = f"127.0.0.1:{free_port()}"
-    server = ServerProcess.fwdist(store, tmp_path / "server.log", *db_args, listen=listen)
+    server = FleetServer.fwdist(store, tmp_path / "server.log", *db_args, listen=listen)
     with server:
         release, app, read = (_token(store, db_args, s) for s in ("release", "app", "read"))
         _register(server.url, release)
@@ -129,34 +133,34 @@ def test_kill_9_in_a_burst_loses_no_report_and_counts_none_twice(
     assert server.proc is not None and server.proc.returncode == 0  # SIGTERM: a clean stop
 
 
-PHONE = """
-import sys
-from pathlib import Path
-from benchmarks.fleet_phones import fetch_resumable
-fetch_resumable(sys.argv[1], Path(sys.argv[2]), sys.argv[3], float(sys.argv[4]))
-"""
-
-
-def test_a_phone_killed_mid_download_fetches_only_the_rest(tmp_path: Path) -> None:
-    """The phone process is killed -9 a third of the way through a pack; the next run asks
-    for the rest by Range and receives exactly the bytes it lacked."""
+def test_a_phone_sync_killed_mid_pack_fetches_only_the_rest_and_the_cache_verifies(
+        tmp_path: Path) -> None:
+    """``fwdist app sync``, a real process, is killed -9 a third of the way through a pack
+    (behind a proxy that slows it down and counts what it relays); the next ``app sync``
+    fetches the pack's index and then exactly the bytes it lacked, and the cache holds a
+    release that verifies."""
     releases = make_releases(tmp_path / "staging", count=1, size=256 * 1024, seed=13,
                              deltas=False)  # fmt: skip
-    version = releases.releases[0].manifest.version
+    manifest = releases.releases[0].manifest
+    pubkey = tmp_path / "release.pub"
+    pubkey.write_bytes(keys.public_pem(releases.key.public_key()))
     served = tmp_path / "served"
     bench_fleet.serving_store(releases.store.root, served)
-    with ServerProcess.fwdist(served, tmp_path / "server.log") as server:
-        release, read = (_token(served, (), s) for s in ("release", "read"))
+    with FleetServer.fwdist(served, tmp_path / "server.log") as server, \
+            CountingProxy(("127.0.0.1", int(server.url.rpartition(":")[2])),
+                          delay_per_kib=0.02) as proxy:  # fmt: skip
+        release, app = (_token(served, (), s) for s in ("release", "app"))
         fwdist_cli("publish", "--store", releases.store.root, "--server", server.url,
-                   "--token", release, f"{bench_fleet.PRODUCT}@{version}")  # fmt: skip
-        url = f"{server.url}/v1/releases/{bench_fleet.PRODUCT}/{version}/pack/0"
-        whole = httpx.get(url, headers={"Authorization": f"Bearer {read}"}).content
+                   "--token", release, f"{bench_fleet.PRODUCT}@{manifest.version}")  # fmt: skip
+        path = f"/v1/releases/{bench_fleet.PRODUCT}/{manifest.version}/pack/0"
+        whole = httpx.get(server.url + path, headers={"Authorization": f"Bearer {app}"}).content
         assert len(whole) > 30 * 1024
 
-        dest = tmp_path / "phone" / "pack-0"
-        dest.parent.mkdir()
-        part = dest.with_name("pack-0.part")
-        phone = subprocess.Popen([sys.executable, "-c", PHONE, url, str(dest), read, "0.02"])
+        cache = tmp_path / "phone"
+        argv = [sys.executable, "-m", "fwdist", "app", "sync", "--server", proxy.url,
+                "--token", app, "--cache", str(cache), "--pubkey", str(pubkey), "--json"]
+        part = cache / "partial" / f"{manifest.full.table_sha256.hex()}.pack"
+        phone = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while not (part.exists() and part.stat().st_size >= len(whole) // 3):
             assert phone.poll() is None, "the phone ended before it could be killed"
@@ -167,6 +171,19 @@ def test_a_phone_killed_mid_download_fetches_only_the_rest(tmp_path: Path) -> No
         held = part.stat().st_size
         assert len(whole) // 3 <= held < len(whole)
 
-        received = fetch_resumable(url, dest, read)
-    assert received == len(whole) - held
-    assert dest.read_bytes() == whole and not part.exists()
+        proxy.wait_idle()  # the killed run's cut answer is logged before the next run
+        proxy.delay_per_kib, first = 0.0, len(proxy.log)
+        again = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
+        assert again.returncode == 0, again.stderr
+        out = json.loads(again.stdout)
+        packs = [(x.range, x.body_bytes) for x in proxy.log[first:]
+                 if x.request.split()[1] == path]
+    (rel,) = out["releases"]
+    assert [(p["index"], p["state"]) for p in rel["payloads"]] == [(0, "fetched")]
+    index_bytes = 9 + 36 * (manifest.full.pieces + 1)  # the index: the table, every piece
+    assert packs == [(f"bytes=0-{index_bytes - 1}", index_bytes),
+                     (f"bytes={held}-", len(whole) - held)]
+    assert not part.exists()
+    pc = phone_cache(Store.open(cache), bench_fleet.PRODUCT, manifest.version,
+                     [releases.key.public_key()])  # fmt: skip
+    assert set(pc.tables) == {manifest.full.table_sha256}

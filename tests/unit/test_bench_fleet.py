@@ -9,7 +9,7 @@ import pytest
 
 from benchmarks import bench_fleet
 from benchmarks.fleet_phones import Tally
-from benchmarks.fleet_processes import ProcessError, ServerProcess
+from benchmarks.fleet_processes import FleetServer, ProcessError
 from fwdist import report
 
 
@@ -49,7 +49,7 @@ def test_a_static_server_process_serves_is_killed_and_restarts(tmp_path: Path) -
     root = tmp_path / "root"
     (root / "objects" / "ab").mkdir(parents=True)
     (root / "objects" / "ab" / "abcd").write_bytes(b"x" * 5000)
-    server = ServerProcess.static(root, tmp_path / "static.log")
+    server = FleetServer.static(root, tmp_path / "static.log")
     with server:
         first = server.url
         assert httpx.get(f"{first}/objects/ab/abcd").content == b"x" * 5000
@@ -64,7 +64,7 @@ def test_a_static_server_process_serves_is_killed_and_restarts(tmp_path: Path) -
 
 
 def test_a_server_that_exits_before_it_is_ready_says_so(tmp_path: Path) -> None:
-    server = ServerProcess.static(tmp_path / "missing", tmp_path / "static.log")
+    server = FleetServer.static(tmp_path / "missing", tmp_path / "static.log")
     server.argv = [*server.argv[:-1], "not-a-port"]
     with pytest.raises(ProcessError, match="exited 2 before it was ready"):
         server.start()

@@ -140,3 +140,44 @@ def test_the_cli_offers_exactly_the_token_scopes() -> None:
     from fwdist.cli.server import SCOPES
 
     assert tuple(s.value for s in Scope) == SCOPES
+
+
+def test_a_live_token_is_believed_for_the_revocation_delay_and_no_longer() -> None:
+    cache = auth.TokenCache(ttl=2.0, max_entries=2)
+    live = "fwd_app_" + "A" * 43
+    assert cache.get(live, 10.0) is None  # never seen: ask the database
+    cache.put(live, Scope.APP, 10.0)
+    assert [cache.get(live, t) for t in (10.0, 11.999)] == [Scope.APP, Scope.APP]
+    assert cache.get(live, 12.0) is None  # revoked meanwhile or not, the database decides
+    assert cache.get("fwd_app_" + "B" * 43, 10.5) is None
+    for i, t in enumerate((20.0, 20.5, 21.0)):  # full: expired entries go, then all
+        cache.put(f"fwd_read_{i:043d}", Scope.READ, t)
+    assert [cache.get(f"fwd_read_{i:043d}", 21.0) for i in range(3)] == [None, None, Scope.READ]
+
+
+def test_inline_and_pool_signature_checks_agree_and_a_dead_pool_falls_back() -> None:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from fwdist.server import signatures
+
+    keys = [Ed25519PrivateKey.from_private_bytes(bytes([i]) * 32) for i in range(3)]
+    raw = [k.public_key().public_bytes_raw() for k in keys]
+    checks = [(raw[i % 3], keys[i % 3].sign(b"m%d" % i), b"m%d" % i) for i in range(12)]
+    checks[4] = (raw[4 % 3], checks[4][1], b"other message")
+    checks[7] = (raw[0], checks[7][1], checks[7][2])  # signed by key 1, checked against key 0
+    checks[9] = (b"\x00" * 31, checks[9][1], checks[9][2])  # no key at all
+    expected = [i not in (4, 7, 9) for i in range(12)]
+    assert signatures.check(checks) == expected
+    verifier = signatures.Verifier(1)
+    try:
+        assert verifier(checks) == expected
+        assert verifier(checks[:3]) == [True, True, True]  # few: inline
+        pool = verifier._pool
+        assert pool is not None
+        for proc in list(pool._processes.values()):
+            proc.kill()
+            proc.join()
+        assert verifier(checks) == expected  # the broken pool is replaced by inline checks
+        assert verifier._pool is None
+    finally:
+        verifier.close()
