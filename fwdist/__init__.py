@@ -10,25 +10,55 @@ package. docs/architecture.md ("The public surface") lists each module, what
 it owns and which may do I/O.
 """
 
-from fwdist.app import App, FrameCache, PhoneCache, SessionEnd, SessionReport
-from fwdist.chunker import ChunkerParams, chunk_bytes, chunk_stream, piece_id
-from fwdist.errors import FwdistError, KeyFileError, ManifestError, StagingError, StoreError
-from fwdist.flash import FileFlash, Flash, FlashError, PowerCut
-from fwdist.lockbox import BoxConfig, IdleStep, Lockbox, LockboxError
-from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version
-from fwdist.protocol import LocalProtocolError, ProtocolError, RemoteProtocolError
-from fwdist.pump import BoxEndpoint, Pump, pump_session
-from fwdist.releases import (
-    Plan,
-    gc,
-    load_manifest,
-    phone_cache,
-    plan,
-    release_image,
-    verify_store,
-)
-from fwdist.staging import StageOptions, StageResult, stage
-from fwdist.store import Store
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fwdist.app import App, FrameCache, PhoneCache, SessionEnd, SessionReport
+    from fwdist.chunker import ChunkerParams, chunk_bytes, chunk_stream, piece_id
+    from fwdist.errors import FwdistError, KeyFileError, ManifestError, StagingError, StoreError
+    from fwdist.flash import FileFlash, Flash, FlashError, PowerCut
+    from fwdist.lockbox import BoxConfig, IdleStep, Lockbox, LockboxError
+    from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version
+    from fwdist.protocol import LocalProtocolError, ProtocolError, RemoteProtocolError
+    from fwdist.pump import BoxEndpoint, Pump, pump_session
+    from fwdist.releases import (
+        Plan,
+        gc,
+        load_manifest,
+        phone_cache,
+        plan,
+        release_image,
+        verify_store,
+    )
+    from fwdist.staging import StageOptions, StageResult, stage
+    from fwdist.store import Store
+
+# Where each public name lives: ``fwdist.App`` imports fwdist.app on first use (PEP 562), so
+# ``import fwdist.cli`` for one command (``fwdist stage``) does not pay for the phone, the
+# box, the server and trio. tests/unit/test_docs.py holds this table to the imports above.
+_LAZY: dict[str, tuple[str, ...]] = {
+    "fwdist.app": ("App", "FrameCache", "PhoneCache", "SessionEnd", "SessionReport"),
+    "fwdist.chunker": ("ChunkerParams", "chunk_bytes", "chunk_stream", "piece_id"),
+    "fwdist.errors": ("FwdistError", "KeyFileError", "ManifestError", "StagingError", "StoreError"),
+    "fwdist.flash": ("FileFlash", "Flash", "FlashError", "PowerCut"),
+    "fwdist.lockbox": ("BoxConfig", "IdleStep", "Lockbox", "LockboxError"),
+    "fwdist.manifest": ("Manifest", "PayloadRef", "PieceTable", "Version"),
+    "fwdist.protocol": ("LocalProtocolError", "ProtocolError", "RemoteProtocolError"),
+    "fwdist.pump": ("BoxEndpoint", "Pump", "pump_session"),
+    "fwdist.releases": (
+        "Plan",
+        "gc",
+        "load_manifest",
+        "phone_cache",
+        "plan",
+        "release_image",
+        "verify_store",
+    ),
+    "fwdist.staging": ("StageOptions", "StageResult", "stage"),
+    "fwdist.store": ("Store",),
+}
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
 
 __version__ = "0.1.0"
 
@@ -77,3 +107,11 @@ __all__ = [
     "stage",
     "verify_store",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name's module the first time the name is asked for."""
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fwdist' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

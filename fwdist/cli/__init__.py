@@ -35,6 +35,36 @@ COMMAND_MODULES = (
     "fwdist.cli.rollout",
 )
 
+# The module that adds each command: ``fwdist stage`` imports fwdist.cli.release and what it
+# needs, not trio, the server or the fleet demo (half a second and tens of MB before any work,
+# issue 10). A command missing here still works: its parser is built from every module.
+# tests/unit/test_cli.py holds the table to what the modules add.
+COMMAND_HOMES = {
+    "keygen": "fwdist.cli.release",
+    "stage": "fwdist.cli.release",
+    "inspect": "fwdist.cli.release",
+    "verify": "fwdist.cli.release",
+    "plan": "fwdist.cli.release",
+    "gc": "fwdist.cli.release",
+    "hardware": "fwdist.cli.hardware",
+    "demo": "fwdist.cli.demo",
+    "sim": "fwdist.cli.sim",
+    "lockbox": "fwdist.cli.device",
+    "app": "fwdist.cli.device",
+    "box": "fwdist.cli.device",
+    "key": "fwdist.cli.key",
+    "root": "fwdist.cli.trust",
+    "timestamp": "fwdist.cli.trust",
+    "revoke": "fwdist.cli.trust",
+    "sign": "fwdist.cli.trust",
+    "server": "fwdist.cli.server",
+    "token": "fwdist.cli.server",
+    "publish": "fwdist.cli.server",
+    "fleet": "fwdist.cli.server",
+    "rollout": "fwdist.cli.rollout",
+    "release": "fwdist.cli.rollout",
+}
+
 # Loggers whose records -q/-v govern: the engine and the simulator.
 LOGGERS = ("fwdist", "sim")
 
@@ -85,7 +115,18 @@ def add_verbosity(parser: argparse.ArgumentParser, default: object) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_modules(argv: Sequence[str]) -> Sequence[str]:
+    """The modules to import to parse ``argv``: its command's home, or all of them.
+
+    The command is the first word that is not an option (the top-level options take no
+    value); no command, ``--help`` or a word not in :data:`COMMAND_HOMES` needs them all.
+    """
+    word = next((a for a in argv if not a.startswith("-")), None)
+    home = COMMAND_HOMES.get(word) if word is not None else None
+    return COMMAND_MODULES if home is None else (home,)
+
+
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
     parser = Parser(
         prog="fwdist",
         description="Stage, carry and install lockbox firmware updates, a few KB at a time. "
@@ -97,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="COMMAND", parser_class=CommandParser
     )
-    for name in COMMAND_MODULES:
+    for name in modules:
         importlib.import_module(name).add_commands(sub)
     return parser
 
@@ -151,7 +192,8 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        words = sys.argv[1:] if argv is None else argv
+        args = build_parser(command_modules(words)).parse_args(words)
         with logging_to_stderr(log_level(args.quiet, args.verbose)):
             code = _run(args)
         sys.stdout.flush()  # inside the try: a closed pipe shows up here, not at exit

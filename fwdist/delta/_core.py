@@ -40,7 +40,8 @@ read and write in pieces of at most this size, so the figure is observable.
 
 
 SAMPLE_SIZE: Final = 1 << 20
-"""Largest stretch of a stream the encoders rank their parameters on (see :func:`sample`)."""
+"""Largest stretch of a stream the encoders rank their parameters on (see :func:`sample`;
+:func:`._lzma.rank` ranks its best two again on the whole stream)."""
 
 _SAMPLE_SLICES: Final = 8
 

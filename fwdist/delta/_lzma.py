@@ -58,16 +58,26 @@ def _filters(props: int, dict_size: int, preset: int = FULL_PRESET) -> list[dict
 def rank(data: bytes, variants: Iterable[tuple[int, int, int]], dict_size: int) -> list[int]:
     """The props bytes of ``variants`` (lc, lp, pb), best first, as the cheap estimate ranks them.
 
-    The estimate runs on :func:`._core.sample` of ``data`` (at most 1 MiB).
-    Ties keep the order given.
+    A stream longer than :data:`._core.SAMPLE_SIZE` is ranked on its
+    :func:`._core.sample`, then the sample's best two are ranked again on the
+    whole stream: on pydantic-core 2.14.5 -> 2.14.6 (a 5.1 MB diff) the sample
+    put 0/2/2 first by 14 bytes of 58 K, 3,701 bytes worse at 9e than the 3/0/0
+    the whole stream ranks first.  Two whole-stream passes, not one per
+    variant, keep the choice near the sample's cost.  Ties keep the order given.
     """
+    props = [props_byte(lc, lp, pb) for lc, lp, pb in variants]
     probe = sample(data)
-    dict_size = min(dict_size, len(probe))  # no longer: same output, and liblzma sets it up faster
-    sized = []
-    for lc, lp, pb in variants:
-        props = props_byte(lc, lp, pb)
-        sized.append((len(compress_sized(probe, props, dict_size, ESTIMATE_PRESET)), props))
-    return [props for _, props in sorted(sized, key=lambda t: t[0])]
+    ranked = _estimated(probe, props, dict_size)
+    if len(probe) == len(data):
+        return ranked
+    return _estimated(data, ranked[:2], dict_size) + ranked[2:]
+
+
+def _estimated(data: bytes, props: list[int], dict_size: int) -> list[int]:
+    """``props`` sorted by their estimate on ``data`` (stable: ties keep the order given)."""
+    dict_size = min(dict_size, len(data))  # no longer: same output, and liblzma sets it up faster
+    sized = [len(compress_sized(data, p, dict_size, ESTIMATE_PRESET)) for p in props]
+    return [p for _, p in sorted(zip(sized, props, strict=True), key=lambda t: t[0])]
 
 
 def props_byte(lc: int, lp: int, pb: int) -> int:

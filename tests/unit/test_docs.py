@@ -95,10 +95,19 @@ def example_air_manifest() -> bytes:
 def example_box_report() -> bytes:
     """A box on 1.0.0, 4,096 of the example delta's 11,368 bytes held, signed by its device key
     (private bytes: SHA-256 of ``b"fwdist docs example device"``)."""
-    rep = report.Report("0123456789abcdef", 17, "lockbox", "lb-r2", "1.0.0",
-                        hashlib.sha256(b"example image 1.0.0").digest()[:8],
-                        report.TargetProgress("1.1.0", 4096, 11368), 87, p.BoxState.RECEIVING,
-                        report.LastResult("0.9.0", report.Outcome.INSTALLED), CREATED)
+    rep = report.Report(
+        "0123456789abcdef",
+        17,
+        "lockbox",
+        "lb-r2",
+        "1.0.0",
+        hashlib.sha256(b"example image 1.0.0").digest()[:8],
+        report.TargetProgress("1.1.0", 4096, 11368),
+        87,
+        p.BoxState.RECEIVING,
+        report.LastResult("0.9.0", report.Outcome.INSTALLED),
+        CREATED,
+    )
     device = hashlib.sha256(b"fwdist docs example device").digest()
     return report.sign(rep, Ed25519PrivateKey.from_private_bytes(device))
 
@@ -328,19 +337,28 @@ def test_every_module_is_public_internal_or_private_and_private_means_underscore
 
 
 def test_the_package_exports_exactly_the_public_names_it_imports() -> None:
-    """``fwdist.__all__`` is what ``fwdist/__init__.py`` imports (no more, none forgotten),
-    and holds the names the README and docs/architecture.md give as ``fwdist``'s."""
+    """``fwdist.__all__`` is what ``fwdist/__init__.py`` imports for the type checker (no more,
+    none forgotten), each name resolves lazily to the object its module defines, and
+    ``__all__`` holds the names the README and docs/architecture.md give as ``fwdist``'s."""
+    import importlib
+
     import fwdist
 
     tree = ast.parse((REPO / "fwdist" / "__init__.py").read_text())
+    (checking,) = [
+        s for s in tree.body if isinstance(s, ast.If) and ast.unparse(s.test) == "TYPE_CHECKING"
+    ]
     imported = {
-        alias.asname or alias.name
-        for stmt in tree.body
+        (stmt.module, alias.asname or alias.name)
+        for stmt in checking.body
         if isinstance(stmt, ast.ImportFrom)
         for alias in stmt.names
     }
-    assert sorted(fwdist.__all__) == sorted(imported)
-    assert all(hasattr(fwdist, name) for name in fwdist.__all__)
+    assert len(imported) == len(fwdist.__all__) == 43
+    assert sorted(name for _, name in imported) == sorted(fwdist.__all__)
+    assert {(m, n) for m, names in fwdist._LAZY.items() for n in names} == imported
+    for module, name in imported:
+        assert getattr(fwdist, name) is getattr(importlib.import_module(str(module)), name)
     named = {"Lockbox", "BoxConfig", "IdleStep", "App", "FrameCache", "PhoneCache", "SessionEnd",
              "SessionReport", "phone_cache", "Pump", "pump_session", "BoxEndpoint", "Store",
              "StageOptions", "stage", "plan", "load_manifest", "verify_store", "gc"}  # fmt: skip
@@ -513,9 +531,7 @@ def test_the_citation_check_finds_what_is_missing_and_only_that(tmp_path: Path) 
     )
     (tmp_path / "untracked.md").write_text("DESIGN.md\n")
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
-    subprocess.run(
-        ["git", "-C", str(tmp_path), "add", "docs", "README.md", "tool.py"], check=True
-    )
+    subprocess.run(["git", "-C", str(tmp_path), "add", "docs", "README.md", "tool.py"], check=True)
     assert missing_citations(tmp_path) == [
         ("README.md", "DESIGN.md", 1),
         ("docs/c.md", "../../outside.md", 1),
