@@ -33,6 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from fwdist import leb128
 from fwdist import report as box_report
 from fwdist.report import Report, ReportError, SignedReport
 from fwdist.server import db, signatures
@@ -61,34 +62,20 @@ class Result:
         return {"status": self.status.value, "reason": self.reason}
 
 
-def leb128(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def frame_reports(wires: list[bytes]) -> bytes:
     """A request body: each report prefixed by its length (what a phone sends)."""
-    return b"".join(leb128(len(w)) + w for w in wires)
+    return b"".join(leb128.encode(len(w)) + w for w in wires)
 
 
 def split(body: bytes) -> Iterator[bytes]:
-    """The reports of a body; a ClientError(400) for a length that runs past the end."""
+    """The reports of a body; a ClientError(400) for a length that is malformed (not a
+    shortest-form varint of at most 3 bytes) or runs past the end."""
     pos, count = 0, 0
     while pos < len(body):
-        n = shift = 0
-        while True:
-            if pos >= len(body) or shift > 14:
-                raise ClientError(400, f"report {count}: its length prefix is malformed")
-            byte = body[pos]
-            pos += 1
-            n |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
+        try:
+            n, pos = leb128.decode(body, pos, max_bytes=3)
+        except leb128.Leb128Error:
+            raise ClientError(400, f"report {count}: its length prefix is malformed") from None
         if n == 0 or n > box_report.MAX_REPORT_BYTES or pos + n > len(body):
             raise ClientError(400, f"report {count}: length {n} is out of range")
         count += 1

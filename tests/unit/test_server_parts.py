@@ -9,11 +9,12 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.routing import Route
 
 from fwdist.server import auth, db, ingest, migrate, openapi, pack
+from fwdist.server import fleet as fleet_counts
 from fwdist.server.app import all_routes
 from fwdist.server.auth import Scope
 from fwdist.server.caching import byte_range
@@ -131,9 +132,11 @@ def test_any_body_splits_or_is_refused_with_a_4xx(body: bytes) -> None:
         assert e.status in (400, 413)
 
 
-def test_leb128_is_seven_bits_a_byte_low_first() -> None:
-    assert [ingest.leb128(n) for n in (0, 127, 128, 300)] == [
-        b"\x00", b"\x7f", b"\x80\x01", b"\xac\x02"]
+def test_a_body_frames_each_report_by_its_length_seven_bits_a_byte_low_first() -> None:
+    assert ingest.frame_reports([b"a", b"b" * 300]) == b"\x01a\xac\x02" + b"b" * 300
+    for bad in (b"\x80\x00", b"\x81\x80\x80\x00", b"\x80"):  # long form, too long, cut
+        with pytest.raises(ClientError, match="length prefix is malformed"):
+            list(ingest.split(bad))
 
 
 def test_the_cli_offers_exactly_the_token_scopes() -> None:
@@ -181,3 +184,39 @@ def test_inline_and_pool_signature_checks_agree_and_a_dead_pool_falls_back() -> 
         assert verifier._pool is None
     finally:
         verifier.close()
+
+
+_BOX = st.tuples(st.sampled_from(["lockbox", "keysafe"]),
+                 st.lists(st.sampled_from(["1.0.0", "1.1.0", "1.2.0", "2.0.0"]), max_size=4))
+
+
+@given(st.lists(_BOX, max_size=12))
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_grouped_versions_in_use_are_the_summary_s_versions(
+    tmp_path: Path, fleet: list[tuple[str, list[str]]]
+) -> None:
+    """The sync's grouped count (the fast path) against the summary's row-by-row count."""
+    engine = db.make_engine(db.default_url(tmp_path))
+    migrate.upgrade(engine)
+    with engine.begin() as conn:
+        conn.execute(db.reports.delete())
+        conn.execute(db.boxes.delete())
+        for n, (product, versions) in enumerate(fleet):
+            box = f"box-{n:03d}"
+            conn.execute(db.boxes.insert().values(
+                id=box, product=product, hardware="hw", public_key=bytes(32), registered_at=1,
+                last_seq=len(versions) or None))
+            for seq, version in enumerate(versions, start=1):
+                conn.execute(db.reports.insert().values(
+                    box_id=box, seq=seq, wire=b"w", received_at=1, running_version=version,
+                    running_image=bytes(8), battery=90, state="idle", clock=0))
+    summary = {p: s["versions"] for p, s in fleet_counts.summary(engine)["products"].items()}
+    assert fleet_counts.versions_in_use(engine) == summary
+    expected: dict[str, dict[str, int]] = {}
+    for product, versions in fleet:  # each box counts once, by its newest report
+        counts = expected.setdefault(product, {})
+        if versions:
+            counts[versions[-1]] = counts.get(versions[-1], 0) + 1
+    assert summary == {p: dict(sorted(c.items())) for p, c in sorted(expected.items())}
+    engine.dispose()
