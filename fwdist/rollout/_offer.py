@@ -17,7 +17,7 @@ from typing import Any
 from fwdist.errors import RolloutError
 from fwdist.rollout._cohort import in_cohort
 from fwdist.rollout._machine import OFFERING, State
-from fwdist.rollout._plan import DAY, RetryPolicy, Window
+from fwdist.rollout._plan import DAY, WHOLE, RetryPolicy, Window
 
 MINUTES_A_DAY = 24 * 60
 
@@ -72,8 +72,17 @@ class RolloutOffer:
     windows: tuple[Window, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
-    def answer(self, box: BoxView, now: int) -> Answer:
-        """Offer or not, and why not: state, cohort, window, then retries."""
+    def answer(self, box: BoxView | None, now: int) -> Answer:
+        """Offer or not, and why not: state, cohort, window, then retries.
+
+        ``box`` None: a box that did not say who it is (no signed report: see
+        :class:`fwdist.app.App`). It is in no cohort but the whole fleet's, since
+        placing it needs its id, and it is taken as working on nothing, with no failures.
+        """
+        if box is None:
+            if self.share_bp < WHOLE:
+                return Answer.NOT_IN_COHORT if self.state in OFFERING else Answer.STOPPED
+            box = BoxView("")  # (every id is in the whole fleet)
         if self.state is State.PAUSED and not box.targets_release:
             return Answer.PAUSED
         if self.state not in OFFERING and self.state is not State.PAUSED:
@@ -142,6 +151,10 @@ class SyncPolicy:
     releases: frozenset[tuple[str, str]]
     rollouts: tuple[RolloutOffer, ...] = ()
 
+    FILE = "policy.json"
+    """Where a phone's cache keeps the policy of its last sync (``fwdist app push --cache``
+    applies it with no network): the sync document's ``releases`` and ``rollouts``."""
+
     @classmethod
     def from_sync(cls, doc: Any) -> SyncPolicy:
         try:
@@ -151,7 +164,7 @@ class SyncPolicy:
             raise RolloutError(f"malformed sync document: {e}") from None
         return cls(listed, offers)
 
-    def answer(self, product: str, version: str, box: BoxView, now: int) -> Answer:
+    def answer(self, product: str, version: str, box: BoxView | None, now: int) -> Answer:
         """Whether to offer ``product@version`` to ``box`` now, and why not."""
         if (product, version) not in self.releases:
             return Answer.STOPPED
