@@ -22,6 +22,10 @@ does while it has some. In order, and why:
 4. **Trust files** (``/trust/root/N``, ``/trust/timestamp``) when the server has them,
    fetched only when changed, kept as they are for the boxes (which verify them).
 
+Between 3 and 4 the sync document's releases and rollouts are kept as ``policy.json``
+(:meth:`fwdist.rollout.SyncPolicy.FILE`), which ``fwdist app push --cache`` applies at the
+box.
+
 The cache is a fwdist store (so ``fwdist app push --cache`` reads it with no network)
 plus ``outbox/`` (:mod:`fwdist.outbox`), ``partial/`` and ``trust/``;
 docs/phone-cache.md gives the layout.
