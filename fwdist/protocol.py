@@ -129,6 +129,7 @@ class Reason(enum.IntEnum):
     BAD_TIMESTAMP = 20  # a timestamp is malformed or not signed by the root's timestamp role
     STALE_TIMESTAMP = 21  # a timestamp no newer than the box's own (a replay)
     METADATA_EXPIRED = 22  # the chain's last root, or the timestamp, expired at the box's time
+    CHAIN_TOO_LONG = 23  # a relayed root chain over the box's buffer (protocol_v2.CHAIN_RAM)
 
 
 class BoxState(enum.IntEnum):

@@ -48,10 +48,11 @@ strict and canonical, as version 1's: any bytes either decode or raise
 from __future__ import annotations
 
 import binascii
+import enum
 import hashlib
 from dataclasses import dataclass, replace
 
-from fwdist import leb128, report
+from fwdist import leb128, report, trust
 from fwdist import protocol as p
 
 VERSION = 2
@@ -89,6 +90,7 @@ T_RELEASE = 9
 T_INSTALLED = 10
 T_ERROR = 11
 T_SEEK = 12
+T_TRUST = 13
 T_REPORT = 14
 
 
@@ -169,6 +171,72 @@ class BoxReport(p.Event):
 
     TYPE = T_REPORT
     wire: bytes
+
+
+class TrustKind(enum.IntEnum):
+    """The first byte of a TRUST frame's body: which of the four trust frames it is."""
+
+    ASK = 1  # phone -> box: what root, time and timestamp do you hold?
+    LINK = 2  # phone -> box: a root link; more links of the same chain follow
+    LAST_LINK = 3  # phone -> box: the last root link of a chain: judge the chain now
+    TIMESTAMP = 4  # phone -> box: a signed timestamp
+    ANSWER = 5  # box -> phone: the verdict on the last ASK / chain / timestamp, and what it holds
+
+
+CHAIN_RAM = 8192
+"""The most root-link bytes a box buffers in one chain (19 links of a 2-of-3 root). A longer
+chain is refused (CHAIN_TOO_LONG) and forgotten; a phone sends a longer catch-up as several
+chains, each under this, which the box judges one after the other."""
+
+
+@dataclass(frozen=True)
+class TrustAsk(p.Event):
+    """Phone → box: the box answers with a :class:`TrustAnswer` of what it holds.
+
+    Sent only by a phone that carries root links or a timestamp, so sessions of
+    phones without them cost not a byte more (the Summary stays as it was).
+    """
+
+    TYPE = T_TRUST
+
+
+@dataclass(frozen=True)
+class TrustLink(p.Event):
+    """Phone → box: one root link (:func:`fwdist.trust.encode_root` bytes) of a chain.
+
+    The box buffers links until ``last`` and then takes the chain whole or not at
+    all (TUF: only the chain's last root must be unexpired), answering once.
+    """
+
+    TYPE = T_TRUST
+    wire: bytes
+    last: bool = True
+
+
+@dataclass(frozen=True)
+class TrustStamp(p.Event):
+    """Phone → box: a signed timestamp (:func:`fwdist.trust.encode_timestamp` bytes)."""
+
+    TYPE = T_TRUST
+    wire: bytes
+
+
+@dataclass(frozen=True)
+class TrustAnswer(p.Event):
+    """Box → phone: ``reason`` 0 (accepted) or a :class:`~fwdist.protocol.Reason`, and what
+    the box holds after it: its root's version, its proven time, its timestamp's version
+    (None: it holds no root / no timestamp). ``dropped``: the box just dropped its target
+    (revoked, or signed by a key the new root removed), so the Summary's target is gone."""
+
+    TYPE = T_TRUST
+    reason: int
+    root_version: int | None
+    time: int
+    timestamp_version: int | None
+    dropped: bool = False
+
+
+TRUST_EVENTS = (TrustAsk, TrustLink, TrustStamp, TrustAnswer)
 
 
 def summarize(st: p.Status, version: int = VERSION) -> Summary:
@@ -304,6 +372,16 @@ def _body(ev: p.Event) -> bytes:
         return bytes((ev.code,)) + ev.message.encode()
     if isinstance(ev, BoxReport):
         return ev.wire
+    if isinstance(ev, TrustAsk):
+        return bytes((TrustKind.ASK,))
+    if isinstance(ev, TrustLink):
+        return bytes((TrustKind.LAST_LINK if ev.last else TrustKind.LINK,)) + ev.wire
+    if isinstance(ev, TrustStamp):
+        return bytes((TrustKind.TIMESTAMP,)) + ev.wire
+    if isinstance(ev, TrustAnswer):
+        return b"".join((bytes((TrustKind.ANSWER, ev.reason, ev.dropped)),
+                         leb128.encode(_opt(ev.root_version)), leb128.encode(ev.time),
+                         leb128.encode(_opt(ev.timestamp_version))))
     raise p.LocalProtocolError(f"{type(ev).__name__} has no version-2 form")
 
 
@@ -311,9 +389,32 @@ _TYPES: dict[type, int] = {
     Summary: T_STATUS, p.Offer: T_OFFER, p.Accept: T_ACCEPT, p.Reject: T_REJECT,
     p.Data: T_DATA, Seek: T_SEEK, p.Ack: T_ACK, p.PieceComplete: T_PIECE,
     p.ReleaseComplete: T_RELEASE, p.Installed: T_INSTALLED, p.Error: T_ERROR,
-    BoxReport: T_REPORT,
+    BoxReport: T_REPORT, **{cls: T_TRUST for cls in TRUST_EVENTS},
 }
 _KINDS = frozenset(_TYPES.values())
+
+
+def _opt(v: int | None) -> int:
+    """An optional count as one varint: None is 0, n is n + 1."""
+    return 0 if v is None else v + 1
+
+
+_U32 = (1 << 32) - 1
+
+
+def _check_trust(ev: p.Event) -> None:
+    if isinstance(ev, TrustLink | TrustStamp):
+        ok = (type(ev.wire) is bytes and 0 < len(ev.wire) <= trust.MAX_META_BYTES
+              and (isinstance(ev, TrustStamp) or type(ev.last) is bool))
+    elif isinstance(ev, TrustAnswer):
+        ok = (p._is_int(ev.reason, 0, 255) and type(ev.dropped) is bool
+              and p._is_int(ev.time, 0, _U32)
+              and all(v is None or p._is_int(v, 0, _U32 - 1)
+                      for v in (ev.root_version, ev.timestamp_version)))
+    else:
+        ok = True
+    if not ok:
+        raise p.RemoteProtocolError("trust frame fields malformed")
 
 
 def _check_event(ev: p.Event) -> None:
@@ -334,6 +435,8 @@ def _check_event(ev: p.Event) -> None:
         p._check(ev)
         if len(ev.message.encode()) > 200:
             raise p.RemoteProtocolError("error message malformed")
+    elif isinstance(ev, TRUST_EVENTS):
+        _check_trust(ev)
     elif isinstance(ev, BoxReport):
         try:
             report.decode(ev.wire)
@@ -357,11 +460,17 @@ REPORT_FRAME = OVERHEAD + report.MAX_REPORT_BYTES
 other control frames it crosses a small link in several writes, once or twice a session."""
 
 
+TRUST_FRAME = OVERHEAD + 1 + trust.MAX_META_BYTES
+"""A trust frame may be this large on any link: a root link or a timestamp whole (a 2-of-3
+root is 423 B), so the box checks it from one buffer of at most this many bytes."""
+
+
 def limit(max_frame: int, kind: int) -> int:
     """The largest frame of ``kind`` a session of this frame size carries."""
     if kind == T_DATA:
         return max_frame
-    return max(max_frame, REPORT_FRAME if kind == T_REPORT else CONTROL_FRAME)
+    big = {T_REPORT: REPORT_FRAME, T_TRUST: TRUST_FRAME}.get(kind, CONTROL_FRAME)
+    return max(max_frame, big)
 
 
 def encode(ev: p.Event, max_frame: int, position: tuple[int, int] | None = None) -> bytes:
@@ -456,6 +565,8 @@ def _decode_body(kind: int, body: bytes, tag: bytes | None) -> p.Event:
         ev = p.Installed(r.text(p.MAX_NAME), bool(ok))
     elif kind == T_REPORT:
         ev = BoxReport(r.rest())
+    elif kind == T_TRUST:
+        ev = _read_trust(r)
     elif kind == T_ERROR:
         code = r.u8()
         try:
@@ -467,6 +578,24 @@ def _decode_body(kind: int, body: bytes, tag: bytes | None) -> p.Event:
     r.end()
     _check_event(ev)
     return ev
+
+
+def _read_trust(r: _Reader) -> p.Event:
+    kind = r.u8()
+    if kind == TrustKind.ASK:
+        return TrustAsk()
+    if kind in (TrustKind.LINK, TrustKind.LAST_LINK):
+        return TrustLink(r.rest(), kind == TrustKind.LAST_LINK)
+    if kind == TrustKind.TIMESTAMP:
+        return TrustStamp(r.rest())
+    if kind == TrustKind.ANSWER:
+        reason, dropped = r.u8(), r.u8()
+        if dropped > 1:
+            raise p.RemoteProtocolError("trust answer flag malformed")
+        root, time, stamp = r.varint(), r.varint(), r.varint()
+        return TrustAnswer(reason, root - 1 if root else None, time,
+                           stamp - 1 if stamp else None, bool(dropped))
+    raise p.RemoteProtocolError(f"unknown trust frame kind {kind}", p.ErrorCode.UNKNOWN_TYPE)
 
 
 class FrameDecoder:

@@ -116,6 +116,7 @@ class Lockbox:
         self.protocol = p.PROTOCOL_VERSION  # this session's (the Hello every version reads is v1's)
         self._offer = bytearray()
         self._offer_total = 0
+        self._chain: list[bytes] = []  # root links of the chain a phone is relaying (CHAIN_RAM)
         self.frames_out = 0
         self.bytes_out = 0
 
@@ -419,11 +420,13 @@ class Lockbox:
         self._out_max = self.config.max_frame
         self.protocol = p.PROTOCOL_VERSION
         self._offer.clear()
+        self._chain.clear()
         self.rx.new_session()
         return S.WAIT_HELLO
 
     def _on_end(self, ev: End, now: int, out: list[bytes]) -> Session:
         self._offer.clear()
+        self._chain.clear()
         return S.CLOSED
 
     def _on_ignore(self, ev: p.Event, now: int, out: list[bytes]) -> Session:
@@ -523,6 +526,43 @@ class Lockbox:
                         s.running_version, s.running_counter, s.running_sha256,
                         max(0, min(100, self.battery)), int(self.box_state()), self.config.align,
                         self._out_max, target)
+
+    # -- trust on the wire (protocol 2) ------------------------------------------------------
+
+    def _on_trust(self, ev: v2.TrustAsk | v2.TrustLink | v2.TrustStamp, now: int,
+                  out: list[bytes]) -> Session:
+        """Answer what the box holds, or judge a relayed chain or timestamp and answer that.
+
+        A chain is buffered (at most :data:`~fwdist.protocol_v2.CHAIN_RAM` bytes) until its
+        last link and then taken whole or not at all by :meth:`offer_root`; each link becomes
+        its own ROOT record, so a power cut leaves a whole root. Every refusal leaves the
+        state as it was and the session READY: a hostile phone gets reasons, nothing more.
+        """
+        had = self._state.target
+        reason: p.Reason | None = None
+        if isinstance(ev, v2.TrustLink):
+            self._chain.append(ev.wire)
+            if sum(map(len, self._chain)) > v2.CHAIN_RAM:
+                self._chain.clear()
+                reason = p.Reason.CHAIN_TOO_LONG
+            elif not ev.last:
+                return S.READY  # (answered with the chain)
+            else:
+                links, self._chain = self._chain, []
+                reason = self.offer_root(links, now)
+        elif isinstance(ev, v2.TrustStamp):
+            reason = self.offer_timestamp(ev.wire, now)
+        self._send(out, self.trust_answer(reason, dropped=had is not None
+                                          and self._state.target is None))
+        return S.READY
+
+    def trust_answer(self, reason: p.Reason | None = None,
+                     dropped: bool = False) -> v2.TrustAnswer:
+        """What the box holds, as its TRUST answer says it (with ``reason``'s verdict)."""
+        s, root = self._state, self.root
+        return v2.TrustAnswer(0 if reason is None else int(reason),
+                              None if root is None else root.version, s.clock,
+                              None if s.stamp is None else s.stamp.version, dropped)
 
     # -- offers ----------------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ import enum
 from dataclasses import dataclass
 
 from fwdist import protocol as p
+from fwdist import protocol_v2 as v2
 
 
 class Session(enum.Enum):
@@ -34,6 +35,7 @@ class Action(enum.Enum):
     HELLO = "hello"
     OFFER = "offer"
     DATA = "data"
+    TRUST = "trust"
     PEER_ERROR = "peer_error"
     END = "end"
     IGNORE = "ignore"
@@ -60,6 +62,10 @@ TRANSITIONS: dict[tuple[Session, type], tuple[Action, frozenset[Session]]] = {
     (S.READY, p.Offer): (Action.OFFER, frozenset({S.OFFERING, S.READY, S.DONE})),
     (S.OFFERING, p.Offer): (Action.OFFER, frozenset({S.OFFERING, S.READY, S.DONE})),
     (S.READY, p.Data): (Action.DATA, frozenset({S.READY})),
+    # trust (protocol 2 only: version 1's decoder has no such frames); between offers, never
+    # inside one; the box answers each ASK, chain and timestamp with a TrustAnswer
+    **{(S.READY, ev): (Action.TRUST, frozenset({S.READY}))
+       for ev in (v2.TrustAsk, v2.TrustLink, v2.TrustStamp)},
     **{(st, p.Error): (Action.PEER_ERROR, frozenset({S.DONE})) for st in _LIVE},
     **{(st, End): (Action.END, frozenset({S.CLOSED})) for st in (*_LIVE, S.DONE)},
     **{(S.DONE, ev): (Action.IGNORE, frozenset({S.DONE})) for ev in p.EVENT_TYPES.values()},

@@ -201,6 +201,10 @@ VALID_V2 = [
     v2.encode(p.PieceComplete(TAG, -1), 244),
     v2.encode(p.Installed("1.1.0", True), 244),
     v2.encode(p.Error(3, "x"), 244),
+    v2.encode(v2.TrustAsk(), 244),
+    v2.encode(v2.TrustLink(b"\x93\x01" + b"r" * 200, False), 244),
+    v2.encode(v2.TrustStamp(b"\x93\x02" + b"t" * 120), 244),
+    v2.encode(v2.TrustAnswer(int(p.Reason.BAD_ROOT), 3, 1_700_000_000, None, True), 244),
 ]
 
 
@@ -238,9 +242,29 @@ def test_v2_mutated_valid_frames(frame: bytes, flips: list[tuple[int, int]], cut
 
 
 @settings(max_examples=2000, derandomize=True)
-@given(st.integers(2, 12), st.binary(max_size=80))
+@given(st.integers(2, 13), st.binary(max_size=80))
 def test_v2_any_body_with_a_good_check(kind: int, body: bytes) -> None:
     """Well-framed bodies whose check is right: any body parses or raises the protocol error."""
     frame = (kind << 12 | len(body)).to_bytes(2, "big") + body
     seed = v2._position(3, 1024) if kind == v2.T_DATA else b""
     _decode_all_v2(_SEEK * (kind == v2.T_DATA) + frame + v2._check_word(seed, frame), 244, TAG)
+
+
+_U32 = st.integers(0, (1 << 32) - 1)
+_OPT = st.none() | st.integers(0, (1 << 32) - 2)
+
+
+@settings(max_examples=1000, derandomize=True)
+@given(st.one_of(
+    st.just(v2.TrustAsk()),
+    st.builds(v2.TrustLink, st.binary(min_size=1, max_size=3072), st.booleans()),
+    st.builds(v2.TrustStamp, st.binary(min_size=1, max_size=3072)),
+    st.builds(v2.TrustAnswer, st.integers(0, 255), _OPT, _U32, _OPT, st.booleans())),
+    st.sampled_from([20, 244, 4096]))
+def test_v2_trust_frames_round_trip_at_every_frame_size(ev: p.Event, max_frame: int) -> None:
+    """Every trust frame fits any session (up to its 3,077 bytes) and decodes to itself."""
+    frame = v2.encode(ev, max_frame)
+    assert len(frame) <= v2.TRUST_FRAME
+    dec = v2.FrameDecoder(max_frame)
+    dec.feed(frame)
+    assert dec.events() == [ev]

@@ -249,7 +249,7 @@ def test_table_covers_the_conversation() -> None:
     assert (Session.READY, p.Data) in TRANSITIONS
     assert (Session.WAIT_HELLO, p.Data) not in TRANSITIONS  # no data before hello
     assert (Session.OFFERING, p.Data) not in TRANSITIONS  # finish the offer first
-    assert len(TRANSITIONS) == 23
+    assert len(TRANSITIONS) == 26
 
 
 # --------------------------------------------------------------------------- acceptance
