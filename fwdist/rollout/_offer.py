@@ -17,17 +17,14 @@ from typing import Any
 from fwdist.errors import RolloutError
 from fwdist.rollout._cohort import in_cohort
 from fwdist.rollout._machine import OFFERING, State
-from fwdist.rollout._plan import DAY, WHOLE, RetryPolicy, Window
-
-MINUTES_A_DAY = 24 * 60
+from fwdist.rollout._plan import WHOLE, RetryPolicy, Window
+from fwdist.trust import in_windows
 
 
 def in_window(windows: tuple[Window, ...], now: int) -> bool:
-    """Whether the UTC time ``now`` (seconds) falls in one of the windows (none: always)."""
-    if not windows:
-        return True
-    minute = (now % DAY) // 60
-    return any((minute - w.start_minute) % MINUTES_A_DAY < w.minutes for w in windows)
+    """Whether the UTC time ``now`` (seconds) falls in one of the windows (none: always);
+    the box's rule (:func:`fwdist.trust.in_windows`), so phone and box agree."""
+    return in_windows([(w.start_minute, w.minutes) for w in windows], now)
 
 
 def retry_at(policy: RetryPolicy, failures: int, last_failure_at: int) -> int | None:
