@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from fwdist import trust
 from fwdist.sample import SampleFirmware
 from tests.e2e.test_key_cli import fwdist, refused
 from tests.softhsm import SoftHsm, release_token
@@ -203,3 +204,35 @@ def test_release_roles_by_product_and_hardware(eng: Engineer) -> None:
     refused(eng.sign("1.0.0", d / "b", ok=False),
             f"{d}/b is not a release signer of root 1 for lockbox/lb-r2")
     assert eng.sign("1.0.0", d / "c")["released"] is True
+
+
+def test_timestamp_issue_signs_install_windows_per_product(eng: Engineer) -> None:
+    """Issue 14: `--window PRODUCT=HH:MM-HH:MM` (repeatable) puts daily UTC install windows in
+    the signed timestamp; the next timestamp keeps them unless told, `PRODUCT=always` clears."""
+    d = eng.d
+    eng.run("root", "create", d / "root1", "--root-keys", f"2:{d}/r1.pub,{d}/r2.pub",
+            "--timestamp-keys", f"1:{d}/ts.pub", "--release-keys", f"1:{d}/a.pub",
+            "--expires", "30")
+    for k in ("r1", "r2"):
+        eng.run("root", "sign", d / "root1", "--key", d / k)
+    eng.run("stage", d / "fw0.bin", "--store", eng.store, "--init-store", "--product",
+            "lockbox", "--version", "1.0.0", "--key", d / "a")
+    plain = eng.timestamp("timestamp", "issue")
+    assert plain["windows"] == {}
+    ts = eng.timestamp("timestamp", "issue", "--window", "lockbox=23:30-00:30",
+                       "--window", "lockbox=02:00-03:00", "--window", "gate=12:00-12:15")
+    assert (ts["version"], ts["windows"]) == (
+        2, {"gate": ["12:00-12:15"], "lockbox": ["02:00-03:00", "23:30-00:30"]})
+    assert ts["bytes"] - plain["bytes"] == 32  # field 6: 2 products, 3 windows
+    signed = trust.decode_timestamp((eng.store / "trust" / "timestamp").read_bytes())
+    assert signed.timestamp.windows == (("gate", ((720, 15),)),
+                                        ("lockbox", ((120, 60), (1410, 60))))
+    kept = eng.timestamp("timestamp", "issue", "--window", "gate=always")
+    assert (kept["version"], kept["windows"]) == (3, {"lockbox": ["02:00-03:00", "23:30-00:30"]})
+    for bad, why in (("lockbox=25:00-26:00", "a window is HH:MM-HH:MM (UTC), got '25:00-26:00'"),
+                     ("lockbox", "--window is PRODUCT=HH:MM-HH:MM (UTC) or PRODUCT=always, "
+                                 "got 'lockbox'")):
+        refused(eng.run("timestamp", "issue", "--store", eng.store, "--root", d / "root1",
+                        "--key", d / "ts", "--window", bad, ok=False), why)
+    assert trust.decode_timestamp((eng.store / "trust" / "timestamp").read_bytes()).timestamp \
+        .version == 3  # a refused issue signs nothing
