@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fwdist import app as appmod
-from fwdist import protocol, pump, report, trio_link
+from fwdist import protocol, pump, report, trio_link, trust
 from fwdist import protocol_v2 as v2
 from fwdist.app import App as _App
 from fwdist.app import FrameCache, PhoneCache, Send, SessionEnd, SessionReport, send_order
@@ -47,6 +47,8 @@ from fwdist.releases import load_manifest, phone_cache, release_image
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
+from tests.trust_helpers import ROOT_KEYS, T0, root_v1
+from tests.trust_helpers import timestamp as ts_wire
 
 CHUNKS = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384)
 SAMPLE = SampleFirmware(size=64 * 1024, seed=3)
@@ -764,6 +766,8 @@ def test_every_cell_of_the_waiting_phase(cache: PhoneCache) -> None:
         protocol.Offer(3, 0, b"abc"), Accept(tag), Reject(1), Data(tag, 0, 0, b"x"),
         Ack(tag, 0, 8), PieceComplete(tag, 0), ReleaseComplete(tag), Installed("1.1.0", True),
         Error(3, "no"), v2.BoxReport(rep),
+        v2.TrustAsk(), v2.TrustLink(trust.sign(root_v1(), ROOT_KEYS[:2])),
+        v2.TrustStamp(ts_wire(1, T0)), v2.TrustAnswer(0, 1, T0, 1),
     ]
     assert {type(e) for e in samples} == set(v2._TYPES) - {v2.Seek}  # (a Seek is no event)
     ends = {}
@@ -780,7 +784,8 @@ def test_every_cell_of_the_waiting_phase(cache: PhoneCache) -> None:
     broke = (None, appmod.Phase.DONE, SessionEnd.BOX_BROKE, [Error], 0)
     assert ends == {
         "Summary": broke, "Offer": broke, "Accept": broke, "Reject": broke, "Data": broke,
-        "Ack": broke, "PieceComplete": broke, "ReleaseComplete": broke,
+        "Ack": broke, "PieceComplete": broke, "ReleaseComplete": broke, "TrustAsk": broke,
+        "TrustLink": broke, "TrustStamp": broke, "TrustAnswer": broke,
         "Installed": ("installed", appmod.Phase.WAIT_REPORT, None, [], 0),
         "Error": ("error", appmod.Phase.DONE, SessionEnd.BOX_ENDED, [], 0),
         "BoxReport": ("report_decides", appmod.Phase.OFFERING, None, [Offer], 1),
