@@ -47,6 +47,18 @@ class Engineer:
                         *extra, ok=False)
         return proc.returncode, json.loads(proc.stdout)
 
+    def root1_and_store(self) -> None:
+        """Root 1 (2 of r1..r3, timestamp key ts, release key a, 30 days), signed by r1 and
+        r2, and a store with lockbox 1.0.0 signed by a."""
+        d = self.d
+        self.run("root", "create", d / "root1", "--root-keys",
+                 f"2:{d}/r1.pub,{d}/r2.pub,{d}/r3.pub", "--timestamp-keys", f"1:{d}/ts.pub",
+                 "--release-keys", f"1:{d}/a.pub", "--expires", "30")
+        for k in ("r1", "r2"):
+            self.run("root", "sign", d / "root1", "--key", d / k)
+        self.run("stage", d / "fw0.bin", "--store", self.store, "--init-store", "--product",
+                 "lockbox", "--version", "1.0.0", "--key", d / "a")
+
     def timestamp(self, *args: str) -> Any:
         return self.run(*args, "--store", self.store, "--root", self.d / "root1", "--key",
                         self.d / "ts", "--json")
@@ -145,13 +157,7 @@ def test_the_trust_workflow(eng: Engineer) -> None:
 
 def test_a_chain_with_a_bad_link_trusts_nothing_past_it(eng: Engineer) -> None:
     d = eng.d
-    eng.run("root", "create", d / "root1", "--root-keys", f"2:{d}/r1.pub,{d}/r2.pub,{d}/r3.pub",
-            "--timestamp-keys", f"1:{d}/ts.pub", "--release-keys", f"1:{d}/a.pub",
-            "--expires", "30")
-    for k in ("r1", "r2"):
-        eng.run("root", "sign", d / "root1", "--key", d / k)
-    eng.run("stage", d / "fw0.bin", "--store", eng.store, "--init-store", "--product",
-            "lockbox", "--version", "1.0.0", "--key", d / "a")
+    eng.root1_and_store()
     eng.run("root", "publish", d / "root1", "--store", eng.store)
     # someone with write access plants root 2 signed by one root key and their own
     eng.run("root", "rotate", d / "root2", "--store", eng.store, "--root", d / "root1",
@@ -210,13 +216,7 @@ def test_timestamp_issue_signs_install_windows_per_product(eng: Engineer) -> Non
     """Issue 14: `--window PRODUCT=HH:MM-HH:MM` (repeatable) puts daily UTC install windows in
     the signed timestamp; the next timestamp keeps them unless told, `PRODUCT=always` clears."""
     d = eng.d
-    eng.run("root", "create", d / "root1", "--root-keys", f"2:{d}/r1.pub,{d}/r2.pub",
-            "--timestamp-keys", f"1:{d}/ts.pub", "--release-keys", f"1:{d}/a.pub",
-            "--expires", "30")
-    for k in ("r1", "r2"):
-        eng.run("root", "sign", d / "root1", "--key", d / k)
-    eng.run("stage", d / "fw0.bin", "--store", eng.store, "--init-store", "--product",
-            "lockbox", "--version", "1.0.0", "--key", d / "a")
+    eng.root1_and_store()
     plain = eng.timestamp("timestamp", "issue")
     assert plain["windows"] == {}
     ts = eng.timestamp("timestamp", "issue", "--window", "lockbox=23:30-00:30",

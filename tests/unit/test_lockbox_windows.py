@@ -10,17 +10,21 @@ from dataclasses import replace
 
 import msgpack
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fwdist import manifest, trust
+from fwdist import manifest, report, trust
 from fwdist import protocol as p
+from fwdist.app import App, SessionEnd
 from fwdist.errors import TrustError
-from fwdist.lockbox import IdleStep, Lockbox
-from fwdist.testing import Phone, Release, Releases, box_config
-from tests.trust_helpers import RELEASE_KEYS, ROOT_KEYS, T0, root_v1, timestamp
+from fwdist.lockbox import Identity, IdleStep, Lockbox
+from fwdist.pump import pump_session
+from fwdist.releases import phone_cache
+from fwdist.testing import Phone, Release, Releases
+from tests.trust_helpers import RELEASE_KEYS, T0, timestamp
+from tests.unit.test_lockbox_trust import boxed
 
-ROOT1 = trust.sign(root_v1(), ROOT_KEYS[:2])
 DAY = 86_400
 MIDNIGHT = T0 - T0 % DAY + DAY  # 00:00 UTC the day after T0
 NIGHT = (("lockbox", ((120, 60),)),)  # lockbox installs 02:00-03:00 UTC
@@ -43,13 +47,7 @@ def release(rel: Releases) -> Release:
 
 def built(rel: Releases, now: int, stamp: bytes | None = None) -> Lockbox:
     """A box on root 1 that verified ``stamp`` (if any) and then built release 1 at ``now``."""
-    config = box_config(rel)
-    flash = config.make_flash()
-    r = rel.releases[0]
-    Lockbox.provision(flash, config, r.image, r.version, r.manifest.security_counter,
-                      root=ROOT1)
-    box = Lockbox(flash, config, {})
-    box.boot(now)
+    box = boxed(rel)
     if stamp is not None:
         assert box.offer_timestamp(stamp, now) is None
     assert Phone([release(rel)]).session(box, now).rejected is None
@@ -211,3 +209,19 @@ def test_an_empty_windows_field_is_not_canonical() -> None:
     wire = msgpack.packb([1, int(trust.Kind.TIMESTAMP), msgpack.packb(fields), []])
     with pytest.raises(TrustError, match="non-empty list"):
         trust.decode_timestamp(wire)
+
+
+def test_a_waiting_box_says_so_in_its_summary_and_signed_report_after_a_reboot(
+        rel: Releases) -> None:
+    box = built(rel, at(14), timestamp(1, T0, windows=NIGHT))
+    device = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    again = Lockbox(box.flash, box.config, {}, identity=Identity("box-7", device))
+    again.boot(at(15))  # the windows are in the journal: a power cut forgets nothing
+    assert again.idle(at(15)) is IdleStep.WAIT_WINDOW
+    session = pump_session(again, App(phone_cache(rel.store, "lockbox")), now=at(15))
+    (rep,) = [report.verify(w, device.public_key()) for w in session.box_reports]
+    assert (rep.state, rep.target) == (p.BoxState.WAIT_WINDOW, report.TargetProgress(
+        rel.releases[1].version, again.ref.size if again.ref else -1,
+        again.ref.size if again.ref else -1))
+    # (this phone's copy of 1.1.0 is signed by other keys: another build, nothing is sent)
+    assert (session.end, session.payload_sent) == (SessionEnd.TARGET_OTHER, 0)
