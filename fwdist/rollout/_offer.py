@@ -76,19 +76,17 @@ class RolloutOffer:
         :class:`fwdist.app.App`). It is in no cohort but the whole fleet's, since
         placing it needs its id, and it is taken as working on nothing, with no failures.
         """
-        if box is None:
-            if self.share_bp < WHOLE:
-                return Answer.NOT_IN_COHORT if self.state in OFFERING else Answer.STOPPED
-            box = BoxView("")  # (every id is in the whole fleet)
-        if self.state is State.PAUSED and not box.targets_release:
+        if self.state is State.PAUSED and not (box is not None and box.targets_release):
             return Answer.PAUSED
         if self.state not in OFFERING and self.state is not State.PAUSED:
             return Answer.STOPPED
-        if not in_cohort(self.rollout_id, box.box_id, self.share_bp):
+        if box is None and self.share_bp < WHOLE:
+            return Answer.NOT_IN_COHORT
+        if box is not None and not in_cohort(self.rollout_id, box.box_id, self.share_bp):
             return Answer.NOT_IN_COHORT
         if not in_window(self.windows, now):
             return Answer.OUTSIDE_WINDOW
-        if box.failures:
+        if box is not None and box.failures:
             due = retry_at(self.retry, box.failures, box.last_failure_at)
             if due is None:
                 return Answer.NO_MORE_RETRIES

@@ -69,6 +69,11 @@ def test_no_windows_keeps_a_timestamps_bytes_and_the_box_installs_at_once(rel: R
     assert body.hex() == "85010102ce6553f10003ce6555428004900590"  # main's bytes, before windows
     assert trust.decode_timestamp(trust.sign(plain)).timestamp == plain
     box = built(rel, at(14), timestamp(1, T0))
+    windowed = built(rel, at(14), timestamp(1, T0, windows=NIGHT))
+    # the journal's room: a window is 4 bytes of the snapshot ([[120, 60]]), none is 0
+    assert len(windowed.state_bytes()) - len(box.state_bytes()) == 4
+    stamps = [msgpack.unpackb(b.state_bytes())[-1] for b in (box, windowed)]
+    assert stamps == [[1, T0, T0 + DAY, None, []], [1, T0, T0 + DAY, None, [], [[120, 60]]]]
     assert (box.trust_status()["windows"], box.idle(at(14))) == ([], IdleStep.INSTALLED)
     other = built(rel, at(14), timestamp(1, T0, windows=OTHER))  # another product's only
     assert (other.trust_status()["windows"], other.idle(at(14))) == ([], IdleStep.INSTALLED)

@@ -341,6 +341,24 @@ def test_the_phone_offers_only_to_the_cohort_in_an_offering_state() -> None:
     assert night.answer(BoxView(inside), now + 23 * 3600) is Answer.OFFER
 
 
+def test_a_box_that_did_not_say_who_it_is_is_offered_only_the_whole_fleets_phase() -> None:
+    """``box=None`` (no signed report, so no id: fwdist.app.App's rule): in no cohort but
+    100 %'s; the state still decides first, and the window after."""
+    now = 1_700_006_400
+    answers = {(st, share): offer(st, share).answer(None, now)
+               for st in (S.ACTIVE, S.PAUSED, S.ABORTED) for share in (100, 10_000)}
+    assert answers == {
+        (S.ACTIVE, 100): Answer.NOT_IN_COHORT, (S.ACTIVE, 10_000): Answer.OFFER,
+        (S.PAUSED, 100): Answer.PAUSED, (S.PAUSED, 10_000): Answer.PAUSED,
+        (S.ABORTED, 100): Answer.STOPPED, (S.ABORTED, 10_000): Answer.STOPPED,
+    }  # fmt: skip
+    night = offer(share=10_000, windows=(Window.parse("22:00-02:00"),))
+    assert night.answer(None, now + 12 * 3600) is Answer.OUTSIDE_WINDOW
+    policy = SyncPolicy(frozenset({("lockbox", "1.1.0"), ("lockbox", "1.2.0")}), (offer(),))
+    assert [policy.answer("lockbox", v, None, now) for v in ("1.1.0", "1.2.0", "9.9.9")] == [
+        Answer.NOT_IN_COHORT, Answer.OFFER, Answer.STOPPED]
+
+
 def test_retries_back_off_doubling_and_stop_after_the_count() -> None:
     policy = RetryPolicy(count=2, backoff_seconds=600)
     assert [retry_at(policy, n, 1000) for n in (1, 2, 3)] == [1600, 2200, None]
