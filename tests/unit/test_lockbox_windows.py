@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from fwdist import manifest, report, trust
 from fwdist import protocol as p
+from fwdist import protocol_v2 as v2
 from fwdist.app import App, SessionEnd
 from fwdist.errors import TrustError
 from fwdist.lockbox import Identity, IdleStep, Lockbox
@@ -230,3 +231,25 @@ def test_a_waiting_box_says_so_in_its_summary_and_signed_report_after_a_reboot(
         again.ref.size if again.ref else -1))
     # (this phone's copy of 1.1.0 is signed by other keys: another build, nothing is sent)
     assert (session.end, session.payload_sent) == (SessionEnd.TARGET_OTHER, 0)
+
+
+def test_over_the_trust_frame_the_session_that_relays_a_timestamp_inside_a_window_installs(
+        rel: Releases) -> None:
+    """Protocol 2's frame 13 (t3's TrustStamp) is how a phone relays the timestamp: the
+    clockless box's proof is that session's, and a session without it proves nothing."""
+    box = built(rel, 0, timestamp(1, at(2, 10), expires=at(0, day=9), windows=NIGHT))
+
+    def session(*events: p.Event) -> list[p.Event]:
+        box.open_session(0)
+        dec = v2.FrameDecoder(p.MAX_FRAME)
+        dec.feed(box.receive_data(p.encode(p.Hello(2, 244)), 0))
+        dec.feed(box.receive_data(b"".join(v2.encode(e, 244) for e in events), 0))
+        box.end_session(0)
+        return dec.events()
+
+    assert [type(e) for e in session()] == [v2.Summary]
+    assert box.idle(0) is IdleStep.WAIT_WINDOW
+    stamp = timestamp(2, at(2, 30, day=1), expires=at(0, day=9), windows=NIGHT)
+    got = session(v2.TrustStamp(stamp))
+    assert got[1:] == [v2.TrustAnswer(0, 1, at(2, 30, day=1), 2, False)]
+    assert box.idle(0) is IdleStep.INSTALLED
