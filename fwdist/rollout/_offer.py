@@ -11,6 +11,7 @@ says which of these rules a box could enforce itself, and which it cannot yet.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -130,6 +131,22 @@ class RolloutOffer:
             )
         except (TypeError, ValueError, AttributeError) as e:
             raise RolloutError(f"malformed rollout offer: {e}") from None
+
+
+def box_windows(offers: Iterable[RolloutOffer]) -> tuple[tuple[str, tuple[tuple[int, int], ...]],
+                                                         ...]:
+    """The install windows the signed timestamp should carry (:attr:`fwdist.trust.Timestamp.
+    windows`), from the rollouts phones are told of: per product, the union of its live
+    rollouts' windows. A timestamp's windows bind every install of a product, so a product
+    with a live rollout that has none (any time), or with no live rollout, gets none."""
+    live = [o for o in offers if o.state in OFFERING or o.state is State.PAUSED]
+    out = []
+    for product in sorted({o.product for o in live}):
+        mine = [o.windows for o in live if o.product == product]
+        if all(mine):
+            out.append((product, tuple(sorted({(w.start_minute, w.minutes)
+                                               for ws in mine for w in ws}))))
+    return tuple(out)
 
 
 @dataclass(frozen=True)
