@@ -781,6 +781,9 @@ class App:
         if not self.offer:
             return self._finish(SessionEnd.NOT_OFFERED)
         if self.decide is not None:
+            if self.box_reports:  # it came already (before an exchange that ran first)
+                self.box_report = decode_report(self.box_reports[0]).report
+                return self._decided(self.box_report)
             if self.protocol == v2.VERSION:
                 self.phase = Phase.WAIT_REPORT  # the box's report follows, unasked
                 return None
