@@ -46,7 +46,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 
-from fwdist import air, protocol
+from fwdist import air, protocol, trust
 from fwdist import protocol_v2 as v2
 from fwdist.errors import FwdistError, ManifestError
 from fwdist.manifest import Manifest, PayloadRef, PieceTable, Version, decode, decode_table
@@ -106,6 +106,11 @@ class PhoneCache:
     tables), ``raw`` the bytes of delta pieces (already compressed), both keyed
     by piece id. A phone that met the release only partly (the simulator's
     phones) holds a subset: see :meth:`keep_pieces`.
+
+    ``roots`` (the signed root links the phone synced, any order) and ``timestamp``
+    (the latest signed timestamp) are relayed to a protocol 2 box before any offer
+    (:class:`~fwdist.protocol_v2.TrustAsk` and what follows); a cache without them
+    asks nothing and its sessions are byte for byte as before.
     """
 
     manifest_wire: bytes
@@ -113,6 +118,25 @@ class PhoneCache:
     frames: Mapping[bytes, bytes] = field(default_factory=dict)
     raw: Mapping[bytes, bytes] = field(default_factory=dict)
     air: tuple[bytes, ...] = ()
+    roots: tuple[bytes, ...] = ()
+    timestamp: bytes | None = None
+
+    @functools.cached_property
+    def root_links(self) -> tuple[tuple[int, bytes], ...]:
+        """(version, link) of each root the phone carries, oldest first (TrustError if one
+        does not decode: the loader checked them)."""
+        return tuple(sorted((trust.decode_root(w).root.version, w) for w in self.roots))
+
+    @functools.cached_property
+    def timestamp_version(self) -> int | None:
+        if self.timestamp is None:
+            return None
+        return trust.decode_timestamp(self.timestamp).timestamp.version
+
+    @property
+    def carries_trust(self) -> bool:
+        """Whether a session asks the box what it holds (see :class:`App`)."""
+        return bool(self.roots) or self.timestamp is not None
 
     @functools.cached_property
     def manifest(self) -> Manifest:
@@ -314,11 +338,33 @@ class Phase(enum.Enum):
 
     HELLO = "hello"  # Hello sent, waiting for the box's Status
     WAIT_REPORT = "wait_report"  # Status heard; the offer waits for the box's signed report
+    TRUST = "trust"  # protocol 2: relaying root links and a timestamp, waiting for the answers
     OFFERING = "offering"  # manifest chunks sent, waiting for Accept / Reject
     SENDING = "sending"  # streaming table and pieces, counting acks
     DONE = "done"  # nothing more to say; the transport closes the link
 
     __hash__ = object.__hash__  # identity, as equality is: in C, not Enum's Python __hash__
+
+
+class Relayed(enum.Enum):
+    """What a box's :class:`~fwdist.protocol_v2.TrustAnswer` answers (in the report)."""
+
+    ASK = "ask"
+    ROOT_CHAIN = "root_chain"
+    TIMESTAMP = "timestamp"
+
+
+def root_chains(links: Iterable[bytes]) -> list[list[bytes]]:
+    """``links`` in order, cut into chains the box buffers whole (at most CHAIN_RAM bytes)."""
+    out: list[list[bytes]] = []
+    held = v2.CHAIN_RAM
+    for w in links:
+        if held + len(w) > v2.CHAIN_RAM:
+            out.append([])
+            held = 0
+        out[-1].append(w)
+        held += len(w)
+    return out
 
 
 class SessionEnd(enum.Enum):
@@ -370,6 +416,7 @@ class SessionReport:
     needed: int | None = None  # ... and what the least demanding payload for it needs
     protocol: int | None = None  # the version the session spoke (None: the box never answered)
     box_reports: tuple[bytes, ...] = ()  # the box's signed reports (fwdist.report), to carry home
+    trust: tuple[tuple[Relayed, v2.TrustAnswer], ...] = ()  # what the box said to each relay
 
     @property
     def reason(self) -> str | None:
@@ -417,6 +464,11 @@ class SessionReport:
             "needed": self.needed,
             "protocol": self.protocol,
             "box_reports": [w.hex() for w in self.box_reports],
+            "trust": [{"sent": sent.value,
+                       "reason": None if a.reason == 0 else _name(Reason, a.reason),
+                       "root_version": a.root_version, "time": a.time,
+                       "timestamp_version": a.timestamp_version, "dropped": a.dropped}
+                      for sent, a in self.trust],
         }
 
 
@@ -427,11 +479,12 @@ def _name(kind: type[enum.IntEnum], value: int) -> str:
         return str(value)
 
 
-_LIVE = (Phase.HELLO, Phase.WAIT_REPORT, Phase.OFFERING, Phase.SENDING)
+_LIVE = (Phase.HELLO, Phase.TRUST, Phase.WAIT_REPORT, Phase.OFFERING, Phase.SENDING)
 
 TRANSITIONS: dict[tuple[Phase, type[Event]], str] = {
     (Phase.HELLO, Status): "status_event",
     (Phase.HELLO, v2.Summary): "status_event",
+    (Phase.TRUST, v2.TrustAnswer): "trust_answer",
     (Phase.OFFERING, Accept): "accept",
     (Phase.OFFERING, Reject): "reject",
     # progress after our last word (the box verifies what we sent last) still counts
@@ -528,6 +581,8 @@ class App:
         self.payload_produced = 0
         self.received_bytes = 0
         self.box_reports: list[bytes] = []  # (checked by the frame decoder; signed by the box)
+        self.trust: list[tuple[Relayed, v2.TrustAnswer]] = []
+        self._asked: list[Relayed] = []  # relays the box has not answered yet, in order
         self._send(Hello(version, max_frame))
 
     # -- the sans-I/O surface ----------------------------------------------------
@@ -640,6 +695,7 @@ class App:
             needed=self._limit[1] if self._limit else None,
             protocol=self.protocol,
             box_reports=tuple(self.box_reports),
+            trust=tuple(self.trust),
         )
 
     # -- the conversation ----------------------------------------------------------
@@ -712,6 +768,46 @@ class App:
             self._box_broke(ErrorCode.MALFORMED, f"unusable status: {e}")
 
     def _on_status_event(self, ev: Status | v2.Summary) -> None:
+        if self.protocol == v2.VERSION and self.cache.carries_trust:
+            # trust first: a rotation can change which release signatures the box takes
+            self.status = ev
+            self._session_max = min(self.max_frame, ev.max_frame)
+            self.phase = Phase.TRUST
+            self._relay(Relayed.ASK, v2.TrustAsk())
+            return
+        self._judge_status(ev)
+
+    def _relay(self, what: Relayed, *frames: Event) -> None:
+        for ev in frames:
+            self._send(ev)
+        self._asked.append(what)
+
+    def _on_trust_answer(self, ev: v2.TrustAnswer) -> None:
+        """The box's word on one relay; after the ASK's, send what the box lacks; after the
+        last, judge the box as its Summary (less a target it just dropped) says."""
+        if not self._asked:
+            return self._box_broke(ErrorCode.UNEXPECTED, "a trust answer to nothing asked")
+        what = self._asked.pop(0)
+        self.trust.append((what, ev))
+        st = self.status
+        assert st is not None  # (the TRUST phase begins at the Summary)
+        if ev.dropped and st.target is not None:
+            st = self.status = replace(st, target=None, state=int(BoxState.IDLE))
+        if what is Relayed.ASK:
+            cache = self.cache
+            if ev.root_version is not None:
+                newer = [w for v, w in cache.root_links if v > ev.root_version]
+                for chain in root_chains(newer):
+                    self._relay(Relayed.ROOT_CHAIN, *(v2.TrustLink(w, i == len(chain) - 1)
+                                                      for i, w in enumerate(chain)))
+            mine = cache.timestamp_version
+            if cache.timestamp is not None and mine is not None and (
+                    ev.timestamp_version is None or mine > ev.timestamp_version):
+                self._relay(Relayed.TIMESTAMP, v2.TrustStamp(cache.timestamp))
+        if not self._asked:
+            self._judge_status(st)
+
+    def _judge_status(self, ev: Status | v2.Summary) -> None:
         try:
             self._on_status(ev)
         except (ManifestError, protocol.LocalProtocolError) as e:

@@ -304,7 +304,7 @@ def error_line(e: BaseException) -> str:
 
 async def serve(state: Path, host: str, port: int, *, battery: int, session_timeout: float,
                 max_sessions: int | None, on_event: Callable[[dict[str, Any]], None],
-                idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> int:
+                idle_timeout: float = DEFAULT_IDLE_TIMEOUT, has_clock: bool = True) -> int:
     """Boot the box and serve phones on ``host:port``, one session at a time; return 0.
 
     Phones that wait meanwhile sit in :func:`fwdist.trio_link.serve_box`'s
@@ -316,28 +316,36 @@ async def serve(state: Path, host: str, port: int, *, battery: int, session_time
     with the bound address), ``session`` (after each one, with the bytes and
     how the link ended), ``dropped`` (a waiting connection hung up on, and why)
     and ``reset`` (the box raised: logged, rebooted, like a watchdog).
+
+    ``has_clock=False`` is a box without a clock (``lockbox serve --no-clock``): it is told
+    time 0, so only signed times (a relayed timestamp, an accepted manifest's creation) move
+    the lower bound it checks expiry against.
     """
+
+    def clock() -> int:
+        return int(time.time()) if has_clock else 0
+
     box, flash = open_box(state)
     try:
         box.battery = battery
-        box.boot(int(time.time()))
-        steps = _idle(box, int(time.time()))
+        box.boot(clock())
+        steps = _idle(box, clock())
         listener = await trio_link.open_listener(host, port)
         bound = trio_link.listener_port(listener)
         on_event({"event": "listening", "address": f"{host}:{bound}", "idle": steps,
                   **_brief(box)})
 
         async def handle(stream: trio.SocketStream, first: bytes) -> None:
-            now = int(time.time())
+            now = clock()
             try:
                 endpoint = BoxEndpoint(box, now)
                 stats = await trio_link.converse(stream, endpoint, max_seconds=session_timeout,
                                                  idle_seconds=idle_timeout, first=first)
-                steps = _idle(box, int(time.time()))
+                steps = _idle(box, clock())
             except Exception as e:  # a firmware bug: log it and reset, like a watchdog
                 await trio.aclose_forcefully(stream)
                 on_event({"event": "reset", "error": error_line(e)})
-                box.boot(int(time.time()))
+                box.boot(clock())
                 return
             end = stats.reason.value if stats.reason else None
             on_event({"event": "session", "link_in": stats.received_bytes,

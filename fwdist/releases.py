@@ -94,6 +94,7 @@ def phone_cache(
     trusted: Iterable[Ed25519PublicKey] | None = None,
     *,
     partial: bool = False,
+    released: Iterable[str] | None = None,
 ) -> PhoneCache:
     """Everything of one release a phone needs to serve every box.
 
@@ -105,14 +106,21 @@ def phone_cache(
     release they verify is carried, by default the newest verified one: a manifest
     planted in the store is never offered. Without them the newest staged release
     is taken as it is, for callers that staged the store themselves moments ago
-    (the demo, the simulator, the benchmarks).
+    (the demo, the simulator, the benchmarks). ``released`` instead names the versions
+    a root's release role signed to its threshold (``app push --root``).
+
+    The store's root links and timestamp (``trust/``, what ``fwdist app sync`` fetched)
+    ride along for the phone to relay (:class:`PhoneCache`); the box checks them itself.
     """
     releases = store.releases(product)
     if not releases:
         raise AppError(f"the store holds no release of {product}")
-    if trusted is not None:
-        scan = scan_releases(store, product, trusted)
-        good = [v.version for v in scan.verified]
+    if trusted is not None or released is not None:
+        if released is not None:  # a root's verdict (signoff.carried): its threshold met
+            good = [v for _, v in releases if v in set(released)]
+        else:
+            assert trusted is not None
+            good = [v.version for v in scan_releases(store, product, trusted).verified]
         if not good:
             raise AppError(f"no release of {product} verifies against the given keys")
         if version is None:
@@ -138,7 +146,7 @@ def phone_cache(
             if not partial or store.has(entry.id):
                 held[entry.id] = wire_piece(store, table, i)
     return PhoneCache(store.get_manifest(product, version), tables, frames, raw,
-                      air_manifests(store, m))
+                      air_manifests(store, m), tuple(store.root_chain()), store.get_timestamp())
 
 
 def air_manifests(store: Store, m: Manifest) -> tuple[bytes, ...]:

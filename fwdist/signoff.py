@@ -29,8 +29,9 @@ from fwdist.releases import VerifyReport, check_objects, check_release, load_tab
 from fwdist.store import Store
 from fwdist.trust import Root, Timestamp
 
-__all__ = ["ReleaseStatus", "TrustReport", "add_signature", "current_root", "next_timestamp",
-           "release_status", "require_released", "verify_under_root"]
+__all__ = ["Carried", "ReleaseStatus", "TrustReport", "add_signature", "carried",
+           "current_root", "next_timestamp", "release_status", "require_released",
+           "verify_under_root"]
 
 
 def current_root(store: Store, anchor: bytes, now: int = 0) -> tuple[Root, bytes]:
@@ -45,6 +46,40 @@ def current_root(store: Store, anchor: bytes, now: int = 0) -> tuple[Root, bytes
     if newer:
         root, wire = newer[-1], links[len(newer) - 1]
     return root, wire
+
+
+@dataclass(frozen=True)
+class Carried:
+    """What a phone may carry to boxes that trust ``anchor``: the root links after it that
+    verify, the store's timestamp if the newest root's timestamp role signed it, and the
+    product's releases that meet that root's release threshold (``app push --root``)."""
+
+    root: Root
+    links: tuple[bytes, ...]
+    timestamp: bytes | None
+    released: tuple[str, ...]
+
+
+def carried(store: Store, anchor: bytes, product: str) -> Carried:
+    """:class:`Carried` from ``store`` (a phone's cache) for boxes provisioned with ``anchor``
+    (TrustError when the anchor or the store's chain does not verify)."""
+    root, _ = current_root(store, anchor)
+    first = trust.decode_root(anchor).root.version
+    links = tuple(store.root_chain(after=first))[: root.version - first]
+    stamp = store.get_timestamp()
+    if stamp is not None:
+        try:
+            trust.verify_timestamp(root, stamp)
+        except TrustError:
+            stamp = None
+    released = []
+    for _, version in store.releases(product):
+        try:
+            require_released(store, root, product, version)
+        except (FwdistError, TrustError):
+            continue
+        released.append(version)
+    return Carried(root, links, stamp, tuple(released))
 
 
 def _valid_format1(wire: bytes, keys: Mapping[bytes, Ed25519PublicKey]) -> int:

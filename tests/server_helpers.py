@@ -66,14 +66,15 @@ class RunningServer:
         return self.proc.wait(timeout=30)
 
 
-def start_server(store: Path, db_url: str, log: Path, listen: str = "127.0.0.1:0"
-                 ) -> RunningServer:
-    """Start ``fwdist server`` and return once it printed its listening line."""
+def start_server(store: Path, db_url: str, log: Path, listen: str = "127.0.0.1:0",
+                 *extra: str) -> RunningServer:
+    """Start ``fwdist server`` (with ``extra`` options) and return once it printed its
+    listening line."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     err = log.open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "fwdist", "server", "--store", str(store), "--db", db_url,
-         "--listen", listen], stdout=subprocess.DEVNULL, stderr=err, env=env)
+         "--listen", listen, *extra], stdout=subprocess.DEVNULL, stderr=err, env=env)
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         text = log.read_text(errors="replace")

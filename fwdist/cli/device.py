@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,7 @@ from fwdist.emulator import (
     registration,
     serve,
 )
-from fwdist.errors import RolloutError
+from fwdist.errors import RolloutError, TrustError
 from fwdist.hardware import Profile
 from fwdist.manifest import Version
 from fwdist.outbox import Outbox
@@ -157,7 +158,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                           session_timeout=args.session_timeout,
                                           max_sessions=args.max_sessions,
                                           idle_timeout=args.idle_timeout,
-                                          on_event=partial(_log, as_json=args.json)))
+                                          on_event=partial(_log, as_json=args.json),
+                                          has_clock=not args.no_clock))
         except ConnectionError as e:
             raise DeviceError(str(e)) from None
 
@@ -185,11 +187,24 @@ def cmd_push(args: argparse.Namespace) -> int:
     _positive("--rate", args.rate)
     if args.store is None and args.cache is None:
         raise DeviceError("give the releases with --store DIR or a phone's --cache DIR")
-    trusted = load_trusted([Path(k) for k in args.pubkey]).values()
     version = str(Version.parse(args.version)) if args.version else None
     # a phone's cache (`fwdist app sync`) is a store of the releases it fetched: no network
-    cache = phone_cache(Store.open(args.store or args.cache), args.product, version, trusted,
-                        partial=args.store is None)
+    store = Store.open(args.store or args.cache)
+    if args.root is not None:  # the boxes' trust anchor: thresholds, the chain, the timestamp
+        from fwdist import signoff  # (imported when used, as the server's parts)
+
+        try:
+            held = signoff.carried(store, Path(args.root).read_bytes(), args.product)
+        except OSError as e:
+            raise DeviceError(f"cannot read --root {args.root}: {e.strerror}") from None
+        except TrustError as e:
+            raise DeviceError(f"--root {args.root}: {e}") from None
+        cache = phone_cache(store, args.product, version, released=held.released,
+                            partial=args.store is None)
+        cache = replace(cache, roots=held.links, timestamp=held.timestamp)
+    else:
+        trusted = load_trusted([Path(k) for k in args.pubkey]).values()
+        cache = phone_cache(store, args.product, version, trusted, partial=args.store is None)
     policy = None if args.store is not None else cache_policy(Path(args.cache))
     m = cache.manifest
     rule = None if policy is None else RolloutRule(policy, m.product, m.version)
@@ -295,6 +310,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--state", required=True, metavar="DIR")
     p.add_argument("--listen", required=True, metavar="HOST:PORT", help="port 0 picks a free one")
     p.add_argument("--battery", type=int, default=100, metavar="PCT")
+    p.add_argument("--no-clock", action="store_true",
+                   help="a box without a clock: only signed times (a relayed timestamp, an "
+                   "accepted manifest's creation) tell it what time it is at least")
     p.add_argument("--session-timeout", type=float, default=60.0, metavar="S",
                    help="drop a phone that keeps a session open longer than this")
     p.add_argument("--idle-timeout", type=float, default=DEFAULT_IDLE_TIMEOUT, metavar="S",
@@ -314,9 +332,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="a phone's cache (`fwdist app sync`): keep the box's signed reports in "
                    "its outbox for the next sync, and without --store take the release from it")
     p.add_argument("--product", required=True)
-    p.add_argument("--pubkey", required=True, action="append", metavar="KEYFILE.pub",
-                   help="the public key releases must be signed by (repeatable); only a "
-                   "release it verifies is pushed")
+    keys_from = p.add_mutually_exclusive_group(required=True)
+    keys_from.add_argument("--root", metavar="ROOT", help="the boxes' trust anchor (signed "
+                           "root metadata): only a release that meets the threshold of the "
+                           "newest root the store's chain reaches from it is pushed, and only "
+                           "the links and timestamp that verify are relayed")
+    keys_from.add_argument("--pubkey", action="append", metavar="KEYFILE.pub",
+                           help="legacy single-key stores: a public key releases must be "
+                           "signed by (repeatable); only a release it verifies is pushed")
     p.add_argument("--version", metavar="X.Y.Z",
                    help="push this release (default: the newest that verifies)")
     p.add_argument("--to", "--connect", dest="to", required=True, metavar="HOST:PORT")

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from fwdist import keys
+from fwdist.cli.key import add_secret_options, key_options
 from fwdist.cli.output import emit_json, human_bytes, iso_time
 from fwdist.cli.release import parse_release
+from fwdist.errors import FwdistError
 from fwdist.manifest import key_id
 from fwdist.store import Store
 
@@ -49,7 +51,17 @@ def cmd_server(args: argparse.Namespace) -> int:
         print(f"fwdist server: {args.db or 'the database'} is at the newest schema",
               flush=True)
         return 0
-    return process.run(store, args.db, args.listen)
+    stamper = None
+    if args.timestamp_key is not None:
+        from fwdist.server.stamping import Stamper
+        from fwdist.signers import open_signer
+
+        if args.timestamp_every < 60:
+            raise FwdistError(f"--timestamp-every must be at least 60 seconds, got "
+                              f"{args.timestamp_every}")
+        stamper = Stamper(open_signer(args.timestamp_key, key_options(args)),
+                          args.timestamp_every)
+    return process.run(store, args.db, args.listen, stamper)
 
 
 def _engine(args: argparse.Namespace) -> Any:
@@ -111,11 +123,18 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
+    from fwdist import signoff
     from fwdist.server.client import Client, publish
 
     product, version = parse_release(args.release)
     store = Store.open(args.store)
     store.get_manifest(product, version)  # refused in one line before any request
+    versions = store.root_versions()
+    if versions:  # a draft below its root's threshold: the store's one line, nothing sent
+        first = store.get_root(versions[0])
+        assert first is not None  # (listed, so present)
+        root, _ = signoff.current_root(store, first)
+        signoff.require_released(store, root, product, version)
     with Client(args.server, args.token) as client:
         result = publish(client, store, product, version)
     if args.json:
@@ -195,6 +214,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "STORE/keys/; repeatable)")
     p.add_argument("--migrate-only", action="store_true",
                    help="upgrade the database to the newest schema and exit")
+    p.add_argument("--timestamp-key", metavar="SPEC",
+                   help="the online timestamp role's key (a file or a pkcs11: URI): the server "
+                   "signs trust/timestamp when a release is published or yanked (a yank "
+                   "becomes a signed revocation) and when the current one is a period old")
+    p.add_argument("--timestamp-every", type=int, default=3600, metavar="SECONDS",
+                   help="re-issue the timestamp this often (default %(default)s; each expires "
+                   "four periods after it is signed)")
+    add_secret_options(p)
 
     group = sub.add_parser("token", help="API tokens of a server: create, list, revoke",
                            description="Tokens are stored hashed; the secret is printed once.")

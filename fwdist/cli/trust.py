@@ -23,6 +23,7 @@ from fwdist.cli.key import add_key_options, add_secret_options, key_options, sig
 from fwdist.cli.output import emit_json, iso_time
 from fwdist.cli.release import parse_release
 from fwdist.errors import FwdistError, RolloutError, StoreError, TrustError
+from fwdist.keys import Signer
 from fwdist.rollout import Window
 from fwdist.signers import KeyOptions, public_key_of
 from fwdist.store import Store
@@ -238,22 +239,41 @@ def parse_windows(given: list[str] | None) -> dict[str, tuple[tuple[int, int], .
 
 
 def issue(args: argparse.Namespace, revoke: tuple[tuple[str, str], ...]) -> int:
+    """Sign the store's next timestamp with ``--key``. A timestamp role of one key publishes
+    it at once; one that needs K > 1 signatures writes a draft to ``--out`` for the other
+    holders' ``timestamp sign``, the last of which publishes it."""
     store = Store.open(args.store)
     root, _ = signoff.current_root(store, read_file(Path(args.root), "root"))
-    if root.timestamp.threshold != 1:
-        raise TrustError(f"root {root.version}'s timestamp role needs "
-                         f"{root.timestamp.threshold} signatures; fwdist signs timestamps "
-                         "with one key")
-    signer = signer_from_args(args)
-    if keys.key_id(signer.public_key()) not in root.timestamp.trusted():
-        raise TrustError(f"{args.key} is not the timestamp key of root {root.version}")
+    need = root.timestamp.threshold
+    if need > 1 and args.out is None:
+        raise TrustError(f"root {root.version}'s timestamp role needs {need} signatures: give "
+                         "--out FILE for the draft, which each other holder signs with "
+                         "`timestamp sign FILE`")
+    signer = timestamp_signer(args, root)
     now = int(time.time())
     with store.locked():
         ts = signoff.next_timestamp(store, root, now=now, expires=now + round(args.expires * DAY),
                                     revoke=revoke, windows=parse_windows(args.window))
         wire = trust.sign(ts, [signer])
-        trust.verify_timestamp(root, wire, now=now)
-        store.put_timestamp(wire)
+        if need > 1:
+            write_new(Path(args.out), wire)
+        else:
+            trust.verify_timestamp(root, wire, now=now)
+            store.put_timestamp(wire)
+    return show_timestamp(args, root, wire, published=need == 1)
+
+
+def timestamp_signer(args: argparse.Namespace, root: Root) -> Signer:
+    signer = signer_from_args(args)
+    if keys.key_id(signer.public_key()) not in root.timestamp.trusted():
+        raise TrustError(f"{args.key} is not a timestamp key of root {root.version}")
+    return signer
+
+
+def show_timestamp(args: argparse.Namespace, root: Root, wire: bytes,
+                   published: bool) -> int:
+    ts = trust.decode_timestamp(wire).timestamp
+    have = trust.signed_by(trust.decode_timestamp(wire), root.timestamp)
     if args.json:
         emit_json({
             "version": ts.version, "time": ts.time, "time_utc": iso_time(ts.time),
@@ -261,15 +281,36 @@ def issue(args: argparse.Namespace, revoke: tuple[tuple[str, str], ...]) -> int:
             "latest": {p: v for p, v in ts.latest},
             "revoked": [f"{p}@{v}" for p, v in ts.revoked], "root_version": root.version,
             "windows": {p: [trust.format_window(*w) for w in ws] for p, ws in ts.windows},
-            "bytes": len(wire),
+            "bytes": len(wire), "signatures": have, "threshold": root.timestamp.threshold,
+            "published": published,
         })
     else:
         latest = ", ".join(f"{p}@{v}" for p, v in ts.latest) or "nothing released"
+        state = "published" if published else (
+            f"{have} of {root.timestamp.threshold} signatures, not published yet")
         print(f"timestamp {ts.version} at {iso_time(ts.time)}, expires {iso_time(ts.expires)}: "
-              f"latest {latest}; {len(ts.revoked)} revoked"
+              f"latest {latest}; {len(ts.revoked)} revoked; {state}"
               + "".join(f"; {p} installs {', '.join(trust.format_window(*w) for w in ws)} UTC"
                         for p, ws in ts.windows))
     return 0
+
+
+def cmd_timestamp_sign(args: argparse.Namespace) -> int:
+    """Add one timestamp holder's signature to a draft; at the threshold, publish it."""
+    store = Store.open(args.store)
+    root, _ = signoff.current_root(store, read_file(Path(args.root), "root"))
+    signer = timestamp_signer(args, root)
+    path = Path(args.file)
+    wire = trust.add_signature(read_file(path, "timestamp"), signer)
+    replace_file(path, wire)
+    done = trust.signed_by(trust.decode_timestamp(wire), root.timestamp) >= root.timestamp.threshold
+    if done:
+        with store.locked():
+            prev = store.get_timestamp()
+            trust.verify_timestamp(root, wire, now=int(time.time()), previous=None if prev is None
+                                   else trust.decode_timestamp(prev).timestamp)
+            store.put_timestamp(wire)
+    return show_timestamp(args, root, wire, published=done)
 
 
 def cmd_timestamp_issue(args: argparse.Namespace) -> int:
@@ -332,7 +373,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         p.add_argument("--root-keys", dest="root_role", metavar="K:KEY,...",
                        help="the root role: K of these public keys sign the next root")
         p.add_argument("--timestamp-keys", dest="timestamp_role", metavar="K:KEY,...",
-                       help="the timestamp role (fwdist signs timestamps with one key: K=1)")
+                       help="the timestamp role (K > 1: `timestamp issue --out`, then "
+                       "`timestamp sign`)")
         p.add_argument("--release-keys", dest="release_roles", action="append",
                        metavar="[PRODUCT[/HARDWARE]=]K:KEY,...",
                        help="a release role, optionally for one product or one product's "
@@ -389,7 +431,15 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                        help="a daily UTC window the product's boxes may install in "
                             "(repeatable; PRODUCT=always: any time; others keep the "
                             "previous timestamp's)")
+        q.add_argument("--out", metavar="FILE", help="a timestamp role of K > 1 keys: write "
+                       "the draft here for the other holders' `timestamp sign`")
     q.add_argument("release", metavar="NAME@X.Y.Z")
+    p = command(tsub, "sign", cmd_timestamp_sign, "add a timestamp holder's signature to a "
+                "draft (`issue --out`); the one that meets the threshold publishes it")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--store", required=True)
+    anchor(p)
+    add_key_options(p, help="the timestamp key (a file or a pkcs11: URI)")
 
     p = command(sub, "sign", cmd_sign,
                 "add one release signer's signature to a staged release (formats 1 and 2)")

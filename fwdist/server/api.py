@@ -30,7 +30,7 @@ from fwdist.server.context import (
     require,
     server_of,
 )
-from fwdist.server.publish import Upload, publish, put_object
+from fwdist.server.publish import Outcome, Upload, publish, put_object
 from fwdist.store import MAX_AIR_BYTES, MAX_FRAME_BYTES
 
 READERS = (Scope.READ, Scope.RELEASE, Scope.APP)
@@ -94,6 +94,8 @@ async def put_release(request: Request) -> Response:
     up = Upload(product, version, manifest, b64_field(doc, "air", MAX_AIR_BYTES, optional=True))
     server = server_of(request)
     outcome = await blocking(publish, server.store(), server.engine, up, server.now())
+    if server.stamper is not None and outcome is Outcome.CREATED:  # `latest` moved
+        await blocking(server.stamper.issue, server.store(), server.now())
     rels = await blocking(catalog.list_releases, server.engine, product, version)
     return JSONResponse(rels[0], status_code=outcome.value)
 

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 
 from fwdist.server import auth
 from fwdist.server.auth import Scope
+from fwdist.server.stamping import Stamper
 from fwdist.store import Store
 
 T = TypeVar("T")
@@ -51,6 +52,7 @@ class Server:
     store_root: Path
     engine: Engine
     clock: Callable[[], float] = field(default=time.time)
+    stamper: Stamper | None = None  # the online timestamp role (``--timestamp-key``)
 
     def now(self) -> int:
         return int(self.clock())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,6 +24,7 @@ from fwdist.errors import FwdistError
 from fwdist.server import db, migrate
 from fwdist.server.app import make_app
 from fwdist.server.context import Server
+from fwdist.server.stamping import Stamper
 from fwdist.store import Store
 
 READY_PREFIX = "fwdist server: listening on "
@@ -61,6 +63,15 @@ def _config(host: str, port: int) -> Config:
     return config
 
 
+async def _keep_stamped(server: Server, stamper: Stamper, stop: trio.Event) -> None:
+    """Re-issue the timestamp when it is a period old, checking once a minute (or period)."""
+    while not stop.is_set():
+        with trio.move_on_after(min(stamper.every, 60)):
+            await stop.wait()
+        if not stop.is_set():
+            await trio.to_thread.run_sync(stamper.refresh, server.store(), server.now())
+
+
 async def _serve(server: Server, host: str, port: int) -> None:
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
@@ -68,18 +79,22 @@ async def _serve(server: Server, host: str, port: int) -> None:
             cast(Any, make_app(server)), _config(host, port), shutdown_trigger=stop.wait,
             task_status=task_status))
         print(f"{READY_PREFIX}{binds[0]}", file=sys.stderr, flush=True)
+        if server.stamper is not None:
+            nursery.start_soon(_keep_stamped, server, server.stamper, stop)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 stop.set()
                 break
 
 
-def run(store: Path, db_url: str | None, listen: str) -> int:
+def run(store: Path, db_url: str | None, listen: str, stamper: Stamper | None = None) -> int:
     host, port = parse_listen(listen)
     root = open_store(store)
+    if stamper is not None:  # a key or root that cannot sign: one line before serving
+        stamper.refresh(Store(root), int(time.time()))
     engine = open_database(root, db_url)
     try:
-        trio.run(_serve, Server(root, engine), host, port)
+        trio.run(_serve, Server(root, engine, stamper=stamper), host, port)
     except OSError as e:
         raise FwdistError(f"cannot listen on {listen}: {e.strerror or e}") from None
     finally:

@@ -83,6 +83,8 @@ async def yank(request: Request) -> Response:
     product, version = release_name(request)
     server = server_of(request)
     stopped = await _run(rollouts.yank, server.engine, product, version, server.now())
+    if server.stamper is not None:  # the yank as a signed revocation boxes act on
+        await blocking(server.stamper.issue, server.store(), server.now(), ((product, version),))
     return JSONResponse({"product": product, "version": version, "state": "yanked",
                          "rollouts_stopped": stopped})
 

@@ -17,6 +17,7 @@ import pytest
 
 from fwdist import trust
 from fwdist.sample import SampleFirmware
+from tests.e2e.test_cli_conventions import documented_fields
 from tests.e2e.test_key_cli import fwdist, refused
 from tests.softhsm import SoftHsm, release_token
 
@@ -107,6 +108,12 @@ def test_the_trust_workflow(eng: Engineer) -> None:
     assert eng.timestamp("timestamp", "issue")["latest"] == {}
     signed = eng.sign("1.1.0", d / "a")
     assert (signed["signatures"], signed["threshold"], signed["released"]) == (1, 2, False)
+    # a draft below its threshold is not published: the store's line, before any request
+    # (port 9, discard, where no server listens: a request would fail with another line)
+    refused(eng.run("publish", "--store", eng.store, "--server", "http://127.0.0.1:9",
+                    "--token", "fwd_release_" + "A" * 43, "lockbox@1.1.0", ok=False),
+            "lockbox@1.1.0 carries 1 of the 2 release signatures root 1 requires; it is not "
+            "released")
     refused(eng.sign("1.1.0", d / "c", ok=False),
             f"{d}/c is not a release signer of root 1 for lockbox/lockbox")
     assert eng.sign("1.1.0", HSM_KEY)["released"] is True
@@ -152,7 +159,7 @@ def test_the_trust_workflow(eng: Engineer) -> None:
     refused(eng.run("revoke", "lockbox@1.2.0", "--store", eng.store, "--root", d / "root1",
                     "--key", d / "ts", ok=False), "no release lockbox@1.2.0 in the store")
     refused(eng.run("timestamp", "issue", "--store", eng.store, "--root", d / "root1", "--key",
-                    d / "a", ok=False), f"{d}/a is not the timestamp key of root 2")
+                    d / "a", ok=False), f"{d}/a is not a timestamp key of root 2")
 
 
 def test_a_chain_with_a_bad_link_trusts_nothing_past_it(eng: Engineer) -> None:
@@ -168,6 +175,36 @@ def test_a_chain_with_a_bad_link_trusts_nothing_past_it(eng: Engineer) -> None:
     rc, out = eng.verify()
     assert (rc, out["problems"], out["root_version"]) == (
         1, ["root chain: root 2 by root 1's keys: 1 of the 2 signatures it needs verify"], 0)
+
+
+def test_a_timestamp_role_of_two_keys_signs_in_two_steps(eng: Engineer) -> None:
+    """K = 2 timestamp keys (ts and the HSM key): issue drafts, the second signer publishes."""
+    d = eng.d
+    eng.run("root", "create", d / "root1", "--root-keys", f"1:{d}/r1.pub",
+            "--timestamp-keys", f"2:{d}/ts.pub,{d}/hsm.pub", "--release-keys", f"1:{d}/a.pub",
+            "--expires", "30")
+    eng.run("root", "sign", d / "root1", "--key", d / "r1")
+    eng.run("stage", d / "fw0.bin", "--store", eng.store, "--init-store", "--product",
+            "lockbox", "--version", "1.0.0", "--key", d / "a")
+    eng.run("root", "publish", d / "root1", "--store", eng.store)
+    issue = ("timestamp", "issue", "--store", eng.store, "--root", d / "root1")
+    refused(eng.run(*issue, "--key", d / "ts", ok=False),
+            "root 1's timestamp role needs 2 signatures: give --out FILE for the draft, which "
+            "each other holder signs with `timestamp sign FILE`")
+    draft = eng.run(*issue, "--key", d / "ts", "--out", d / "ts.draft", "--json")
+    assert (draft["version"], draft["signatures"], draft["threshold"], draft["published"]) == (
+        1, 1, 2, False)
+    assert not (eng.store / "trust" / "timestamp").exists()
+    sign = ("timestamp", "sign", d / "ts.draft", "--store", eng.store, "--root", d / "root1")
+    refused(eng.run(*sign, "--key", d / "a", ok=False),
+            f"{d}/a is not a timestamp key of root 1")
+    done = eng.run(*sign, "--key", HSM_KEY, "--pin-file", eng.pin, "--json")
+    assert set(done) == documented_fields()["timestamp sign"] == set(draft)
+    assert (done["signatures"], done["published"], done["latest"]) == (
+        2, True, {"lockbox": "1.0.0"})
+    assert (eng.store / "trust" / "timestamp").read_bytes() == (d / "ts.draft").read_bytes()
+    rc, out = eng.verify()
+    assert (rc, out["problems"], out["timestamp_version"]) == (0, [], 1)
 
 
 @pytest.mark.parametrize(

@@ -1,24 +1,30 @@
-"""Issue 12's story with the CLI and real ``lockbox serve`` processes (as far as the box goes).
+"""Issue 12's story with the CLI and real ``lockbox serve`` processes, every step through a phone.
 
 Boxes provisioned with a 2-of-3 root (``lockbox init --root``); lockbox 1.1.0 staged
 unsigned and signed by two of three release signers, one key in SoftHSM2; a leaked
 release key signs the largest version and counter there are, and the box installs
-nothing of it; 1.1.0 installs. Rotation through a phone, the timestamp relay and the
-clockless expiry check need the phone to carry roots and timestamps (t1's protocol work),
-which this branch does not have yet: their store side is in ``test_trust_cli.py``.
+nothing of it; 1.1.0 installs. Then, through phones (``app push --root``, which relays the
+store's root links and timestamp before it offers): the root rotates twice to remove the
+leaked key while the boxes are offline, and a box catches up both rotations in one
+session and installs a release only the new signers signed; the leaked key and a good one
+together install nothing; a revoked release a box was receiving is dropped; a box without
+a clock refuses an expired release once a phone relayed a signed timestamp.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from fwdist import staging
 from fwdist.sample import SampleFirmware
+from fwdist.store import Store
 from tests.e2e.test_device_cli import Box
 from tests.e2e.test_key_cli import fwdist
 from tests.softhsm import release_token
@@ -48,7 +54,7 @@ def test_the_trust_story(tmp_path: Path, boxes: list[Box]) -> None:
         run("keygen", d / name)
     run("keygen", d / "ts")
     run("key", "generate", HSM_KEY, "--pin-file", pin, "--public-out", d / "hsm.pub")
-    for r in range(3):
+    for r in range(6):
         (d / f"fw{r}.bin").write_bytes(SAMPLE.image(r))
     store = d / "store"
 
@@ -101,3 +107,119 @@ def test_the_trust_story(tmp_path: Path, boxes: list[Box]) -> None:
         status = run("lockbox", "status", "--state", box.state, "--json")
         assert (status["running_version"], status["running_sha256"]) == (
             "1.1.0", hashlib.sha256(SAMPLE.image(1)).hexdigest())
+
+    later_chapters(run, d, store, boxes, pin)
+
+
+def ans(sent: str, root: int, stamp: int | None = None, reason: str | None = None,
+        dropped: bool = False) -> dict[str, Any]:
+    """A trust answer as `app push --json` prints it, less the time (checked apart)."""
+    return {"sent": sent, "reason": reason, "root_version": root, "timestamp_version": stamp,
+            "dropped": dropped}
+
+
+def answers(out: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in a.items() if k != "time"} for a in out["trust"]]
+
+
+def later_chapters(run: Any, d: Path, store: Path, boxes: list[Box], pin: Path) -> None:
+    """Rotation, catch-up, revocation and signed time, each through `app push`."""
+    def status(state: Path) -> Any:
+        return run("lockbox", "status", "--state", state, "--json")
+
+    def signed(version: str, image: str, *signers: str | Path) -> None:
+        run("stage", d / image, "--store", store, "--product", "lockbox", "--version", version,
+            "--unsigned")
+        for key in signers:
+            run("sign", f"lockbox@{version}", "--store", store, "--key", key,
+                *(("--pin-file", pin) if str(key).startswith("pkcs11:") else ()))
+
+    honest = ("app", "push", "--store", store, "--product", "lockbox", "--root", d / "root1")
+
+    # the boxes go offline; root 2 drops the leaked key a for a new c, root 3 renews root 2
+    for box in boxes:
+        box.kill()
+    run("keygen", d / "c")
+    run("root", "rotate", d / "root2", "--store", store, "--root", d / "root1",
+        "--release-keys", f"2:{d}/b.pub,{d}/hsm.pub,{d}/c.pub", "--expires", "365")
+    for holder in ("r1", "r3"):
+        run("root", "sign", d / "root2", "--key", d / holder)
+    run("root", "publish", d / "root2", "--store", store, "--root", d / "root1")
+    run("root", "rotate", d / "root3", "--store", store, "--root", d / "root1",
+        "--expires", "730")
+    for holder in ("r2", "r3"):
+        run("root", "sign", d / "root3", "--key", d / holder)
+    run("root", "publish", d / "root3", "--store", store, "--root", d / "root1")
+    stamp1 = run("timestamp", "issue", "--store", store, "--root", d / "root1", "--key",
+                 d / "ts", "--json")
+    assert (stamp1["version"], stamp1["root_version"]) == (1, 3)
+    signed("1.2.0", "fw3.bin", d / "b", d / "c")
+
+    # box 1, two rotations behind, catches up in one session and installs 1.2.0 (b and c)
+    box1 = boxes[1]
+    box1.start()
+    first = run(*honest, "--to", box1.address, "--json")
+    assert answers(first) == [ans("ask", 1), ans("root_chain", 3), ans("timestamp", 3, 1)]
+    assert first["trust"][2]["time"] == stamp1["time"]
+    for _ in range(6):
+        if first["installed"]:
+            break
+        first = run(*honest, "--to", box1.address, "--json")
+    st = status(box1.state)
+    assert (st["running_version"], st["trust"]["root_version"], st["trust"]["timestamp_version"],
+            st["trust"]["time"]) == ("1.2.0", 3, 1, stamp1["time"])
+
+    # the leaked key a with the good key b: one valid signature of the two root 3 asks for
+    signed("1.2.1", "fw4.bin", d / "a", d / "b")
+    box0 = boxes[0]
+    box0.start()
+    hostile = ("app", "push", "--store", store, "--product", "lockbox", "--pubkey", d / "a.pub",
+               "--pubkey", d / "b.pub", "--version", "1.2.1", "--json")
+    proc = run(*hostile, "--to", box0.address, ok=False)
+    out = json.loads(proc.stdout)
+    assert (proc.returncode, out["rejected"], out["installed"]) == (1, "BAD_SIGNATURE", False)
+    assert answers(out) == [ans("ask", 1), ans("root_chain", 3), ans("timestamp", 3, 1)]
+    st = status(box0.state)
+    assert (st["running_version"], st["target_version"], st["trust"]["root_version"]) == (
+        "1.1.0", None, 3)
+
+    # a revoked release is dropped: box 0 receives part of 1.3.0, then 1.3.0 is revoked
+    signed("1.3.0", "fw5.bin", d / "b", HSM_KEY)
+    run(*honest, "--to", box0.address, "--version", "1.3.0", "--max-bytes", "1500", "--json")
+    assert (status(box0.state)["target_version"], status(box0.state)["state"]) == (
+        "1.3.0", "receiving")
+    stamp2 = run("revoke", "lockbox@1.3.0", "--store", store, "--root", d / "root1", "--key",
+                 d / "ts", "--json")
+    assert (stamp2["version"], stamp2["revoked"]) == (2, ["lockbox@1.3.0"])
+    proc = run(*honest, "--to", box0.address, "--version", "1.3.0", "--json", ok=False)
+    out = json.loads(proc.stdout)
+    assert (proc.returncode, out["rejected"], out["payload_sent"] > 0) == (1, "REVOKED", True)
+    assert answers(out) == [ans("ask", 3, 1), ans("timestamp", 3, 2, dropped=True)]
+    st = status(box0.state)
+    assert (st["running_version"], st["target_version"], st["state"]) == ("1.1.0", None, "idle")
+    assert (st["trust"]["revoked"], st["trust"]["timestamp_version"]) == (["1.3.0"], 2)
+
+    # a box without a clock: 1.4.0 was staged two hours ago and expired an hour later (staged
+    # in-process: the CLI's clock is now's); the next timestamp proves the time to the box
+    run("lockbox", "init", "--state", d / "box2", "--product", "lockbox", "--root",
+        d / "root1", "--image", d / "fw0.bin", "--version", "1.0.0", "--json")
+    box2 = Box(d / "box2", 0, "--no-clock")
+    box2.start()
+    boxes.append(box2)
+    staging.stage(Store.open(store), d / "fw2.bin", None, staging.StageOptions(
+        "lockbox", "1.4.0", expires_days=1 / 24, now=int(time.time()) - 7200))
+    for key in (d / "b", d / "c"):
+        run("sign", "lockbox@1.4.0", "--store", store, "--key", key)
+    expires = run("inspect", "lockbox@1.4.0", "--store", store, "--json")["expires"]
+    stamp3 = run("timestamp", "issue", "--store", store, "--root", d / "root1", "--key",
+                 d / "ts", "--json")
+    assert stamp3["time"] > expires
+    before = status(box2.state)["trust"]["time"]
+    assert before < expires  # (the box on its own does not know 1.4.0 expired)
+    proc = run(*honest, "--to", box2.address, "--version", "1.4.0", "--json", ok=False)
+    out = json.loads(proc.stdout)
+    assert (proc.returncode, out["rejected"]) == (1, "EXPIRED")
+    assert answers(out) == [ans("ask", 1), ans("root_chain", 3), ans("timestamp", 3, 3)]
+    st = status(box2.state)
+    assert (st["running_version"], st["target_version"], st["trust"]["time"],
+            st["trust"]["timestamp_version"]) == ("1.0.0", None, stamp3["time"], 3)

@@ -719,8 +719,10 @@ def _app_in(phase: appmod.Phase, cache: PhoneCache) -> App:
     return a
 
 
-@pytest.mark.parametrize("phase", [ph for ph in appmod.Phase if ph is not appmod.Phase.WAIT_REPORT])
+@pytest.mark.parametrize("phase", [ph for ph in appmod.Phase
+                                   if ph not in (appmod.Phase.WAIT_REPORT, appmod.Phase.TRUST)])
 def test_every_cell_of_the_table(cache: PhoneCache, phase: appmod.Phase) -> None:
+    # (TRUST is protocol 2's: tests/unit/test_app_trust.py enumerates its cells)
     """h2-style: each (phase, event type) either has an action or is the box's mistake."""
     samples: list[protocol.Event] = [
         protocol.Hello(1, 244),
