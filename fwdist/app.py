@@ -68,6 +68,15 @@ from fwdist.protocol import (
     Status,
     Target,
 )
+from fwdist.report import Report
+from fwdist.report import decode as decode_report
+
+Decide = Callable[[Report | None], bool]
+"""The caller's offer rule for the box in front of it, given its report (None: it sent none).
+
+See :class:`App`: the phone learns which box it reached only from the box's signed report,
+which follows the Summary, so a rule that needs the box's id (a rollout's cohort) runs then.
+"""
 
 # How many bytes one ``data_to_send()`` call hands out at most. Not a window:
 # the phone never waits for acks to keep sending (the link paces it); this only
@@ -328,6 +337,7 @@ class Phase(enum.Enum):
     """Where the phone is in a session (one step of the table in :meth:`App._on_event`)."""
 
     HELLO = "hello"  # Hello sent, waiting for the box's Status
+    WAIT_REPORT = "wait_report"  # Status heard; the offer waits for the box's signed report
     TRUST = "trust"  # protocol 2: relaying root links and a timestamp, waiting for the answers
     OFFERING = "offering"  # manifest chunks sent, waiting for Accept / Reject
     SENDING = "sending"  # streaming table and pieces, counting acks
@@ -469,7 +479,7 @@ def _name(kind: type[enum.IntEnum], value: int) -> str:
         return str(value)
 
 
-_LIVE = (Phase.HELLO, Phase.TRUST, Phase.OFFERING, Phase.SENDING)
+_LIVE = (Phase.HELLO, Phase.TRUST, Phase.WAIT_REPORT, Phase.OFFERING, Phase.SENDING)
 
 TRANSITIONS: dict[tuple[Phase, type[Event]], str] = {
     (Phase.HELLO, Status): "status_event",
@@ -481,7 +491,8 @@ TRANSITIONS: dict[tuple[Phase, type[Event]], str] = {
     **{(ph, ev): "progress" for ph in (Phase.SENDING, Phase.DONE)
        for ev in (Ack, PieceComplete, ReleaseComplete)},
     **{(ph, Installed): "installed" for ph in Phase},
-    **{(ph, v2.BoxReport): "box_report" for ph in Phase},
+    **{(ph, v2.BoxReport): "box_report" for ph in Phase if ph is not Phase.WAIT_REPORT},
+    (Phase.WAIT_REPORT, v2.BoxReport): "report_decides",  # the cohort needs the box's id
     **{(ph, Error): "error" for ph in _LIVE},
 }
 """The phone's table, h11-style: (phase, event from the box) -> action (``App._on_<action>``).
@@ -508,17 +519,34 @@ class App:
         frame_cache: FrameCache | None = None,
         version: int = v2.VERSION,
         offer: bool = True,
+        decide: Decide | None = None,
     ) -> None:
         """``offer=False``: the phone's rollout policy (:class:`fwdist.rollout.SyncPolicy`,
         decided by the caller, who knows which box it reached) does not offer this release
         to this box now. The session still runs to the box's status and signed report, so
-        the box is heard from, and ends NOT_OFFERED before any of the release is sent."""
+        the box is heard from, and ends NOT_OFFERED before any of the release is sent.
+
+        ``decide``: the caller does not know which box it will reach (``fwdist app push``
+        to an address), so the offer waits for the box's signed report, which carries its
+        id, and ``decide(report)`` says whether to offer (False: NOT_OFFERED, as above).
+        The wait costs no air byte: a protocol 2 box sends its report right after its
+        Summary, unasked, and the phone says nothing meanwhile. The rule for a box that
+        sends none: over protocol 1 there is no report frame, so ``decide(None)`` is asked
+        at once; a protocol 2 box that stays silent after its Summary is waited for until
+        the link gives up (its idle timeout), and nothing is offered. Why not offer: the
+        cohort is a function of the box's id, so a box the phone cannot place must not
+        widen a 1 % phase; ``decide(None)`` (:meth:`fwdist.rollout.SyncPolicy.answer` with
+        no box) says yes only when every box is offered. The phone cannot check the
+        report's signature (the server holds the box's key): a box that lies about its id
+        only chooses its own cohort, and its report is then refused at ingest."""
         if version not in protocol.PROTOCOL_VERSIONS:
             raise protocol.LocalProtocolError(f"the phone speaks versions "
                                               f"{protocol.PROTOCOL_VERSIONS}, not {version}")
         self.cache = cache
         self.version = version  # what the Hello names: the highest the phone will speak
         self.offer = offer
+        self.decide = decide
+        self.box_report: Report | None = None  # the decoded report ``decide`` was given
         self.protocol: int | None = None  # what the box answered in
         self.frame_cache = frame_cache
         self.manifest = cache.manifest
@@ -607,7 +635,7 @@ class App:
             return None
         return App(self.cache, max_frame=max(protocol.MIN_FRAME, self.max_frame),
                    batch_bytes=self.batch_bytes, frame_cache=self.frame_cache,
-                   version=protocol.PROTOCOL_VERSION, offer=self.offer)
+                   version=protocol.PROTOCOL_VERSION, offer=self.offer, decide=self.decide)
 
     def data_to_send(self) -> bytes:
         if self.phase is Phase.SENDING and self._stream is not None:
@@ -724,6 +752,21 @@ class App:
         server holds the box's key) and need not: it only stores and forwards."""
         self.box_reports.append(ev.wire)
 
+    def _on_report_decides(self, ev: v2.BoxReport) -> None:
+        """The report the offer waited for: keep it, then ask the caller's rule."""
+        self._on_box_report(ev)
+        self.box_report = decode_report(ev.wire).report  # (the frame decoder parsed it once)
+        self._decided(self.box_report)
+
+    def _decided(self, box: Report | None) -> None:
+        assert self.decide is not None and self.status is not None
+        if not self.decide(box):
+            return self._finish(SessionEnd.NOT_OFFERED)
+        try:
+            self._toward_offer(self.status)
+        except ManifestError as e:
+            self._box_broke(ErrorCode.MALFORMED, f"unusable status: {e}")
+
     def _on_status_event(self, ev: Status | v2.Summary) -> None:
         if self.protocol == v2.VERSION and self.cache.carries_trust:
             # trust first: a rotation can change which release signatures the box takes
@@ -833,6 +876,19 @@ class App:
             return self._finish(SessionEnd.BOX_OTHER_BUILD)
         if not self.offer:
             return self._finish(SessionEnd.NOT_OFFERED)
+        if self.decide is not None:
+            if self.box_reports:  # it came already (before an exchange that ran first)
+                self.box_report = decode_report(self.box_reports[0]).report
+                return self._decided(self.box_report)
+            if self.protocol == v2.VERSION:
+                self.phase = Phase.WAIT_REPORT  # the box's report follows, unasked
+                return None
+            return self._decided(None)  # version 1 has no report frame
+        self._toward_offer(st)
+
+    def _toward_offer(self, st: Status | v2.Summary) -> None:
+        """The box may be offered the release: resume its target, or offer the manifest."""
+        mine = self.manifest.parsed_version
         t = st.target
         if t is not None and self._speaks_air() and t.tag in self.cache.air_tags:
             self._use_air(self.cache.air_tags[t.tag])  # a format 2 target: its payload is known

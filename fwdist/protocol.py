@@ -141,6 +141,7 @@ class BoxState(enum.IntEnum):
     BUILT = 3  # the new image is in the other slot and verified; waiting to install
     WAIT_BATTERY = 4  # built, but the battery is below the manifest's minimum
     TESTING = 5  # booted the new image in test mode
+    WAIT_WINDOW = 6  # built, but its signed timestamp's install windows are all closed
 
 
 class ProtocolError(FwdistError):

@@ -187,9 +187,12 @@ def _latest(store: Store, root: Root, revoked: set[tuple[str, str]]) -> tuple[tu
 
 
 def next_timestamp(store: Store, root: Root, *, now: int, expires: int,
-                   revoke: Iterable[tuple[str, str]] = ()) -> Timestamp:
+                   revoke: Iterable[tuple[str, str]] = (),
+                   windows: Mapping[str, tuple[tuple[int, int], ...]] | None = None
+                   ) -> Timestamp:
     """The timestamp after the store's: version + 1, the time never going back, the
-    revocations so far plus ``revoke``, and the latest released version of each product.
+    revocations so far plus ``revoke``, the latest released version of each product, and
+    the previous install windows with ``windows``'s products replaced (``()``: any time).
 
     The previous timestamp is read for its version, time and revocations even if the
     current root no longer trusts its key (after a rotation of the timestamp role):
@@ -201,8 +204,12 @@ def next_timestamp(store: Store, root: Root, *, now: int, expires: int,
     time = max(now, prev.time if prev else 0)
     if expires <= time:
         raise TrustError(f"a timestamp expiring at {expires} has expired at its time {time}")
+    kept = dict(prev.windows if prev else ())
+    kept.update(windows or {})
     return Timestamp(version=prev.version + 1 if prev else 1, time=time, expires=expires,
-                     latest=_latest(store, root, revoked), revoked=tuple(sorted(revoked)))
+                     latest=_latest(store, root, revoked), revoked=tuple(sorted(revoked)),
+                     windows=tuple(sorted((p, tuple(sorted(set(w)))) for p, w in kept.items()
+                                          if w)))
 
 
 @dataclass

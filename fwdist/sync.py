@@ -22,6 +22,10 @@ does while it has some. In order, and why:
 4. **Trust files** (``/trust/root/N``, ``/trust/timestamp``) when the server has them,
    fetched only when changed, kept as they are for the boxes (which verify them).
 
+Between 3 and 4 the sync document's releases and rollouts are kept as ``policy.json``
+(:meth:`fwdist.rollout.SyncPolicy.FILE`), which ``fwdist app push --cache`` applies at the
+box.
+
 The cache is a fwdist store (so ``fwdist app push --cache`` reads it with no network)
 plus ``outbox/`` (:mod:`fwdist.outbox`), ``partial/`` and ``trust/``;
 docs/phone-cache.md gives the layout.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,7 +46,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fwdist import air
-from fwdist.errors import FwdistError, ManifestError, StoreError
+from fwdist.errors import FwdistError, ManifestError, RolloutError, StoreError
 from fwdist.manifest import (
     MAX_TABLE_BYTES,
     Manifest,
@@ -53,6 +58,7 @@ from fwdist.manifest import (
 )
 from fwdist.outbox import Outbox
 from fwdist.releases import check_air_bundle, load_manifest
+from fwdist.rollout import SyncPolicy
 from fwdist.server.client import Client, ServerError
 from fwdist.server.ingest import MAX_REPORTS, MEDIA_TYPE, frame_reports
 from fwdist.server.pack import PackError, decode_index, decode_pack, index_size
@@ -61,6 +67,7 @@ from fwdist.store import MAX_FRAME_BYTES, Store, decompress
 PARTIAL = "partial"
 TRUST = "trust"
 MAX_TRUST_FILE = 64 * 1024
+MAX_POLICY_FILE = 1024 * 1024  # thousands of releases and rollouts
 
 
 class SyncError(FwdistError):
@@ -362,8 +369,20 @@ def sync_trust(client: Client, store: Store, doc: Mapping[str, Any]) -> int:
     return got
 
 
-def _keep(path: Path, data: bytes) -> None:
-    if not 0 < len(data) <= MAX_TRUST_FILE:
+def keep_policy(store: Store, doc: Mapping[str, Any]) -> None:
+    """The sync document's releases and rollouts, for ``app push --cache`` to apply offline
+    (checked first: a document the phone could not apply later is refused now)."""
+    policy = {"releases": doc.get("releases", []), "rollouts": doc.get("rollouts", [])}
+    try:
+        SyncPolicy.from_sync(policy)
+    except RolloutError as e:
+        raise SyncError(f"the server's /v1/sync: {e}") from None
+    _keep(store.root / SyncPolicy.FILE, json.dumps(policy, sort_keys=True).encode(),
+          MAX_POLICY_FILE)
+
+
+def _keep(path: Path, data: bytes, limit: int = MAX_TRUST_FILE) -> None:
+    if not 0 < len(data) <= limit:
         raise SyncError(f"the server's {path.name} is {len(data)} bytes")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -385,6 +404,7 @@ def sync(client: Client, cache: Path, trusted: Mapping[bytes, Ed25519PublicKey],
         if not isinstance(doc, dict):
             raise SyncError("the server's /v1/sync is not a JSON object")
         sync_releases(client, store, doc, trusted, max_cache, result)
+        keep_policy(store, doc)
         result.trust_files = sync_trust(client, store, doc)
         result.cache_bytes = cache_bytes(store)
     return result

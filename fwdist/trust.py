@@ -12,7 +12,11 @@ cut to a lockbox's size, is a few hundred bytes of metadata in two kinds:
   a chain N+1, N+2, ... and each link is checked against the one before.
 - **Timestamp** is the time (a box has no clock it can trust, so the highest
   verified time is its lower bound), the latest release per product (a box that
-  knows "latest is 1.3.0" can tell it is kept on 1.2.0) and the revoked releases.
+  knows "latest is 1.3.0" can tell it is kept on 1.2.0), the revoked releases, and
+  per product the daily UTC maintenance windows a box may install in (none: any
+  time). The windows ride on the timestamp because it is the online role's and
+  already reaches every box: a rollout's windows change without a new root or
+  release, and the box enforces them itself (docs/rollouts.md).
 
 Both are canonical msgpack like the manifest (one value, one encoding; strictly
 decoded, bounded sizes, unknown fields refused) in the envelope
@@ -47,7 +51,7 @@ from fwdist.manifest import KEY_ID_BYTES, SIGNATURE_BYTES, Version, check_name, 
 
 __all__ = [
     "MAX_META_BYTES", "Kind", "ReleaseRole", "Root", "Signed", "Threshold", "Timestamp",
-    "add_signature", "decode_root", "decode_timestamp", "encode_body", "expired",
+    "add_signature", "decode_root", "decode_timestamp", "encode_body", "expired", "in_windows",
     "legacy_root", "release_policy", "sign", "verify_chain", "verify_root",
     "verify_timestamp",
 ]
@@ -58,6 +62,7 @@ MAX_KEYS = 8
 """Keys per role (and signatures per envelope)."""
 MAX_RELEASE_ROLES = 4
 MAX_ENTRIES = 16
+MINUTES_A_DAY = 24 * 60
 """Products in a timestamp's latest list, and releases in its revoked list."""
 MAX_META_BYTES = 3072
 """An envelope's bound: what a box keeps in one flash sector with its record header."""
@@ -142,9 +147,16 @@ class Timestamp:
     expires: int
     latest: tuple[tuple[str, str], ...] = ()
     revoked: tuple[tuple[str, str], ...] = ()
+    windows: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = ()
+    """Per product (sorted), its daily UTC install windows as (start minute, minutes),
+    sorted; a product not listed may install at any time."""
 
     def latest_for(self, product: str) -> str | None:
         return dict(self.latest).get(product)
+
+    def windows_for(self, product: str) -> tuple[tuple[int, int], ...]:
+        """The product's windows; () when it has none (it may install at any time)."""
+        return dict(self.windows).get(product, ())
 
     def is_revoked(self, product: str, version: str) -> bool:
         return (product, version) in self.revoked
@@ -186,7 +198,7 @@ def legacy_root(public: Ed25519PublicKey, *more: Ed25519PublicKey) -> Root:
 
 # Field keys; the table is the spec (docs/wire-format.md, "Trust metadata").
 _R_VERSION, _R_EXPIRES, _R_ROOT, _R_TIMESTAMP, _R_RELEASES = 1, 2, 3, 4, 5
-_T_VERSION, _T_TIME, _T_EXPIRES, _T_LATEST, _T_REVOKED = 1, 2, 3, 4, 5
+_T_VERSION, _T_TIME, _T_EXPIRES, _T_LATEST, _T_REVOKED, _T_WINDOWS = 1, 2, 3, 4, 5, 6
 
 
 def _pack(obj: Any) -> bytes:
@@ -217,6 +229,8 @@ def encode_body(meta: Root | Timestamp) -> bytes:
             _T_LATEST: [list(e) for e in meta.latest],
             _T_REVOKED: [list(e) for e in meta.revoked],
         }
+        if meta.windows:  # (absent when there are none: a timestamp's bytes as before them)
+            body[_T_WINDOWS] = [[prod, [list(w) for w in ws]] for prod, ws in meta.windows]
     return _pack(body)
 
 
@@ -307,12 +321,32 @@ def _root_from(f: dict[Any, Any]) -> Root:
                 tuple(roles))
 
 
+def _windows(raw: Any) -> tuple[tuple[str, tuple[tuple[int, int], ...]], ...]:
+    """Field 6: ``[[product, [[start minute, minutes], ...]], ...]``, never empty when there."""
+    shape = "windows must be a non-empty list of [product, [[start, minutes], ...]]"
+    if not isinstance(raw, list) or not raw:
+        raise TrustError(shape)
+    out = []
+    for e in raw:
+        if not (isinstance(e, list) and len(e) == 2 and type(e[0]) is str
+                and isinstance(e[1], list)):
+            raise TrustError(shape)
+        if not all(isinstance(w, list) and len(w) == 2 for w in e[1]):
+            raise TrustError(shape)
+        out.append((e[0], tuple((_int(w[0], "window start"), _int(w[1], "window length"))
+                                for w in e[1])))
+    return tuple(out)
+
+
 def _timestamp_from(f: dict[Any, Any]) -> Timestamp:
-    if set(f) != {_T_VERSION, _T_TIME, _T_EXPIRES, _T_LATEST, _T_REVOKED}:
-        raise TrustError("timestamp must have exactly fields 1-5")
+    fields = {_T_VERSION, _T_TIME, _T_EXPIRES, _T_LATEST, _T_REVOKED}
+    if set(f) not in (fields, fields | {_T_WINDOWS}):
+        raise TrustError("timestamp must have exactly fields 1-5, or 1-6")
+    windows = _windows(f[_T_WINDOWS]) if _T_WINDOWS in f else ()
     return Timestamp(_int(f[_T_VERSION], "timestamp version"), _int(f[_T_TIME], "time"),
                      _int(f[_T_EXPIRES], "timestamp expiry"),
-                     _entries(f[_T_LATEST], "latest"), _entries(f[_T_REVOKED], "revoked"))
+                     _entries(f[_T_LATEST], "latest"), _entries(f[_T_REVOKED], "revoked"),
+                     windows)
 
 
 def _decode(wire: bytes, expect: Kind | None) -> Signed:
@@ -426,6 +460,39 @@ def _validate(meta: Root | Timestamp) -> None:
             raise TrustError("a timestamp expires no earlier than its time")
         _check_entries(meta.latest, "latest", unique_product=True)
         _check_entries(meta.revoked, "revoked", unique_product=False)
+        _check_windows(meta.windows)
+
+
+def _check_windows(windows: tuple[tuple[str, tuple[tuple[int, int], ...]], ...]) -> None:
+    if len(windows) > MAX_ENTRIES:
+        raise TrustError(f"a timestamp gives windows for at most {MAX_ENTRIES} products")
+    for product, ws in windows:
+        _name("product", product)
+        if not 0 < len(ws) <= MAX_ENTRIES:
+            raise TrustError(f"a product has 1..{MAX_ENTRIES} windows (none: leave it out)")
+        for start, minutes in ws:
+            if not (0 <= start < MINUTES_A_DAY and 0 < minutes <= MINUTES_A_DAY):
+                raise TrustError(f"a window starts at minute 0..{MINUTES_A_DAY - 1} of the "
+                                 f"day and lasts 1..{MINUTES_A_DAY} minutes")
+        if any(a >= b for a, b in itertools.pairwise(ws)):
+            raise TrustError(f"{product}'s windows must be sorted and distinct")
+    if any(a[0] >= b[0] for a, b in itertools.pairwise(windows)):
+        raise TrustError("timestamp windows must be sorted by product, one entry each")
+
+
+def format_window(start: int, minutes: int) -> str:
+    """``HH:MM-HH:MM`` (UTC) of a window; the end may be past midnight."""
+    end = (start + minutes) % MINUTES_A_DAY
+    return f"{start // 60:02d}:{start % 60:02d}-{end // 60:02d}:{end % 60:02d}"
+
+
+def in_windows(windows: Sequence[tuple[int, int]], now: int) -> bool:
+    """Whether the UTC time ``now`` (seconds since the epoch) falls in one of the daily
+    windows (start minute, minutes), which may run past midnight; none: always."""
+    if not windows:
+        return True
+    minute = (now % 86_400) // 60
+    return any((minute - start) % MINUTES_A_DAY < minutes for start, minutes in windows)
 
 
 def signed_by(s: Signed, role: Threshold) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -33,11 +34,13 @@ from fwdist.emulator import (
     registration,
     serve,
 )
-from fwdist.errors import TrustError
+from fwdist.errors import RolloutError, TrustError
 from fwdist.hardware import Profile
 from fwdist.manifest import Version
 from fwdist.outbox import Outbox
 from fwdist.releases import load_trusted, phone_cache
+from fwdist.report import Report
+from fwdist.rollout import Answer, BoxView, SyncPolicy
 from fwdist.store import Store
 
 
@@ -48,17 +51,50 @@ def _log(event: dict[str, Any], as_json: bool) -> None:
         print("  ".join(f"{k}={v}" for k, v in event.items()), flush=True)
 
 
+class RolloutRule:
+    """``app push --cache``'s offer rule: the rollout policy of the cache's last sync, asked
+    once the box has said who it is (:class:`fwdist.app.App`'s ``decide``), at the phone's
+    clock (the phone enforces the windows too; the box enforces its signed ones)."""
+
+    def __init__(self, policy: SyncPolicy, product: str, version: str) -> None:
+        self.policy, self.product, self.version = policy, product, version
+        self.answer: Answer | None = None
+
+    def __call__(self, box: Report | None) -> bool:
+        view = None if box is None else BoxView(
+            box.box_id, targets_release=box.target is not None
+            and box.target.version == self.version)
+        self.answer = self.policy.answer(self.product, self.version, view, int(time.time()))
+        return self.answer is Answer.OFFER
+
+
+def cache_policy(cache: Path) -> SyncPolicy | None:
+    """The policy ``fwdist app sync`` kept in the cache (None: a cache never synced)."""
+    path = cache / SyncPolicy.FILE
+    try:
+        doc = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        raise DeviceError(f"cannot read {path}: {e}") from None
+    try:
+        return SyncPolicy.from_sync(doc)
+    except RolloutError as e:
+        raise DeviceError(f"{path}: {e}") from None
+
+
 async def push(cache: PhoneCache, host: str, port: int, *, max_bytes: int | None,
                max_seconds: float | None, idle_seconds: float, rate: float | None,
-               quiet: bool) -> dict[str, Any]:
+               quiet: bool, rule: RolloutRule | None = None) -> dict[str, Any]:
     started = trio.current_time()
     with progress_bar(f"pushing {cache.manifest.product} {cache.manifest.version}", None,
                       quiet) as advance:
-        report = await trio_link.push(App(cache), host, port, max_bytes=max_bytes,
+        report = await trio_link.push(App(cache, decide=rule), host, port, max_bytes=max_bytes,
                                       max_seconds=max_seconds, idle_seconds=idle_seconds,
                                       rate=rate, on_sent=advance)
     out = report.as_json()
     out["version"] = cache.manifest.version
+    out["rollout"] = None if rule is None or rule.answer is None else rule.answer.value
     out["seconds"] = round(trio.current_time() - started, 3)
     return out
 
@@ -169,11 +205,14 @@ def cmd_push(args: argparse.Namespace) -> int:
     else:
         trusted = load_trusted([Path(k) for k in args.pubkey]).values()
         cache = phone_cache(store, args.product, version, trusted, partial=args.store is None)
+    policy = None if args.store is not None else cache_policy(Path(args.cache))
+    m = cache.manifest
+    rule = None if policy is None else RolloutRule(policy, m.product, m.version)
     try:
         out = trio.run(lambda: push(cache, host, port, max_bytes=args.max_bytes,
                                     max_seconds=args.max_seconds,
                                     idle_seconds=args.idle_seconds, rate=args.rate,
-                                    quiet=args.json))
+                                    quiet=args.json, rule=rule))
     except ConnectionError as e:
         raise DeviceError(str(e)) from None
     out["box_reports_kept"] = None

@@ -22,8 +22,9 @@ from fwdist.cli.args import positive_float
 from fwdist.cli.key import add_key_options, add_secret_options, key_options, signer_from_args
 from fwdist.cli.output import emit_json, iso_time
 from fwdist.cli.release import parse_release
-from fwdist.errors import FwdistError, StoreError, TrustError
+from fwdist.errors import FwdistError, RolloutError, StoreError, TrustError
 from fwdist.keys import Signer
+from fwdist.rollout import Window
 from fwdist.signers import KeyOptions, public_key_of
 from fwdist.store import Store
 from fwdist.trust import ReleaseRole, Root, Threshold
@@ -219,6 +220,24 @@ def show_root(args: argparse.Namespace, wire: bytes, what: str) -> int:
 # --------------------------------------------------------------------------- timestamps
 
 
+def parse_windows(given: list[str] | None) -> dict[str, tuple[tuple[int, int], ...]]:
+    """``--window PRODUCT=HH:MM-HH:MM`` (repeatable; ``PRODUCT=always`` clears its windows)."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for text in given or ():
+        product, sep, span = text.partition("=")
+        if not sep or not product:
+            raise TrustError(f"--window is PRODUCT=HH:MM-HH:MM (UTC) or PRODUCT=always, "
+                             f"got {text!r}")
+        ws = out.setdefault(product, [])
+        if span != "always":
+            try:
+                w = Window.parse(span)
+            except RolloutError as e:
+                raise TrustError(str(e)) from None
+            ws.append((w.start_minute, w.minutes))
+    return {p: tuple(ws) for p, ws in out.items()}
+
+
 def issue(args: argparse.Namespace, revoke: tuple[tuple[str, str], ...]) -> int:
     """Sign the store's next timestamp with ``--key``. A timestamp role of one key publishes
     it at once; one that needs K > 1 signatures writes a draft to ``--out`` for the other
@@ -234,7 +253,7 @@ def issue(args: argparse.Namespace, revoke: tuple[tuple[str, str], ...]) -> int:
     now = int(time.time())
     with store.locked():
         ts = signoff.next_timestamp(store, root, now=now, expires=now + round(args.expires * DAY),
-                                    revoke=revoke)
+                                    revoke=revoke, windows=parse_windows(args.window))
         wire = trust.sign(ts, [signer])
         if need > 1:
             write_new(Path(args.out), wire)
@@ -261,6 +280,7 @@ def show_timestamp(args: argparse.Namespace, root: Root, wire: bytes,
             "expires": ts.expires, "expires_utc": iso_time(ts.expires),
             "latest": {p: v for p, v in ts.latest},
             "revoked": [f"{p}@{v}" for p, v in ts.revoked], "root_version": root.version,
+            "windows": {p: [trust.format_window(*w) for w in ws] for p, ws in ts.windows},
             "bytes": len(wire), "signatures": have, "threshold": root.timestamp.threshold,
             "published": published,
         })
@@ -269,7 +289,9 @@ def show_timestamp(args: argparse.Namespace, root: Root, wire: bytes,
         state = "published" if published else (
             f"{have} of {root.timestamp.threshold} signatures, not published yet")
         print(f"timestamp {ts.version} at {iso_time(ts.time)}, expires {iso_time(ts.expires)}: "
-              f"latest {latest}; {len(ts.revoked)} revoked; {state}")
+              f"latest {latest}; {len(ts.revoked)} revoked; {state}"
+              + "".join(f"; {p} installs {', '.join(trust.format_window(*w) for w in ws)} UTC"
+                        for p, ws in ts.windows))
     return 0
 
 
@@ -405,6 +427,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         add_key_options(q, help="the timestamp key (a file or a pkcs11: URI)")
         q.add_argument("--expires", type=positive_float, default=7.0, metavar="DAYS",
                        help="the timestamp expires this many days from now (default 7)")
+        q.add_argument("--window", action="append", metavar="PRODUCT=HH:MM-HH:MM",
+                       help="a daily UTC window the product's boxes may install in "
+                            "(repeatable; PRODUCT=always: any time; others keep the "
+                            "previous timestamp's)")
         q.add_argument("--out", metavar="FILE", help="a timestamp role of K > 1 keys: write "
                        "the draft here for the other holders' `timestamp sign`")
     q.add_argument("release", metavar="NAME@X.Y.Z")

@@ -75,6 +75,7 @@ class IdleStep(enum.Enum):
     REVERTED = "reverted"  # the new image failed its self-test: the old one runs
     FAILED = "failed"  # the pieces did not build the signed image: the release is dropped
     WAIT_BATTERY = "wait_battery"  # built, but the battery is below the manifest's minimum
+    WAIT_WINDOW = "wait_window"  # built, but outside every install window of its timestamp
     REFUSED = "refused"  # built, but no longer passes the offer's rules (expired): dropped
     DAMAGED = "damaged"  # the running image does not match its hash: target dropped, no blame
 
@@ -117,6 +118,10 @@ class Lockbox:
         self._offer = bytearray()
         self._offer_total = 0
         self._chain: list[bytes] = []  # root links of the chain a phone is relaying (CHAIN_RAM)
+        # a timestamp verified since this session began: a clockless box's only proof that
+        # the time is inside a window now (see _trust.install_wait); RAM, gone at power-off
+        self._fresh_stamp = False
+        self._window_wait = False  # the last idle step found every window closed
         self.frames_out = 0
         self.bytes_out = 0
 
@@ -243,6 +248,7 @@ class Lockbox:
         if not self._trust_fits(replace(self._state, stamp=StampWire(*rec))):
             return p.Reason.TOO_LARGE
         self._commit(rec)
+        self._fresh_stamp = True
         self._recheck_target(now)
         return None
 
@@ -288,8 +294,9 @@ class Lockbox:
             self.rx.forget()
 
     def trust_status(self) -> dict[str, Any]:
-        """Root version, proven time, the timestamp's word on this product, and whether the
-        box is kept behind the latest release it has seen signed (a freeze)."""
+        """Root version, proven time, the timestamp's word on this product (its latest,
+        revoked versions and daily UTC install windows), and whether the box is kept behind
+        the latest release it has seen signed (a freeze)."""
         s = self._state
         root = self.root
         st = s.stamp
@@ -300,7 +307,8 @@ class Lockbox:
                 "root_expires": None if root is None else root.expires,
                 "time": s.clock, "timestamp_version": None if st is None else st.version,
                 "latest": latest, "revoked": [] if st is None else list(st.revoked),
-                "behind_latest": frozen}
+                "behind_latest": frozen,
+                "windows": [trust.format_window(a, n) for a, n in (st.windows or [])] if st else []}
 
     @property
     def manifest(self) -> Manifest | None:
@@ -353,6 +361,7 @@ class Lockbox:
         No flash operation happens here; the box says nothing until the phone's Hello.
         """
         out: list[bytes] = []
+        self._fresh_stamp = False  # this phone has not proven the time yet
         self._dispatch(Open(), now, out)
         return b"".join(out)
 
@@ -498,6 +507,8 @@ class Lockbox:
         low = self.manifest is not None and self.battery < self.manifest.min_battery
         if t.phase == p.BoxState.BUILT and low:
             return p.BoxState.WAIT_BATTERY
+        if t.phase == p.BoxState.BUILT and self._window_wait:
+            return p.BoxState.WAIT_WINDOW
         return t.phase
 
     def _payload_index(self) -> int:
@@ -671,6 +682,7 @@ class Lockbox:
                 self._news = (self._state.last or ("", False))[0], False
                 return IdleStep.FAILED
             self._commit(Built())
+            self._window_wait = False  # (judged at the next step, the install's)
             return IdleStep.BUILT
         if t.phase == p.BoxState.BUILT:
             if self.battery < self.manifest.min_battery:
@@ -682,6 +694,9 @@ class Lockbox:
                 self._news = (m.version, False)
                 self.rx.forget()
                 return IdleStep.REFUSED
+            self._window_wait = _trust.install_wait(s, now, self._fresh_stamp)
+            if self._window_wait:  # not a refusal: the release stays, built, until a window
+                return IdleStep.WAIT_WINDOW
             self._commit(Trial())
             slot = self.layout.slots[1 - s.active]
             ok = False

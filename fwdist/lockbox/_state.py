@@ -70,6 +70,17 @@ class StampWire(NamedTuple):
     expires: int
     latest: str | None
     revoked: list[str]
+    windows: list[list[int]] | None = None  # (written only when there are some)
+
+
+def trim_defaults(rec: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A named tuple's fields without the trailing ones that equal their defaults."""
+    defaults: dict[str, Any] = getattr(rec, "_field_defaults", {})
+    fields: tuple[str, ...] = getattr(rec, "_fields", ())
+    n = len(rec)
+    while n and fields[n - 1] in defaults and rec[n - 1] == defaults[fields[n - 1]]:
+        n -= 1
+    return tuple(rec[:n])
 
 
 ROOT_ROOM = 1024
@@ -96,7 +107,7 @@ class StateWire(NamedTuple):
     clock: int = 0
     seq_limit: int = 0
     root: bytes | None = None
-    stamp: StampWire | None = None
+    stamp: tuple[Any, ...] | None = None  # a StampWire, trailing defaults left out
 
 
 _DEFAULTS = (0, 0, None, None)  # clock, seq_limit, root, stamp
@@ -210,7 +221,8 @@ class PState:
             last = lw if self.outcome or self.reason else lw[:2]
         w = StateWire(self.running_version, self.running_counter, self.running_sha256,
                       self.running_size, self.active, tw, pw, self.failed, last, self.clock,
-                      self.seq_limit, self.root, self.stamp)
+                      self.seq_limit, self.root,
+                      None if self.stamp is None else trim_defaults(self.stamp))
         n = len(w)
         while n > _OPTIONAL_FROM and w[n - 1] == _DEFAULTS[n - 1 - _OPTIONAL_FROM]:
             n -= 1

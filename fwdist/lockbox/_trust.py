@@ -83,4 +83,25 @@ def judge_stamp(root: trust.Root | None, s: PState, config: BoxConfig, wire: byt
     revoked = sorted({v for prod, v in ts.revoked
                       if prod == config.product and Version.parse(v) > running},
                      key=Version.parse)[:MAX_REVOKED]
-    return Stamp(ts.version, ts.time, ts.expires, ts.latest_for(config.product), revoked)
+    windows = [list(w) for w in ts.windows_for(config.product)] or None
+    return Stamp(ts.version, ts.time, ts.expires, ts.latest_for(config.product), revoked,
+                 windows)
+
+
+def install_wait(s: PState, now: int, fresh: bool) -> bool:
+    """Whether an install must wait for a maintenance window of the box's signed timestamp.
+
+    The box's time is its clock ``now`` (0: it has none), raised to the proven lower bound
+    ``s.clock``, so a clock that lags the signed time is not believed. A box with no clock
+    knows only that lower bound, the moment a timestamp was signed, not the time now: it
+    installs only in the power-on in which it verified a timestamp whose time is inside a
+    window (``fresh``, which the box clears at each session's start), never on an old
+    stamp's word (docs/rollouts.md says what that costs).
+    """
+    st = s.stamp
+    if st is None or not st.windows:
+        return False
+    pairs = [(w[0], w[1]) for w in st.windows]
+    if now > 0:
+        return not trust.in_windows(pairs, max(now, s.clock))
+    return not (fresh and trust.in_windows(pairs, s.clock))

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 from fwdist import protocol as p
 from fwdist.air import PIECE_HASH_BYTES
 from fwdist.lockbox._config import LockboxError
-from fwdist.lockbox._state import Prev, PState, StampWire, Stream, TargetRec
+from fwdist.lockbox._state import Prev, PState, StampWire, Stream, TargetRec, trim_defaults
 
 TABLE = p.TABLE  # the stream id of the piece table
 
@@ -183,6 +183,10 @@ class Stamp(NamedTuple):
     expires: int
     latest: str | None
     revoked: list[str]
+    windows: list[list[int]] | None = None
+    """This product's daily install windows, ``[start minute, minutes]`` (None: any time);
+    in the same record as the time, so a power cut never leaves a new stamp with old windows.
+    Left off the flash when None (:func:`record_wire`): a stamp's bytes as before windows."""
 
 
 Record = (Target | Alloc | Replace | Trim | Progress | Done | Keep | DropPrev | Reset | Built
@@ -201,8 +205,10 @@ KIND: dict[type[Record], Rec] = {cls: kind for kind, cls in RECORD_TYPES.items()
 
 
 def record_wire(rec: Record) -> list[Any]:
-    """The array a record is on the flash: its kind, then its fields in order."""
-    return [KIND[type(rec)], *rec]
+    """The array a record is on the flash: its kind, then its fields in order (trailing
+    fields at their defaults left out, as the snapshot does)."""
+    return [KIND[type(rec)], *trim_defaults(rec)]
+
 
 
 def record_from_wire(w: list[Any]) -> Record:

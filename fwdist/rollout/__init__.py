@@ -24,7 +24,15 @@ from fwdist.rollout._evidence import (
     tally,
 )
 from fwdist.rollout._machine import OFFERING, TRANSITIONS, Event, PhaseMachine, State, Transition
-from fwdist.rollout._offer import Answer, BoxView, RolloutOffer, SyncPolicy, in_window, retry_at
+from fwdist.rollout._offer import (
+    Answer,
+    BoxView,
+    RolloutOffer,
+    SyncPolicy,
+    box_windows,
+    in_window,
+    retry_at,
+)
 from fwdist.rollout._plan import (
     WHOLE,
     AbortPolicy,
@@ -64,6 +72,7 @@ __all__ = [
     "Transition",
     "Verdict",
     "Window",
+    "box_windows",
     "decide",
     "evidence",
     "format_share",

@@ -11,23 +11,21 @@ says which of these rules a box could enforce itself, and which it cannot yet.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from fwdist.errors import RolloutError
 from fwdist.rollout._cohort import in_cohort
 from fwdist.rollout._machine import OFFERING, State
-from fwdist.rollout._plan import DAY, RetryPolicy, Window
-
-MINUTES_A_DAY = 24 * 60
+from fwdist.rollout._plan import WHOLE, RetryPolicy, Window
+from fwdist.trust import in_windows
 
 
 def in_window(windows: tuple[Window, ...], now: int) -> bool:
-    """Whether the UTC time ``now`` (seconds) falls in one of the windows (none: always)."""
-    if not windows:
-        return True
-    minute = (now % DAY) // 60
-    return any((minute - w.start_minute) % MINUTES_A_DAY < w.minutes for w in windows)
+    """Whether the UTC time ``now`` (seconds) falls in one of the windows (none: always);
+    the box's rule (:func:`fwdist.trust.in_windows`), so phone and box agree."""
+    return in_windows([(w.start_minute, w.minutes) for w in windows], now)
 
 
 def retry_at(policy: RetryPolicy, failures: int, last_failure_at: int) -> int | None:
@@ -72,17 +70,24 @@ class RolloutOffer:
     windows: tuple[Window, ...] = ()
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
-    def answer(self, box: BoxView, now: int) -> Answer:
-        """Offer or not, and why not: state, cohort, window, then retries."""
-        if self.state is State.PAUSED and not box.targets_release:
+    def answer(self, box: BoxView | None, now: int) -> Answer:
+        """Offer or not, and why not: state, cohort, window, then retries.
+
+        ``box`` None: a box that did not say who it is (no signed report: see
+        :class:`fwdist.app.App`). It is in no cohort but the whole fleet's, since
+        placing it needs its id, and it is taken as working on nothing, with no failures.
+        """
+        if self.state is State.PAUSED and not (box is not None and box.targets_release):
             return Answer.PAUSED
         if self.state not in OFFERING and self.state is not State.PAUSED:
             return Answer.STOPPED
-        if not in_cohort(self.rollout_id, box.box_id, self.share_bp):
+        if box is None and self.share_bp < WHOLE:
+            return Answer.NOT_IN_COHORT
+        if box is not None and not in_cohort(self.rollout_id, box.box_id, self.share_bp):
             return Answer.NOT_IN_COHORT
         if not in_window(self.windows, now):
             return Answer.OUTSIDE_WINDOW
-        if box.failures:
+        if box is not None and box.failures:
             due = retry_at(self.retry, box.failures, box.last_failure_at)
             if due is None:
                 return Answer.NO_MORE_RETRIES
@@ -128,6 +133,22 @@ class RolloutOffer:
             raise RolloutError(f"malformed rollout offer: {e}") from None
 
 
+def box_windows(offers: Iterable[RolloutOffer]) -> tuple[tuple[str, tuple[tuple[int, int], ...]],
+                                                         ...]:
+    """The install windows the signed timestamp should carry (:attr:`fwdist.trust.Timestamp.
+    windows`), from the rollouts phones are told of: per product, the union of its live
+    rollouts' windows. A timestamp's windows bind every install of a product, so a product
+    with a live rollout that has none (any time), or with no live rollout, gets none."""
+    live = [o for o in offers if o.state in OFFERING or o.state is State.PAUSED]
+    out = []
+    for product in sorted({o.product for o in live}):
+        mine = [o.windows for o in live if o.product == product]
+        if all(mine):
+            out.append((product, tuple(sorted({(w.start_minute, w.minutes)
+                                               for ws in mine for w in ws}))))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class SyncPolicy:
     """What a phone may offer, from its last ``/v1/sync``: the releases listed there (yanked
@@ -142,6 +163,10 @@ class SyncPolicy:
     releases: frozenset[tuple[str, str]]
     rollouts: tuple[RolloutOffer, ...] = ()
 
+    FILE = "policy.json"
+    """Where a phone's cache keeps the policy of its last sync (``fwdist app push --cache``
+    applies it with no network): the sync document's ``releases`` and ``rollouts``."""
+
     @classmethod
     def from_sync(cls, doc: Any) -> SyncPolicy:
         try:
@@ -151,7 +176,7 @@ class SyncPolicy:
             raise RolloutError(f"malformed sync document: {e}") from None
         return cls(listed, offers)
 
-    def answer(self, product: str, version: str, box: BoxView, now: int) -> Answer:
+    def answer(self, product: str, version: str, box: BoxView | None, now: int) -> Answer:
         """Whether to offer ``product@version`` to ``box`` now, and why not."""
         if (product, version) not in self.releases:
             return Answer.STOPPED

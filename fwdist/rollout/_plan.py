@@ -17,6 +17,7 @@ from typing import Any
 
 from fwdist.errors import ManifestError, RolloutError
 from fwdist.manifest import Version, check_name
+from fwdist.trust import format_window
 
 WHOLE = 10_000
 """100 % in basis points: the unit of every share in a plan."""
@@ -145,8 +146,7 @@ class Window:
         return cls(start, (end - start) % (24 * 60) or 24 * 60)
 
     def __str__(self) -> str:
-        end = (self.start_minute + self.minutes) % (24 * 60)
-        return f"{_hhmm(self.start_minute)}-{_hhmm(end)}"
+        return format_window(self.start_minute, self.minutes)
 
 
 def _minute(text: str) -> int:
@@ -154,10 +154,6 @@ def _minute(text: str) -> int:
     if len(mm) != 2 or not (hh.isdigit() and mm.isdigit()) or int(hh) > 23 or int(mm) > 59:
         raise ValueError(text)
     return int(hh) * 60 + int(mm)
-
-
-def _hhmm(minute: int) -> str:
-    return f"{minute // 60:02d}:{minute % 60:02d}"
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ every box's true state; a sync whose pack download breaks resumes at its byte.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fwdist import keys, sync
+from fwdist import keys, protocol, sync
 from fwdist.outbox import Outbox
 from fwdist.releases import phone_cache
 from fwdist.server.auth import Scope
@@ -207,3 +208,57 @@ def test_a_broken_sync_resumes_its_pack_at_the_byte_it_stopped(
     pc = phone_cache(Store.open(cache), "lockbox", V1, trusted.values(), partial=True)
     assert set(pc.tables) == {full.table_sha256, released.releases[1].manifest.deltas[0]
                               .table_sha256}
+
+
+def test_app_push_from_a_cache_offers_only_to_the_rollouts_cohort(
+        fleet_server: RunningServer, released: Releases, tmp_path: Path) -> None:
+    """Issue 14: `app push --cache` applies the rollout its last sync stored. The phone learns
+    which box it reached from the box's signed report; at 1 %, box-015 is in the cohort of
+    lockbox@1.1.0-1 and box-000 is not (fwdist.rollout.in_cohort)."""
+    server = fleet_server
+    token = server.tokens[Scope.RELEASE]
+    for v in (V0, V1):
+        fwdist("publish", "--store", released.store.root, "--server", server.url, "--token",
+               token, f"lockbox@{v}")
+    started = fwdist_json("rollout", "start", f"lockbox@{V1}", "--phases", "1,100",
+                          "--server", server.url, "--token", token)
+    assert (started["id"], started["share_bp"]) == ("lockbox@1.1.0-1", 100)
+    made = {}
+    for name in ("box-000", "box-015"):
+        fwdist("lockbox", "init", "--state", tmp_path / name, "--product", "lockbox",
+               "--hardware", "lb-r2", "--pubkey", tmp_path / "release.pub",
+               "--image", tmp_path / "eng" / "image-0.bin", "--version", V0, "--id", name)
+        fwdist("box", "register", "--server", server.url, "--token", token,
+               "--state", tmp_path / name)
+        made[name] = Box(tmp_path / name)
+    phone = tmp_path / "phone"
+    _sync(server, phone, tmp_path)
+    policy = json.loads((phone / "policy.json").read_bytes())
+    assert [(r["id"], r["state"], r["share_bp"]) for r in policy["rollouts"]] == [
+        ("lockbox@1.1.0-1", "active", 100)]
+    assert server.stop(signal.SIGTERM) == 0  # at the boxes: no network
+    try:
+        for b in made.values():
+            b.start()
+        out = _push(phone, made["box-000"], tmp_path)
+        assert {k: out[k] for k in ("reason", "rollout", "payload_sent", "acked_bytes",
+                                    "complete", "box_version", "protocol",
+                                    "box_reports_kept")} == {
+            "reason": "the rollout does not offer this release to this box",
+            "rollout": "not_in_cohort", "payload_sent": 0, "acked_bytes": 0,
+            "complete": False, "box_version": V0, "protocol": 2, "box_reports_kept": 1}
+        hello = len(protocol.encode(protocol.Hello(2, protocol.DEFAULT_MAX_FRAME)))
+        assert hello == 11  # the Hello alone: waiting for the report cost no byte
+        assert (out["sent_bytes"], len(out["box_reports"])) == (hello, 1)
+        inside = _push(phone, made["box-015"], tmp_path)
+        assert (inside["rollout"], inside["complete"], inside["reason"]) == ("offer", True, None)
+        assert inside["payload_sent"] > 0 and inside["box_reports_kept"] == 3
+        made["box-000"].kill()
+        made["box-015"].kill()
+        status = {n: fwdist_json("lockbox", "status", "--state", tmp_path / n) for n in made}
+        assert {n: (s["running_version"], s["state"], s["target_version"])
+                for n, s in status.items()} == {
+            "box-000": (V0, "idle", None), "box-015": (V1, "idle", None)}  # installed when idle
+    finally:
+        for b in made.values():
+            b.kill()

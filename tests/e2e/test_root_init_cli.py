@@ -18,7 +18,7 @@ def test_init_with_a_root_trusts_it_and_refuses_an_under_signed_one(tmp_path: Pa
                          "--root", root, "--image", image, "--version", "1.0.0")
     assert status["trust"] == {"root_version": 1, "root_expires": EXPIRES, "time": 0,
                                "timestamp_version": None, "latest": None, "revoked": [],
-                               "behind_latest": False}
+                               "behind_latest": False, "windows": []}
     assert list((tmp_path / "box" / "trusted").iterdir()) == []
     assert fwdist_json("lockbox", "status", "--state", tmp_path / "box")["trust"][
         "root_version"] == 1

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from fwdist import trust
 from fwdist.sample import SampleFirmware
 from tests.e2e.test_cli_conventions import documented_fields
 from tests.e2e.test_key_cli import fwdist, refused
@@ -46,6 +47,18 @@ class Engineer:
         proc = self.run("verify", "--store", self.store, "--root", self.d / "root1", "--json",
                         *extra, ok=False)
         return proc.returncode, json.loads(proc.stdout)
+
+    def root1_and_store(self) -> None:
+        """Root 1 (2 of r1..r3, timestamp key ts, release key a, 30 days), signed by r1 and
+        r2, and a store with lockbox 1.0.0 signed by a."""
+        d = self.d
+        self.run("root", "create", d / "root1", "--root-keys",
+                 f"2:{d}/r1.pub,{d}/r2.pub,{d}/r3.pub", "--timestamp-keys", f"1:{d}/ts.pub",
+                 "--release-keys", f"1:{d}/a.pub", "--expires", "30")
+        for k in ("r1", "r2"):
+            self.run("root", "sign", d / "root1", "--key", d / k)
+        self.run("stage", d / "fw0.bin", "--store", self.store, "--init-store", "--product",
+                 "lockbox", "--version", "1.0.0", "--key", d / "a")
 
     def timestamp(self, *args: str) -> Any:
         return self.run(*args, "--store", self.store, "--root", self.d / "root1", "--key",
@@ -151,13 +164,7 @@ def test_the_trust_workflow(eng: Engineer) -> None:
 
 def test_a_chain_with_a_bad_link_trusts_nothing_past_it(eng: Engineer) -> None:
     d = eng.d
-    eng.run("root", "create", d / "root1", "--root-keys", f"2:{d}/r1.pub,{d}/r2.pub,{d}/r3.pub",
-            "--timestamp-keys", f"1:{d}/ts.pub", "--release-keys", f"1:{d}/a.pub",
-            "--expires", "30")
-    for k in ("r1", "r2"):
-        eng.run("root", "sign", d / "root1", "--key", d / k)
-    eng.run("stage", d / "fw0.bin", "--store", eng.store, "--init-store", "--product",
-            "lockbox", "--version", "1.0.0", "--key", d / "a")
+    eng.root1_and_store()
     eng.run("root", "publish", d / "root1", "--store", eng.store)
     # someone with write access plants root 2 signed by one root key and their own
     eng.run("root", "rotate", d / "root2", "--store", eng.store, "--root", d / "root1",
@@ -240,3 +247,29 @@ def test_release_roles_by_product_and_hardware(eng: Engineer) -> None:
     refused(eng.sign("1.0.0", d / "b", ok=False),
             f"{d}/b is not a release signer of root 1 for lockbox/lb-r2")
     assert eng.sign("1.0.0", d / "c")["released"] is True
+
+
+def test_timestamp_issue_signs_install_windows_per_product(eng: Engineer) -> None:
+    """Issue 14: `--window PRODUCT=HH:MM-HH:MM` (repeatable) puts daily UTC install windows in
+    the signed timestamp; the next timestamp keeps them unless told, `PRODUCT=always` clears."""
+    d = eng.d
+    eng.root1_and_store()
+    plain = eng.timestamp("timestamp", "issue")
+    assert plain["windows"] == {}
+    ts = eng.timestamp("timestamp", "issue", "--window", "lockbox=23:30-00:30",
+                       "--window", "lockbox=02:00-03:00", "--window", "gate=12:00-12:15")
+    assert (ts["version"], ts["windows"]) == (
+        2, {"gate": ["12:00-12:15"], "lockbox": ["02:00-03:00", "23:30-00:30"]})
+    assert ts["bytes"] - plain["bytes"] == 32  # field 6: 2 products, 3 windows
+    signed = trust.decode_timestamp((eng.store / "trust" / "timestamp").read_bytes())
+    assert signed.timestamp.windows == (("gate", ((720, 15),)),
+                                        ("lockbox", ((120, 60), (1410, 60))))
+    kept = eng.timestamp("timestamp", "issue", "--window", "gate=always")
+    assert (kept["version"], kept["windows"]) == (3, {"lockbox": ["02:00-03:00", "23:30-00:30"]})
+    for bad, why in (("lockbox=25:00-26:00", "a window is HH:MM-HH:MM (UTC), got '25:00-26:00'"),
+                     ("lockbox", "--window is PRODUCT=HH:MM-HH:MM (UTC) or PRODUCT=always, "
+                                 "got 'lockbox'")):
+        refused(eng.run("timestamp", "issue", "--store", eng.store, "--root", d / "root1",
+                        "--key", d / "ts", "--window", bad, ok=False), why)
+    assert trust.decode_timestamp((eng.store / "trust" / "timestamp").read_bytes()).timestamp \
+        .version == 3  # a refused issue signs nothing

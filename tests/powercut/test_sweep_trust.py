@@ -105,3 +105,22 @@ def test_power_cut_at_every_operation_of_a_revoking_timestamp(rel: Releases) -> 
     final.offer_timestamp(stamp, NOW)
     assert final.trust_status()["time"] == T0 + 100 and final.status()["target_version"] is None
     assert (total, runs) == (2, 6)
+
+
+def test_power_cut_at_every_operation_of_a_timestamp_with_install_windows(
+        rel: Releases) -> None:
+    """Issue 14: a timestamp whose windows are all closed at its time reaches a built box
+    with no clock: one STAMP record (time, windows and all), and the release stays, waiting."""
+    one = trust.Root(1, root_v1().expires, threshold(2, ROOT_KEYS), root_v1().timestamp,
+                     (trust.ReleaseRole(threshold(1, RELEASE_KEYS)),))
+    start = _with_target(rel, one, built=True)
+    night = T0 - T0 % 86_400 + 86_400 + 2 * 3600  # 02:00 UTC the day after T0
+    stamp = timestamp(1, night - 3600, windows=(("lockbox", ((120, 60),)),))  # signed at 01:00
+    total, runs = _sweep(start, rel, lambda box: box.offer_timestamp(stamp, NOW))
+    final = _box(rel, start.clone())
+    assert final.offer_timestamp(stamp, NOW) is None
+    assert final.idle(NOW) is IdleStep.WAIT_WINDOW
+    assert (final.trust_status()["windows"], final.status()["state"],
+            final.status()["target_version"]) == (["02:00-03:00"], "wait_window",
+                                                  rel.releases[1].version)
+    assert (total, runs) == (1, 4)

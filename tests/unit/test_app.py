@@ -20,7 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fwdist import app as appmod
-from fwdist import protocol, pump, trio_link
+from fwdist import protocol, pump, report, trio_link, trust
+from fwdist import protocol_v2 as v2
 from fwdist.app import App as _App
 from fwdist.app import FrameCache, PhoneCache, Send, SessionEnd, SessionReport, send_order
 from fwdist.chunker import ChunkerParams
@@ -46,6 +47,8 @@ from fwdist.releases import load_manifest, phone_cache, release_image
 from fwdist.sample import SampleFirmware
 from fwdist.staging import StageOptions, stage
 from fwdist.store import Store
+from tests.trust_helpers import ROOT_KEYS, T0, root_v1
+from tests.trust_helpers import timestamp as ts_wire
 
 CHUNKS = ChunkerParams(min_size=1024, avg_size=4096, max_size=16384)
 SAMPLE = SampleFirmware(size=64 * 1024, seed=3)
@@ -716,7 +719,8 @@ def _app_in(phase: appmod.Phase, cache: PhoneCache) -> App:
     return a
 
 
-@pytest.mark.parametrize("phase", [ph for ph in appmod.Phase if ph is not appmod.Phase.TRUST])
+@pytest.mark.parametrize("phase", [ph for ph in appmod.Phase
+                                   if ph not in (appmod.Phase.WAIT_REPORT, appmod.Phase.TRUST)])
 def test_every_cell_of_the_table(cache: PhoneCache, phase: appmod.Phase) -> None:
     # (TRUST is protocol 2's: tests/unit/test_app_trust.py enumerates its cells)
     """h2-style: each (phase, event type) either has an action or is the box's mistake."""
@@ -740,6 +744,75 @@ def test_every_cell_of_the_table(cache: PhoneCache, phase: appmod.Phase) -> None
             assert Error not in answer, (phase, ev)
             if action is None:
                 assert answer == [] and a.session_over
+
+
+def _waiting(cache: PhoneCache, seen: list[object]) -> _App:
+    """A version-2 App whose offer waits for the box's report (``decide`` records its input)."""
+    a = _App(cache, decide=lambda rep: seen.append(rep) is None)
+    a.data_to_send()
+    a.receive_data(v2.encode(v2.summarize(Status(2, "lockbox", "lockbox", "1.0.0", 0, V1_SHA,
+                                                 100, 0, 8, 244, None)), 244))
+    assert (a.phase, a.data_to_send(), seen) == (appmod.Phase.WAIT_REPORT, b"", [])
+    return a
+
+
+def test_every_cell_of_the_waiting_phase(cache: PhoneCache) -> None:
+    """WAIT_REPORT (protocol 2 only): the report decides, Installed is news, an Error ends
+    the session, anything else is the box's mistake; each cell of the row, exactly."""
+    rep = report.sign(report.Report("box-9", 4, "lockbox", "lockbox", "1.0.0", V1_SHA[:8], None,
+                                    100, BoxState.IDLE, None, 0),
+                      Ed25519PrivateKey.from_private_bytes(bytes(32)))
+    tag = cache.tag
+    samples: list[protocol.Event] = [
+        v2.summarize(Status(2, "lockbox", "lockbox", "1.0.0", 0, V1_SHA, 100, 0, 8, 244, None)),
+        protocol.Offer(3, 0, b"abc"), Accept(tag), Reject(1), Data(tag, 0, 0, b"x"),
+        Ack(tag, 0, 8), PieceComplete(tag, 0), ReleaseComplete(tag), Installed("1.1.0", True),
+        Error(3, "no"), v2.BoxReport(rep),
+        v2.TrustAsk(), v2.TrustLink(trust.sign(root_v1(), ROOT_KEYS[:2])),
+        v2.TrustStamp(ts_wire(1, T0)), v2.TrustAnswer(0, 1, T0, 1),
+    ]
+    assert {type(e) for e in samples} == set(v2._TYPES) - {v2.Seek}  # (a Seek is no event)
+    ends = {}
+    for ev in samples:
+        seen: list[object] = []
+        a = _waiting(cache, seen)
+        seek = v2.encode(v2.Seek(tag, 0, 0), 244) if isinstance(ev, Data) else b""
+        a.receive_data(seek + v2.encode(ev, 244, (0, 0) if seek else None))
+        dec = v2.FrameDecoder(4096, tag=a.tag)
+        dec.feed(a.data_to_send())
+        answer = [type(e) for e in dec.events()]
+        action = appmod.TRANSITIONS.get((appmod.Phase.WAIT_REPORT, type(ev)))
+        ends[type(ev).__name__] = (action, a.phase, a.end, answer[:1], len(seen))
+    broke = (None, appmod.Phase.DONE, SessionEnd.BOX_BROKE, [Error], 0)
+    assert ends == {
+        "Summary": broke, "Offer": broke, "Accept": broke, "Reject": broke, "Data": broke,
+        "Ack": broke, "PieceComplete": broke, "ReleaseComplete": broke, "TrustAsk": broke,
+        "TrustLink": broke, "TrustStamp": broke, "TrustAnswer": broke,
+        "Installed": ("installed", appmod.Phase.WAIT_REPORT, None, [], 0),
+        "Error": ("error", appmod.Phase.DONE, SessionEnd.BOX_ENDED, [], 0),
+        "BoxReport": ("report_decides", appmod.Phase.OFFERING, None, [Offer], 1),
+    }
+
+
+def test_the_waiting_phone_hands_decide_the_decoded_report_or_none(cache: PhoneCache) -> None:
+    key = Ed25519PrivateKey.from_private_bytes(bytes(32))
+    body = report.Report("box-9", 4, "lockbox", "lockbox", "1.0.0", V1_SHA[:8], None, 100,
+                         BoxState.IDLE, None, 0)
+    seen: list[object] = []
+    a = _waiting(cache, seen)
+    a.receive_data(v2.encode(v2.BoxReport(report.sign(body, key)), 244))
+    assert seen == [body] and a.box_report == body and len(a.box_reports) == 1
+    refused = _App(cache, decide=lambda rep: False)
+    refused.data_to_send()
+    refused.receive_data(v2.encode(v2.summarize(Status(2, "lockbox", "lockbox", "1.0.0", 0,
+                                                       V1_SHA, 100, 0, 8, 244, None)), 244))
+    refused.receive_data(v2.encode(v2.BoxReport(report.sign(body, key)), 244))
+    r = refused.report()
+    assert (r.end, r.payload_sent, refused.data_to_send()) == (SessionEnd.NOT_OFFERED, 0, b"")
+    one = App(cache, decide=lambda rep: seen.append(rep) is None)  # protocol 1: no report frame
+    one.data_to_send()
+    one.receive_data(status())
+    assert one.phase is appmod.Phase.OFFERING and seen[-1] is None and len(seen) == 2
 
 
 def test_same_image_under_an_older_version_is_offered_not_called_installed(

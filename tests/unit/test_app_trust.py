@@ -7,12 +7,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fwdist import protocol as p
 from fwdist import protocol_v2 as v2
 from fwdist import trust
 from fwdist.app import TRANSITIONS, App, Phase, PhoneCache, Relayed, SessionEnd, root_chains
-from fwdist.lockbox import IdleStep, Lockbox
+from fwdist.lockbox import Identity, IdleStep, Lockbox
 from fwdist.pump import pump_session
 from fwdist.releases import phone_cache
 from fwdist.testing import Releases
@@ -157,3 +158,27 @@ def _summary(box: Lockbox) -> bytes:
     out = box.receive_data(p.encode(p.Hello(2, 244)), NOW)
     box.end_session(NOW)
     return out
+
+
+def test_a_cohort_rule_decides_after_the_trust_relay_from_the_report_that_came_first(
+        rel: Releases) -> None:
+    """w1 + t3: the box's report arrives with its Summary, before the trust answers; a
+    ``decide`` rule is asked once the relay is over, with that report. A box outside the
+    cohort still gets the timestamp (trust is not a rollout's to withhold)."""
+    device = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+    for answer in (False, True):
+        plain = boxed(rel)
+        box = Lockbox(plain.flash, plain.config, {}, identity=Identity("box-3", device))
+        box.boot(NOW)
+        seen: list[str | None] = []
+
+        def decide(rep: object, answer: bool = answer, seen: list[str | None] = seen) -> bool:
+            seen.append(getattr(rep, "box_id", None))
+            return answer
+
+        cache = carrying(rel, 1, good(rel.releases[1]).wire, (ROOT1,), timestamp(4, T0))
+        got = pump_session(box, App(cache, decide=decide), now=NOW)
+        assert got.trust == ((Relayed.ASK, ans(0, 1)), (Relayed.TIMESTAMP, ans(0, 1, T0, 4)))
+        assert seen == ["box-3"] and box.trust_status()["timestamp_version"] == 4
+        assert (got.end, got.complete) == ((None, True) if answer
+                                           else (SessionEnd.NOT_OFFERED, False))

@@ -149,3 +149,34 @@ def test_a_snapshot_keeps_the_cause_and_the_reservation(rel: Releases) -> None:
     assert raw.hex() == (f"9ba5312e302e3000{zeros}cd03e800" "c0c090"
                          "94a5312e312e30c20506" "00" "30")
     assert PState.from_wire(msgpack.unpackb(raw, raw=False, strict_map_key=False)) == s
+
+
+def test_a_phone_that_waits_for_the_report_to_decide_costs_no_air_byte(rel: Releases) -> None:
+    """``App(decide=)`` (issue 14: `app push` does not know which box it reached): the offer
+    waits for the report that follows the Summary; both ways, the bytes are those of a phone
+    that knew the answer from the start."""
+    cache = phone_cache(rel.store, "lockbox", rel.releases[1].version)
+    asked: list[str | None] = []
+
+    def rule(answer: bool) -> Callable[[report.Report | None], bool]:
+        def decide(rep: report.Report | None) -> bool:
+            asked.append(None if rep is None else rep.box_id)
+            return answer
+        return decide
+
+    no = pump_session(_box(rel), App(cache, decide=rule(False)), now=NOW)
+    told_no = pump_session(_box(rel), App(cache, offer=False), now=NOW)
+    assert (no.end, no.payload_sent, no.sent_bytes, no.received_bytes) == (
+        SessionEnd.NOT_OFFERED, 0, told_no.sent_bytes, told_no.received_bytes)
+    assert no.sent_bytes == len(p.encode(p.Hello(2, 244))) and len(no.box_reports) == 1
+    yes = pump_session(_box(rel), App(cache, decide=rule(True)), now=NOW)
+    plain = pump_session(_box(rel), App(cache), now=NOW)
+    assert yes.complete and (yes.sent_bytes, yes.received_bytes, yes.box_reports) == (
+        plain.sent_bytes, plain.received_bytes, plain.box_reports)
+    assert asked == ["box-1", "box-1"]
+    # a protocol 2 box with no identity sends no report: the phone waits, offers nothing,
+    # and the link ends it (here the in-memory pump: neither side has anything to say)
+    silent = pump_session(_box(rel, None), App(cache, decide=rule(True)), now=NOW)
+    assert (silent.end, silent.link_end, silent.payload_sent, silent.box_reports) == (
+        SessionEnd.LINK_DROPPED, "stalled: neither side has anything to send", 0, ())
+    assert asked == ["box-1", "box-1"]

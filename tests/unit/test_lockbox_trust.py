@@ -75,7 +75,7 @@ def test_a_provisioned_box_installs_a_release_two_of_three_signed(rel: Releases)
     box = boxed(rel)
     assert box.trust_status() == {"root_version": 1, "root_expires": EXPIRES, "time": 0,
                                   "timestamp_version": None, "latest": None, "revoked": [],
-                                  "behind_latest": False}
+                                  "behind_latest": False, "windows": []}
     log = Phone([good(rel.releases[1])]).session(box, NOW)
     assert log.rejected is None
     assert box.idle(NOW) is IdleStep.BUILT and box.idle(NOW) is IdleStep.INSTALLED

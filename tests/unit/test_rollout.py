@@ -31,6 +31,7 @@ from fwdist.rollout import (
     SyncPolicy,
     Verdict,
     Window,
+    box_windows,
     decide,
     evidence,
     format_share,
@@ -339,6 +340,39 @@ def test_the_phone_offers_only_to_the_cohort_in_an_offering_state() -> None:
     night = offer(windows=(Window.parse("22:00-02:00"),))
     assert night.answer(BoxView(inside), now + 12 * 3600) is Answer.OUTSIDE_WINDOW
     assert night.answer(BoxView(inside), now + 23 * 3600) is Answer.OFFER
+
+
+def test_a_box_that_did_not_say_who_it_is_is_offered_only_the_whole_fleets_phase() -> None:
+    """``box=None`` (no signed report, so no id: fwdist.app.App's rule): in no cohort but
+    100 %'s; the state still decides first, and the window after."""
+    now = 1_700_006_400
+    answers = {(st, share): offer(st, share).answer(None, now)
+               for st in (S.ACTIVE, S.PAUSED, S.ABORTED) for share in (100, 10_000)}
+    assert answers == {
+        (S.ACTIVE, 100): Answer.NOT_IN_COHORT, (S.ACTIVE, 10_000): Answer.OFFER,
+        (S.PAUSED, 100): Answer.PAUSED, (S.PAUSED, 10_000): Answer.PAUSED,
+        (S.ABORTED, 100): Answer.STOPPED, (S.ABORTED, 10_000): Answer.STOPPED,
+    }  # fmt: skip
+    night = offer(share=10_000, windows=(Window.parse("22:00-02:00"),))
+    assert night.answer(None, now + 12 * 3600) is Answer.OUTSIDE_WINDOW
+    policy = SyncPolicy(frozenset({("lockbox", "1.1.0"), ("lockbox", "1.2.0")}), (offer(),))
+    assert [policy.answer("lockbox", v, None, now) for v in ("1.1.0", "1.2.0", "9.9.9")] == [
+        Answer.NOT_IN_COHORT, Answer.OFFER, Answer.STOPPED]
+
+
+def test_the_timestamps_windows_are_the_live_rollouts_per_product() -> None:
+    night, noon = Window.parse("22:00-02:00"), Window.parse("12:00-12:30")
+
+    def of(product: str, state: State, *windows: Window) -> RolloutOffer:
+        return RolloutOffer(f"{product}@1.1.0-{len(windows)}", product, "1.1.0", state, 100,
+                            windows)
+
+    assert box_windows([
+        of("lockbox", S.ACTIVE, night), of("lockbox", S.PAUSED, noon, night),
+        of("gate", S.ACTIVE, noon), of("gate", S.ACTIVE),  # one without: any time
+        of("door", S.ABORTED, noon), of("safe", S.SUCCEEDED, night),
+    ]) == (("lockbox", ((720, 30), (1320, 240))), ("safe", ((1320, 240),)))
+    assert box_windows([]) == ()
 
 
 def test_retries_back_off_doubling_and_stop_after_the_count() -> None:
