@@ -95,7 +95,7 @@ async def put_release(request: Request) -> Response:
     server = server_of(request)
     outcome = await blocking(publish, server.store(), server.engine, up, server.now())
     if server.stamper is not None and outcome is Outcome.CREATED:  # `latest` moved
-        await blocking(server.stamper.issue, server.store(), server.now())
+        await blocking(server.stamper.issue, server.store(), server.now(), (), server.engine)
     rels = await blocking(catalog.list_releases, server.engine, product, version)
     return JSONResponse(rels[0], status_code=outcome.value)
 

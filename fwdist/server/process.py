@@ -80,7 +80,8 @@ async def _keep_stamped(server: Server, stamper: Stamper, stop: trio.Event) -> N
         with trio.move_on_after(min(stamper.every, 60)):
             await stop.wait()
         if not stop.is_set():
-            await trio.to_thread.run_sync(stamper.refresh, server.store(), server.now())
+            await trio.to_thread.run_sync(stamper.refresh, server.store(), server.now(),
+                                         server.engine)
 
 
 async def _serve(server: Server, host: str, port: int) -> None:
@@ -101,9 +102,9 @@ async def _serve(server: Server, host: str, port: int) -> None:
 def run(store: Path, db_url: str | None, listen: str, stamper: Stamper | None = None) -> int:
     host, port = parse_listen(listen)
     root = open_store(store)
-    if stamper is not None:  # a key or root that cannot sign: one line before serving
-        stamper.refresh(Store(root), int(time.time()))
     engine = open_database(root, db_url)
+    if stamper is not None:  # a key or root that cannot sign: one line before serving
+        stamper.refresh(Store(root), int(time.time()), engine)
     verifier = Verifier(default_workers())
     try:
         trio.run(_serve, Server(root, engine, stamper=stamper, verify=verifier), host, port)

@@ -20,7 +20,7 @@ from fwdist.rollout import Plan
 from fwdist.server import rollouts
 from fwdist.server.api import release_name
 from fwdist.server.auth import Scope
-from fwdist.server.context import ClientError, blocking, json_body, require, server_of
+from fwdist.server.context import ClientError, Server, blocking, json_body, require, server_of
 
 READERS = (Scope.READ, Scope.RELEASE, Scope.APP)
 MAX_PLAN_BYTES = 16 * 1024
@@ -39,6 +39,13 @@ async def _run(fn: Callable[..., Any], *args: Any) -> Any:
         raise ClientError(422, str(e)) from None
 
 
+async def _restamp(server: Server, revoke: tuple[tuple[str, str], ...] = ()) -> None:
+    """With the online timestamp role, a new timestamp: the live rollouts' install windows
+    changed (a start or a command), or a release was yanked (``revoke``)."""
+    if server.stamper is not None:
+        await blocking(server.stamper.issue, server.store(), server.now(), revoke, server.engine)
+
+
 async def start(request: Request) -> Response:
     await require(request, Scope.RELEASE)
     doc = await json_body(request, MAX_PLAN_BYTES)
@@ -48,6 +55,7 @@ async def start(request: Request) -> Response:
         raise ClientError(422, str(e)) from None
     server = server_of(request)
     status = await _run(rollouts.start, server.engine, plan, server.now())
+    await _restamp(server)
     return JSONResponse(status, status_code=201)
 
 
@@ -72,7 +80,9 @@ def _command(what: str) -> Callable[[Request], Awaitable[Response]]:
         await require(request, Scope.RELEASE)
         server = server_of(request)
         rid = request.path_params["id"]
-        return JSONResponse(await _run(rollouts.command, server.engine, rid, what, server.now()))
+        done = await _run(rollouts.command, server.engine, rid, what, server.now())
+        await _restamp(server)
+        return JSONResponse(done)
 
     handle.__name__ = what
     return handle
@@ -83,8 +93,7 @@ async def yank(request: Request) -> Response:
     product, version = release_name(request)
     server = server_of(request)
     stopped = await _run(rollouts.yank, server.engine, product, version, server.now())
-    if server.stamper is not None:  # the yank as a signed revocation boxes act on
-        await blocking(server.stamper.issue, server.store(), server.now(), ((product, version),))
+    await _restamp(server, ((product, version),))  # the yank as a signed revocation
     return JSONResponse({"product": product, "version": version, "state": "yanked",
                          "rollouts_stopped": stopped})
 

@@ -181,3 +181,38 @@ def test_reading_a_rollout_writes_only_when_the_evidence_changed(f: Fleet) -> No
     f.report(cohort(rid, 100)[0], T0 + 60, target="1.1.0")
     assert rollouts.status(f.engine, rid, T0 + 70)["decision"]["outcomes"] == {"in_progress": 1}
     assert stored_at() == T0 + 70
+
+
+def test_the_servers_timestamp_carries_the_live_rollouts_windows_and_drops_them_after(
+    f: Fleet, tmp_path: Path
+) -> None:
+    """``fwdist server --timestamp-key``: what each issue says of install windows, per
+    product, as rollouts with and without windows start and stop."""
+    from fwdist import trust
+    from fwdist.rollout import Window
+    from fwdist.server import stamping
+    from fwdist.store import Store
+    from tests.trust_helpers import ROOT_KEYS, TIMESTAMP_KEY, root_v1
+
+    f.release("3.0.0", product="keysafe")
+    store = Store.open(tmp_path / "stamped", create=True)
+    with store.locked():
+        store.put_root(trust.sign(root_v1(), ROOT_KEYS[:2]))
+    stamper = stamping.Stamper(TIMESTAMP_KEY)  # type: ignore[arg-type]
+
+    def windows(at: int) -> tuple[tuple[str, tuple[tuple[int, int], ...]], ...]:
+        stamper.issue(store, at, engine=f.engine)
+        return trust.decode_timestamp(store.get_timestamp() or b"").timestamp.windows
+
+    assert windows(T0) == ()
+    night = (Window.parse("01:00-04:00"), Window.parse("22:30-23:30"))
+    first = rollouts.start(f.engine, plan("1.1.0", windows=night), T0)["id"]
+    assert windows(T0 + 1) == (("lockbox", ((60, 180), (1350, 60))),)
+    rollouts.command(f.engine, first, rollouts.Command.PAUSE, T0 + 2)
+    assert windows(T0 + 2) == (("lockbox", ((60, 180), (1350, 60))),)  # paused still binds
+    rollouts.command(f.engine, first, rollouts.Command.ABORT, T0 + 3)
+    assert windows(T0 + 3) == ()  # aborted: any time again
+    rollouts.start(f.engine, plan("1.2.0", windows=night[:1]), T0 + 4)
+    rollouts.start(f.engine, Plan("keysafe", "3.0.0", (Phase(10_000, Criteria()),)), T0 + 4)
+    assert windows(T0 + 5) == (("lockbox", ((60, 180),)),)  # keysafe's rollout has none
+    assert stamping.rollout_windows(f.engine, T0 + 5) == {"keysafe": (), "lockbox": ((60, 180),)}
