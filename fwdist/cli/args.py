@@ -4,6 +4,8 @@ A count of boxes, a number of days or a session size that cannot mean anything
 (zero, negative, not a number) is a usage error: argparse reports it in one
 line and exits 2 before any work starts, instead of a simulation or a demo
 failing later with a traceback, or silently doing nothing.
+
+Every subcommand takes ``--json``; :func:`subcommand` is the one place that adds it.
 """
 
 from __future__ import annotations
@@ -44,3 +46,14 @@ def positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
+
+
+def subcommand(parent: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+               handler: Callable[[argparse.Namespace], int], help: str
+               ) -> argparse.ArgumentParser:
+    """A subcommand of ``parent`` run by ``handler``, with the ``--json`` every command takes
+    (its one-line help is also its description)."""
+    p = parent.add_parser(name, help=help, description=help)
+    p.set_defaults(handler=handler)
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    return p

@@ -21,6 +21,7 @@ import trio
 
 from fwdist import hardware, trio_link
 from fwdist.app import App, PhoneCache
+from fwdist.cli.args import subcommand
 from fwdist.cli.output import emit_json, progress_bar
 from fwdist.emulator import (
     DEFAULT_ACK_EVERY,
@@ -274,13 +275,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                          description="An emulated lockbox kept in a state directory.")
     box_sub = box.add_subparsers(dest="lockbox_command", required=True, metavar="COMMAND")
 
-    def command(group: Any, name: str, handler: Any, help: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = group.add_parser(name, help=help, description=help)
-        p.set_defaults(handler=handler)
-        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-        return p
-
-    p = command(box_sub, "init", cmd_init, "provision a box as it leaves the factory")
+    p = subcommand(box_sub, "init", cmd_init, "provision a box as it leaves the factory")
     p.add_argument("--state", required=True, metavar="DIR", help="new, empty state directory")
     p.add_argument("--product", required=True)
     p.add_argument("--hardware", metavar="ID|PROFILE.json",
@@ -306,7 +301,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--id", metavar="ID", help="the box's id in the fleet (default: the hex of "
                    "its new device key's 8-byte key id)")
 
-    p = command(box_sub, "serve", cmd_serve, "run the box on TCP, one session at a time")
+    p = subcommand(box_sub, "serve", cmd_serve, "run the box on TCP, one session at a time")
     p.add_argument("--state", required=True, metavar="DIR")
     p.add_argument("--listen", required=True, metavar="HOST:PORT", help="port 0 picks a free one")
     p.add_argument("--battery", type=int, default=100, metavar="PCT")
@@ -319,13 +314,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    help="drop a phone (waiting or in session) when no byte moved for S seconds")
     p.add_argument("--max-sessions", type=int, metavar="N", help="exit after N sessions")
 
-    p = command(box_sub, "status", cmd_status, "what the box runs and what it has received")
+    p = subcommand(box_sub, "status", cmd_status, "what the box runs and what it has received")
     p.add_argument("--state", required=True, metavar="DIR")
 
     app = sub.add_parser("app", help="the phone side: push a release to a box",
                          description="The phone side of the update.")
     app_sub = app.add_subparsers(dest="app_command", required=True, metavar="COMMAND")
-    p = command(app_sub, "push", cmd_push,
+    p = subcommand(app_sub, "push", cmd_push,
                 "one session: push the newest verified release (or --version) to a box")
     p.add_argument("--store", metavar="DIR", help="take the release from this store")
     p.add_argument("--cache", metavar="DIR",
@@ -350,7 +345,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                    "(default: %(default)s)")
     p.add_argument("--rate", type=float, metavar="BYTES_PER_S", help="pace the link")
 
-    p = command(app_sub, "sync", cmd_sync,
+    p = subcommand(app_sub, "sync", cmd_sync,
                 "with coverage: upload the box reports carried, fetch the releases boxes need")
     p.add_argument("--server", required=True, metavar="URL")
     p.add_argument("--token", required=True, metavar="TOKEN", help="an app-scope token")
@@ -365,7 +360,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     reg = sub.add_parser("box", help="a box and the fleet server: register",
                          description="A box and the fleet server.")
     reg_sub = reg.add_subparsers(dest="box_command", required=True, metavar="COMMAND")
-    p = command(reg_sub, "register", cmd_register,
+    p = subcommand(reg_sub, "register", cmd_register,
                 "register an emulated box (id, product, hardware, device key) with the server")
     p.add_argument("--server", required=True, metavar="URL")
     p.add_argument("--token", required=True, metavar="TOKEN", help="a release-scope token")

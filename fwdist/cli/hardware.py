@@ -12,6 +12,7 @@ import argparse
 from typing import Any
 
 from fwdist import delta, hardware
+from fwdist.cli.args import subcommand
 from fwdist.cli.output import emit_json, human_bytes
 from fwdist.hardware import HardwareError, Profile
 from fwdist.store import Store
@@ -78,9 +79,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     hw_sub = group.add_subparsers(dest="hardware_command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = hw_sub.add_parser(name, help=help, description=help)
-        p.set_defaults(handler=handler)
-        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        p = subcommand(hw_sub, name, handler, help)
         p.add_argument("--store", required=True, metavar="DIR")
         return p
 

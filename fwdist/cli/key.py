@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fwdist import keys
+from fwdist.cli.args import subcommand
 from fwdist.cli.output import emit_json
 from fwdist.errors import KeyFileError
 from fwdist.keys import Signer
@@ -117,9 +118,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     key_sub = group.add_subparsers(dest="key_command", required=True, metavar="COMMAND")
 
     def command(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = key_sub.add_parser(name, help=help, description=help)
-        p.set_defaults(handler=handler)
-        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+        p = subcommand(key_sub, name, handler, help)
         p.add_argument("spec", metavar="SPEC", help=SPEC_HELP)
         p.add_argument("--public-out", type=Path, metavar="FILE",
                        help="also write the public key (PEM) to FILE, never overwriting")

@@ -10,6 +10,7 @@ from typing import Any
 
 from fwdist import keys, signoff
 from fwdist.chunker import ChunkerParams
+from fwdist.cli.args import subcommand
 from fwdist.cli.key import add_key_options, add_secret_options, key_options, signer_from_args
 from fwdist.cli.output import emit_json, human_bytes, iso_time, progress_bar
 from fwdist.errors import FwdistError, StagingError, StoreError
@@ -258,20 +259,15 @@ def cmd_gc(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    def command(name: str, handler: Any, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=help)
-        p.set_defaults(handler=handler)
-        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-        return p
-
-    p = command("keygen", cmd_keygen, "make an Ed25519 signing keypair: KEYFILE and KEYFILE.pub")
+    p = subcommand(sub, "keygen", cmd_keygen,
+                   "make an Ed25519 signing keypair: KEYFILE and KEYFILE.pub")
     p.add_argument("keyfile")
     p.add_argument("--encrypt", action="store_true",
                    help="encrypt KEYFILE under a passphrase (PKCS#8): from --passphrase-env, "
                    "--passphrase-file, else asked twice on the terminal")
     add_secret_options(p)
 
-    p = command("stage", cmd_stage, "stage an image as a signed release in a store")
+    p = subcommand(sub, "stage", cmd_stage, "stage an image as a signed release in a store")
     p.add_argument("image")
     p.add_argument("--store", required=True)
     p.add_argument("--product", required=True)
@@ -326,11 +322,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument("--avg-piece", type=int, default=ChunkerParams().avg_size)
     p.add_argument("--max-piece", type=int, default=ChunkerParams().max_size)
 
-    p = command("inspect", cmd_inspect, "show a staged release's manifest")
+    p = subcommand(sub, "inspect", cmd_inspect, "show a staged release's manifest")
     p.add_argument("--store", required=True)
     p.add_argument("release", metavar="NAME@X.Y.Z")
 
-    p = command("verify", cmd_verify, "re-hash every object and check every release end to end")
+    p = subcommand(sub, "verify", cmd_verify,
+                   "re-hash every object and check every release end to end")
     p.add_argument("--store", required=True)
     trusted = p.add_mutually_exclusive_group(required=True)  # what to trust: a usage matter
     trusted.add_argument(
@@ -347,13 +344,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     )
     p.add_argument("release", nargs="?", metavar="NAME@X.Y.Z")
 
-    p = command("plan", cmd_plan, "what a box on one version must receive to reach another")
+    p = subcommand(sub, "plan", cmd_plan, "what a box on one version must receive to reach another")
     p.add_argument("--store", required=True)
     p.add_argument("--product", required=True)
     p.add_argument("--from", dest="source", required=True, metavar="X.Y.Z")
     p.add_argument("--to", dest="target", required=True, metavar="X.Y.Z")
 
-    p = command(
+    p = subcommand(
+        sub,
         "gc",
         cmd_gc,
         "remove objects no release references and leftovers of killed writes (never what "

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fwdist import keys, signoff, trust
-from fwdist.cli.args import positive_float
+from fwdist.cli.args import positive_float, subcommand
 from fwdist.cli.key import add_key_options, add_secret_options, key_options, signer_from_args
 from fwdist.cli.output import emit_json, iso_time
 from fwdist.cli.release import parse_release
@@ -363,12 +363,6 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    def command(parent: Any, name: str, handler: Any, help: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
-        p.set_defaults(handler=handler)
-        p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-        return p
-
     def roles(p: argparse.ArgumentParser) -> None:
         p.add_argument("--root-keys", dest="root_role", metavar="K:KEY,...",
                        help="the root role: K of these public keys sign the next root")
@@ -392,35 +386,35 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
                            description="Draft, sign (offline, one key holder at a time), "
                            "publish and show roots.")
     rsub = group.add_subparsers(dest="root_command", required=True, metavar="COMMAND")
-    p = command(rsub, "create", cmd_root_create, "draft root 1 (unsigned) into OUT")
+    p = subcommand(rsub, "create", cmd_root_create, "draft root 1 (unsigned) into OUT")
     p.add_argument("out", metavar="OUT")
     roles(p)
-    p = command(rsub, "rotate", cmd_root_rotate,
+    p = subcommand(rsub, "rotate", cmd_root_rotate,
                 "draft the next root into OUT: the current one with the roles given replaced")
     p.add_argument("out", metavar="OUT")
     p.add_argument("--store", required=True)
     anchor(p)
     roles(p)
-    p = command(rsub, "sign", cmd_root_sign, "add one signature to a root draft FILE")
+    p = subcommand(rsub, "sign", cmd_root_sign, "add one signature to a root draft FILE")
     p.add_argument("file", metavar="FILE")
     add_key_options(p)
-    p = command(rsub, "publish", cmd_root_publish,
+    p = subcommand(rsub, "publish", cmd_root_publish,
                 "put a signed root into the store: root 1 with a threshold of its own root "
                 "keys, a later root with a threshold of the current root's and its own")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--store", required=True)
     anchor(p, required=False)
-    p = command(rsub, "show", cmd_root_show, "show a root file, or the store's newest root")
+    p = subcommand(rsub, "show", cmd_root_show, "show a root file, or the store's newest root")
     p.add_argument("file", metavar="FILE", nargs="?")
     p.add_argument("--store")
 
     group = sub.add_parser("timestamp", help="signed time: what is current and what is revoked",
                            description="Issue the store's next signed timestamp.")
     tsub = group.add_subparsers(dest="timestamp_command", required=True, metavar="COMMAND")
-    p = command(tsub, "issue", cmd_timestamp_issue,
+    p = subcommand(tsub, "issue", cmd_timestamp_issue,
                 "sign the next timestamp: now, the latest released version of each product, "
                 "the revoked releases")
-    for q in (p, command(sub, "revoke", cmd_revoke,
+    for q in (p, subcommand(sub, "revoke", cmd_revoke,
                          "revoke a release: the next timestamp lists it, and boxes drop it")):
         q.add_argument("--store", required=True)
         anchor(q)
@@ -434,14 +428,14 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         q.add_argument("--out", metavar="FILE", help="a timestamp role of K > 1 keys: write "
                        "the draft here for the other holders' `timestamp sign`")
     q.add_argument("release", metavar="NAME@X.Y.Z")
-    p = command(tsub, "sign", cmd_timestamp_sign, "add a timestamp holder's signature to a "
+    p = subcommand(tsub, "sign", cmd_timestamp_sign, "add a timestamp holder's signature to a "
                 "draft (`issue --out`); the one that meets the threshold publishes it")
     p.add_argument("file", metavar="FILE")
     p.add_argument("--store", required=True)
     anchor(p)
     add_key_options(p, help="the timestamp key (a file or a pkcs11: URI)")
 
-    p = command(sub, "sign", cmd_sign,
+    p = subcommand(sub, "sign", cmd_sign,
                 "add one release signer's signature to a staged release (formats 1 and 2)")
     p.add_argument("release", metavar="NAME@X.Y.Z")
     p.add_argument("--store", required=True)
